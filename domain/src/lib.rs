@@ -1,1 +1,31 @@
-//! placeholder
+//! The pure domain core of bus-integration-docker: container runs, run
+//! specs, profiles, mounts and mount policy, event names, request
+//! validation, errors, and the ports the application needs.
+//!
+//! This crate must not depend on any IO library (no tokio, bollard,
+//! reqwest, serde_json, figment); `tests/no_io_dependencies.rs` checks it.
+//! Wire formats belong to the adapters.
+//!
+//! Layout:
+//! * [`ids`]: validated identifiers (`RunId`, `ImageRef`, ...).
+//! * [`events`]: operations and the event prefix.
+//! * [`mount`], [`profile`], [`spec`]: mounts, profiles, policy, and
+//!   [`spec::resolve`] turning a request into a [`spec::RunSpec`].
+//! * [`request`], [`response`], [`run`]: what flows in and out.
+//! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
+//! * [`error`]: errors and the wire codes they map to.
+
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod mount;
+pub mod ports;
+pub mod profile;
+pub mod request;
+pub mod response;
+pub mod run;
+pub mod spec;
+
+pub use error::{ErrorCode, FieldError, OperationError, PublishError, RuntimeError, SourceError};
+pub use events::{EventPrefix, Operation};
+pub use ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};

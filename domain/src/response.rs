@@ -1,0 +1,88 @@
+//! Responses in domain words; the events adapter turns them into wire
+//! payloads.
+
+use crate::error::{ErrorCode, OperationError};
+use crate::events::Operation;
+use crate::ids::{CorrelationId, OwnerId, RunId};
+use crate::run::{RunReport, RunSummary, RunnerReport};
+
+/// What an operation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Run(Box<RunReport>),
+    Status(Vec<RunSummary>),
+    Input {
+        run_id: RunId,
+        bytes: usize,
+    },
+    Delete {
+        run_id: RunId,
+        owner: Option<OwnerId>,
+    },
+    RunnerStatus(Box<RunnerReport>),
+    RunnerStart(Box<RunnerReport>),
+    RunnerDelete {
+        removed_containers: usize,
+    },
+}
+
+/// The `error` object of a failed response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<&OperationError> for Failure {
+    fn from(err: &OperationError) -> Self {
+        Self {
+            code: err.code(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// One response event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub operation: Operation,
+    /// The response event name.
+    pub event: String,
+    pub correlation: CorrelationId,
+    /// The result, or the partial result of a failure (a timed-out run
+    /// still reports its output).
+    pub reply: Option<Reply>,
+    pub error: Option<Failure>,
+}
+
+impl Response {
+    pub fn success(
+        operation: Operation,
+        event: String,
+        correlation: CorrelationId,
+        reply: Reply,
+    ) -> Self {
+        Self {
+            operation,
+            event,
+            correlation,
+            reply: Some(reply),
+            error: None,
+        }
+    }
+
+    pub fn failure(
+        operation: Operation,
+        event: String,
+        correlation: CorrelationId,
+        error: &OperationError,
+    ) -> Self {
+        Self {
+            operation,
+            event,
+            correlation,
+            reply: None,
+            error: Some(error.into()),
+        }
+    }
+}

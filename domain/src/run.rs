@@ -1,0 +1,309 @@
+//! What a run produces: captured output, the outcome, and what status
+//! reports about runs and the runner.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::error::ErrorCode;
+use crate::ids::{ImageRef, OwnerId, ProfileName, RunId};
+
+/// Keeps the last `cap` bytes of a stream and counts all of them, so a
+/// container printing gigabytes costs at most `cap` bytes of memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailBuffer {
+    cap: usize,
+    tail: VecDeque<u8>,
+    total: u64,
+}
+
+impl TailBuffer {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            tail: VecDeque::with_capacity(cap.min(64 * 1024)),
+            total: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let keep = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let overflow = (self.tail.len() + keep.len()).saturating_sub(self.cap);
+        self.tail.drain(..overflow);
+        self.tail.extend(keep);
+    }
+
+    /// The captured tail as UTF-8, invalid bytes replaced.
+    pub fn finish(self) -> CapturedOutput {
+        let bytes: Vec<u8> = self.tail.into_iter().collect();
+        CapturedOutput {
+            truncated: self.total > bytes.len() as u64,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            total_bytes: self.total,
+        }
+    }
+}
+
+/// One output stream of a finished run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapturedOutput {
+    /// The tail, UTF-8 with invalid bytes replaced.
+    pub text: String,
+    /// Every byte the container wrote to this stream.
+    pub total_bytes: u64,
+    /// Whether bytes were dropped from the front.
+    pub truncated: bool,
+}
+
+impl CapturedOutput {
+    /// Keep only the last `max` bytes of text (on a char boundary), for
+    /// when a response would exceed the event size limit.
+    pub fn shrink_to(&mut self, max: usize) {
+        if self.text.len() <= max {
+            return;
+        }
+        let mut start = self.text.len() - max;
+        while !self.text.is_char_boundary(start) {
+            start += 1;
+        }
+        self.text.drain(..start);
+        self.truncated = true;
+    }
+}
+
+/// How a container's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The process exited by itself with this code.
+    Exited(i64),
+    /// The deadline passed and the worker killed it.
+    TimedOut,
+    /// A delete request or runner delete killed it.
+    Canceled,
+}
+
+/// What the runtime observed of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub ending: Ending,
+    /// The exit code the engine reported, also after a kill.
+    pub exit_code: Option<i64>,
+    pub stdout: CapturedOutput,
+    pub stderr: CapturedOutput,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+}
+
+impl Exit {
+    /// Wall time from container start to exit.
+    pub fn duration(&self) -> Option<Duration> {
+        self.finished_at?.duration_since(self.started_at?).ok()
+    }
+}
+
+/// The status of a finished run (`run.response.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Canceled,
+    Error,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Canceled => "canceled",
+            Self::Error => "error",
+        }
+    }
+
+    /// The status of an ending, and the error code it carries (a non-zero
+    /// exit is a result, not an error).
+    pub fn of(ending: Ending) -> (Self, Option<ErrorCode>) {
+        match ending {
+            Ending::Exited(0) => (Self::Succeeded, None),
+            Ending::Exited(_) => (Self::Failed, None),
+            Ending::TimedOut => (Self::TimedOut, Some(ErrorCode::Timeout)),
+            Ending::Canceled => (Self::Canceled, Some(ErrorCode::Canceled)),
+        }
+    }
+}
+
+/// Where a run lives in the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// The `runtime` object of a run response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeDetails {
+    pub provider: String,
+    pub engine_version: Option<String>,
+    pub container_id: Option<String>,
+    pub container_name: Option<String>,
+}
+
+/// A full `run.response` payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    pub run_id: RunId,
+    pub owner: Option<OwnerId>,
+    pub runner_name: String,
+    pub profile: Option<ProfileName>,
+    pub image: ImageRef,
+    pub image_id: Option<String>,
+    pub args: Vec<String>,
+    pub status: RunStatus,
+    pub exit_code: Option<i64>,
+    pub stdout: CapturedOutput,
+    pub stderr: CapturedOutput,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub duration: Option<Duration>,
+    pub runtime: RuntimeDetails,
+}
+
+/// Where a run is in its life (`status.response.items[].state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Queued,
+    Creating,
+    Running,
+    Exited,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Creating => "creating",
+            Self::Running => "running",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+/// One item of a status response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub state: RunState,
+    pub owner: Option<OwnerId>,
+    pub image: Option<String>,
+    pub profile: Option<String>,
+    pub container_id: Option<String>,
+    pub started_at: Option<SystemTime>,
+}
+
+/// The engine as the runtime sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub engine_version: String,
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+}
+
+/// Runner readiness (`runner.status.response.status.state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerState {
+    Ready,
+    Degraded,
+    Unavailable,
+}
+
+impl RunnerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Degraded => "degraded",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One profile's image as `runner.status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileImage {
+    pub image: String,
+    pub present: bool,
+}
+
+/// The `runner.status` / `runner.start` details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerReport {
+    pub state: RunnerState,
+    pub provider: String,
+    pub engine: Option<EngineInfo>,
+    /// Why the runner is not ready, when it is not.
+    pub problem: Option<String>,
+    pub active_runs: usize,
+    pub queued_runs: usize,
+    pub max_concurrent_runs: usize,
+    pub max_queued_runs: usize,
+    pub profiles: BTreeMap<String, ProfileImage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_buffer_keeps_the_tail_and_counts_everything() {
+        let mut b = TailBuffer::new(4);
+        b.push(b"ab");
+        b.push(b"cdef");
+        b.push(b"");
+        b.push(b"g");
+        let out = b.finish();
+        assert_eq!(out.text, "defg");
+        assert_eq!(out.total_bytes, 7);
+        assert!(out.truncated);
+    }
+
+    #[test]
+    fn tail_buffer_handles_chunks_larger_than_the_cap() {
+        let mut b = TailBuffer::new(3);
+        b.push(b"0123456789");
+        let out = b.finish();
+        assert_eq!(out.text, "789");
+        assert_eq!(out.total_bytes, 10);
+        let mut small = TailBuffer::new(10);
+        small.push(b"ok");
+        let out = small.finish();
+        assert!(!out.truncated);
+        assert_eq!(out.text, "ok");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let mut b = TailBuffer::new(10);
+        b.push(&[b'a', 0xff, b'b']);
+        assert_eq!(b.finish().text, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn shrink_keeps_a_char_boundary() {
+        let mut o = CapturedOutput {
+            text: "aéb".into(),
+            total_bytes: 4,
+            truncated: false,
+        };
+        o.shrink_to(2);
+        assert_eq!(o.text, "b");
+        assert!(o.truncated);
+    }
+
+    #[test]
+    fn non_zero_exit_is_a_result_not_an_error() {
+        assert_eq!(RunStatus::of(Ending::Exited(3)), (RunStatus::Failed, None));
+        assert_eq!(RunStatus::of(Ending::TimedOut).1, Some(ErrorCode::Timeout));
+    }
+}

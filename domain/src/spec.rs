@@ -1,0 +1,566 @@
+//! Resolving a [`RunRequest`] against profiles and policy into a
+//! [`RunSpec`]: the complete, validated description of one container run.
+//! Pure: no async, no Docker; filesystem lookups go through [`HostPaths`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{FieldError, OperationError};
+use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
+use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
+use crate::profile::{Hardening, Profiles, PullPolicy};
+use crate::request::RunRequest;
+
+/// Upper bounds on request sizes; a request beyond them is `bad_request`.
+pub mod limits {
+    pub const MAX_ARGS: usize = 1024;
+    pub const MAX_ARG_BYTES: usize = 128 * 1024;
+    pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+    pub const MAX_ENV: usize = 256;
+    pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+    pub const MAX_MOUNTS: usize = 32;
+    pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
+    pub const MAX_LABELS: usize = 64;
+    pub const MAX_LABEL_KEY_BYTES: usize = 128;
+    pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+}
+
+/// Env keys no request may set whatever the profile says.
+pub const ALWAYS_RESERVED_ENV: [&str; 2] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND"];
+
+/// Which images requests may name directly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePolicy {
+    /// Patterns: an exact reference, or a prefix ending in `*`. `*` alone
+    /// allows any image.
+    patterns: Vec<String>,
+}
+
+impl ImagePolicy {
+    pub fn new(patterns: Vec<String>) -> Self {
+        Self { patterns }
+    }
+
+    pub fn allows(&self, image: &ImageRef) -> bool {
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => image.as_str().starts_with(prefix),
+            None => p == image.as_str(),
+        })
+    }
+}
+
+/// The operator's rules for requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub mounts: MountPolicy,
+    pub images: ImagePolicy,
+    pub allowed_networks: Vec<NetworkName>,
+    pub default_network: NetworkName,
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub max_output_bytes: usize,
+    pub default_pull_policy: PullPolicy,
+    pub hardening: Hardening,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mounts: MountPolicy::default(),
+            images: ImagePolicy::new(vec!["*".to_owned()]),
+            allowed_networks: vec![NetworkName::none()],
+            default_network: NetworkName::none(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(1800),
+            max_output_bytes: 1024 * 1024,
+            default_pull_policy: PullPolicy::IfNotPresent,
+            hardening: Hardening::default(),
+        }
+    }
+}
+
+/// Who asked, as the transport knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub correlation: CorrelationId,
+    pub stamped_owner: Option<OwnerId>,
+    /// The event name the response goes to.
+    pub reply_event: String,
+}
+
+/// Everything needed to create, run and answer one container run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    pub run_id: RunId,
+    pub owner: Option<OwnerId>,
+    pub correlation: CorrelationId,
+    pub reply_event: String,
+    pub profile: Option<ProfileName>,
+    pub image: ImageRef,
+    pub pull_policy: PullPolicy,
+    pub command: Vec<String>,
+    pub workdir: Option<ContainerPath>,
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<Mount>,
+    pub network: NetworkName,
+    pub stdin: Option<String>,
+    pub interactive: bool,
+    pub timeout: Duration,
+    pub labels: BTreeMap<String, String>,
+    pub hardening: Hardening,
+    pub max_output_bytes: usize,
+}
+
+impl RunSpec {
+    /// `bus-run-<run_id>`: unique per engine, so a duplicate delivery cannot
+    /// create a second container.
+    pub fn container_name(&self) -> String {
+        container_name(&self.run_id)
+    }
+}
+
+/// The container name of a run.
+pub fn container_name(run_id: &RunId) -> String {
+    format!("bus-run-{}", run_id.as_str())
+}
+
+fn env_key_ok(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && key.len() <= 256
+}
+
+fn label_key_ok(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= limits::MAX_LABEL_KEY_BYTES
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.len() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(FieldError::new(field, "must not contain NUL"));
+    }
+    Ok(())
+}
+
+/// Resolve a run request into a spec.
+///
+/// `generated_id` is used when the request names no `run_id`.
+///
+/// # Errors
+/// * `InvalidSpec` naming the field for malformed or oversized input, an
+///   unknown profile, or a missing image/command.
+/// * `Forbidden` naming the rule: `image_override`, `image_not_allowed`,
+///   `reserved_env`, `network_not_allowed`, `mount_root`, `docker_socket`,
+///   `mount_target`.
+pub fn resolve(
+    req: &RunRequest,
+    origin: &Origin,
+    profiles: &Profiles,
+    policy: &Policy,
+    paths: &impl HostPaths,
+    generated_id: RunId,
+) -> Result<RunSpec, OperationError> {
+    let profile = match &req.profile {
+        Some(name) => Some(profiles.get(name).ok_or_else(|| {
+            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
+        })?),
+        None => None,
+    };
+
+    let image = match (profile, &req.image) {
+        (Some(p), Some(image)) if *image != p.image => {
+            if !p.allow_image_override {
+                return Err(OperationError::forbidden(
+                    "image_override",
+                    format!("profile {} does not allow overriding its image", p.name),
+                ));
+            }
+            if !policy.images.allows(image) {
+                return Err(OperationError::forbidden(
+                    "image_not_allowed",
+                    format!("image {image} is not in the allowed images"),
+                ));
+            }
+            image.clone()
+        }
+        (Some(p), _) => p.image.clone(),
+        (None, Some(image)) => {
+            if !policy.images.allows(image) {
+                return Err(OperationError::forbidden(
+                    "image_not_allowed",
+                    format!("image {image} is not in the allowed images"),
+                ));
+            }
+            image.clone()
+        }
+        (None, None) => {
+            return Err(FieldError::new("profile", "profile or image is required").into())
+        }
+    };
+
+    let command = req
+        .command
+        .clone()
+        .or_else(|| profile.and_then(|p| p.command.clone()))
+        .ok_or_else(|| FieldError::new("command", "is required for an image run"))?;
+    if command.is_empty() {
+        return Err(FieldError::new("command", "must not be empty").into());
+    }
+    if command.len() > limits::MAX_ARGS {
+        return Err(
+            FieldError::new("command", format!("at most {} arguments", limits::MAX_ARGS)).into(),
+        );
+    }
+    let mut total = 0;
+    for (i, arg) in command.iter().enumerate() {
+        check_text(&format!("command[{i}]"), arg, limits::MAX_ARG_BYTES)?;
+        total += arg.len();
+    }
+    if total > limits::MAX_COMMAND_BYTES {
+        return Err(FieldError::new("command", "arguments exceed 1 MiB in total").into());
+    }
+
+    let workdir = match &req.workdir {
+        Some(w) => Some(ContainerPath::parse("workdir", w)?),
+        None => profile.and_then(|p| p.workdir.clone()),
+    };
+
+    if req.env.len() > limits::MAX_ENV {
+        return Err(FieldError::new("env", format!("at most {} entries", limits::MAX_ENV)).into());
+    }
+    let mut env = profile.map(|p| p.env.clone()).unwrap_or_default();
+    for (key, value) in &req.env {
+        if !env_key_ok(key) {
+            return Err(FieldError::new(
+                format!("env.{}", key.escape_debug()),
+                "key must match [A-Za-z_][A-Za-z0-9_]*",
+            )
+            .into());
+        }
+        check_text(&format!("env.{key}"), value, limits::MAX_ENV_VALUE_BYTES)?;
+        let reserved = ALWAYS_RESERVED_ENV.contains(&key.as_str())
+            || profile.is_some_and(|p| p.reserved_env.iter().any(|r| r == key));
+        if reserved {
+            return Err(OperationError::forbidden(
+                "reserved_env",
+                format!("env.{key} is set by the worker and cannot be overridden"),
+            ));
+        }
+        env.insert(key.clone(), value.clone());
+    }
+
+    if req.mounts.len() > limits::MAX_MOUNTS {
+        return Err(
+            FieldError::new("mounts", format!("at most {} mounts", limits::MAX_MOUNTS)).into(),
+        );
+    }
+    let mut mounts: Vec<Mount> = profile.map(|p| p.mounts.clone()).unwrap_or_default();
+    for (i, m) in req.mounts.iter().enumerate() {
+        let mount = policy.mounts.admit(i, m, paths)?;
+        if mounts.iter().any(|x| x.target() == mount.target()) {
+            return Err(FieldError::new(
+                format!("mounts[{i}].target"),
+                format!("{} is already mounted", mount.target().as_str()),
+            )
+            .into());
+        }
+        mounts.push(mount);
+    }
+
+    let network = match (&req.network, profile.and_then(|p| p.network.clone())) {
+        (Some(n), profile_net) => {
+            let allowed = policy.allowed_networks.contains(n) || profile_net.as_ref() == Some(n);
+            if !allowed {
+                return Err(OperationError::forbidden(
+                    "network_not_allowed",
+                    format!("network {n} is not in the allowed networks"),
+                ));
+            }
+            n.clone()
+        }
+        (None, Some(n)) => n,
+        (None, None) => policy.default_network.clone(),
+    };
+
+    let default_timeout = profile
+        .and_then(|p| p.default_timeout)
+        .unwrap_or(policy.default_timeout);
+    let timeout = match req.timeout_seconds {
+        None | Some(0) => default_timeout,
+        Some(s) => Duration::from_secs(s),
+    }
+    .min(policy.max_timeout);
+
+    if let Some(stdin) = &req.stdin {
+        if stdin.len() > limits::MAX_STDIN_BYTES {
+            return Err(FieldError::new("stdin", "must be at most 1 MiB").into());
+        }
+    }
+
+    if req.labels.len() > limits::MAX_LABELS {
+        return Err(
+            FieldError::new("labels", format!("at most {} labels", limits::MAX_LABELS)).into(),
+        );
+    }
+    for (key, value) in &req.labels {
+        if !label_key_ok(key) {
+            return Err(FieldError::new(
+                format!("labels.{}", key.escape_debug()),
+                "key must match [A-Za-z0-9_.-]{1,128}",
+            )
+            .into());
+        }
+        check_text(
+            &format!("labels.{key}"),
+            value,
+            limits::MAX_LABEL_VALUE_BYTES,
+        )?;
+    }
+
+    Ok(RunSpec {
+        run_id: req.run_id.clone().unwrap_or(generated_id),
+        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
+        correlation: origin.correlation.clone(),
+        reply_event: origin.reply_event.clone(),
+        profile: profile.map(|p| p.name.clone()),
+        image,
+        pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
+        command,
+        workdir,
+        env,
+        mounts,
+        network,
+        stdin: req.stdin.clone(),
+        interactive: req.interactive,
+        timeout,
+        labels: req.labels.clone(),
+        hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
+        max_output_bytes: policy.max_output_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::tests::FakePaths;
+    use crate::mount::RequestedMount;
+    use crate::profile::{CodexOptions, Profile};
+    use std::path::PathBuf;
+
+    fn origin() -> Origin {
+        Origin {
+            correlation: CorrelationId::parse("c-1").unwrap(),
+            stamped_owner: Some(OwnerId::parse("stamped").unwrap()),
+            reply_event: "bus.docker.run.response".into(),
+        }
+    }
+
+    fn profiles() -> Profiles {
+        let codex = CodexOptions {
+            image: Some(ImageRef::parse("codex:1").unwrap()),
+            ssh_agent_host_path: Some("/run/agent.sock".into()),
+            ..CodexOptions::default()
+        }
+        .profile(Hardening::default())
+        .unwrap();
+        let mut open = Profile::new(
+            ProfileName::parse("open").unwrap(),
+            ImageRef::parse("base:1").unwrap(),
+        );
+        open.allow_image_override = true;
+        open.command = Some(vec!["true".into()]);
+        open.default_timeout = Some(Duration::from_secs(42));
+        Profiles::new([codex, open])
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            mounts: MountPolicy::new(vec![PathBuf::from("/srv")], vec![]),
+            images: ImagePolicy::new(vec!["allowed/*".into(), "base:1".into()]),
+            allowed_networks: vec![NetworkName::none(), NetworkName::parse("host").unwrap()],
+            ..Policy::default()
+        }
+    }
+
+    fn run(req: &RunRequest) -> Result<RunSpec, OperationError> {
+        resolve(
+            req,
+            &origin(),
+            &profiles(),
+            &policy(),
+            &FakePaths::with(&[("/srv/a", "/srv/a")]),
+            RunId::parse("gen").unwrap(),
+        )
+    }
+
+    fn image_run() -> RunRequest {
+        RunRequest {
+            image: Some(ImageRef::parse("allowed/x:1").unwrap()),
+            command: Some(vec!["sh".into(), "-c".into(), "true".into()]),
+            ..RunRequest::default()
+        }
+    }
+
+    fn forbidden_rule(r: Result<RunSpec, OperationError>) -> &'static str {
+        match r {
+            Err(OperationError::Forbidden { rule, .. }) => rule,
+            other => panic!("expected forbidden, got {other:?}"),
+        }
+    }
+
+    fn bad_field(r: Result<RunSpec, OperationError>) -> String {
+        match r {
+            Err(OperationError::InvalidSpec(e)) => e.field().to_owned(),
+            other => panic!("expected bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_image_run_gets_defaults() {
+        let spec = run(&image_run()).unwrap();
+        assert_eq!(spec.run_id.as_str(), "gen");
+        assert_eq!(spec.owner.as_ref().unwrap().as_str(), "stamped");
+        assert_eq!(spec.network.as_str(), "none");
+        assert_eq!(spec.timeout, Duration::from_secs(300));
+        assert_eq!(spec.container_name(), "bus-run-gen");
+        assert!(spec.hardening.no_new_privileges);
+    }
+
+    #[test]
+    fn profile_or_image_and_command_are_required() {
+        assert_eq!(bad_field(run(&RunRequest::default())), "profile");
+        let mut r = image_run();
+        r.command = None;
+        assert_eq!(bad_field(run(&r)), "command");
+        r.command = Some(vec![]);
+        assert_eq!(bad_field(run(&r)), "command");
+        r.profile = Some(ProfileName::parse("nope").unwrap());
+        assert_eq!(bad_field(run(&r)), "profile");
+    }
+
+    #[test]
+    fn profile_supplies_image_command_env_and_timeout() {
+        let r = RunRequest {
+            profile: Some(ProfileName::parse("open").unwrap()),
+            timeout_seconds: Some(0),
+            ..RunRequest::default()
+        };
+        let spec = run(&r).unwrap();
+        assert_eq!(spec.image.as_str(), "base:1");
+        assert_eq!(spec.command, vec!["true"]);
+        assert_eq!(spec.timeout, Duration::from_secs(42));
+        let codex = run(&RunRequest {
+            profile: Some(ProfileName::parse("codex").unwrap()),
+            command: Some(vec!["codex".into()]),
+            ..RunRequest::default()
+        })
+        .unwrap();
+        assert_eq!(
+            codex.env["SSH_AUTH_SOCK"],
+            crate::profile::CODEX_SSH_AGENT_SOCKET
+        );
+    }
+
+    #[test]
+    fn image_override_needs_the_profile_and_the_policy() {
+        let mut r = RunRequest {
+            profile: Some(ProfileName::parse("codex").unwrap()),
+            image: Some(ImageRef::parse("allowed/y:1").unwrap()),
+            command: Some(vec!["x".into()]),
+            ..RunRequest::default()
+        };
+        assert_eq!(forbidden_rule(run(&r)), "image_override");
+        r.profile = Some(ProfileName::parse("open").unwrap());
+        assert_eq!(run(&r).unwrap().image.as_str(), "allowed/y:1");
+        r.image = Some(ImageRef::parse("evil:1").unwrap());
+        assert_eq!(forbidden_rule(run(&r)), "image_not_allowed");
+        let mut plain = image_run();
+        plain.image = Some(ImageRef::parse("evil:1").unwrap());
+        assert_eq!(forbidden_rule(run(&plain)), "image_not_allowed");
+    }
+
+    #[test]
+    fn env_keys_are_checked_and_reserved_keys_refused() {
+        let mut r = image_run();
+        r.env.insert("1BAD".into(), "x".into());
+        assert_eq!(bad_field(run(&r)), "env.1BAD");
+        let mut r = image_run();
+        r.env.insert("GIT_SSH_COMMAND".into(), "evil".into());
+        assert_eq!(forbidden_rule(run(&r)), "reserved_env");
+        let mut r = image_run();
+        r.env.insert("OK_KEY".into(), "v".into());
+        assert_eq!(run(&r).unwrap().env["OK_KEY"], "v");
+        let mut r = image_run();
+        for i in 0..=limits::MAX_ENV {
+            r.env.insert(format!("K{i}"), "v".into());
+        }
+        assert_eq!(bad_field(run(&r)), "env");
+    }
+
+    #[test]
+    fn networks_must_be_allowed() {
+        let mut r = image_run();
+        r.network = Some(NetworkName::parse("bridge").unwrap());
+        assert_eq!(forbidden_rule(run(&r)), "network_not_allowed");
+        r.network = Some(NetworkName::parse("host").unwrap());
+        assert_eq!(run(&r).unwrap().network.as_str(), "host");
+    }
+
+    #[test]
+    fn timeouts_are_capped() {
+        let mut r = image_run();
+        r.timeout_seconds = Some(1_000_000);
+        assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(1800));
+        r.timeout_seconds = Some(5);
+        assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mounts_go_through_the_policy_and_targets_are_unique() {
+        let mut r = image_run();
+        r.mounts = vec![RequestedMount {
+            source: "/srv/a".into(),
+            target: "/a".into(),
+            read_only: false,
+        }];
+        assert_eq!(run(&r).unwrap().mounts.len(), 1);
+        r.mounts.push(RequestedMount {
+            source: "/srv/a".into(),
+            target: "/a".into(),
+            read_only: true,
+        });
+        assert_eq!(bad_field(run(&r)), "mounts[1].target");
+        r.mounts = vec![RequestedMount {
+            source: "/etc".into(),
+            target: "/a".into(),
+            read_only: true,
+        }];
+        assert_eq!(forbidden_rule(run(&r)), "mount_root");
+    }
+
+    #[test]
+    fn oversized_and_hostile_text_is_refused() {
+        let mut r = image_run();
+        r.command = Some(vec!["a\0b".into()]);
+        assert_eq!(bad_field(run(&r)), "command[0]");
+        let mut r = image_run();
+        r.stdin = Some("x".repeat(limits::MAX_STDIN_BYTES + 1));
+        assert_eq!(bad_field(run(&r)), "stdin");
+        let mut r = image_run();
+        r.labels.insert("bad key".into(), "v".into());
+        assert_eq!(bad_field(run(&r)), "labels.bad key");
+        let mut r = image_run();
+        r.workdir = Some("relative".into());
+        assert_eq!(bad_field(run(&r)), "workdir");
+    }
+}
