@@ -1,1 +1,310 @@
-//! placeholder
+//! `StaticRuntime`: a deterministic, in-memory [`ContainerRuntime`] used by
+//! `--provider static`, the self-test and the tests of everything above the
+//! runtime port. It starts no processes; containers are entries in a map.
+//!
+//! What a run does is fixed by its command (README "The static provider"):
+//! * `exit N` exits with code N and no output;
+//! * `sleep S` waits S seconds (honouring timeout and cancel), exit 0;
+//! * `cat` copies stdin (text, or interactive input until `eof`) to stdout;
+//! * anything else prints its arguments joined by spaces plus `\n`, exit 0.
+//!
+//! Images whose reference starts with `missing/` are absent and cannot be
+//! pulled; every other image is present with id `sha256:<64 hex>` derived
+//! from the reference.
+//!
+//! Must not depend on any engine client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bus_docker_domain::ports::{
+    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo, Stdin,
+};
+use bus_docker_domain::profile::PullPolicy;
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Ending, Exit, TailBuffer};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{ImageRef, RuntimeError};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+/// The deterministic runtime. Cheap to clone; clones share state.
+#[derive(Clone, Default)]
+pub struct StaticRuntime {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, Entry>,
+    next_id: u64,
+}
+
+struct Entry {
+    managed: ManagedContainer,
+    stdin_open: bool,
+    /// Input written by `write_input` for a running `cat`.
+    input: Option<mpsc::UnboundedSender<InputChunk>>,
+    exit: Option<Exit>,
+}
+
+/// A deterministic image id: FNV-1a of the reference, repeated to 64 hex.
+fn image_id(image: &ImageRef) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in image.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("sha256:{h:016x}{h:016x}{h:016x}{h:016x}")
+}
+
+impl StaticRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_state(&self, id: &str, state: ContainerState) {
+        if let Some(e) = self.lock().containers.get_mut(id) {
+            e.managed.state = state;
+        }
+    }
+}
+
+enum Program {
+    Exit(i64),
+    Sleep(Duration),
+    Cat,
+    Echo(String),
+}
+
+fn program(args: &[String]) -> Program {
+    match args {
+        [cmd, n] if cmd == "exit" => n.parse().map_or_else(|_| Program::Echo(args.join(" ")), Program::Exit),
+        [cmd, s] if cmd == "sleep" => s
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or_else(|| Program::Echo(args.join(" ")), |s| Program::Sleep(Duration::from_secs_f64(s))),
+        [cmd] if cmd == "cat" => Program::Cat,
+        _ => Program::Echo(args.join(" ")),
+    }
+}
+
+impl ContainerRuntime for StaticRuntime {
+    fn provider(&self) -> &'static str {
+        "static"
+    }
+
+    async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        Ok(EngineInfo {
+            engine_version: "static".into(),
+            api_version: "static".into(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+        })
+    }
+
+    async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        Ok(!image.as_str().starts_with("missing/"))
+    }
+
+    async fn ensure_image(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+        if image.as_str().starts_with("missing/") {
+            return Err(match policy {
+                PullPolicy::Never => RuntimeError::ImageMissing(image.to_string()),
+                _ => RuntimeError::PullFailed {
+                    image: image.to_string(),
+                    reason: "the static provider has no registry".into(),
+                },
+            });
+        }
+        Ok(image_id(image))
+    }
+
+    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        let mut state = self.lock();
+        let name = spec.container_name();
+        if state.containers.values().any(|e| e.managed.container.name == name) {
+            return Err(RuntimeError::NameConflict(name));
+        }
+        state.next_id += 1;
+        let container = ContainerRef {
+            id: format!("static-{:012}", state.next_id),
+            name,
+        };
+        let managed = ManagedContainer {
+            container: container.clone(),
+            run_id: spec.run_id.clone(),
+            owner: spec.owner.clone(),
+            correlation: Some(spec.correlation.clone()),
+            reply_event: Some(spec.reply_event.clone()),
+            runner: Some(runner.to_owned()),
+            profile: spec.profile.clone(),
+            image: spec.image.to_string(),
+            image_id: Some(image_id(&spec.image)),
+            args: spec.command.clone(),
+            interactive: spec.interactive,
+            timeout: Some(spec.timeout),
+            state: ContainerState::Created,
+            started_at: None,
+        };
+        state.containers.insert(
+            container.id.clone(),
+            Entry {
+                managed,
+                stdin_open: spec.interactive,
+                input: None,
+                exit: None,
+            },
+        );
+        Ok(container)
+    }
+
+    async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
+        let (args, started_at) = {
+            let mut state = self.lock();
+            let entry = state
+                .containers
+                .get_mut(&container.id)
+                .ok_or_else(|| RuntimeError::ContainerGone(container.id.clone()))?;
+            if let Some(exit) = &entry.exit {
+                return Ok(exit.clone());
+            }
+            let started = *entry.managed.started_at.get_or_insert_with(SystemTime::now);
+            entry.managed.state = ContainerState::Running;
+            (entry.managed.args.clone(), started)
+        };
+        let mut stdout = TailBuffer::new(io.max_output_bytes);
+        let stderr = TailBuffer::new(io.max_output_bytes);
+        let elapsed = SystemTime::now().duration_since(started_at).unwrap_or_default();
+        let deadline = tokio::time::sleep(io.timeout.saturating_sub(elapsed));
+        let mut cancel = io.cancel;
+        let work = async {
+            match program(&args) {
+                Program::Exit(code) => code,
+                Program::Sleep(d) => {
+                    tokio::time::sleep(d).await;
+                    0
+                }
+                Program::Echo(text) => {
+                    stdout.push(text.as_bytes());
+                    stdout.push(b"\n");
+                    0
+                }
+                Program::Cat => {
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    if let Some(e) = self.lock().containers.get_mut(&container.id) {
+                        e.input = Some(tx);
+                    }
+                    match io.stdin {
+                        Stdin::Closed => {}
+                        Stdin::Text(text) => stdout.push(&text),
+                        Stdin::Interactive(initial, mut stream) => {
+                            if let Some(text) = initial {
+                                stdout.push(&text);
+                            }
+                            loop {
+                                let chunk = tokio::select! {
+                                    Some(c) = stream.next() => c,
+                                    Some(c) = rx.recv() => c,
+                                    else => break,
+                                };
+                                stdout.push(&chunk.data);
+                                if chunk.eof {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    0
+                }
+            }
+        };
+        let ending = tokio::select! {
+            code = work => Ending::Exited(code),
+            () = deadline => Ending::TimedOut,
+            () = &mut cancel => Ending::Canceled,
+        };
+        let exit_code = match ending {
+            Ending::Exited(c) => c,
+            Ending::TimedOut | Ending::Canceled => 137,
+        };
+        let exit = Exit {
+            ending,
+            exit_code: Some(exit_code),
+            stdout: stdout.finish(),
+            stderr: stderr.finish(),
+            started_at: Some(started_at),
+            finished_at: Some(SystemTime::now()),
+        };
+        let mut state = self.lock();
+        if let Some(e) = state.containers.get_mut(&container.id) {
+            e.managed.state = ContainerState::Exited;
+            e.stdin_open = false;
+            e.input = None;
+            e.exit = Some(exit.clone());
+        }
+        Ok(exit)
+    }
+
+    async fn kill(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        self.set_state(&container.id, ContainerState::Exited);
+        Ok(())
+    }
+
+    async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        self.lock().containers.remove(&container.id);
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let mut list: Vec<_> = self
+            .lock()
+            .containers
+            .values()
+            .map(|e| e.managed.clone())
+            .collect();
+        list.sort_by(|a, b| a.container.id.cmp(&b.container.id));
+        Ok(list)
+    }
+
+    async fn write_input(&self, container: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
+        let state = self.lock();
+        let entry = state
+            .containers
+            .get(&container.id)
+            .ok_or_else(|| RuntimeError::ContainerGone(container.id.clone()))?;
+        match (&entry.input, entry.stdin_open) {
+            (Some(tx), true) => tx
+                .send(chunk)
+                .map_err(|_| RuntimeError::NotAcceptingInput(container.id.clone())),
+            _ => Err(RuntimeError::NotAcceptingInput(container.id.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_chosen_by_command() {
+        let a = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(matches!(program(&a(&["exit", "3"])), Program::Exit(3)));
+        assert!(matches!(program(&a(&["sleep", "0.5"])), Program::Sleep(d) if d == Duration::from_millis(500)));
+        assert!(matches!(program(&a(&["cat"])), Program::Cat));
+        assert!(matches!(program(&a(&["sleep", "-1"])), Program::Echo(_)));
+        assert!(matches!(program(&a(&["printf", "OK"])), Program::Echo(t) if t == "printf OK"));
+    }
+
+    #[test]
+    fn image_ids_are_deterministic() {
+        let i = ImageRef::parse("alpine:3.20").unwrap();
+        assert_eq!(image_id(&i), image_id(&i));
+        assert_eq!(image_id(&i).len(), "sha256:".len() + 64);
+    }
+}
