@@ -1,0 +1,152 @@
+//! `HttpEvents`: the event ports over the Bus Events API, on top of the
+//! transport client `bus-events-client`.
+//!
+//! The source opens one unicast subscription per request name and merges
+//! them; each line is decoded by [`crate::codec`]. A line that cannot be
+//! used but still names one of our requests and a correlation id becomes
+//! an `Inbound` with a `bad_request` error so the caller gets an answer.
+
+use bus_docker_domain::error::{FieldError, PublishError, SourceError};
+use bus_docker_domain::ports::{EventPublisher, EventSource};
+use bus_docker_domain::request::Inbound;
+use bus_docker_domain::response::Response;
+use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
+use bus_events_client::{EventsClient, OutboundEvent, StreamError, StreamItem};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::codec::{self, Decoded, RawInbound};
+
+/// Where a worker listens.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub prefix: EventPrefix,
+    pub group: String,
+    pub consumer: String,
+}
+
+/// The inbound side: every request name of the prefix, merged.
+pub struct HttpSource {
+    prefix: EventPrefix,
+    rx: mpsc::Receiver<Result<StreamItem, StreamError>>,
+}
+
+/// The outbound side: publishes responses, retrying until accepted or
+/// until `abandon` fires.
+#[derive(Clone)]
+pub struct HttpPublisher {
+    client: EventsClient,
+    abandon: CancellationToken,
+    max_event_bytes: usize,
+}
+
+/// Open the subscriptions (they stop when `stop` fires) and build the
+/// publisher (whose retries stop when `abandon` fires).
+pub fn connect(
+    client: &EventsClient,
+    listen: &Listen,
+    stop: &CancellationToken,
+    abandon: &CancellationToken,
+) -> (HttpSource, HttpPublisher) {
+    let (tx, rx) = mpsc::channel(64);
+    for op in Operation::ALL {
+        let name = listen.prefix.request_name(op);
+        let mut sub = client.subscribe(&name, &listen.group, &listen.consumer, stop.clone());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(item) = sub.recv().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+            debug!(name, "subscription ended");
+        });
+    }
+    (
+        HttpSource { prefix: listen.prefix.clone(), rx },
+        HttpPublisher {
+            client: client.clone(),
+            abandon: abandon.clone(),
+            max_event_bytes: bus_events_client::DEFAULT_MAX_LINE_BYTES,
+        },
+    )
+}
+
+impl HttpSource {
+    fn inbound_of(&self, item: StreamItem) -> Option<Inbound> {
+        match item {
+            StreamItem::Event(env) => {
+                let raw = RawInbound {
+                    name: &env.name,
+                    correlation_id: env.correlation_id.as_deref(),
+                    stamped_owner: env.owner.as_deref(),
+                    payload: &env.payload,
+                };
+                match codec::decode(&self.prefix, raw) {
+                    Decoded::Request(inbound) => Some(inbound),
+                    Decoded::Skip(reason) => {
+                        warn!(name = %env.name, "skipping event: {reason}");
+                        None
+                    }
+                }
+            }
+            StreamItem::Malformed { name, correlation_id, reason } => {
+                let answerable = name
+                    .as_deref()
+                    .and_then(|n| self.prefix.operation_of(n))
+                    .zip(correlation_id.as_deref().and_then(|c| CorrelationId::parse(c).ok()));
+                match answerable {
+                    Some((operation, correlation)) => {
+                        warn!(%correlation, "malformed request line, answering bad_request: {reason}");
+                        Some(Inbound {
+                            operation,
+                            correlation,
+                            stamped_owner: None,
+                            request: Err(FieldError::new("payload", reason)),
+                        })
+                    }
+                    None => {
+                        warn!(?name, "skipping malformed line: {reason}");
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl EventSource for HttpSource {
+    async fn next_inbound(&mut self) -> Option<Result<Inbound, SourceError>> {
+        loop {
+            match self.rx.recv().await? {
+                Ok(item) => {
+                    if let Some(inbound) = self.inbound_of(item) {
+                        return Some(Ok(inbound));
+                    }
+                }
+                Err(err) => return Some(Err(SourceError::Fatal(err.to_string()))),
+            }
+        }
+    }
+}
+
+impl EventPublisher for HttpPublisher {
+    async fn publish(&self, response: &Response) -> Result<(), PublishError> {
+        let encoded = codec::encode(response, self.max_event_bytes);
+        let event = OutboundEvent {
+            name: encoded.name,
+            correlation_id: encoded.correlation_id,
+            payload: encoded.payload,
+            error: encoded.error.filter(|e| !matches!(e, Value::Null)),
+        };
+        self.client.publish(&event, &self.abandon).await.map_err(|err| {
+            if self.abandon.is_cancelled() {
+                PublishError::Abandoned(err.to_string())
+            } else {
+                PublishError::Rejected(err.to_string())
+            }
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! `MemoryEvents`: the event ports in memory, for tests of everything
+//! above the transport. Requests go in through a [`MemoryBus`] handle;
+//! published responses come out of it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bus_docker_domain::error::{PublishError, SourceError};
+use bus_docker_domain::ports::{EventPublisher, EventSource};
+use bus_docker_domain::request::Inbound;
+use bus_docker_domain::response::Response;
+use tokio::sync::{mpsc, Notify};
+
+/// The test's side of the in-memory bus.
+#[derive(Clone)]
+pub struct MemoryBus {
+    requests: mpsc::UnboundedSender<Inbound>,
+    published: Arc<Mutex<Vec<Response>>>,
+    notify: Arc<Notify>,
+}
+
+/// The worker's inbound side.
+pub struct MemorySource {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
+/// The worker's outbound side.
+#[derive(Clone)]
+pub struct MemoryPublisher {
+    published: Arc<Mutex<Vec<Response>>>,
+    notify: Arc<Notify>,
+}
+
+/// A connected bus, source and publisher.
+pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let notify = Arc::new(Notify::new());
+    (
+        MemoryBus { requests: tx, published: Arc::clone(&published), notify: Arc::clone(&notify) },
+        MemorySource { rx },
+        MemoryPublisher { published, notify },
+    )
+}
+
+impl MemoryBus {
+    /// Deliver a request to the worker.
+    pub fn send(&self, inbound: Inbound) {
+        let _ = self.requests.send(inbound);
+    }
+
+    /// Every response published so far.
+    pub fn published(&self) -> Vec<Response> {
+        self.published.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Wait until `pred` holds for the published responses.
+    pub async fn wait_for(&self, pred: impl Fn(&[Response]) -> bool) -> Vec<Response> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let list = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+                if pred(&list) {
+                    return list.clone();
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl EventSource for MemorySource {
+    async fn next_inbound(&mut self) -> Option<Result<Inbound, SourceError>> {
+        self.rx.recv().await.map(Ok)
+    }
+}
+
+impl EventPublisher for MemoryPublisher {
+    async fn publish(&self, response: &Response) -> Result<(), PublishError> {
+        self.published.lock().unwrap_or_else(PoisonError::into_inner).push(response.clone());
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}

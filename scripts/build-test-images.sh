@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Build the container images the integration tests use, locally and offline.
+#
+# usage: scripts/build-test-images.sh [--force]
+#
+#   bus-test-busybox:local  FROM scratch + static busybox (applets symlinked
+#                           into /bin), /tmp, minimal /etc/passwd, CMD ["/bin/sh"]
+#   bus-test-codex:local    the same plus /workspace and /root (stand-in for the
+#                           codex image)
+#
+# No registry, network, git or ssh access is needed: FROM scratch never pulls,
+# the build context is a local temp dir, RUN steps get --network=none, and the
+# legacy builder (DOCKER_BUILDKIT=0) is used, so no buildx/BuildKit either.
+#
+# An image is rebuilt only when it is missing, when the sha256 of the busybox
+# binary differs from its label bus.test.busybox-sha256, or when this script's
+# recipe for it changed (label bus.test.recipe-sha256); --force rebuilds anyway.
+# Each image is smoke-tested (`sh -c 'echo ok'`) every time.
+#
+# stdout: the tags that were (re)built, one per line. Logs go to stderr.
+#
+# Environment: DOCKER_HOST (default unix:///var/run/docker.sock),
+#              BUS_BUSYBOX (default /bin/busybox; must be statically linked).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BUSYBOX="${BUS_BUSYBOX:-/bin/busybox}"
+FORCE=0
+case "${1:-}" in
+    "") ;;
+    --force) FORCE=1 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (usage: $0 [--force])" ;;
+esac
+
+need_cmd docker "run scripts/docker-engine.sh ensure, which installs docker.io"
+docker_ok || die "docker engine not reachable at $DOCKER_HOST; run scripts/docker-engine.sh ensure first"
+
+if [[ ! -e "$BUSYBOX" && "$BUSYBOX" == /bin/busybox ]]; then
+    apt_install busybox-static
+fi
+[[ -f "$BUSYBOX" && -x "$BUSYBOX" ]] || die "busybox binary $BUSYBOX not found or not executable (apt-get install busybox-static)"
+# A dynamically linked busybox cannot run inside FROM scratch.
+if ldd "$BUSYBOX" >/dev/null 2>&1; then
+    die "$BUSYBOX is dynamically linked; the images need a static one (apt-get install busybox-static)"
+fi
+BUSYBOX_SHA="$(sha256sum "$BUSYBOX" | cut -d' ' -f1)"
+
+# Dockerfile of each variant. Shell-form RUN would need /bin/sh, which only
+# exists after the install, so the first RUN uses the exec form.
+recipe() {
+    cat <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "sh", "-ec", "/bin/busybox --install -s /bin; mkdir -p /tmp /etc; chmod 1777 /tmp; echo 'root:x:0:0:root:/root:/bin/sh' >/etc/passwd; echo 'root:x:0:' >/etc/group"]
+EOF
+    case "$1" in
+        busybox) ;;
+        codex) echo 'RUN ["/bin/sh", "-ec", "mkdir -p /workspace /root; chmod 0700 /root"]' ;;
+        *) die "unknown image variant $1" ;;
+    esac
+    echo 'CMD ["/bin/sh"]'
+}
+
+STATE_DIR="$(bus_state_dir)"
+mkdir -p "$STATE_DIR"
+exec 8>"$STATE_DIR/images.lock"
+flock -w 300 8 || die "another build-test-images.sh holds $STATE_DIR/images.lock for >300s"
+
+CTX="$(mktemp -d "${TMPDIR:-/tmp}/bus-test-images.XXXXXX")"
+trap 'rm -rf "$CTX"' EXIT
+cp "$BUSYBOX" "$CTX/busybox"
+chmod 0755 "$CTX/busybox"
+
+label() {
+    docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
+}
+
+smoke_test() {
+    local tag="$1" variant="$2" check='echo ok' out
+    if [[ "$variant" == codex ]]; then
+        check='test -d /workspace && test -d /root && test -d /tmp && echo ok'
+    fi
+    out="$(docker run --rm --network none "$tag" sh -c "$check" 2>&1)" ||
+        die "smoke test of $tag failed: $out"
+    [[ "$out" == ok ]] || die "smoke test of $tag printed '$out' instead of 'ok'"
+}
+
+build_one() {
+    local variant="$1" tag="bus-test-$1:local" recipe_sha old_id new_id
+    recipe "$variant" >"$CTX/Dockerfile"
+    recipe_sha="$(sha256sum "$CTX/Dockerfile" | cut -d' ' -f1)"
+    old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
+
+    if ((!FORCE)) && [[ -n "$old_id" &&
+        "$(label "$tag" bus.test.busybox-sha256)" == "$BUSYBOX_SHA" &&
+        "$(label "$tag" bus.test.recipe-sha256)" == "$recipe_sha" ]]; then
+        log "$tag is up to date (${old_id:7:12})"
+        smoke_test "$tag" "$variant"
+        return 0
+    fi
+
+    log "building $tag"
+    DOCKER_BUILDKIT=0 docker build \
+        --network=none --rm --force-rm \
+        --label "bus.test.image=$variant" \
+        --label "bus.test.busybox-sha256=$BUSYBOX_SHA" \
+        --label "bus.test.recipe-sha256=$recipe_sha" \
+        --tag "$tag" "$CTX" >&2 ||
+        die "docker build of $tag failed (see output above)"
+    new_id="$(docker image inspect --format '{{.Id}}' "$tag")"
+    # Drop the replaced image if nothing else uses it (ignore failures).
+    if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
+        docker image rm "$old_id" >/dev/null 2>&1 || true
+    fi
+    smoke_test "$tag" "$variant"
+    log "built $tag (${new_id:7:12})"
+    printf '%s\n' "$tag"
+}
+
+build_one busybox
+build_one codex
