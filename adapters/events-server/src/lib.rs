@@ -1,1 +1,207 @@
-//! placeholder
+//! `bus-events-local`: a local, in-memory implementation of the Bus Events
+//! API for development, tests, the self-test and the quick start.
+//!
+//! It speaks the same HTTP contract as the real service:
+//!
+//! * `POST /api/v1/events` stores an event and fans it out;
+//! * `GET /api/v1/events/stream` answers with NDJSON, one envelope per line,
+//!   with `broadcast` delivery (every subscriber gets every event, with
+//!   optional replay) or `unicast`/`work` delivery (each event goes to one
+//!   connected consumer of each group, and waits for one while none is);
+//! * HS256 bearer tokens with audience [`AUDIENCE`] and the scopes
+//!   [`SCOPE_READ`] / [`SCOPE_WRITE`] guard both; [`mint_token`] issues them.
+//!
+//! Nothing is persisted: a restart forgets every event and group. It depends
+//! on no other crate of the workspace, and nothing in the worker's domain
+//! depends on it; tests and the binaries start it with [`serve`].
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use bus_events_local::{mint_token, serve, MintClaims, Secret, ServerConfig};
+//!
+//! let secret = Secret::parse("dev-secret").expect("non-empty");
+//! let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+//! let server = serve(ServerConfig::new(bind, secret.clone())).await?;
+//! let token = mint_token(&secret, &MintClaims::new("me", "events")).expect("signable");
+//! println!("{} with {token}", server.base_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout:
+//!
+//! * `secret` — [`Secret`], never printed;
+//! * `auth` — token minting and verification;
+//! * `envelope` — the publish body and the stored envelope;
+//! * `broker` — history, broadcast fan-out and unicast groups;
+//! * `http` — axum routes, error bodies and the NDJSON stream;
+//! * this file — configuration and the server's lifecycle.
+
+mod auth;
+mod broker;
+mod envelope;
+mod http;
+mod secret;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{mint_token, MintClaims, TokenError, AUDIENCE, SCOPE_READ, SCOPE_WRITE};
+pub use broker::{BROADCAST_BUFFER, UNICAST_QUEUE_CAPACITY};
+pub use secret::{Secret, SecretError};
+
+/// Default largest accepted publish body: 4 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Default number of events kept per name for replay.
+pub const DEFAULT_RETENTION: usize = 10_000;
+/// Default idle time after which a stream sends a blank keep-alive line.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// How to run a server. Build it with [`ServerConfig::new`] and adjust the
+/// public fields.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// HS256 secret that tokens must be signed with.
+    pub secret: Secret,
+    /// Largest accepted publish body; larger ones get 413.
+    pub max_event_bytes: usize,
+    /// Events kept per name for `replay=true`; 0 keeps none.
+    pub retention: usize,
+    /// Idle time after which a stream sends a blank line (`\n`); zero
+    /// disables keep-alives.
+    pub keepalive: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with the default limits.
+    pub fn new(bind: SocketAddr, secret: Secret) -> Self {
+        Self {
+            bind,
+            secret,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            retention: DEFAULT_RETENTION,
+            keepalive: DEFAULT_KEEPALIVE,
+        }
+    }
+}
+
+/// A server running in the background. Dropping it stops the server without
+/// waiting; [`RunningServer::shutdown`] stops it and waits.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://IP:PORT`, with a wildcard bind address replaced by loopback
+    /// so the URL can be dialled.
+    pub fn base_url(&self) -> String {
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
+    }
+
+    /// Stops accepting, ends every open stream and waits until all
+    /// connections are closed.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "server task failed");
+            }
+        }
+    }
+
+    /// Test hook: ends every stream that is open now, as if the connections
+    /// had dropped, while the server keeps running. Unicast events handed to
+    /// a cut stream but not yet written stay queued for the group.
+    pub fn drop_streams(&self) {
+        self.shared.drop_streams();
+    }
+
+    /// Diagnostic and test hook: how many consumers of unicast `group` on
+    /// event `name` have a stream open right now.
+    pub fn connected_consumers(&self, name: &str, group: &str) -> usize {
+        self.shared.broker.connected(name, group)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Binds `config.bind` and serves in a background task until the returned
+/// handle is shut down or dropped.
+///
+/// # Errors
+///
+/// The I/O error of binding the listener.
+pub async fn serve(config: ServerConfig) -> std::io::Result<RunningServer> {
+    serve_with_shutdown(config, CancellationToken::new()).await
+}
+
+/// Like [`serve`], and also stops gracefully when `shutdown` is cancelled.
+///
+/// # Errors
+///
+/// The I/O error of binding the listener.
+pub async fn serve_with_shutdown(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let local_addr = listener.local_addr()?;
+    // Our own child, so that stopping this server never cancels the caller's
+    // token, while cancelling the caller's token stops this server.
+    let stop = shutdown.child_token();
+    let shared = Arc::new(http::Shared {
+        broker: broker::Broker::new(config.retention, UNICAST_QUEUE_CAPACITY),
+        verifier: auth::Verifier::new(&config.secret),
+        ids: envelope::EventIds::new(),
+        keepalive: config.keepalive,
+        max_event_bytes: config.max_event_bytes,
+        streams: Mutex::new(stop.child_token()),
+        shutdown: stop.clone(),
+    });
+
+    let app = http::router(Arc::clone(&shared));
+    let stopped = stop.clone().cancelled_owned();
+    let task = tokio::spawn(async move {
+        tracing::info!(%local_addr, "bus events server listening");
+        // Open streams watch children of `stop`, so they end as soon as the
+        // graceful shutdown starts and the connections can drain.
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %err, "bus events server failed");
+        }
+        tracing::info!(%local_addr, "bus events server stopped");
+    });
+
+    Ok(RunningServer {
+        local_addr,
+        shared,
+        stop,
+        task: Some(task),
+    })
+}

@@ -1,0 +1,463 @@
+//! The HTTP face of the server: routes, request validation, error bodies and
+//! the NDJSON stream.
+//!
+//! Every check runs in the order authentication (401), authorization (403),
+//! then request validation (400/413), so a caller without a valid token
+//! learns nothing about the request itself.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthError, Caller, Verifier, SCOPE_READ, SCOPE_WRITE};
+use crate::broker::{Broker, Consumer, Line};
+use crate::envelope::{EventIds, InvalidEvent, NewEvent};
+
+/// A keep-alive: clients skip blank lines.
+const KEEPALIVE_LINE: &[u8] = b"\n";
+/// Longest accepted group or consumer name.
+const MAX_LABEL_LEN: usize = 128;
+
+/// State shared by all handlers.
+pub(crate) struct Shared {
+    pub(crate) broker: Broker,
+    pub(crate) verifier: Verifier,
+    pub(crate) ids: EventIds,
+    pub(crate) keepalive: Duration,
+    pub(crate) max_event_bytes: usize,
+    /// Ends every stream open now when cancelled; replaced by a fresh child
+    /// of `shutdown` each time `drop_streams` cuts them.
+    pub(crate) streams: Mutex<CancellationToken>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The token a newly opened stream watches.
+    fn stream_token(&self) -> CancellationToken {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_token()
+    }
+
+    /// Ends every open stream; streams opened afterwards are unaffected.
+    pub(crate) fn drop_streams(&self) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.cancel();
+        *streams = self.shutdown.child_token();
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let max_event_bytes = shared.max_event_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/api/v1/events",
+            post(publish).layer(DefaultBodyLimit::max(max_event_bytes)),
+        )
+        .route("/api/v1/events/stream", get(stream))
+        .with_state(shared)
+}
+
+/// A refused request, answered as `{"error":{"code":..,"message":..}}`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    #[error("token lacks the `{0}` scope")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("event body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<InvalidEvent> for ApiError {
+    fn from(err: InvalidEvent) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Verifies the bearer token and that it grants `scope`.
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    scope: &'static str,
+) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| AuthError::Malformed))
+        .transpose()?;
+    let caller = shared.verifier.verify_header(header).inspect_err(|err| {
+        tracing::debug!(error = %err, "refused credentials");
+    })?;
+    if !caller.has_scope(scope) {
+        return Err(ApiError::Forbidden(scope));
+    }
+    Ok(caller)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn publish(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&shared, &headers, SCOPE_WRITE)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(shared.max_event_bytes)
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    let event = NewEvent::parse(&body)?;
+    let id = shared.ids.next_id();
+    let name = event.name.clone();
+    let line = event
+        .into_line(&id, &caller.identity, OffsetDateTime::now_utc())
+        .map_err(|err| {
+            tracing::error!(error = %err, "failed to build an envelope");
+            ApiError::Internal
+        })?;
+    shared.broker.publish(&name, line);
+    tracing::info!(%name, %id, identity = %caller.identity, "event published");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "accepted": true})),
+    )
+        .into_response())
+}
+
+/// Query of `GET /api/v1/events/stream`; validated by [`StreamRequest::try_from`].
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    name: Option<String>,
+    delivery: Option<String>,
+    group: Option<String>,
+    consumer: Option<String>,
+    replay: Option<String>,
+    follow: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    Broadcast,
+    Unicast { group: String },
+}
+
+#[derive(Debug)]
+struct StreamRequest {
+    name: String,
+    delivery: Delivery,
+    consumer: Option<String>,
+    replay: bool,
+    follow: bool,
+}
+
+impl TryFrom<StreamQuery> for StreamRequest {
+    type Error = ApiError;
+
+    fn try_from(query: StreamQuery) -> Result<Self, ApiError> {
+        let bad = |message: &str| ApiError::BadRequest(message.to_owned());
+        let name = query
+            .name
+            .filter(|name| !name.trim().is_empty())
+            .ok_or_else(|| bad("query parameter `name` is required"))?;
+        let group = query.group.map(|g| label("group", g)).transpose()?;
+        let consumer = query.consumer.map(|c| label("consumer", c)).transpose()?;
+        let delivery = match query.delivery.as_deref() {
+            None | Some("broadcast") => Delivery::Broadcast,
+            Some("unicast" | "work") => Delivery::Unicast {
+                group: group.ok_or_else(|| bad("unicast delivery needs a `group`"))?,
+            },
+            Some(_) => return Err(bad("`delivery` must be broadcast, unicast or work")),
+        };
+        Ok(Self {
+            name,
+            delivery,
+            consumer,
+            replay: flag("replay", query.replay, false)?,
+            follow: flag("follow", query.follow, true)?,
+        })
+    }
+}
+
+/// A group or consumer name: `[A-Za-z0-9_.:-]{1,128}`.
+fn label(what: &str, value: String) -> Result<String, ApiError> {
+    let valid = (1..=MAX_LABEL_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if valid {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{what}` must match [A-Za-z0-9_.:-]{{1,{MAX_LABEL_LEN}}}"
+        )))
+    }
+}
+
+fn flag(what: &str, value: Option<String>, default: bool) -> Result<bool, ApiError> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`{what}` must be true or false"
+        ))),
+    }
+}
+
+async fn stream(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&shared, &headers, SCOPE_READ)?;
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let request = StreamRequest::try_from(query)?;
+
+    // Subscribe before answering: once the client sees the response head,
+    // every later publish reaches this stream.
+    let source = match &request.delivery {
+        Delivery::Broadcast => {
+            let sub = shared
+                .broker
+                .subscribe(&request.name, request.replay, request.follow);
+            Source::Broadcast {
+                replay: sub.replay,
+                live: sub.live,
+            }
+        }
+        Delivery::Unicast { group } => Source::Unicast {
+            consumer: shared.broker.join(&request.name, group),
+            follow: request.follow,
+        },
+    };
+    let (delivery, group) = match &request.delivery {
+        Delivery::Broadcast => ("broadcast", "-"),
+        Delivery::Unicast { group } => ("unicast", group.as_str()),
+    };
+    tracing::info!(
+        name = %request.name,
+        delivery,
+        group,
+        consumer = request.consumer.as_deref().unwrap_or("-"),
+        replay = request.replay,
+        follow = request.follow,
+        identity = %caller.identity,
+        "stream opened"
+    );
+
+    let outgoing = Outgoing {
+        source,
+        cancel: shared.stream_token(),
+        keepalive: shared.keepalive,
+        name: request.name,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(
+        outgoing,
+        |mut outgoing| async {
+            let line = outgoing.next_line().await?;
+            Some((Ok::<_, Infallible>(line), outgoing))
+        },
+    ));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Where a stream's events come from.
+enum Source {
+    Broadcast {
+        replay: VecDeque<Line>,
+        live: Option<mpsc::Receiver<Line>>,
+    },
+    Unicast {
+        consumer: Consumer,
+        follow: bool,
+    },
+}
+
+impl Source {
+    /// The next event, or `None` when the stream is complete. Cancel safe.
+    async fn next(&mut self) -> Option<Line> {
+        match self {
+            Self::Broadcast { replay, live } => match replay.pop_front() {
+                Some(line) => Some(line),
+                None => live.as_mut()?.recv().await,
+            },
+            Self::Unicast {
+                consumer,
+                follow: true,
+            } => Some(consumer.next().await),
+            Self::Unicast {
+                consumer,
+                follow: false,
+            } => consumer.next_queued(),
+        }
+    }
+}
+
+/// One open stream: events, keep-alives when idle, and an end on
+/// `drop_streams`, shutdown or exhaustion.
+struct Outgoing {
+    source: Source,
+    cancel: CancellationToken,
+    keepalive: Duration,
+    name: String,
+}
+
+impl Outgoing {
+    async fn next_line(&mut self) -> Option<Bytes> {
+        let idle = self.keepalive;
+        let keepalive = async move {
+            if idle.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(idle).await;
+        };
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => None,
+            line = self.source.next() => line,
+            () = keepalive => Some(Bytes::from_static(KEEPALIVE_LINE)),
+        }
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        tracing::info!(name = %self.name, "stream closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> StreamQuery {
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        StreamQuery {
+            name: get("name"),
+            delivery: get("delivery"),
+            group: get("group"),
+            consumer: get("consumer"),
+            replay: get("replay"),
+            follow: get("follow"),
+        }
+    }
+
+    fn request(pairs: &[(&str, &str)]) -> Result<StreamRequest, ApiError> {
+        StreamRequest::try_from(query(pairs))
+    }
+
+    #[test]
+    fn defaults_are_broadcast_follow_without_replay() {
+        let req = request(&[("name", "n")]).expect("valid");
+        assert_eq!(req.delivery, Delivery::Broadcast);
+        assert!(req.follow);
+        assert!(!req.replay);
+    }
+
+    #[test]
+    fn work_is_unicast() {
+        let req = request(&[("name", "n"), ("delivery", "work"), ("group", "g")]).expect("valid");
+        assert_eq!(
+            req.delivery,
+            Delivery::Unicast {
+                group: "g".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_queries_are_bad_requests() {
+        for pairs in [
+            &[][..],
+            &[("name", "")][..],
+            &[("name", "n"), ("delivery", "fanout")][..],
+            &[("name", "n"), ("delivery", "unicast")][..],
+            &[("name", "n"), ("delivery", "unicast"), ("group", "a b")][..],
+            &[("name", "n"), ("consumer", "")][..],
+            &[("name", "n"), ("replay", "yes")][..],
+        ] {
+            assert!(
+                matches!(request(pairs), Err(ApiError::BadRequest(_))),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert!(label("group", "a-Z_0.9:x".to_owned()).is_ok());
+        assert!(label("group", "x".repeat(MAX_LABEL_LEN)).is_ok());
+        assert!(label("group", "x".repeat(MAX_LABEL_LEN + 1)).is_err());
+        assert!(label("group", "ä".to_owned()).is_err());
+    }
+}
