@@ -1,1 +1,26 @@
-//! placeholder
+//! bus-integration-docker: the composition root.
+//!
+//! Wires the pure domain (`bus-docker-domain`) to its adapters: the Events
+//! API (`bus-docker-events` over `bus-events-client`) inbound and outbound,
+//! and a container runtime (`bus-docker-engine` on bollard, or the
+//! deterministic `bus-docker-static`). The application service that
+//! answers requests lives in [`worker`].
+//!
+//! Layout:
+//! * [`cli`], [`config`], [`telemetry`]: what `main` reads and sets up.
+//! * [`app`]: building adapters and the intake loop (`App::run_until`).
+//! * [`worker`]: the service: dedupe, queue, runs, recovery, shutdown.
+//! * [`runtime`]: the `--provider` enum forwarding to an adapter.
+//! * [`local`], [`request`], [`commands`]: the in-process local Events
+//!   API, request/response helpers, and the one-shot commands.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+mod de;
+pub mod local;
+pub mod request;
+pub mod runtime;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,167 @@
+//! The composition root: builds the adapters from settings and runs the
+//! intake loop until shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, EventSource};
+use bus_docker_domain::SourceError;
+use bus_docker_engine::{DockerEngine, EngineOptions};
+use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen};
+use bus_docker_static::StaticRuntime;
+use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, Secret, TokenSource};
+use tracing::{error, info};
+
+use crate::config::{Provider, Settings};
+use crate::runtime::Runtime;
+use crate::worker::{Lifecycle, Worker};
+
+/// Why the app could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("docker engine client: {0}")]
+    Docker(String),
+    #[error("events api client: {0}")]
+    Events(String),
+    #[error("the events api refused this worker (check the token and its scopes): {0}")]
+    Unauthorized(String),
+}
+
+/// The token source: `BUS_API_TOKEN`, else the token file.
+///
+/// # Errors
+/// `Config` when neither is set.
+pub fn token_source(settings: &Settings) -> Result<TokenSource, AppError> {
+    if let Ok(token) = std::env::var("BUS_API_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok(TokenSource::Static(Secret::new(token.trim().to_owned())));
+        }
+    }
+    match &settings.events.token_file {
+        Some(path) => Ok(TokenSource::File(path.clone())),
+        None => Err(AppError::Config(
+            "no Events API token: set BUS_API_TOKEN, or --token-file / BUS_API_TOKEN_FILE".into(),
+        )),
+    }
+}
+
+/// The Events API client from settings.
+///
+/// # Errors
+/// `Config` for a bad URL or missing token, `Events` when the client cannot be built.
+pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
+    let url = settings
+        .events
+        .url
+        .as_deref()
+        .ok_or_else(|| AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into()))?;
+    let url = EventsUrl::parse(url).map_err(|e| AppError::Config(format!("events url: {e}")))?;
+    let mut config = ClientConfig::new(url, token_source(settings)?);
+    config.stream_backoff = Backoff {
+        min: settings.events.listener_retry_min,
+        max: settings.events.listener_retry_max.max(settings.events.listener_retry_min),
+    };
+    config.publish_backoff.max = settings.events.publish_retry_max.max(config.publish_backoff.min);
+    EventsClient::new(config).map_err(|e| AppError::Events(e.to_string()))
+}
+
+/// The runtime chosen by `provider`.
+///
+/// # Errors
+/// `Docker` when the engine client cannot be built (not when the engine
+/// is merely down: that is reported per request).
+pub fn runtime(settings: &Settings) -> Result<Runtime, AppError> {
+    Ok(match settings.provider {
+        Provider::Static => Runtime::Static(StaticRuntime::new()),
+        Provider::Docker => Runtime::Docker(
+            DockerEngine::connect(EngineOptions {
+                docker_host: settings.docker_host.clone(),
+                ..EngineOptions::default()
+            })
+            .map_err(|e| AppError::Docker(e.to_string()))?,
+        ),
+    })
+}
+
+fn default_consumer() -> String {
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// A wired worker and its event source.
+pub struct App<R, S, P> {
+    worker: Worker<R, P>,
+    source: S,
+    lifecycle: Lifecycle,
+    shutdown_grace: Duration,
+}
+
+impl App<Runtime, HttpSource, HttpPublisher> {
+    /// Wire the production adapters.
+    ///
+    /// # Errors
+    /// See [`events_client`] and [`runtime`].
+    pub fn build(settings: &Settings) -> Result<Self, AppError> {
+        let runtime = runtime(settings)?;
+        let client = events_client(settings)?;
+        let lifecycle = Lifecycle::default();
+        let listen = Listen {
+            prefix: settings.worker.prefix.clone(),
+            group: settings.events.group.clone(),
+            consumer: settings.events.consumer.clone().unwrap_or_else(default_consumer),
+        };
+        let (source, publisher) = http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+        info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
+        Ok(Self::build_with(settings, runtime, source, publisher, lifecycle))
+    }
+}
+
+impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
+    /// Wire given adapters (tests inject fakes here). The source must stop
+    /// when `lifecycle.stopping` fires; the publisher must give up when
+    /// `lifecycle.abandon` fires.
+    pub fn build_with(settings: &Settings, runtime: R, source: S, publisher: P, lifecycle: Lifecycle) -> Self {
+        let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle.clone());
+        Self { worker, source, lifecycle, shutdown_grace: settings.shutdown_grace }
+    }
+
+    pub fn worker(&self) -> &Worker<R, P> {
+        &self.worker
+    }
+
+    /// Recover left-behind runs, then feed requests to the worker until
+    /// `shutdown` resolves or the source fails for good; then shut down
+    /// gracefully.
+    ///
+    /// # Errors
+    /// `Unauthorized` when the Events API refused the worker.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+        self.worker.spawn_recovery();
+        tokio::pin!(shutdown);
+        let mut fatal = None;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    info!("shutdown requested: no new requests, running runs get {:?}", self.shutdown_grace);
+                    break;
+                }
+                item = self.source.next_inbound() => match item {
+                    Some(Ok(inbound)) => self.worker.dispatch(inbound),
+                    Some(Err(SourceError::Fatal(message))) => {
+                        error!("{message}");
+                        fatal = Some(message);
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        self.lifecycle.stopping.cancel();
+        self.worker.shutdown(self.shutdown_grace).await;
+        info!("worker stopped");
+        fatal.map_or(Ok(()), |m| Err(AppError::Unauthorized(m)))
+    }
+}

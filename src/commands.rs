@@ -1,0 +1,168 @@
+//! The one-shot commands: `--events`, `--self-test`, `demo`, `client`.
+
+use std::time::Duration;
+
+use bus_docker_domain::ports::ContainerRuntime;
+use bus_docker_domain::{ImageRef, Operation};
+use bus_docker_events::http::{self, Listen};
+use serde_json::{json, Value};
+
+use crate::app::{self, App, AppError};
+use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
+use crate::config::{Provider, Settings};
+use crate::local::LocalBus;
+use crate::request::{operation, request};
+use crate::runtime::Runtime;
+use crate::worker::Lifecycle;
+
+/// A command's failure: printed, exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+fn fail(e: impl std::fmt::Display) -> CommandError {
+    CommandError(e.to_string())
+}
+
+/// `--events`: the request and response names of the configured prefix.
+pub fn list_events(settings: &Settings, format: OutputFormat) -> String {
+    let prefix = &settings.worker.prefix;
+    match format {
+        OutputFormat::Text => Operation::ALL
+            .iter()
+            .map(|op| format!("{:<14} {} -> {}", op.as_str(), prefix.request_name(*op), prefix.response_name(*op)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        OutputFormat::Json => {
+            let ops: Vec<Value> = Operation::ALL
+                .iter()
+                .map(|op| json!({"operation": op.as_str(), "request": prefix.request_name(*op), "response": prefix.response_name(*op)}))
+                .collect();
+            json!({"prefix": prefix.as_str(), "operations": ops}).to_string()
+        }
+    }
+}
+
+/// Run a worker with `runtime` against an in-process local Events API,
+/// send one request, return its response payload.
+async fn one_request(settings: &Settings, runtime: Runtime, op: Operation, payload: Value, timeout: Duration) -> Result<Value, CommandError> {
+    let bus = LocalBus::start().await.map_err(fail)?;
+    let client = bus.client().map_err(fail)?;
+    let lifecycle = Lifecycle::default();
+    let listen = Listen {
+        prefix: settings.worker.prefix.clone(),
+        group: "bus-integration-docker".into(),
+        consumer: format!("self-test-{}", std::process::id()),
+    };
+    let (source, publisher) = http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let mut local = settings.clone();
+    local.shutdown_grace = Duration::from_secs(5);
+    let app = App::build_with(&local, runtime, source, publisher, lifecycle);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    // Unicast groups exist once their first consumer connected: wait for
+    // the worker's stream before publishing, or the request is not routed.
+    let name = settings.worker.prefix.request_name(op);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while bus.server().connected_consumers(&name, &listen.group) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let result = request(&client, &settings.worker.prefix, op, payload, timeout).await;
+    stop.cancel();
+    let stopped = worker.await;
+    bus.shutdown().await;
+    let payload = result.map_err(fail)?;
+    match stopped {
+        Ok(Ok(())) => Ok(payload),
+        Ok(Err(e)) => Err(fail(e)),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// `--self-test`: with `static`, one run whose result is known; with
+/// `docker`, one `runner.status` that must find the engine.
+///
+/// # Errors
+/// The reason the self-test failed.
+pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
+    let runtime = app::runtime(settings).map_err(fail)?;
+    let timeout = Duration::from_secs(30);
+    match settings.provider {
+        Provider::Static => {
+            let payload = json!({"image": "static/self-test", "command": ["printf", "OK"]});
+            let r = one_request(settings, runtime, Operation::Run, payload, timeout).await?;
+            if r["status"] != "succeeded" || r["stdout"] != "printf OK\n" || r["exit_code"] != 0 {
+                return Err(CommandError(format!("unexpected run response: {r}")));
+            }
+        }
+        Provider::Docker => {
+            let r = one_request(settings, runtime, Operation::RunnerStatus, json!({}), timeout).await?;
+            let state = &r["status"]["state"];
+            if state == "unavailable" {
+                return Err(CommandError(format!("docker engine unavailable: {}", r["status"]["details"]["problem"])));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `demo`: a real container when an engine and the image are there, else
+/// the static provider.
+///
+/// # Errors
+/// The run could not be done.
+pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, CommandError> {
+    let image = args.image.clone().unwrap_or_else(|| "bus-test-busybox:local".into());
+    let image_ref = ImageRef::parse(&image).map_err(fail)?;
+    let mut settings = settings.clone();
+    let docker_ready = match app::runtime(&Settings { provider: Provider::Docker, ..settings.clone() }) {
+        Ok(rt) => {
+            let probe = async { rt.engine_info().await.is_ok() && rt.image_present(&image_ref).await.unwrap_or(false) };
+            tokio::time::timeout(Duration::from_secs(5), probe).await.unwrap_or(false)
+        }
+        Err(_) => false,
+    };
+    settings.provider = if docker_ready { Provider::Docker } else { Provider::Static };
+    eprintln!(
+        "demo: provider {} ({})",
+        if docker_ready { "docker" } else { "static" },
+        if docker_ready { format!("engine reachable, image {image} present") } else { format!("no engine or no image {image}: run scripts/docker-engine.sh ensure && scripts/build-test-images.sh for a real container") }
+    );
+    let command = if args.command.is_empty() {
+        vec!["sh".to_owned(), "-c".to_owned(), "echo hello from a bus-integration-docker run; uname -sm".to_owned()]
+    } else {
+        args.command.clone()
+    };
+    let runtime = app::runtime(&settings).map_err(fail)?;
+    let payload = json!({"image": image, "command": command, "timeout_seconds": 60});
+    one_request(&settings, runtime, Operation::Run, payload, Duration::from_secs(120)).await
+}
+
+/// `client`: publish to a live worker, print the response.
+///
+/// # Errors
+/// Bad arguments, no response.
+pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, CommandError> {
+    let op = operation(&args.operation).map_err(fail)?;
+    let mut payload: Value = match &args.payload {
+        Some(text) => serde_json::from_str(text).map_err(|e| CommandError(format!("--payload is not JSON: {e}")))?,
+        None => json!({}),
+    };
+    if op == Operation::Run {
+        let obj = payload.as_object_mut().ok_or_else(|| CommandError("--payload must be a JSON object".into()))?;
+        if let Some(i) = &args.image {
+            obj.insert("image".into(), json!(i));
+        }
+        if let Some(p) = &args.profile {
+            obj.insert("profile".into(), json!(p));
+        }
+        if let Some(t) = args.timeout_seconds {
+            obj.insert("timeout_seconds".into(), json!(t));
+        }
+        if !args.command.is_empty() {
+            obj.insert("command".into(), json!(args.command));
+        }
+    }
+    let client = app::events_client(settings).map_err(|e: AppError| fail(e))?;
+    request(&client, &settings.worker.prefix, op, payload, args.timeout).await.map_err(fail)
+}

@@ -1,0 +1,121 @@
+//! Publishing one request and waiting for its correlated response: what
+//! the `client` subcommand, the self-test and the tests do.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bus_docker_domain::{EventPrefix, Operation};
+use bus_events_client::{CancellationToken, EventsClient, OutboundEvent, StreamItem};
+use serde_json::Value;
+
+/// Why no response came back.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown operation {0:?} (run, status, input, delete, runner.status, runner.start, runner.delete)")]
+    UnknownOperation(String),
+    #[error("publishing the request failed: {0}")]
+    Publish(String),
+    #[error("the response stream failed: {0}")]
+    Stream(String),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The operation named `op`.
+///
+/// # Errors
+/// `UnknownOperation`.
+pub fn operation(op: &str) -> Result<Operation, RequestError> {
+    Operation::ALL
+        .into_iter()
+        .find(|o| o.as_str() == op)
+        .ok_or_else(|| RequestError::UnknownOperation(op.to_owned()))
+}
+
+/// A fresh correlation id.
+pub fn correlation_id() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("cli-{nanos:x}-{:x}", rand::random::<u32>())
+}
+
+/// A subscription to one response name that is connected (so nothing
+/// published after this returns is missed).
+pub struct ResponseWaiter {
+    sub: bus_events_client::Subscription,
+    cancel: CancellationToken,
+}
+
+impl ResponseWaiter {
+    /// Subscribe to `<prefix>.<op>.response` in a private group.
+    ///
+    /// # Errors
+    /// `Stream` when the stream does not connect within `timeout`.
+    pub async fn open(client: &EventsClient, prefix: &EventPrefix, op: Operation, timeout: Duration) -> Result<Self, RequestError> {
+        let cancel = CancellationToken::new();
+        let group = format!("client-{}", correlation_id());
+        let sub = client.subscribe(&prefix.response_name(op), &group, "client", cancel.clone());
+        let deadline = Instant::now() + timeout;
+        while sub.connections() == 0 {
+            if Instant::now() > deadline {
+                cancel.cancel();
+                return Err(RequestError::Stream("response stream did not connect".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Self { sub, cancel })
+    }
+
+    /// The payload of the response with `correlation` (with `error` merged
+    /// in as the envelope carries it).
+    ///
+    /// # Errors
+    /// `Timeout`, `Stream`.
+    pub async fn wait(&mut self, correlation: &str, timeout: Duration) -> Result<Value, RequestError> {
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                match self.sub.recv().await {
+                    Some(Ok(StreamItem::Event(env))) if env.correlation_id.as_deref() == Some(correlation) => {
+                        return Ok(env.payload);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(RequestError::Stream(e.to_string())),
+                    None => return Err(RequestError::Stream("stream ended".into())),
+                }
+            }
+        })
+        .await;
+        result.unwrap_or(Err(RequestError::Timeout(timeout)))
+    }
+}
+
+impl Drop for ResponseWaiter {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Publish a request and wait for its response payload.
+///
+/// # Errors
+/// `Publish`, `Stream`, `Timeout`.
+pub async fn request(
+    client: &EventsClient,
+    prefix: &EventPrefix,
+    op: Operation,
+    payload: Value,
+    timeout: Duration,
+) -> Result<Value, RequestError> {
+    let mut waiter = ResponseWaiter::open(client, prefix, op, timeout).await?;
+    let correlation = correlation_id();
+    let event = OutboundEvent {
+        name: prefix.request_name(op),
+        correlation_id: correlation.clone(),
+        payload,
+        error: None,
+    };
+    let cancel = CancellationToken::new();
+    tokio::time::timeout(timeout, client.publish(&event, &cancel))
+        .await
+        .map_err(|_| RequestError::Timeout(timeout))?
+        .map_err(|e| RequestError::Publish(e.to_string()))?;
+    waiter.wait(&correlation, timeout).await
+}

@@ -1,0 +1,71 @@
+//! The runtime chosen at start-up (`--provider`): an enum that forwards to
+//! the adapter, so the worker stays generic without `dyn`.
+
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, ManagedContainer, RunIo};
+use bus_docker_domain::profile::PullPolicy;
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{ImageRef, RuntimeError};
+use bus_docker_engine::DockerEngine;
+use bus_docker_static::StaticRuntime;
+
+/// `--provider docker` or `--provider static`.
+#[derive(Clone)]
+pub enum Runtime {
+    Docker(DockerEngine),
+    Static(StaticRuntime),
+}
+
+macro_rules! forward {
+    ($self:ident, $rt:ident => $call:expr) => {
+        match $self {
+            Runtime::Docker($rt) => $call.await,
+            Runtime::Static($rt) => $call.await,
+        }
+    };
+}
+
+impl ContainerRuntime for Runtime {
+    fn provider(&self) -> &'static str {
+        match self {
+            Self::Docker(d) => d.provider(),
+            Self::Static(s) => s.provider(),
+        }
+    }
+
+    async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        forward!(self, rt => rt.engine_info())
+    }
+
+    async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        forward!(self, rt => rt.image_present(image))
+    }
+
+    async fn ensure_image(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+        forward!(self, rt => rt.ensure_image(image, policy))
+    }
+
+    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.create(spec, runner))
+    }
+
+    async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
+        forward!(self, rt => rt.drive(container, io))
+    }
+
+    async fn kill(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        forward!(self, rt => rt.kill(container))
+    }
+
+    async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        forward!(self, rt => rt.remove(container))
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        forward!(self, rt => rt.list_managed())
+    }
+
+    async fn write_input(&self, container: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
+        forward!(self, rt => rt.write_input(container, chunk))
+    }
+}
