@@ -60,7 +60,13 @@ RUN ["/bin/busybox", "sh", "-ec", "/bin/busybox --install -s /bin; mkdir -p /tmp
 EOF
     case "$1" in
         busybox) ;;
-        codex) echo 'RUN ["/bin/sh", "-ec", "mkdir -p /workspace /root; chmod 0700 /root"]' ;;
+        codex)
+            echo 'RUN ["/bin/sh", "-ec", "mkdir -p /workspace /root; chmod 0700 /root"]'
+            # sockcat: a static unix-socket client (scripts/sockcat.c) so
+            # tests can reach the SSH agent socket; its hash keys rebuilds.
+            echo "# sockcat.c sha256 $SOCKCAT_SHA"
+            echo 'COPY sockcat /bin/sockcat'
+            ;;
         *) die "unknown image variant $1" ;;
     esac
     echo 'CMD ["/bin/sh"]'
@@ -75,6 +81,13 @@ CTX="$(mktemp -d "${TMPDIR:-/tmp}/bus-test-images.XXXXXX")"
 trap 'rm -rf "$CTX"' EXIT
 cp "$BUSYBOX" "$CTX/busybox"
 chmod 0755 "$CTX/busybox"
+
+SOCKCAT_SRC="$BUS_REPO_ROOT/scripts/sockcat.c"
+SOCKCAT_SHA="$(sha256sum "$SOCKCAT_SRC" | cut -d' ' -f1)"
+if ! command -v gcc >/dev/null 2>&1; then
+    apt_install gcc libc6-dev
+fi
+gcc -static -O2 -o "$CTX/sockcat" "$SOCKCAT_SRC" || die "building the static sockcat helper failed (needs gcc and libc6-dev)"
 
 label() {
     docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true

@@ -15,6 +15,12 @@ pub struct LocalBus {
     token: String,
 }
 
+impl std::fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBus").field("url", &self.url()).finish_non_exhaustive()
+    }
+}
+
 /// Why the local bus could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalBusError {
@@ -96,5 +102,20 @@ impl LocalBus {
 
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+    }
+
+    /// Stop the server and start a fresh one (empty memory backend) on the
+    /// same address with the same secret, so tokens stay valid: an Events
+    /// API restart, for fault tests.
+    ///
+    /// # Errors
+    /// The address cannot be bound again.
+    pub async fn restart(self, down_for: Duration) -> Result<Self, LocalBusError> {
+        let addr = self.server.local_addr();
+        let Self { server, secret, token } = self;
+        server.shutdown().await;
+        tokio::time::sleep(down_for).await;
+        let server = serve(ServerConfig::new(addr, secret.clone())).await?;
+        Ok(Self { server, secret, token })
     }
 }

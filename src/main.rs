@@ -3,11 +3,30 @@ use std::process::ExitCode;
 use bus_integration_docker::app::App;
 use bus_integration_docker::cli::{Cli, Command};
 use bus_integration_docker::{commands, config, telemetry};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Compose files and shells often set an option to "" to mean unset:
+    // treat an empty env var of ours as absent (before any thread starts).
+    for arg in Cli::command().get_arguments() {
+        if let Some(name) = arg.get_env() {
+            if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+                std::env::remove_var(name);
+            }
+        }
+    }
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bus-integration-docker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let settings = match config::load(cli.worker.config.as_deref(), &cli.worker.overrides()).and_then(|c| c.settings()) {
         Ok(s) => s,
         Err(e) => {

@@ -87,6 +87,23 @@ impl ResponseWaiter {
     }
 }
 
+impl ResponseWaiter {
+    /// The next response of any correlation: `(correlation id, payload)`,
+    /// or `None` when nothing arrives within `timeout`.
+    ///
+    /// # Errors
+    /// `Stream` when the stream failed for good.
+    pub async fn next_any(&mut self, timeout: Duration) -> Result<Option<(String, Value)>, RequestError> {
+        match tokio::time::timeout(timeout, self.sub.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(StreamItem::Event(env)))) => Ok(Some((env.correlation_id.unwrap_or_default(), env.payload))),
+            Ok(Some(Ok(StreamItem::Malformed { reason, .. }))) => Err(RequestError::Stream(reason)),
+            Ok(Some(Err(e))) => Err(RequestError::Stream(e.to_string())),
+            Ok(None) => Err(RequestError::Stream("stream ended".into())),
+        }
+    }
+}
+
 impl Drop for ResponseWaiter {
     fn drop(&mut self) {
         self.cancel.cancel();

@@ -119,3 +119,152 @@ impl Caller {
         w.wait(&c, WAIT).await.expect("response")
     }
 }
+
+/// The locally built test image (`scripts/build-test-images.sh`).
+pub fn test_image() -> String {
+    std::env::var("BUS_TEST_IMAGE").unwrap_or_else(|_| "bus-test-busybox:local".into())
+}
+
+/// A unique name for this test's runner, prefix and run ids.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A Docker Engine client, or a failure saying how to get an engine: these
+/// tests never pass silently without one.
+pub async fn require_engine() -> bollard::Docker {
+    let docker = bollard::Docker::connect_with_defaults()
+        .and_then(|d| Ok(d))
+        .expect("docker client");
+    let docker = match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+        Ok(Ok(d)) => d,
+        other => panic!(
+            "no Docker Engine reachable at {}: {other:?}. Run scripts/docker-engine.sh ensure \
+             (or the whole suite with scripts/test.sh), then scripts/build-test-images.sh",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        ),
+    };
+    let image = test_image();
+    assert!(
+        docker.inspect_image(&image).await.is_ok(),
+        "test image {image} missing: run scripts/build-test-images.sh"
+    );
+    docker
+}
+
+/// Managed containers carrying `bus.runner=<runner>`.
+pub async fn containers_of(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
+    let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    docker
+        .list_containers(Some(opts))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
+        .collect()
+}
+
+/// Settings for a docker worker with its own runner name and prefix.
+pub fn docker_settings(runner: &str, extra: &str) -> Settings {
+    settings(&format!(
+        "provider = \"docker\"\nrunner_name = \"{runner}\"\nevent_prefix = \"bus.t.{}\"\nshutdown_grace = \"5s\"\n{extra}",
+        runner.replace(['@', '_'], "-")
+    ))
+}
+
+/// Unix seconds now, for engine event queries.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// How many containers with `bus.runner=<runner>` the engine created
+/// between `since` and now (from the engine's own event log).
+pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    use futures_util::StreamExt;
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
+    filters.insert("event".to_owned(), vec!["create".to_owned()]);
+    filters.insert("type".to_owned(), vec!["container".to_owned()]);
+    let until = (unix_now() + 1).to_string();
+    let opts = EventsOptionsBuilder::default()
+        .since(&since.to_string())
+        .until(&until)
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker.events(Some(opts)).collect().await;
+    events.into_iter().filter(|e| e.is_ok()).count()
+}
+
+/// A unix-socket proxy in front of the Docker socket: stopping it makes the
+/// engine unreachable for a worker pointed at it, without touching dockerd.
+pub struct SocketProxy {
+    pub path: std::path::PathBuf,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl SocketProxy {
+    pub async fn start(path: &std::path::Path, target: &std::path::Path) -> Self {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).expect("bind proxy socket");
+        let stop = CancellationToken::new();
+        let (token, target, sock) = (stop.clone(), target.to_owned(), path.to_owned());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut down, _)) = accepted else { continue };
+                        let target = target.clone();
+                        conns.spawn(async move {
+                            if let Ok(mut up) = tokio::net::UnixStream::connect(&target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                            }
+                        });
+                    }
+                }
+            }
+            drop(listener);
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+            let _ = std::fs::remove_file(&sock);
+        });
+        Self { path: path.to_owned(), stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Collect responses until `expected` distinct correlations were seen and
+/// then `quiet` passes without another response; returns correlation →
+/// every payload received for it (duplicates visible).
+pub async fn collect(
+    waiter: &mut ResponseWaiter,
+    expected: usize,
+    quiet: Duration,
+    overall: Duration,
+) -> std::collections::HashMap<String, Vec<Value>> {
+    let mut seen: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + overall;
+    loop {
+        let wait = if seen.len() >= expected { quiet } else { Duration::from_secs(5) };
+        match waiter.next_any(wait).await.expect("response stream") {
+            Some((c, v)) => seen.entry(c).or_default().push(v),
+            None if seen.len() >= expected => return seen,
+            None => assert!(tokio::time::Instant::now() < deadline, "only {} of {expected} responses: {:?}", seen.len(), seen.keys()),
+        }
+    }
+}
