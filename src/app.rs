@@ -52,18 +52,22 @@ pub fn token_source(settings: &Settings) -> Result<TokenSource, AppError> {
 /// # Errors
 /// `Config` for a bad URL or missing token, `Events` when the client cannot be built.
 pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
-    let url = settings
-        .events
-        .url
-        .as_deref()
-        .ok_or_else(|| AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into()))?;
+    let url = settings.events.url.as_deref().ok_or_else(|| {
+        AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into())
+    })?;
     let url = EventsUrl::parse(url).map_err(|e| AppError::Config(format!("events url: {e}")))?;
     let mut config = ClientConfig::new(url, token_source(settings)?);
     config.stream_backoff = Backoff {
         min: settings.events.listener_retry_min,
-        max: settings.events.listener_retry_max.max(settings.events.listener_retry_min),
+        max: settings
+            .events
+            .listener_retry_max
+            .max(settings.events.listener_retry_min),
     };
-    config.publish_backoff.max = settings.events.publish_retry_max.max(config.publish_backoff.min);
+    config.publish_backoff.max = settings
+        .events
+        .publish_retry_max
+        .max(config.publish_backoff.min);
     EventsClient::new(config).map_err(|e| AppError::Events(e.to_string()))
 }
 
@@ -86,8 +90,14 @@ pub fn runtime(settings: &Settings) -> Result<Runtime, AppError> {
 }
 
 fn default_consumer() -> String {
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(64)
+        .collect();
     format!("{host}-{}", std::process::id())
 }
 
@@ -111,11 +121,18 @@ impl App<Runtime, HttpSource, HttpPublisher> {
         let listen = Listen {
             prefix: settings.worker.prefix.clone(),
             group: settings.events.group.clone(),
-            consumer: settings.events.consumer.clone().unwrap_or_else(default_consumer),
+            consumer: settings
+                .events
+                .consumer
+                .clone()
+                .unwrap_or_else(default_consumer),
         };
-        let (source, publisher) = http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+        let (source, publisher) =
+            http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
         info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
-        Ok(Self::build_with(settings, runtime, source, publisher, lifecycle))
+        Ok(Self::build_with(
+            settings, runtime, source, publisher, lifecycle,
+        ))
     }
 }
 
@@ -123,9 +140,25 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// Wire given adapters (tests inject fakes here). The source must stop
     /// when `lifecycle.stopping` fires; the publisher must give up when
     /// `lifecycle.abandon` fires.
-    pub fn build_with(settings: &Settings, runtime: R, source: S, publisher: P, lifecycle: Lifecycle) -> Self {
-        let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle.clone());
-        Self { worker, source, lifecycle, shutdown_grace: settings.shutdown_grace }
+    pub fn build_with(
+        settings: &Settings,
+        runtime: R,
+        source: S,
+        publisher: P,
+        lifecycle: Lifecycle,
+    ) -> Self {
+        let worker = Worker::new(
+            runtime,
+            publisher,
+            settings.worker.clone(),
+            lifecycle.clone(),
+        );
+        Self {
+            worker,
+            source,
+            lifecycle,
+            shutdown_grace: settings.shutdown_grace,
+        }
     }
 
     pub fn worker(&self) -> &Worker<R, P> {

@@ -174,7 +174,10 @@ impl WorkerArgs {
             }
         };
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        text("provider", self.provider.map(|p| format!("{p:?}").to_lowercase()));
+        text(
+            "provider",
+            self.provider.map(|p| format!("{p:?}").to_lowercase()),
+        );
         text("events.url", self.events_url.clone());
         text("events.token_file", path(&self.token_file));
         text("event_prefix", self.event_prefix.clone());
@@ -183,13 +186,25 @@ impl WorkerArgs {
         text("events.listener_retry_min", self.listener_retry_min.clone());
         text("events.listener_retry_max", self.listener_retry_max.clone());
         text("runner_name", self.runner_name.clone());
-        text("log_format", self.log_format.map(|f| format!("{f:?}").to_lowercase()));
+        text(
+            "log_format",
+            self.log_format.map(|f| format!("{f:?}").to_lowercase()),
+        );
         text("codex.image", self.container_codex_image.clone());
         text("codex.home_host_path", path(&self.codex_home_host_path));
-        text("codex.workspace_host_path", path(&self.codex_workspace_host_path));
-        text("codex.workspace_container_path", self.codex_workspace_container_path.clone());
+        text(
+            "codex.workspace_host_path",
+            path(&self.codex_workspace_host_path),
+        );
+        text(
+            "codex.workspace_container_path",
+            self.codex_workspace_container_path.clone(),
+        );
         text("codex.ssh_host_path", path(&self.codex_ssh_host_path));
-        text("codex.ssh_agent_host_path", path(&self.codex_ssh_agent_host_path));
+        text(
+            "codex.ssh_agent_host_path",
+            path(&self.codex_ssh_agent_host_path),
+        );
         text("codex.git_ssh_command", self.codex_git_ssh_command.clone());
         if let Some(w) = self.codex_home_writable {
             out.push(("codex.home_writable".into(), OverrideValue::Bool(w)));

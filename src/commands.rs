@@ -30,7 +30,14 @@ pub fn list_events(settings: &Settings, format: OutputFormat) -> String {
     match format {
         OutputFormat::Text => Operation::ALL
             .iter()
-            .map(|op| format!("{:<14} {} -> {}", op.as_str(), prefix.request_name(*op), prefix.response_name(*op)))
+            .map(|op| {
+                format!(
+                    "{:<14} {} -> {}",
+                    op.as_str(),
+                    prefix.request_name(*op),
+                    prefix.response_name(*op)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n"),
         OutputFormat::Json => {
@@ -45,7 +52,13 @@ pub fn list_events(settings: &Settings, format: OutputFormat) -> String {
 
 /// Run a worker with `runtime` against an in-process local Events API,
 /// send one request, return its response payload.
-async fn one_request(settings: &Settings, runtime: Runtime, op: Operation, payload: Value, timeout: Duration) -> Result<Value, CommandError> {
+async fn one_request(
+    settings: &Settings,
+    runtime: Runtime,
+    op: Operation,
+    payload: Value,
+    timeout: Duration,
+) -> Result<Value, CommandError> {
     let bus = LocalBus::start().await.map_err(fail)?;
     let client = bus.client().map_err(fail)?;
     let lifecycle = Lifecycle::default();
@@ -54,7 +67,8 @@ async fn one_request(settings: &Settings, runtime: Runtime, op: Operation, paylo
         group: "bus-integration-docker".into(),
         consumer: format!("self-test-{}", std::process::id()),
     };
-    let (source, publisher) = http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) =
+        http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
     let mut local = settings.clone();
     local.shutdown_grace = Duration::from_secs(5);
     let app = App::build_with(&local, runtime, source, publisher, lifecycle);
@@ -64,7 +78,9 @@ async fn one_request(settings: &Settings, runtime: Runtime, op: Operation, paylo
     // the worker's stream before publishing, or the request is not routed.
     let name = settings.worker.prefix.request_name(op);
     let deadline = tokio::time::Instant::now() + timeout;
-    while bus.server().connected_consumers(&name, &listen.group) == 0 && tokio::time::Instant::now() < deadline {
+    while bus.server().connected_consumers(&name, &listen.group) == 0
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let result = request(&client, &settings.worker.prefix, op, payload, timeout).await;
@@ -96,10 +112,20 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
             }
         }
         Provider::Docker => {
-            let r = one_request(settings, runtime, Operation::RunnerStatus, json!({}), timeout).await?;
+            let r = one_request(
+                settings,
+                runtime,
+                Operation::RunnerStatus,
+                json!({}),
+                timeout,
+            )
+            .await?;
             let state = &r["status"]["state"];
             if state == "unavailable" {
-                return Err(CommandError(format!("docker engine unavailable: {}", r["status"]["details"]["problem"])));
+                return Err(CommandError(format!(
+                    "docker engine unavailable: {}",
+                    r["status"]["details"]["problem"]
+                )));
             }
         }
     }
@@ -112,30 +138,60 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
 /// # Errors
 /// The run could not be done.
 pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, CommandError> {
-    let image = args.image.clone().unwrap_or_else(|| "bus-test-busybox:local".into());
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| "bus-test-busybox:local".into());
     let image_ref = ImageRef::parse(&image).map_err(fail)?;
     let mut settings = settings.clone();
-    let docker_ready = match app::runtime(&Settings { provider: Provider::Docker, ..settings.clone() }) {
+    let docker_ready = match app::runtime(&Settings {
+        provider: Provider::Docker,
+        ..settings.clone()
+    }) {
         Ok(rt) => {
-            let probe = async { rt.engine_info().await.is_ok() && rt.image_present(&image_ref).await.unwrap_or(false) };
-            tokio::time::timeout(Duration::from_secs(5), probe).await.unwrap_or(false)
+            let probe = async {
+                rt.engine_info().await.is_ok()
+                    && rt.image_present(&image_ref).await.unwrap_or(false)
+            };
+            tokio::time::timeout(Duration::from_secs(5), probe)
+                .await
+                .unwrap_or(false)
         }
         Err(_) => false,
     };
-    settings.provider = if docker_ready { Provider::Docker } else { Provider::Static };
+    settings.provider = if docker_ready {
+        Provider::Docker
+    } else {
+        Provider::Static
+    };
     eprintln!(
         "demo: provider {} ({})",
         if docker_ready { "docker" } else { "static" },
-        if docker_ready { format!("engine reachable, image {image} present") } else { format!("no engine or no image {image}: run scripts/docker-engine.sh ensure && scripts/build-test-images.sh for a real container") }
+        if docker_ready {
+            format!("engine reachable, image {image} present")
+        } else {
+            format!("no engine or no image {image}: run scripts/docker-engine.sh ensure && scripts/build-test-images.sh for a real container")
+        }
     );
     let command = if args.command.is_empty() {
-        vec!["sh".to_owned(), "-c".to_owned(), "echo hello from a bus-integration-docker run; uname -sm".to_owned()]
+        vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "echo hello from a bus-integration-docker run; uname -sm".to_owned(),
+        ]
     } else {
         args.command.clone()
     };
     let runtime = app::runtime(&settings).map_err(fail)?;
     let payload = json!({"image": image, "command": command, "timeout_seconds": 60});
-    one_request(&settings, runtime, Operation::Run, payload, Duration::from_secs(120)).await
+    one_request(
+        &settings,
+        runtime,
+        Operation::Run,
+        payload,
+        Duration::from_secs(120),
+    )
+    .await
 }
 
 /// `client`: publish to a live worker, print the response.
@@ -145,11 +201,14 @@ pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, Command
 pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, CommandError> {
     let op = operation(&args.operation).map_err(fail)?;
     let mut payload: Value = match &args.payload {
-        Some(text) => serde_json::from_str(text).map_err(|e| CommandError(format!("--payload is not JSON: {e}")))?,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| CommandError(format!("--payload is not JSON: {e}")))?,
         None => json!({}),
     };
     if op == Operation::Run {
-        let obj = payload.as_object_mut().ok_or_else(|| CommandError("--payload must be a JSON object".into()))?;
+        let obj = payload
+            .as_object_mut()
+            .ok_or_else(|| CommandError("--payload must be a JSON object".into()))?;
         if let Some(i) = &args.image {
             obj.insert("image".into(), json!(i));
         }
@@ -164,5 +223,7 @@ pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, Com
         }
     }
     let client = app::events_client(settings).map_err(|e: AppError| fail(e))?;
-    request(&client, &settings.worker.prefix, op, payload, args.timeout).await.map_err(fail)
+    request(&client, &settings.worker.prefix, op, payload, args.timeout)
+        .await
+        .map_err(fail)
 }

@@ -199,7 +199,10 @@ impl HardeningConfig {
         }
         Ok(Hardening {
             no_new_privileges: self.no_new_privileges.unwrap_or(base.no_new_privileges),
-            cap_drop: self.cap_drop.clone().unwrap_or_else(|| base.cap_drop.clone()),
+            cap_drop: self
+                .cap_drop
+                .clone()
+                .unwrap_or_else(|| base.cap_drop.clone()),
             cap_add: self.cap_add.clone().unwrap_or_else(|| base.cap_add.clone()),
             pids_limit: self.pids_limit.or(base.pids_limit),
             memory_bytes: self.memory_bytes.or(base.memory_bytes),
@@ -279,7 +282,10 @@ impl From<figment::Error> for ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 fn field(key: &str) -> impl Fn(FieldError) -> ConfigError + '_ {
@@ -292,11 +298,17 @@ fn field(key: &str) -> impl Fn(FieldError) -> ConfigError + '_ {
 /// # Errors
 /// The file cannot be read or parsed, a key is unknown, a value has the
 /// wrong form.
-pub fn load(file: Option<&Path>, overrides: &[(String, OverrideValue)]) -> Result<Config, ConfigError> {
+pub fn load(
+    file: Option<&Path>,
+    overrides: &[(String, OverrideValue)],
+) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
     if let Some(path) = file {
         if !path.exists() {
-            return Err(invalid("config", format!("config file {} does not exist", path.display())));
+            return Err(invalid(
+                "config",
+                format!("config file {} does not exist", path.display()),
+            ));
         }
         figment = figment.merge(Toml::file(path));
     }
@@ -336,9 +348,15 @@ fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
 /// Host paths that no mount may expose: the Docker socket in all its
 /// spellings.
 fn protected_paths(docker_host: Option<&str>) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"].iter().map(PathBuf::from).collect();
+    let mut paths: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     paths.extend(docker_socket(docker_host));
-    let canonical: Vec<PathBuf> = paths.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    let canonical: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
     paths.extend(canonical);
     paths.sort();
     paths.dedup();
@@ -346,7 +364,9 @@ fn protected_paths(docker_host: Option<&str>) -> Vec<PathBuf> {
 }
 
 fn default_runner_name() -> String {
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
     format!("docker@{host}")
 }
 
@@ -365,12 +385,18 @@ impl Config {
         }
         let p = &self.policy;
         if p.max_output_bytes == 0 || p.max_output_bytes > 1024 * 1024 {
-            return Err(invalid("policy.max_output_bytes", "must be between 1 and 1048576 (the event limit is 4 MiB)"));
+            return Err(invalid(
+                "policy.max_output_bytes",
+                "must be between 1 and 1048576 (the event limit is 4 MiB)",
+            ));
         }
         let mut roots = Vec::new();
         for root in &p.allowed_mount_roots {
             let canonical = std::fs::canonicalize(root).map_err(|e| {
-                invalid("policy.allowed_mount_roots", format!("{}: {e}", root.display()))
+                invalid(
+                    "policy.allowed_mount_roots",
+                    format!("{}: {e}", root.display()),
+                )
             })?;
             roots.push(canonical);
         }
@@ -380,9 +406,14 @@ impl Config {
             .map(|n| NetworkName::parse(n))
             .collect::<Result<Vec<_>, _>>()
             .map_err(field("policy.allowed_networks"))?;
-        let default_network = NetworkName::parse(&p.default_network).map_err(field("policy.default_network"))?;
-        let base = p.hardening.apply(&Hardening::default()).map_err(field("policy.hardening"))?;
-        let default_pull = PullPolicy::parse(&p.pull_policy).map_err(field("policy.pull_policy"))?;
+        let default_network =
+            NetworkName::parse(&p.default_network).map_err(field("policy.default_network"))?;
+        let base = p
+            .hardening
+            .apply(&Hardening::default())
+            .map_err(field("policy.hardening"))?;
+        let default_pull =
+            PullPolicy::parse(&p.pull_policy).map_err(field("policy.pull_policy"))?;
         let policy = Policy {
             mounts: MountPolicy::new(roots, protected_paths(self.docker.host.as_deref())),
             images: ImagePolicy::new(p.allowed_images.clone()),
@@ -403,25 +434,48 @@ impl Config {
             let key = |k: &str| format!("profiles.{name}.{k}");
             let pname = ProfileName::parse(name).map_err(field(&key("name")))?;
             if pname.as_str() == "codex" && profiles.iter().any(|p: &Profile| p.name == pname) {
-                return Err(invalid(key("name"), "the codex profile is configured by [codex]; remove one"));
+                return Err(invalid(
+                    key("name"),
+                    "the codex profile is configured by [codex]; remove one",
+                ));
             }
-            let image = ImageRef::parse(&pc.image).map_err(|e| invalid(key("image"), e.to_string()))?;
+            let image =
+                ImageRef::parse(&pc.image).map_err(|e| invalid(key("image"), e.to_string()))?;
             let mut profile = Profile::new(pname, image);
             profile.command = pc.command.clone();
             profile.env = pc.env.clone();
             for (i, m) in pc.mounts.iter().enumerate() {
                 let target = ContainerPath::parse(&key(&format!("mounts[{i}].target")), &m.target)
                     .map_err(|e| invalid(key("mounts"), e.to_string()))?;
-                let mode = if m.read_only { AccessMode::ReadOnly } else { AccessMode::ReadWrite };
-                let source = std::fs::canonicalize(&m.source)
-                    .map_err(|e| invalid(key(&format!("mounts[{i}].source")), format!("{}: {e}", m.source.display())))?;
+                let mode = if m.read_only {
+                    AccessMode::ReadOnly
+                } else {
+                    AccessMode::ReadWrite
+                };
+                let source = std::fs::canonicalize(&m.source).map_err(|e| {
+                    invalid(
+                        key(&format!("mounts[{i}].source")),
+                        format!("{}: {e}", m.source.display()),
+                    )
+                })?;
                 let protected = protected_paths(self.docker.host.as_deref());
-                if protected.iter().any(|p| *p == source || p.starts_with(&source)) {
-                    return Err(invalid(key(&format!("mounts[{i}].source")), "the Docker socket is never mounted"));
+                if protected
+                    .iter()
+                    .any(|p| *p == source || p.starts_with(&source))
+                {
+                    return Err(invalid(
+                        key(&format!("mounts[{i}].source")),
+                        "the Docker socket is never mounted",
+                    ));
                 }
                 profile.mounts.push(Mount::operator(source, target, mode));
             }
-            profile.network = pc.network.as_deref().map(NetworkName::parse).transpose().map_err(field(&key("network")))?;
+            profile.network = pc
+                .network
+                .as_deref()
+                .map(NetworkName::parse)
+                .transpose()
+                .map_err(field(&key("network")))?;
             profile.workdir = pc
                 .workdir
                 .as_deref()
@@ -434,7 +488,10 @@ impl Config {
                 None => default_pull,
             };
             profile.allow_image_override = pc.allow_image_override;
-            profile.hardening = pc.hardening.apply(&base).map_err(field(&key("hardening")))?;
+            profile.hardening = pc
+                .hardening
+                .apply(&base)
+                .map_err(field(&key("hardening")))?;
             profiles.push(profile);
         }
 
@@ -457,15 +514,28 @@ impl Config {
         })
     }
 
-    fn codex_profile(&self, base: &Hardening, default_pull: PullPolicy) -> Result<Option<Profile>, ConfigError> {
+    fn codex_profile(
+        &self,
+        base: &Hardening,
+        default_pull: PullPolicy,
+    ) -> Result<Option<Profile>, ConfigError> {
         let c = &self.codex;
         let path = |key: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
             p.as_ref()
-                .map(|p| std::fs::canonicalize(p).map_err(|e| invalid(format!("codex.{key}"), format!("{}: {e}", p.display()))))
+                .map(|p| {
+                    std::fs::canonicalize(p).map_err(|e| {
+                        invalid(format!("codex.{key}"), format!("{}: {e}", p.display()))
+                    })
+                })
                 .transpose()
         };
         let options = CodexOptions {
-            image: c.image.as_deref().map(ImageRef::parse).transpose().map_err(field("codex.image"))?,
+            image: c
+                .image
+                .as_deref()
+                .map(ImageRef::parse)
+                .transpose()
+                .map_err(field("codex.image"))?,
             home_host_path: path("home_host_path", &c.home_host_path)?,
             home_writable: c.home_writable,
             workspace_host_path: path("workspace_host_path", &c.workspace_host_path)?,

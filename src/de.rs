@@ -24,7 +24,8 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(v).map_err(|e| format!("invalid duration {v:?}: {e} (use e.g. 250ms, 5s, 30m or seconds)"))
+    humantime::parse_duration(v)
+        .map_err(|e| format!("invalid duration {v:?}: {e} (use e.g. 250ms, 5s, 30m or seconds)"))
 }
 
 struct TextVisitor;

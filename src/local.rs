@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bus_events_client::{ClientConfig, EventsClient, EventsUrl, Secret as ClientSecret, TokenSource};
+use bus_events_client::{
+    ClientConfig, EventsClient, EventsUrl, Secret as ClientSecret, TokenSource,
+};
 use bus_events_local::{mint_token, serve, MintClaims, RunningServer, Secret, ServerConfig};
 
 /// A running local Events API and a token for it.
@@ -17,7 +19,9 @@ pub struct LocalBus {
 
 impl std::fmt::Debug for LocalBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBus").field("url", &self.url()).finish_non_exhaustive()
+        f.debug_struct("LocalBus")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,8 +35,15 @@ pub enum LocalBusError {
 }
 
 fn random_secret() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("local-{nanos:x}-{:x}-{:x}", std::process::id(), rand::random::<u64>())
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "local-{nanos:x}-{:x}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 impl LocalBus {
@@ -49,11 +60,19 @@ impl LocalBus {
     /// # Errors
     /// See [`LocalBus::start`].
     pub async fn start_on(addr: SocketAddr) -> Result<Self, LocalBusError> {
-        let secret = Secret::parse(&random_secret()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        let secret =
+            Secret::parse(&random_secret()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
         let server = serve(ServerConfig::new(addr, secret.clone())).await?;
-        let token = mint_token(&secret, &MintClaims::new("local-operator", "events:read events:write"))
-            .map_err(|e| LocalBusError::Setup(e.to_string()))?;
-        Ok(Self { server, secret, token })
+        let token = mint_token(
+            &secret,
+            &MintClaims::new("local-operator", "events:read events:write"),
+        )
+        .map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        Ok(Self {
+            server,
+            secret,
+            token,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -84,7 +103,10 @@ impl LocalBus {
     /// The client cannot be built.
     pub fn client_with(&self, token: &str) -> Result<EventsClient, LocalBusError> {
         let url = EventsUrl::parse(&self.url()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
-        let mut config = ClientConfig::new(url, TokenSource::Static(ClientSecret::new(token.to_owned())));
+        let mut config = ClientConfig::new(
+            url,
+            TokenSource::Static(ClientSecret::new(token.to_owned())),
+        );
         config.stream_backoff.min = Duration::from_millis(50);
         config.stream_backoff.max = Duration::from_millis(500);
         config.publish_backoff.min = Duration::from_millis(50);
@@ -112,10 +134,18 @@ impl LocalBus {
     /// The address cannot be bound again.
     pub async fn restart(self, down_for: Duration) -> Result<Self, LocalBusError> {
         let addr = self.server.local_addr();
-        let Self { server, secret, token } = self;
+        let Self {
+            server,
+            secret,
+            token,
+        } = self;
         server.shutdown().await;
         tokio::time::sleep(down_for).await;
         let server = serve(ServerConfig::new(addr, secret.clone())).await?;
-        Ok(Self { server, secret, token })
+        Ok(Self {
+            server,
+            secret,
+            token,
+        })
     }
 }

@@ -27,7 +27,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let settings = match config::load(cli.worker.config.as_deref(), &cli.worker.overrides()).and_then(|c| c.settings()) {
+    let settings = match config::load(cli.worker.config.as_deref(), &cli.worker.overrides())
+        .and_then(|c| c.settings())
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("bus-integration-docker: {e}");
@@ -62,7 +64,10 @@ async fn run(cli: Cli) -> ExitCode {
     if let Some(result) = printed {
         return match result {
             Ok(v) => {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

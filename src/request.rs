@@ -33,7 +33,10 @@ pub fn operation(op: &str) -> Result<Operation, RequestError> {
 
 /// A fresh correlation id.
 pub fn correlation_id() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("cli-{nanos:x}-{:x}", rand::random::<u32>())
 }
 
@@ -49,7 +52,12 @@ impl ResponseWaiter {
     ///
     /// # Errors
     /// `Stream` when the stream does not connect within `timeout`.
-    pub async fn open(client: &EventsClient, prefix: &EventPrefix, op: Operation, timeout: Duration) -> Result<Self, RequestError> {
+    pub async fn open(
+        client: &EventsClient,
+        prefix: &EventPrefix,
+        op: Operation,
+        timeout: Duration,
+    ) -> Result<Self, RequestError> {
         let cancel = CancellationToken::new();
         let group = format!("client-{}", correlation_id());
         let sub = client.subscribe(&prefix.response_name(op), &group, "client", cancel.clone());
@@ -57,7 +65,9 @@ impl ResponseWaiter {
         while sub.connections() == 0 {
             if Instant::now() > deadline {
                 cancel.cancel();
-                return Err(RequestError::Stream("response stream did not connect".into()));
+                return Err(RequestError::Stream(
+                    "response stream did not connect".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -69,11 +79,17 @@ impl ResponseWaiter {
     ///
     /// # Errors
     /// `Timeout`, `Stream`.
-    pub async fn wait(&mut self, correlation: &str, timeout: Duration) -> Result<Value, RequestError> {
+    pub async fn wait(
+        &mut self,
+        correlation: &str,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
         let result = tokio::time::timeout(timeout, async {
             loop {
                 match self.sub.recv().await {
-                    Some(Ok(StreamItem::Event(env))) if env.correlation_id.as_deref() == Some(correlation) => {
+                    Some(Ok(StreamItem::Event(env)))
+                        if env.correlation_id.as_deref() == Some(correlation) =>
+                    {
                         return Ok(env.payload);
                     }
                     Some(Ok(_)) => {}
@@ -93,10 +109,15 @@ impl ResponseWaiter {
     ///
     /// # Errors
     /// `Stream` when the stream failed for good.
-    pub async fn next_any(&mut self, timeout: Duration) -> Result<Option<(String, Value)>, RequestError> {
+    pub async fn next_any(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(String, Value)>, RequestError> {
         match tokio::time::timeout(timeout, self.sub.recv()).await {
             Err(_) => Ok(None),
-            Ok(Some(Ok(StreamItem::Event(env)))) => Ok(Some((env.correlation_id.unwrap_or_default(), env.payload))),
+            Ok(Some(Ok(StreamItem::Event(env)))) => {
+                Ok(Some((env.correlation_id.unwrap_or_default(), env.payload)))
+            }
             Ok(Some(Ok(StreamItem::Malformed { reason, .. }))) => Err(RequestError::Stream(reason)),
             Ok(Some(Err(e))) => Err(RequestError::Stream(e.to_string())),
             Ok(None) => Err(RequestError::Stream("stream ended".into())),

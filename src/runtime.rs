@@ -41,7 +41,11 @@ impl ContainerRuntime for Runtime {
         forward!(self, rt => rt.image_present(image))
     }
 
-    async fn ensure_image(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<String, RuntimeError> {
         forward!(self, rt => rt.ensure_image(image, policy))
     }
 
@@ -65,7 +69,11 @@ impl ContainerRuntime for Runtime {
         forward!(self, rt => rt.list_managed())
     }
 
-    async fn write_input(&self, container: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
+    async fn write_input(
+        &self,
+        container: &ContainerRef,
+        chunk: InputChunk,
+    ) -> Result<(), RuntimeError> {
         forward!(self, rt => rt.write_input(container, chunk))
     }
 }

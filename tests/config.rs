@@ -15,13 +15,30 @@ fn the_example_config_parses_and_validates() {
     let settings = config.settings().expect("config.example.toml validates");
     assert_eq!(settings.worker.prefix.as_str(), "bus.docker");
     assert_eq!(settings.worker.max_concurrent_runs, 4);
-    assert_eq!(settings.events.listener_retry_min, Duration::from_millis(250));
-    let names: Vec<String> = settings.worker.profiles.iter().map(|p| p.name.to_string()).collect();
+    assert_eq!(
+        settings.events.listener_retry_min,
+        Duration::from_millis(250)
+    );
+    let names: Vec<String> = settings
+        .worker
+        .profiles
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
     assert_eq!(names, vec!["codex", "shell"]);
-    let shell = settings.worker.profiles.iter().find(|p| p.name.as_str() == "shell").unwrap();
+    let shell = settings
+        .worker
+        .profiles
+        .iter()
+        .find(|p| p.name.as_str() == "shell")
+        .unwrap();
     assert!(shell.hardening.read_only_rootfs);
     assert_eq!(shell.hardening.pids_limit, Some(128));
-    assert_eq!(shell.hardening.nano_cpus, Some(2_000_000_000), "cpus falls back to [policy.hardening]");
+    assert_eq!(
+        shell.hardening.nano_cpus,
+        Some(2_000_000_000),
+        "cpus falls back to [policy.hardening]"
+    );
 }
 
 #[test]
@@ -37,12 +54,25 @@ fn unknown_keys_are_rejected_with_the_key_named() {
 fn flags_beat_the_file_and_text_values_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "provider = \"docker\"\nrunner_name = \"from-file\"\n[events]\nconsumer = \"file\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "provider = \"docker\"\nrunner_name = \"from-file\"\n[events]\nconsumer = \"file\"\n",
+    )
+    .unwrap();
     let overrides = vec![
         ("provider".to_owned(), OverrideValue::Text("static".into())),
-        ("events.consumer".to_owned(), OverrideValue::Text("12345".into())),
-        ("codex.home_writable".to_owned(), OverrideValue::Text("yes".into())),
-        ("shutdown_grace".to_owned(), OverrideValue::Text("250ms".into())),
+        (
+            "events.consumer".to_owned(),
+            OverrideValue::Text("12345".into()),
+        ),
+        (
+            "codex.home_writable".to_owned(),
+            OverrideValue::Text("yes".into()),
+        ),
+        (
+            "shutdown_grace".to_owned(),
+            OverrideValue::Text("250ms".into()),
+        ),
         ("max_concurrent_runs".to_owned(), OverrideValue::Number(2)),
     ];
     let config = load(Some(&path), &overrides).unwrap();
@@ -56,7 +86,9 @@ fn flags_beat_the_file_and_text_values_load() {
 
 #[test]
 fn a_missing_config_file_is_an_error() {
-    let err = load(Some(std::path::Path::new("/nonexistent/bus.toml")), &[]).unwrap_err().to_string();
+    let err = load(Some(std::path::Path::new("/nonexistent/bus.toml")), &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
 
@@ -65,10 +97,22 @@ fn invalid_values_name_their_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "event_prefix = \"bus..docker\"\n").unwrap();
-    let err = load(Some(&path), &[]).unwrap().settings().unwrap_err().to_string();
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("event_prefix"), "{err}");
-    std::fs::write(&path, "[policy]\nallowed_mount_roots = [\"/nonexistent-root\"]\n").unwrap();
-    let err = load(Some(&path), &[]).unwrap().settings().unwrap_err().to_string();
+    std::fs::write(
+        &path,
+        "[policy]\nallowed_mount_roots = [\"/nonexistent-root\"]\n",
+    )
+    .unwrap();
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("policy.allowed_mount_roots"), "{err}");
     std::fs::write(&path, "shutdown_grace = \"soon\"\n").unwrap();
     let err = load(Some(&path), &[]).unwrap_err().to_string();

@@ -12,7 +12,8 @@ use bus_integration_docker::local::LocalBus;
 use common::{settings, spawn_worker, spawn_worker_with_token, Caller, WAIT};
 use serde_json::{json, Value};
 
-const STATIC: &str = "provider = \"static\"\nevent_prefix = \"bus.docker\"\nshutdown_grace = \"2s\"\n";
+const STATIC: &str =
+    "provider = \"static\"\nevent_prefix = \"bus.docker\"\nshutdown_grace = \"2s\"\n";
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -32,24 +33,43 @@ async fn run_response_has_the_contract_shape() {
     assert_eq!(r["stdout_bytes"], 10);
     assert_eq!(r["stdout_truncated"], false);
     assert_eq!(r["stderr"], "");
-    assert_eq!(r["owner_identity_id"], "local-operator", "owner falls back to the stamped identity");
+    assert_eq!(
+        r["owner_identity_id"], "local-operator",
+        "owner falls back to the stamped identity"
+    );
     assert_eq!(r["owner_account_id"], "local-operator");
     assert_eq!(r["image"], "alpine:3.20");
     assert!(r["image_id"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(r["args"], json!(["printf", "OK"]));
     assert_eq!(r["runtime"]["provider"], "static");
-    assert!(r["runtime"]["container_name"].as_str().unwrap().starts_with("bus-run-run_"));
+    assert!(r["runtime"]["container_name"]
+        .as_str()
+        .unwrap()
+        .starts_with("bus-run-run_"));
     assert!(r["started_at"].as_str().unwrap().ends_with('Z'));
     assert!(r["duration_ms"].is_u64());
     assert!(r.get("error").is_none_or(Value::is_null), "{r}");
 
-    let failed = caller.call(Operation::Run, json!({"image": "alpine:3.20", "args": ["exit", "3"], "owner_identity_id": "alice"})).await;
+    let failed = caller
+        .call(
+            Operation::Run,
+            json!({"image": "alpine:3.20", "args": ["exit", "3"], "owner_identity_id": "alice"}),
+        )
+        .await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["exit_code"], 3);
     assert_eq!(failed["owner_identity_id"], "alice");
-    assert!(failed.get("error").is_none_or(Value::is_null), "non-zero exit is not an error: {failed}");
+    assert!(
+        failed.get("error").is_none_or(Value::is_null),
+        "non-zero exit is not an error: {failed}"
+    );
 
-    let timed_out = caller.call(Operation::Run, json!({"image": "a:1", "command": ["sleep", "30"], "timeout_seconds": 1})).await;
+    let timed_out = caller
+        .call(
+            Operation::Run,
+            json!({"image": "a:1", "command": ["sleep", "30"], "timeout_seconds": 1}),
+        )
+        .await;
     assert_eq!(timed_out["status"], "timed_out");
     assert_eq!(code(&timed_out), "timeout");
 
@@ -65,10 +85,17 @@ async fn status_delete_and_input_work_on_live_runs() {
 
     // A long run, seen by status, then deleted: its own response says canceled.
     let mut runs = caller.waiter(Operation::Run).await;
-    let long = caller.publish(Operation::Run, json!({"run_id": "long-1", "image": "a:1", "command": ["sleep", "60"]})).await;
+    let long = caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": "long-1", "image": "a:1", "command": ["sleep", "60"]}),
+        )
+        .await;
     let mut status;
     loop {
-        status = caller.call(Operation::Status, json!({"run_id": "long-1"})).await;
+        status = caller
+            .call(Operation::Status, json!({"run_id": "long-1"}))
+            .await;
         if status["items"][0]["state"] == "running" {
             break;
         }
@@ -78,13 +105,29 @@ async fn status_delete_and_input_work_on_live_runs() {
     assert_eq!(status["items"][0]["owner_identity_id"], "local-operator");
     assert_eq!(status["items"][0]["details"]["image"], "a:1");
 
-    let other = caller.call(Operation::Status, json!({"owner_identity_id": "somebody-else"})).await;
+    let other = caller
+        .call(
+            Operation::Status,
+            json!({"owner_identity_id": "somebody-else"}),
+        )
+        .await;
     assert_eq!(other["items"], json!([]), "status filters by owner");
 
-    let not_yours = caller.call(Operation::Delete, json!({"run_id": "long-1", "owner_identity_id": "mallory"})).await;
-    assert_eq!(code(&not_yours), "not_found", "another owner's run does not exist for them");
+    let not_yours = caller
+        .call(
+            Operation::Delete,
+            json!({"run_id": "long-1", "owner_identity_id": "mallory"}),
+        )
+        .await;
+    assert_eq!(
+        code(&not_yours),
+        "not_found",
+        "another owner's run does not exist for them"
+    );
 
-    let deleted = caller.call(Operation::Delete, json!({"run_id": "long-1"})).await;
+    let deleted = caller
+        .call(Operation::Delete, json!({"run_id": "long-1"}))
+        .await;
     assert_eq!(deleted["deleted"], true, "{deleted}");
     assert_eq!(deleted["run_id"], "long-1");
     let run = runs.wait(&long, WAIT).await.unwrap();
@@ -95,19 +138,31 @@ async fn status_delete_and_input_work_on_live_runs() {
     let cat = caller.publish(Operation::Run, json!({"run_id": "cat-1", "image": "a:1", "command": ["cat"], "interactive": true, "stdin": "a "})).await;
     let mut accepted;
     loop {
-        accepted = caller.call(Operation::Input, json!({"run_id": "cat-1", "data": "hello "})).await;
+        accepted = caller
+            .call(
+                Operation::Input,
+                json!({"run_id": "cat-1", "data": "hello "}),
+            )
+            .await;
         if accepted["accepted"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(accepted["bytes"], 6);
-    let last = caller.call(Operation::Input, json!({"run_id": "cat-1", "data": "world", "eof": true})).await;
+    let last = caller
+        .call(
+            Operation::Input,
+            json!({"run_id": "cat-1", "data": "world", "eof": true}),
+        )
+        .await;
     assert_eq!(last["accepted"], true, "{last}");
     let run = runs.wait(&cat, WAIT).await.unwrap();
     assert_eq!(run["stdout"], "a hello world");
 
-    let conflict = caller.call(Operation::Input, json!({"run_id": "nope", "data": "x"})).await;
+    let conflict = caller
+        .call(Operation::Input, json!({"run_id": "nope", "data": "x"}))
+        .await;
     assert_eq!(code(&conflict), "not_found");
 
     worker.stop().await.unwrap();
@@ -125,14 +180,22 @@ async fn runner_operations_answer() {
     assert_eq!(st["status"]["provider"], "static");
     assert_eq!(st["status"]["details"]["max_concurrent_runs"], 4);
     assert_eq!(st["status"]["details"]["active_runs"], 0);
-    assert_eq!(st["status"]["details"]["profiles"]["codex"]["present"], true);
+    assert_eq!(
+        st["status"]["details"]["profiles"]["codex"]["present"],
+        true
+    );
 
     let start = caller.call(Operation::RunnerStart, json!({})).await;
     assert_eq!(start["accepted"], true, "{start}");
     assert_eq!(start["action"], "start");
 
     let mut runs = caller.waiter(Operation::Run).await;
-    let c = caller.publish(Operation::Run, json!({"image": "a:1", "command": ["sleep", "60"]})).await;
+    let c = caller
+        .publish(
+            Operation::Run,
+            json!({"image": "a:1", "command": ["sleep", "60"]}),
+        )
+        .await;
     loop {
         let st = caller.call(Operation::RunnerStatus, json!({})).await;
         if st["status"]["details"]["active_runs"] == 1 {
@@ -151,45 +214,96 @@ async fn runner_operations_answer() {
 #[tokio::test]
 async fn refusals_carry_the_documented_codes() {
     let bus = LocalBus::start().await.unwrap();
-    let s = settings(&format!("{STATIC}max_concurrent_runs = 1\nmax_queued_runs = 0\n"));
+    let s = settings(&format!(
+        "{STATIC}max_concurrent_runs = 1\nmax_queued_runs = 0\n"
+    ));
     let worker = spawn_worker(&bus, &s, "w1").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
 
     let cases = [
-        (json!({"image": "a:1", "command": "not-a-list"}), "bad_request", "command"),
+        (
+            json!({"image": "a:1", "command": "not-a-list"}),
+            "bad_request",
+            "command",
+        ),
         (json!({"command": ["x"]}), "bad_request", "profile"),
-        (json!({"image": "a:1", "command": ["x"], "run_id": "a/b"}), "bad_request", "run_id"),
-        (json!({"image": "a:1", "command": ["x"], "timeout_seconds": -1}), "bad_request", "timeout_seconds"),
-        (json!({"image": "a:1", "command": ["x"], "env": {"GIT_SSH_COMMAND": "evil"}}), "forbidden", "reserved_env"),
-        (json!({"image": "a:1", "command": ["x"], "network": "host"}), "forbidden", "network_not_allowed"),
-        (json!({"image": "a:1", "command": ["x"], "mounts": [{"source": "/etc", "target": "/x"}]}), "forbidden", "mount_root"),
-        (json!({"image": "missing/a:1", "command": ["x"]}), "image_unavailable", "missing/a:1"),
+        (
+            json!({"image": "a:1", "command": ["x"], "run_id": "a/b"}),
+            "bad_request",
+            "run_id",
+        ),
+        (
+            json!({"image": "a:1", "command": ["x"], "timeout_seconds": -1}),
+            "bad_request",
+            "timeout_seconds",
+        ),
+        (
+            json!({"image": "a:1", "command": ["x"], "env": {"GIT_SSH_COMMAND": "evil"}}),
+            "forbidden",
+            "reserved_env",
+        ),
+        (
+            json!({"image": "a:1", "command": ["x"], "network": "host"}),
+            "forbidden",
+            "network_not_allowed",
+        ),
+        (
+            json!({"image": "a:1", "command": ["x"], "mounts": [{"source": "/etc", "target": "/x"}]}),
+            "forbidden",
+            "mount_root",
+        ),
+        (
+            json!({"image": "missing/a:1", "command": ["x"]}),
+            "image_unavailable",
+            "missing/a:1",
+        ),
         (json!({"profile": "nope"}), "bad_request", "profile"),
     ];
     for (payload, expected, mention) in cases {
         let r = caller.call(Operation::Run, payload.clone()).await;
         assert_eq!(code(&r), expected, "{payload} -> {r}");
         assert_eq!(r["error"], r["error"], "error object present");
-        assert!(r["error"]["message"].as_str().unwrap().contains(mention), "{payload} -> {r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(mention),
+            "{payload} -> {r}"
+        );
     }
 
     // Capacity: one slot, no queue.
     let mut runs = caller.waiter(Operation::Run).await;
-    let first = caller.publish(Operation::Run, json!({"run_id": "cap-1", "image": "a:1", "command": ["sleep", "60"]})).await;
+    let first = caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": "cap-1", "image": "a:1", "command": ["sleep", "60"]}),
+        )
+        .await;
     loop {
-        let st = caller.call(Operation::Status, json!({"run_id": "cap-1"})).await;
+        let st = caller
+            .call(Operation::Status, json!({"run_id": "cap-1"}))
+            .await;
         if st["items"][0]["state"] == "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let second = caller.call(Operation::Run, json!({"image": "a:1", "command": ["true"]})).await;
+    let second = caller
+        .call(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
+        .await;
     assert_eq!(code(&second), "capacity", "{second}");
-    let dup = caller.call(Operation::Run, json!({"run_id": "cap-1", "image": "a:1", "command": ["true"]})).await;
+    let dup = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": "cap-1", "image": "a:1", "command": ["true"]}),
+        )
+        .await;
     assert_eq!(code(&dup), "conflict", "{dup}");
-    let not_interactive = caller.call(Operation::Input, json!({"run_id": "cap-1", "data": "x"})).await;
+    let not_interactive = caller
+        .call(Operation::Input, json!({"run_id": "cap-1", "data": "x"}))
+        .await;
     assert_eq!(code(&not_interactive), "conflict");
-    caller.call(Operation::Delete, json!({"run_id": "cap-1"})).await;
+    caller
+        .call(Operation::Delete, json!({"run_id": "cap-1"}))
+        .await;
     assert_eq!(runs.wait(&first, WAIT).await.unwrap()["status"], "canceled");
 
     worker.stop().await.unwrap();
@@ -203,11 +317,16 @@ async fn a_redelivered_request_starts_nothing_new() {
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut w = caller.waiter(Operation::Run).await;
     let payload = json!({"image": "a:1", "command": ["echo", "once"]});
-    caller.publish_as(Operation::Run, "dup-1", payload.clone()).await;
+    caller
+        .publish_as(Operation::Run, "dup-1", payload.clone())
+        .await;
     let first = w.wait("dup-1", WAIT).await.unwrap();
     caller.publish_as(Operation::Run, "dup-1", payload).await;
     let again = w.wait("dup-1", WAIT).await.unwrap();
-    assert_eq!(first, again, "the recorded response is published again, not a new run");
+    assert_eq!(
+        first, again,
+        "the recorded response is published again, not a new run"
+    );
     worker.stop().await.unwrap();
 }
 
@@ -223,17 +342,33 @@ async fn two_workers_in_one_group_handle_each_request_once() {
     let mut w = caller.waiter(Operation::Run).await;
     let mut sent = Vec::new();
     for i in 0..30 {
-        sent.push(caller.publish(Operation::Run, json!({"image": "a:1", "command": ["echo", i.to_string()]})).await);
+        sent.push(
+            caller
+                .publish(
+                    Operation::Run,
+                    json!({"image": "a:1", "command": ["echo", i.to_string()]}),
+                )
+                .await,
+        );
     }
     let mut by_runner: HashMap<String, usize> = HashMap::new();
     for c in &sent {
         let r = w.wait(c, WAIT).await.unwrap();
-        *by_runner.entry(r["runner_name"].as_str().unwrap().to_owned()).or_default() += 1;
+        *by_runner
+            .entry(r["runner_name"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(by_runner.values().sum::<usize>(), 30);
-    assert!(by_runner.len() == 2, "both workers took a share: {by_runner:?}");
+    assert!(
+        by_runner.len() == 2,
+        "both workers took a share: {by_runner:?}"
+    );
     // No second response for any request.
-    let extra = tokio::time::timeout(Duration::from_millis(300), w.wait("never", Duration::from_millis(300))).await;
+    let extra = tokio::time::timeout(
+        Duration::from_millis(300),
+        w.wait("never", Duration::from_millis(300)),
+    )
+    .await;
     assert!(extra.is_err() || extra.unwrap().is_err());
     wa.stop().await.unwrap();
     wb.stop().await.unwrap();
@@ -248,7 +383,12 @@ async fn the_worker_reconnects_after_the_server_drops_its_streams() {
     for round in 0..3 {
         bus.server().drop_streams();
         common::wait_connected(&bus, &s, 1).await;
-        let r = caller.call(Operation::Run, json!({"image": "a:1", "command": ["echo", round.to_string()]})).await;
+        let r = caller
+            .call(
+                Operation::Run,
+                json!({"image": "a:1", "command": ["echo", round.to_string()]}),
+            )
+            .await;
         assert_eq!(r["stdout"], format!("echo {round}\n"));
     }
     worker.stop().await.unwrap();
@@ -265,9 +405,20 @@ async fn an_unauthorized_worker_fails_fast() {
         group: s.events.group.clone(),
         consumer: "bad".into(),
     };
-    let (source, publisher) = bus_docker_events::http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
-    let app = bus_integration_docker::app::App::build_with(&s, bus_integration_docker::app::runtime(&s).unwrap(), source, publisher, lifecycle);
-    let result = tokio::time::timeout(Duration::from_secs(10), app.run_until(std::future::pending())).await;
+    let (source, publisher) =
+        bus_docker_events::http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let app = bus_integration_docker::app::App::build_with(
+        &s,
+        bus_integration_docker::app::runtime(&s).unwrap(),
+        source,
+        publisher,
+        lifecycle,
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.run_until(std::future::pending()),
+    )
+    .await;
     let err = result.expect("fails fast, not hanging").unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
     let _ = spawn_worker_with_token;

@@ -10,28 +10,35 @@ use std::time::Duration;
 
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
-use common::{collect, containers_of, docker_settings, require_engine, spawn_worker, test_image, unique, Caller, SocketProxy};
+use common::{
+    collect, containers_of, docker_settings, no_containers_left, require_engine, spawn_worker,
+    test_image, unique, Caller, SocketProxy,
+};
 use serde_json::json;
 
-async fn no_containers_left(docker: &bollard::Docker, runner: &str) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = containers_of(docker, runner).await;
-        if left.is_empty() || tokio::time::Instant::now() > deadline {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn report(test: &str, sent: usize, seen: &std::collections::HashMap<String, Vec<serde_json::Value>>, orphans: usize, panics: usize) {
+fn report(
+    test: &str,
+    sent: usize,
+    seen: &std::collections::HashMap<String, Vec<serde_json::Value>>,
+    orphans: usize,
+    panics: usize,
+) {
     let received: usize = seen.values().map(Vec::len).sum();
     let duplicates = received - seen.len();
     println!("FAULT {test}: requests sent {sent}, responses received {received}, duplicates {duplicates}, orphans {orphans}, panics {panics}");
 }
 
-fn spawn_worker_process(bus: &LocalBus, runner: &str, prefix: &str, log: &std::path::Path) -> tokio::process::Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+fn spawn_worker_process(
+    bus: &LocalBus,
+    runner: &str,
+    prefix: &str,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
         .env("BUS_EVENTS_API_URL", bus.url())
         .env("BUS_API_TOKEN", bus.token())
@@ -67,12 +74,22 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     let mut sent = Vec::new();
     for i in 0..6 {
         let cmd = format!("sleep 2; echo done-{i}");
-        sent.push(caller.publish(Operation::Run, json!({"image": image, "command": ["sh", "-c", cmd]})).await);
+        sent.push(
+            caller
+                .publish(
+                    Operation::Run,
+                    json!({"image": image, "command": ["sh", "-c", cmd]}),
+                )
+                .await,
+        );
     }
     // Every run has its container: the worker is mid-run for all of them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while containers_of(&docker, &runner).await.len() < 6 {
-        assert!(tokio::time::Instant::now() < deadline, "containers were not created");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers were not created"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.start_kill().unwrap();
@@ -80,19 +97,46 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     // Requests published while no worker listens wait in the group queue.
     for i in 6..8 {
         let cmd = format!("echo late-{i}");
-        sent.push(caller.publish(Operation::Run, json!({"image": image, "command": ["sh", "-c", cmd]})).await);
+        sent.push(
+            caller
+                .publish(
+                    Operation::Run,
+                    json!({"image": image, "command": ["sh", "-c", cmd]}),
+                )
+                .await,
+        );
     }
     let mut second = spawn_worker_process(&bus, &runner, &prefix, &log);
-    let seen = collect(&mut waiter, sent.len(), Duration::from_secs(2), Duration::from_secs(90)).await;
+    let seen = collect(
+        &mut waiter,
+        sent.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
     for (i, c) in sent.iter().enumerate() {
-        let responses = seen.get(c).unwrap_or_else(|| panic!("no response for request {i}"));
-        assert_eq!(responses.len(), 1, "request {i} answered {} times", responses.len());
+        let responses = seen
+            .get(c)
+            .unwrap_or_else(|| panic!("no response for request {i}"));
+        assert_eq!(
+            responses.len(),
+            1,
+            "request {i} answered {} times",
+            responses.len()
+        );
         let r = &responses[0];
         assert_eq!(r["status"], "succeeded", "{r}");
-        let expected = if i < 6 { format!("done-{i}\n") } else { format!("late-{i}\n") };
+        let expected = if i < 6 {
+            format!("done-{i}\n")
+        } else {
+            format!("late-{i}\n")
+        };
         assert_eq!(r["stdout"], expected.as_str());
         if i < 6 {
-            assert!(r["duration_ms"].as_u64().unwrap() >= 1900, "recovered runs keep their real start: {r}");
+            assert!(
+                r["duration_ms"].as_u64().unwrap() >= 1900,
+                "recovered runs keep their real start: {r}"
+            );
         }
     }
     let left = no_containers_left(&docker, &runner).await;
@@ -101,12 +145,22 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     report("kill -9", sent.len(), &seen, left.len(), panics);
     assert!(left.is_empty(), "orphans: {left:?}");
     assert_eq!(panics, 0, "{logs}");
-    assert!(logs.contains("recovering run"), "the second worker recovered the runs");
+    assert!(
+        logs.contains("recovering run"),
+        "the second worker recovered the runs"
+    );
 
     // SIGTERM: a graceful stop exits 0.
     let pid = second.id().unwrap();
-    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), second.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
@@ -123,7 +177,14 @@ async fn cut_streams_during_a_batch_lose_nothing() {
     let mut sent = Vec::new();
     for i in 0..12 {
         let cmd = format!("sleep 0.5; echo {i}");
-        sent.push(caller.publish(Operation::Run, json!({"image": image, "command": ["sh", "-c", cmd]})).await);
+        sent.push(
+            caller
+                .publish(
+                    Operation::Run,
+                    json!({"image": image, "command": ["sh", "-c", cmd]}),
+                )
+                .await,
+        );
         if i % 3 == 0 {
             bus.server().drop_streams();
         }
@@ -132,7 +193,13 @@ async fn cut_streams_during_a_batch_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         bus.server().drop_streams();
     }
-    let seen = collect(&mut waiter, sent.len(), Duration::from_secs(2), Duration::from_secs(90)).await;
+    let seen = collect(
+        &mut waiter,
+        sent.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
     for (i, c) in sent.iter().enumerate() {
         let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
         assert_eq!(rs.len(), 1);
@@ -149,7 +216,7 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
     let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("restart");
-    let s = docker_settings(&runner, "");
+    let s = docker_settings(&runner, "max_concurrent_runs = 8\n");
     let worker = spawn_worker(&bus, &s, "w1").await;
     let image = test_image();
     let sent: Vec<String> = {
@@ -157,13 +224,23 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         let mut out = Vec::new();
         for i in 0..6 {
             let cmd = format!("sleep 4; echo {i}");
-            out.push(caller.publish(Operation::Run, json!({"image": image, "command": ["sh", "-c", cmd]})).await);
+            out.push(
+                caller
+                    .publish(
+                        Operation::Run,
+                        json!({"image": image, "command": ["sh", "-c", cmd]}),
+                    )
+                    .await,
+            );
         }
         out
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while containers_of(&docker, &runner).await.len() < 6 {
-        assert!(tokio::time::Instant::now() < deadline, "containers were not created");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers were not created"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The runs are in flight: restart the Events API under them. Its memory
@@ -173,17 +250,28 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
     common::wait_connected(&bus, &s, 1).await;
-    let seen = collect(&mut waiter, sent.len(), Duration::from_secs(2), Duration::from_secs(90)).await;
+    let seen = collect(
+        &mut waiter,
+        sent.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
     for (i, c) in sent.iter().enumerate() {
         let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
         assert_eq!(rs.len(), 1);
         assert_eq!(rs[0]["stdout"], format!("{i}\n").as_str());
     }
     // And the worker still serves new requests.
-    let r = caller.call(Operation::Run, json!({"image": image, "command": ["echo", "after"]})).await;
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"image": image, "command": ["echo", "after"]}),
+        )
+        .await;
     assert_eq!(r["stdout"], "after\n");
     let left = no_containers_left(&docker, &runner).await;
-    report("events api restart", sent.len() + 1, &seen, left.len(), 0);
+    report("events api restart", sent.len(), &seen, left.len(), 0);
     assert!(left.is_empty(), "{left:?}");
     worker.stop().await.unwrap();
 }
@@ -194,20 +282,34 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let real = std::path::PathBuf::from(
-        std::env::var("DOCKER_HOST").ok().and_then(|h| h.strip_prefix("unix://").map(str::to_owned)).unwrap_or_else(|| "/var/run/docker.sock".into()),
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+            .unwrap_or_else(|| "/var/run/docker.sock".into()),
     );
     let proxy = SocketProxy::start(&sock, &real).await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("engine");
-    let s = docker_settings(&runner, &format!("[docker]\nhost = \"unix://{}\"\n", sock.display()));
+    let s = docker_settings(
+        &runner,
+        &format!("[docker]\nhost = \"unix://{}\"\n", sock.display()),
+    );
     let worker = spawn_worker(&bus, &s, "w1").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut runs = caller.waiter(Operation::Run).await;
     let image = test_image();
-    let long = caller.publish(Operation::Run, json!({"image": image, "command": ["sh", "-c", "sleep 4; echo survived"]})).await;
+    let long = caller
+        .publish(
+            Operation::Run,
+            json!({"image": image, "command": ["sh", "-c", "sleep 4; echo survived"]}),
+        )
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while containers_of(&docker, &runner).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "container was not created");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "container was not created"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -218,13 +320,25 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let started = tokio::time::Instant::now();
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "unavailable", "{st}");
-    let refused = caller.call(Operation::Run, json!({"image": image, "command": ["true"]})).await;
+    let refused = caller
+        .call(Operation::Run, json!({"image": image, "command": ["true"]}))
+        .await;
     assert_eq!(refused["error"]["code"], "runtime_unavailable", "{refused}");
-    assert!(started.elapsed() < Duration::from_secs(15), "reported within seconds: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "reported within seconds: {:?}",
+        started.elapsed()
+    );
 
     // The engine comes back: the in-flight run is re-attached and answered once.
     let proxy = SocketProxy::start(&sock, &real).await;
-    let seen = collect(&mut runs, 2, Duration::from_secs(2), Duration::from_secs(60)).await;
+    let seen = collect(
+        &mut runs,
+        2,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
     let r = &seen[&long];
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["status"], "succeeded", "{}", r[0]);
@@ -232,7 +346,7 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
     let left = no_containers_left(&docker, &runner).await;
-    report("engine unreachable", 3, &seen, left.len(), 0);
+    report("engine unreachable", 2, &seen, left.len(), 0);
     assert!(left.is_empty(), "{left:?}");
     worker.stop().await.unwrap();
     proxy.stop().await;

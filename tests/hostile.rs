@@ -6,7 +6,7 @@ mod common;
 
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
-use common::{containers_of, docker_settings, require_engine, spawn_worker, test_image, unique, Caller};
+use common::{docker_settings, require_engine, spawn_worker, test_image, unique, Caller};
 use serde_json::{json, Value};
 
 fn big_map(n: usize, value: &str) -> Value {
@@ -24,7 +24,10 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
 
     let since = common::unix_now() - 1;
     let runner = unique("hostile");
-    let s = docker_settings(&runner, &format!("[policy]\nallowed_mount_roots = [\"{allowed_s}\"]\n"));
+    let s = docker_settings(
+        &runner,
+        &format!("[policy]\nallowed_mount_roots = [\"{allowed_s}\"]\n"),
+    );
     let bus = LocalBus::start().await.unwrap();
     let worker = spawn_worker(&bus, &s, "w1").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
@@ -46,27 +49,91 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
         (Run, run(json!({"command": []})), "bad_request"),
         (Run, run(json!({"command": ["a\u{0}b"]})), "bad_request"),
         (Run, run(json!({"command": vec!["x"; 2000]})), "bad_request"),
-        (Run, run(json!({"command": ["x".repeat(200 * 1024)]})), "bad_request"),
+        (
+            Run,
+            run(json!({"command": ["x".repeat(200 * 1024)]})),
+            "bad_request",
+        ),
         (Run, run(json!({"env": ["A=1"]})), "bad_request"),
         (Run, run(json!({"env": {"A": 1}})), "bad_request"),
         (Run, run(json!({"env": {"1X": "v"}})), "bad_request"),
         (Run, run(json!({"env": {"A-B": "v"}})), "bad_request"),
         (Run, run(json!({"env": {"": "v"}})), "bad_request"),
-        (Run, run(json!({"env": {"SSH_AUTH_SOCK": "/tmp/x"}})), "forbidden"),
-        (Run, run(json!({"env": {"GIT_SSH_COMMAND": "sh -c evil"}})), "forbidden"),
+        (
+            Run,
+            run(json!({"env": {"SSH_AUTH_SOCK": "/tmp/x"}})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"env": {"GIT_SSH_COMMAND": "sh -c evil"}})),
+            "forbidden",
+        ),
         (Run, run(json!({"env": big_map(300, "v")})), "bad_request"),
-        (Run, run(json!({"env": {"BIG": "v".repeat(40 * 1024)}})), "bad_request"),
-        (Run, run(json!({"mounts": [{"source": "/etc", "target": "/x"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": format!("{allowed_s}/../../etc"), "target": "/x"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": format!("{allowed_s}/escape"), "target": "/x"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": "/var/run/docker.sock", "target": "/x"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": "/run/docker.sock", "target": "/var/run/docker.sock"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": "relative/dir", "target": "/x"}]})), "bad_request"),
-        (Run, run(json!({"mounts": [{"source": allowed_s, "target": "relative"}]})), "bad_request"),
-        (Run, run(json!({"mounts": [{"source": allowed_s, "target": "/proc"}]})), "forbidden"),
-        (Run, run(json!({"mounts": [{"source": allowed_s}]})), "bad_request"),
-        (Run, run(json!({"mounts": [{"source": format!("{allowed_s}/nonexistent"), "target": "/x"}]})), "forbidden"),
-        (Run, run(json!({"mounts": vec![json!({"source": allowed_s, "target": "/x"}); 40]})), "bad_request"),
+        (
+            Run,
+            run(json!({"env": {"BIG": "v".repeat(40 * 1024)}})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": "/etc", "target": "/x"}]})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": format!("{allowed_s}/../../etc"), "target": "/x"}]})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": format!("{allowed_s}/escape"), "target": "/x"}]})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": "/var/run/docker.sock", "target": "/x"}]})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(
+                json!({"mounts": [{"source": "/run/docker.sock", "target": "/var/run/docker.sock"}]}),
+            ),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": "relative/dir", "target": "/x"}]})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": allowed_s, "target": "relative"}]})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": allowed_s, "target": "/proc"}]})),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": [{"source": allowed_s}]})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(
+                json!({"mounts": [{"source": format!("{allowed_s}/nonexistent"), "target": "/x"}]}),
+            ),
+            "forbidden",
+        ),
+        (
+            Run,
+            run(json!({"mounts": vec![json!({"source": allowed_s, "target": "/x"}); 40]})),
+            "bad_request",
+        ),
         (Run, run(json!({"mounts": "all"})), "bad_request"),
         (Run, run(json!({"network": "host"})), "forbidden"),
         (Run, run(json!({"network": "bad name!"})), "bad_request"),
@@ -74,8 +141,16 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
         (Run, run(json!({"image": "--privileged"})), "bad_request"),
         (Run, run(json!({"image": "a".repeat(600)})), "bad_request"),
         (Run, run(json!({"image": 7})), "bad_request"),
-        (Run, json!({"profile": "unknown", "command": ["true"]}), "bad_request"),
-        (Run, json!({"profile": "../codex", "command": ["true"]}), "bad_request"),
+        (
+            Run,
+            json!({"profile": "unknown", "command": ["true"]}),
+            "bad_request",
+        ),
+        (
+            Run,
+            json!({"profile": "../codex", "command": ["true"]}),
+            "bad_request",
+        ),
         (Run, json!({"command": ["true"]}), "bad_request"),
         (Run, run(json!({"run_id": "a/b"})), "bad_request"),
         (Run, run(json!({"run_id": "line\nbreak"})), "bad_request"),
@@ -85,19 +160,43 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
         (Run, run(json!({"timeout_seconds": 1.5})), "bad_request"),
         (Run, run(json!({"timeout_seconds": 1e300})), "bad_request"),
         (Run, run(json!({"interactive": "yes"})), "bad_request"),
-        (Run, run(json!({"stdin": "x".repeat(2 * 1024 * 1024)})), "bad_request"),
+        (
+            Run,
+            run(json!({"stdin": "x".repeat(2 * 1024 * 1024)})),
+            "bad_request",
+        ),
         (Run, run(json!({"stdin": 5})), "bad_request"),
         (Run, run(json!({"labels": {"bad key": "v"}})), "bad_request"),
-        (Run, run(json!({"labels": {"k": "v".repeat(2048)}})), "bad_request"),
-        (Run, run(json!({"labels": big_map(100, "v")})), "bad_request"),
+        (
+            Run,
+            run(json!({"labels": {"k": "v".repeat(2048)}})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(json!({"labels": big_map(100, "v")})),
+            "bad_request",
+        ),
         (Run, run(json!({"workdir": "relative"})), "bad_request"),
         (Run, run(json!({"workdir": "/a/../b"})), "bad_request"),
-        (Run, run(json!({"owner_identity_id": "evil\u{7}owner"})), "bad_request"),
-        (Run, run(json!({"command": "x", "args": ["y"]})), "bad_request"),
+        (
+            Run,
+            run(json!({"owner_identity_id": "evil\u{7}owner"})),
+            "bad_request",
+        ),
+        (
+            Run,
+            run(json!({"command": "x", "args": ["y"]})),
+            "bad_request",
+        ),
         (Input, json!({"data": "x"}), "bad_request"),
         (Input, json!({"run_id": "r1", "data": 5}), "bad_request"),
         (Input, json!({"run_id": "r1", "eof": "true"}), "bad_request"),
-        (Input, json!({"run_id": "no-such-run", "data": "x"}), "not_found"),
+        (
+            Input,
+            json!({"run_id": "no-such-run", "data": "x"}),
+            "not_found",
+        ),
         (Delete, json!({}), "bad_request"),
         (Delete, json!({"run_id": "../../x"}), "bad_request"),
         (Delete, json!({"run_id": "no-such-run"}), "not_found"),
@@ -120,15 +219,25 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
 
     // Envelopes that cannot be answered are skipped with a log line; the
     // worker goes on answering.
-    caller.publish_as(Run, "bad\u{1}correlation", run(json!({}))).await;
-    caller.publish_as(Run, &"c".repeat(300), run(json!({}))).await;
-    let ok = caller.call(Run, run(json!({"command": ["sh", "-c", "echo alive"]}))).await;
+    caller
+        .publish_as(Run, "bad\u{1}correlation", run(json!({})))
+        .await;
+    caller
+        .publish_as(Run, &"c".repeat(300), run(json!({})))
+        .await;
+    let ok = caller
+        .call(Run, run(json!({"command": ["sh", "-c", "echo alive"]})))
+        .await;
     assert_eq!(ok["status"], "succeeded", "{ok}");
     assert_eq!(ok["stdout"], "alive\n");
 
     assert!(!worker.handle.is_finished(), "the worker is still running");
-    let left = containers_of(&docker, &s.worker.runner_name).await;
+    let left = common::no_containers_left(&docker, &s.worker.runner_name).await;
     assert!(left.is_empty(), "no container may remain: {left:?}");
-    assert_eq!(common::creates_since(&docker, &s.worker.runner_name, since).await, 1, "only the valid run created one");
+    assert_eq!(
+        common::creates_since(&docker, &s.worker.runner_name, since).await,
+        1,
+        "only the valid run created one"
+    );
     worker.stop().await.unwrap();
 }

@@ -24,16 +24,18 @@ use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedContainer, RunIo, Stdin,
 };
 use bus_docker_domain::profile::Profiles;
-use bus_docker_domain::request::{DeleteRequest, Inbound, InputRequest, Request, RunRequest, StatusQuery};
+use bus_docker_domain::request::{
+    DeleteRequest, Inbound, InputRequest, Request, RunRequest, StatusQuery,
+};
 use bus_docker_domain::response::{Reply, Response};
 use bus_docker_domain::run::{
-    ContainerRef, Ending, Exit, ProfileImage, RunReport, RunState, RunStatus, RunSummary, RunnerReport,
-    RunnerState, RuntimeDetails,
+    ContainerRef, Ending, Exit, ProfileImage, RunReport, RunState, RunStatus, RunSummary,
+    RunnerReport, RunnerState, RuntimeDetails,
 };
 use bus_docker_domain::spec::{resolve, Origin, Policy, RunSpec};
 use bus_docker_domain::{
-    CorrelationId, EventPrefix, ImageRef, Operation, OperationError, OwnerId, ProfileName, PublishError, RunId,
-    RuntimeError,
+    CorrelationId, EventPrefix, ImageRef, Operation, OperationError, OwnerId, ProfileName,
+    PublishError, RunId, RuntimeError,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -97,7 +99,9 @@ pub struct Worker<R, P> {
 
 impl<R, P> Clone for Worker<R, P> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -111,6 +115,9 @@ struct Inner<R, P> {
     tasks: TaskTracker,
     ids: AtomicU64,
     dispatch: DispatchStats,
+    /// The engine version for run reports, fetched once (an engine upgrade
+    /// restarts the daemon, and `runner.status` refreshes it).
+    engine_version: Mutex<Option<String>>,
 }
 
 /// Facts about a run needed to write its response, from a spec or from a
@@ -158,6 +165,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 tasks: TaskTracker::new(),
                 ids: AtomicU64::new(0),
                 dispatch: DispatchStats::default(),
+                engine_version: Mutex::new(None),
             }),
         }
     }
@@ -175,7 +183,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     fn table(&self) -> MutexGuard<'_, RunTable> {
-        self.inner.table.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn reply_event(&self, op: Operation) -> String {
@@ -187,24 +198,36 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub fn dispatch(&self, inbound: Inbound) {
         let received = Instant::now();
         let this = self.clone();
-        self.inner.tasks.spawn(async move { this.handle(inbound, received).await });
+        self.inner
+            .tasks
+            .spawn(async move { this.handle(inbound, received).await });
     }
 
     /// Handle one request to its single response.
     pub async fn handle(&self, inbound: Inbound, received: Instant) {
-        let Inbound { operation, correlation, stamped_owner, request } = inbound;
+        let Inbound {
+            operation,
+            correlation,
+            stamped_owner,
+            request,
+        } = inbound;
         let event = self.reply_event(operation);
         let request = match request {
             Ok(r) => r,
             Err(field) => {
                 let err = OperationError::InvalidSpec(field);
                 info!(%correlation, op = %operation, error = %err, "rejected request");
-                self.publish(Response::failure(operation, event, correlation, &err)).await;
+                self.publish(Response::failure(operation, event, correlation, &err))
+                    .await;
                 return;
             }
         };
         let result = match request {
-            Request::Run(req) => return self.handle_run(*req, correlation, stamped_owner, received).await,
+            Request::Run(req) => {
+                return self
+                    .handle_run(*req, correlation, stamped_owner, received)
+                    .await
+            }
             Request::Status(q) => self.status(q, stamped_owner).await.map(Reply::Status),
             Request::Input(req) => self.input(req, stamped_owner).await,
             Request::Delete(req) => self.delete(req, stamped_owner).await,
@@ -239,7 +262,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     fn next_run_id(&self) -> RunId {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         let n = u128::from(self.inner.ids.fetch_add(1, Ordering::Relaxed) & 0xf_ffff);
         let pid = u128::from(std::process::id() & 0xf_ffff);
         RunId::generated((nanos << 40) | (pid << 20) | n)
@@ -272,13 +298,25 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             info!(%correlation, "redelivered run request: already in progress, not starting another container");
             return;
         }
-        let origin = Origin { correlation: correlation.clone(), stamped_owner, reply_event: event.clone() };
+        let origin = Origin {
+            correlation: correlation.clone(),
+            stamped_owner,
+            reply_event: event.clone(),
+        };
         let s = &self.inner.settings;
-        let spec = match resolve(&req, &origin, &s.profiles, &s.policy, &RealHostPaths, self.next_run_id()) {
+        let spec = match resolve(
+            &req,
+            &origin,
+            &s.profiles,
+            &s.policy,
+            &RealHostPaths,
+            self.next_run_id(),
+        ) {
             Ok(spec) => spec,
             Err(err) => {
                 info!(%correlation, error = %err, "run request refused");
-                self.publish(Response::failure(Operation::Run, event, correlation, &err)).await;
+                self.publish(Response::failure(Operation::Run, event, correlation, &err))
+                    .await;
                 return;
             }
         };
@@ -299,7 +337,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             } else if table.by_correlation.contains_key(&correlation) {
                 // A concurrent delivery of the same request registered first.
                 return;
-            } else if self.inner.slots.available_permits() == 0 && table.queued() >= s.max_queued_runs {
+            } else if self.inner.slots.available_permits() == 0
+                && table.queued() >= s.max_queued_runs
+            {
                 Err(OperationError::Capacity(format!(
                     "{} runs active and {} queued (max_queued_runs {})",
                     table.active(),
@@ -307,7 +347,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                     s.max_queued_runs
                 )))
             } else if self.inner.lifecycle.stopping.is_cancelled() {
-                Err(OperationError::Canceled("the worker is shutting down".into()))
+                Err(OperationError::Canceled(
+                    "the worker is shutting down".into(),
+                ))
             } else {
                 table.insert(
                     spec.run_id.clone(),
@@ -329,7 +371,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         if let Err(err) = registered {
             info!(%correlation, run_id = %spec.run_id, error = %err, "run request refused");
-            self.publish(Response::failure(Operation::Run, event, correlation, &err)).await;
+            self.publish(Response::failure(Operation::Run, event, correlation, &err))
+                .await;
             return;
         }
         let rx = input.map(|(_, rx)| rx);
@@ -370,15 +413,32 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
         };
         self.set_state(&spec.run_id, RunState::Creating, None);
-        let image_id = match self.inner.runtime.ensure_image(&spec.image, spec.pull_policy).await {
+        let image_id = match self
+            .inner
+            .runtime
+            .ensure_image(&spec.image, spec.pull_policy)
+            .await
+        {
             Ok(id) => Some(id),
             Err(err) => return self.fail_run(&facts, err.into()).await,
         };
         if cancel.is_cancelled() {
-            return self.fail_run(&facts, OperationError::Canceled("deleted before the container was created".into())).await;
+            return self
+                .fail_run(
+                    &facts,
+                    OperationError::Canceled("deleted before the container was created".into()),
+                )
+                .await;
         }
-        self.inner.dispatch.record(received.elapsed());
-        let container = match self.inner.runtime.create(&spec, &self.inner.settings.runner_name).await {
+        let dispatch = received.elapsed();
+        self.inner.dispatch.record(dispatch);
+        debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
+        let container = match self
+            .inner
+            .runtime
+            .create(&spec, &self.inner.settings.runner_name)
+            .await
+        {
             Ok(c) => c,
             Err(RuntimeError::NameConflict(name)) => return self.name_conflict(&facts, name).await,
             Err(err) => return self.fail_run(&facts, err.into()).await,
@@ -389,10 +449,21 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 spec.stdin.as_ref().map(|s| s.clone().into_bytes()),
                 Box::pin(ReceiverStream::new(rx)),
             ),
-            _ => spec.stdin.as_ref().map_or(Stdin::Closed, |s| Stdin::Text(s.clone().into_bytes())),
+            _ => spec
+                .stdin
+                .as_ref()
+                .map_or(Stdin::Closed, |s| Stdin::Text(s.clone().into_bytes())),
         };
-        self.drive_and_answer(facts, container, stdin, spec.timeout, spec.max_output_bytes, cancel, image_id)
-            .await;
+        self.drive_and_answer(
+            facts,
+            container,
+            stdin,
+            spec.timeout,
+            spec.max_output_bytes,
+            cancel,
+            image_id,
+        )
+        .await;
     }
 
     /// A create refused with 409: the name `bus-run-<run_id>` exists. When
@@ -400,7 +471,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// owns it, and that one answers; otherwise the run id is taken.
     async fn name_conflict(&self, facts: &RunFacts, name: String) {
         let owner = match self.inner.runtime.list_managed().await {
-            Ok(list) => list.into_iter().find(|c| c.container.name == name).and_then(|c| c.correlation),
+            Ok(list) => list
+                .into_iter()
+                .find(|c| c.container.name == name)
+                .and_then(|c| c.correlation),
             Err(err) => {
                 warn!(error = %err, "cannot inspect the conflicting container");
                 None
@@ -411,7 +485,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             self.table().remove(&facts.run_id);
             return;
         }
-        let err = OperationError::Conflict(format!("run_id {} is already used by another request", facts.run_id));
+        let err = OperationError::Conflict(format!(
+            "run_id {} is already used by another request",
+            facts.run_id
+        ));
         self.fail_run(facts, err).await;
     }
 
@@ -422,11 +499,22 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             OperationError::Canceled(_) => RunStatus::Canceled,
             _ => RunStatus::Error,
         };
-        let report = self.report(facts, status, None, None, RuntimeDetails {
-            provider: self.inner.runtime.provider().into(),
-            ..RuntimeDetails::default()
-        });
-        let mut response = Response::failure(Operation::Run, facts.reply_event.clone(), facts.correlation.clone(), &err);
+        let report = self.report(
+            facts,
+            status,
+            None,
+            None,
+            RuntimeDetails {
+                provider: self.inner.runtime.provider().into(),
+                ..RuntimeDetails::default()
+            },
+        );
+        let mut response = Response::failure(
+            Operation::Run,
+            facts.reply_event.clone(),
+            facts.correlation.clone(),
+            &err,
+        );
         response.reply = Some(Reply::Run(Box::new(report)));
         self.publish(response.clone()).await;
         let mut table = self.table();
@@ -547,7 +635,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             Err(err) => {
                 let err = OperationError::from(err);
                 let report = self.report(&facts, RunStatus::Error, None, image_id, details);
-                let mut r = Response::failure(Operation::Run, facts.reply_event.clone(), facts.correlation.clone(), &err);
+                let mut r = Response::failure(
+                    Operation::Run,
+                    facts.reply_event.clone(),
+                    facts.correlation.clone(),
+                    &err,
+                );
                 r.reply = Some(Reply::Run(Box::new(report)));
                 r
             }
@@ -566,7 +659,34 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     async fn engine_version(&self) -> Option<String> {
-        self.inner.runtime.engine_info().await.ok().map(|i| i.engine_version)
+        let cached = self
+            .inner
+            .engine_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if cached.is_some() {
+            return cached;
+        }
+        let version = self
+            .inner
+            .runtime
+            .engine_info()
+            .await
+            .ok()
+            .map(|i| i.engine_version);
+        self.remember_engine_version(version.clone());
+        version
+    }
+
+    fn remember_engine_version(&self, version: Option<String>) {
+        if version.is_some() {
+            *self
+                .inner
+                .engine_version
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = version;
+        }
     }
 
     // ---- recovery --------------------------------------------------------
@@ -605,7 +725,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     async fn adopt(&self, managed: ManagedContainer) -> bool {
-        let (Some(correlation), Some(reply_event)) = (managed.correlation.clone(), managed.reply_event.clone()) else {
+        let (Some(correlation), Some(reply_event)) =
+            (managed.correlation.clone(), managed.reply_event.clone())
+        else {
             warn!(container = %managed.container.name, "managed container without correlation labels cannot be answered; removing it");
             if let Err(err) = self.inner.runtime.remove(&managed.container).await {
                 warn!(error = %err, "removing unanswerable container failed");
@@ -618,7 +740,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             correlation: correlation.clone(),
             reply_event,
             profile: managed.profile.clone(),
-            image: ImageRef::parse(&managed.image).unwrap_or_else(|_| ImageRef::parse("unknown").expect("valid literal")),
+            image: ImageRef::parse(&managed.image)
+                .unwrap_or_else(|_| ImageRef::parse("unknown").expect("valid literal")),
             args: managed.args.clone(),
         };
         let cancel = CancellationToken::new();
@@ -654,13 +777,18 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         } else {
             Stdin::Closed
         };
-        let timeout = managed.timeout.unwrap_or(self.inner.settings.policy.default_timeout);
+        let timeout = managed
+            .timeout
+            .unwrap_or(self.inner.settings.policy.default_timeout);
         let max_output = self.inner.settings.policy.max_output_bytes;
         let this = self.clone();
         let container = managed.container.clone();
         let image_id = managed.image_id.clone();
         self.inner.tasks.spawn(async move {
-            this.drive_and_answer(facts, container, stdin, timeout, max_output, cancel, image_id).await;
+            this.drive_and_answer(
+                facts, container, stdin, timeout, max_output, cancel, image_id,
+            )
+            .await;
         });
         true
     }
@@ -679,7 +807,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         owner.is_none_or(|o| run_owner == Some(o))
     }
 
-    async fn status(&self, q: StatusQuery, stamped: Option<OwnerId>) -> Result<Vec<RunSummary>, (OperationError, Option<Reply>)> {
+    async fn status(
+        &self,
+        q: StatusQuery,
+        stamped: Option<OwnerId>,
+    ) -> Result<Vec<RunSummary>, (OperationError, Option<Reply>)> {
         let owner = q.owner.or(stamped);
         let mut items: Vec<RunSummary> = self
             .table()
@@ -687,7 +819,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             .iter()
             .map(|(id, run)| run.summary(id))
             .collect();
-        let engine = self.inner.runtime.list_managed().await.map_err(|e| (e.into(), None))?;
+        let engine = self
+            .inner
+            .runtime
+            .list_managed()
+            .await
+            .map_err(|e| (e.into(), None))?;
         for c in engine {
             if items.iter().any(|i| i.run_id == c.run_id) {
                 continue;
@@ -706,56 +843,106 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 started_at: c.started_at,
             });
         }
-        items.retain(|i| Self::visible(owner.as_ref(), i.owner.as_ref()) && q.run_id.as_ref().is_none_or(|r| *r == i.run_id));
+        items.retain(|i| {
+            Self::visible(owner.as_ref(), i.owner.as_ref())
+                && q.run_id.as_ref().is_none_or(|r| *r == i.run_id)
+        });
         items.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         Ok(items)
     }
 
-    async fn find_in_engine(&self, run_id: &RunId, owner: Option<&OwnerId>) -> Result<ManagedContainer, OperationError> {
+    async fn find_in_engine(
+        &self,
+        run_id: &RunId,
+        owner: Option<&OwnerId>,
+    ) -> Result<ManagedContainer, OperationError> {
         let list = self.inner.runtime.list_managed().await?;
         list.into_iter()
             .find(|c| c.run_id == *run_id && Self::visible(owner, c.owner.as_ref()))
             .ok_or_else(|| OperationError::NotFound(run_id.to_string()))
     }
 
-    async fn delete(&self, req: DeleteRequest, stamped: Option<OwnerId>) -> Result<Reply, (OperationError, Option<Reply>)> {
+    async fn delete(
+        &self,
+        req: DeleteRequest,
+        stamped: Option<OwnerId>,
+    ) -> Result<Reply, (OperationError, Option<Reply>)> {
         let owner = req.owner.or(stamped);
         let local = {
             let table = self.table();
-            table.live.get(&req.run_id).map(|run| (Self::visible(owner.as_ref(), run.owner.as_ref()), run.cancel.clone(), run.owner.clone()))
+            table.live.get(&req.run_id).map(|run| {
+                (
+                    Self::visible(owner.as_ref(), run.owner.as_ref()),
+                    run.cancel.clone(),
+                    run.owner.clone(),
+                )
+            })
         };
         let run_owner = match local {
             Some((true, cancel, run_owner)) => {
                 cancel.cancel();
                 run_owner
             }
-            Some((false, ..)) => return Err((OperationError::NotFound(req.run_id.to_string()), None)),
+            Some((false, ..)) => {
+                return Err((OperationError::NotFound(req.run_id.to_string()), None))
+            }
             None => {
-                let c = self.find_in_engine(&req.run_id, owner.as_ref()).await.map_err(|e| (e, None))?;
+                let c = self
+                    .find_in_engine(&req.run_id, owner.as_ref())
+                    .await
+                    .map_err(|e| (e, None))?;
                 // Driven by another worker: killing it ends that worker's
                 // drive, which then answers and removes it.
-                self.inner.runtime.kill(&c.container).await.map_err(|e| (e.into(), None))?;
+                self.inner
+                    .runtime
+                    .kill(&c.container)
+                    .await
+                    .map_err(|e| (e.into(), None))?;
                 c.owner
             }
         };
-        Ok(Reply::Delete { run_id: req.run_id, owner: owner.or(run_owner) })
+        Ok(Reply::Delete {
+            run_id: req.run_id,
+            owner: owner.or(run_owner),
+        })
     }
 
-    async fn input(&self, req: InputRequest, stamped: Option<OwnerId>) -> Result<Reply, (OperationError, Option<Reply>)> {
+    async fn input(
+        &self,
+        req: InputRequest,
+        stamped: Option<OwnerId>,
+    ) -> Result<Reply, (OperationError, Option<Reply>)> {
         let owner = req.owner.or(stamped);
         let bytes = req.data.len();
-        let chunk = InputChunk { data: req.data.into_bytes(), eof: req.eof };
+        let chunk = InputChunk {
+            data: req.data.into_bytes(),
+            eof: req.eof,
+        };
         let local = {
             let table = self.table();
             table.live.get(&req.run_id).map(|run| {
-                (Self::visible(owner.as_ref(), run.owner.as_ref()), run.interactive, run.state, run.input.clone())
+                (
+                    Self::visible(owner.as_ref(), run.owner.as_ref()),
+                    run.interactive,
+                    run.state,
+                    run.input.clone(),
+                )
             })
         };
-        let not_accepting = || OperationError::Conflict(format!("run {} is not accepting input", req.run_id));
+        let not_accepting =
+            || OperationError::Conflict(format!("run {} is not accepting input", req.run_id));
         match local {
             Some((false, ..)) => Err((OperationError::NotFound(req.run_id.to_string()), None)),
-            Some((true, false, ..)) => Err((OperationError::Conflict(format!("run {} is not interactive", req.run_id)), None)),
-            Some((true, true, RunState::Running | RunState::Creating | RunState::Queued, Some(tx))) => {
+            Some((true, false, ..)) => Err((
+                OperationError::Conflict(format!("run {} is not interactive", req.run_id)),
+                None,
+            )),
+            Some((
+                true,
+                true,
+                RunState::Running | RunState::Creating | RunState::Queued,
+                Some(tx),
+            )) => {
                 let eof = chunk.eof;
                 match tokio::time::timeout(Duration::from_secs(10), tx.send(chunk)).await {
                     Ok(Ok(())) => {
@@ -764,19 +951,32 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                                 run.input = None;
                             }
                         }
-                        Ok(Reply::Input { run_id: req.run_id, bytes })
+                        Ok(Reply::Input {
+                            run_id: req.run_id,
+                            bytes,
+                        })
                     }
                     _ => Err((not_accepting(), None)),
                 }
             }
             Some(_) => Err((not_accepting(), None)),
             None => {
-                let c = self.find_in_engine(&req.run_id, owner.as_ref()).await.map_err(|e| (e, None))?;
+                let c = self
+                    .find_in_engine(&req.run_id, owner.as_ref())
+                    .await
+                    .map_err(|e| (e, None))?;
                 if !c.interactive || c.state != ContainerState::Running {
                     return Err((not_accepting(), None));
                 }
-                self.inner.runtime.write_input(&c.container, chunk).await.map_err(|e| (e.into(), None))?;
-                Ok(Reply::Input { run_id: req.run_id, bytes })
+                self.inner
+                    .runtime
+                    .write_input(&c.container, chunk)
+                    .await
+                    .map_err(|e| (e.into(), None))?;
+                Ok(Reply::Input {
+                    run_id: req.run_id,
+                    bytes,
+                })
             }
         }
     }
@@ -801,7 +1001,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             profiles: Default::default(),
         };
         match self.inner.runtime.engine_info().await {
-            Ok(info) => report.engine = Some(info),
+            Ok(info) => {
+                self.remember_engine_version(Some(info.engine_version.clone()));
+                report.engine = Some(info);
+            }
             Err(err) => {
                 report.state = RunnerState::Unavailable;
                 report.problem = Some(err.to_string());
@@ -810,15 +1013,29 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
         let mut missing = Vec::new();
         for p in s.profiles.iter() {
-            let present = self.inner.runtime.image_present(&p.image).await.unwrap_or(false);
+            let present = self
+                .inner
+                .runtime
+                .image_present(&p.image)
+                .await
+                .unwrap_or(false);
             if !present {
                 missing.push(p.image.to_string());
             }
-            report.profiles.insert(p.name.to_string(), ProfileImage { image: p.image.to_string(), present });
+            report.profiles.insert(
+                p.name.to_string(),
+                ProfileImage {
+                    image: p.image.to_string(),
+                    present,
+                },
+            );
         }
         if !missing.is_empty() {
             report.state = RunnerState::Degraded;
-            report.problem = Some(format!("profile images not present: {}", missing.join(", ")));
+            report.problem = Some(format!(
+                "profile images not present: {}",
+                missing.join(", ")
+            ));
         }
         report
     }
@@ -830,7 +1047,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
         let mut failure = None;
         for p in self.inner.settings.profiles.iter() {
-            if let Err(err) = self.inner.runtime.ensure_image(&p.image, p.pull_policy).await {
+            if let Err(err) = self
+                .inner
+                .runtime
+                .ensure_image(&p.image, p.pull_policy)
+                .await
+            {
                 warn!(profile = %p.name, image = %p.image, error = %err, "runner start: profile image unavailable");
                 failure.get_or_insert(OperationError::from(err));
             }
@@ -845,7 +1067,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     async fn runner_delete(&self) -> Result<Reply, (OperationError, Option<Reply>)> {
         let local: Vec<(RunId, CancellationToken, bool)> = {
             let table = self.table();
-            table.live.iter().map(|(id, r)| (id.clone(), r.cancel.clone(), r.container.is_some())).collect()
+            table
+                .live
+                .iter()
+                .map(|(id, r)| (id.clone(), r.cancel.clone(), r.container.is_some()))
+                .collect()
         };
         let mut removed = 0;
         for (_, cancel, has_container) in &local {
@@ -854,18 +1080,27 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 removed += 1;
             }
         }
-        let others = self.inner.runtime.list_managed().await.map_err(|e| (e.into(), None))?;
+        let others = self
+            .inner
+            .runtime
+            .list_managed()
+            .await
+            .map_err(|e| (e.into(), None))?;
         for c in others {
             if local.iter().any(|(id, ..)| *id == c.run_id) {
                 continue;
             }
             match self.inner.runtime.remove(&c.container).await {
                 Ok(()) => removed += 1,
-                Err(err) => warn!(container = %c.container.name, error = %err, "runner delete: cannot remove container"),
+                Err(err) => {
+                    warn!(container = %c.container.name, error = %err, "runner delete: cannot remove container")
+                }
             }
         }
         debug!(removed, "runner delete");
-        Ok(Reply::RunnerDelete { removed_containers: removed })
+        Ok(Reply::RunnerDelete {
+            removed_containers: removed,
+        })
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -881,8 +1116,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let lifecycle = &self.inner.lifecycle;
         lifecycle.stopping.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
-            info!(live = self.live_runs(), "shutdown grace of {grace:?} over; leaving running containers to the next start-up");
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                live = self.live_runs(),
+                "shutdown grace of {grace:?} over; leaving running containers to the next start-up"
+            );
             lifecycle.abandon.cancel();
             self.inner.tasks.wait().await;
         }

@@ -104,7 +104,8 @@ impl RunTable {
     }
 
     pub fn insert(&mut self, run_id: RunId, run: LiveRun) {
-        self.by_correlation.insert(run.correlation.clone(), run_id.clone());
+        self.by_correlation
+            .insert(run.correlation.clone(), run_id.clone());
         self.live.insert(run_id, run);
     }
 
@@ -117,7 +118,10 @@ impl RunTable {
     }
 
     pub fn queued(&self) -> usize {
-        self.live.values().filter(|r| r.state == RunState::Queued).count()
+        self.live
+            .values()
+            .filter(|r| r.state == RunState::Queued)
+            .count()
     }
 
     pub fn active(&self) -> usize {
@@ -139,7 +143,9 @@ mod tests {
             Operation::RunnerDelete,
             "x".into(),
             CorrelationId::parse(c).unwrap(),
-            Reply::RunnerDelete { removed_containers: 0 },
+            Reply::RunnerDelete {
+                removed_containers: 0,
+            },
         )
     }
 
@@ -149,9 +155,19 @@ mod tests {
         for (i, c) in ["a", "b", "c"].iter().enumerate() {
             cache.insert(RunId::parse(&format!("r{i}")).unwrap(), response(c));
         }
-        assert!(cache.by_correlation(&CorrelationId::parse("a").unwrap()).is_none());
-        assert!(cache.by_correlation(&CorrelationId::parse("c").unwrap()).is_some());
+        assert!(cache
+            .by_correlation(&CorrelationId::parse("a").unwrap())
+            .is_none());
+        assert!(cache
+            .by_correlation(&CorrelationId::parse("c").unwrap())
+            .is_some());
         assert!(cache.correlation_of(&RunId::parse("r0").unwrap()).is_none());
-        assert_eq!(cache.correlation_of(&RunId::parse("r2").unwrap()).unwrap().as_str(), "c");
+        assert_eq!(
+            cache
+                .correlation_of(&RunId::parse("r2").unwrap())
+                .unwrap()
+                .as_str(),
+            "c"
+        );
     }
 }

@@ -24,7 +24,10 @@ pub fn settings(toml: &str) -> Settings {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("test.toml");
     std::fs::write(&path, toml).unwrap();
-    load(Some(&path), &[]).expect("test config loads").settings().expect("test config validates")
+    load(Some(&path), &[])
+        .expect("test config loads")
+        .settings()
+        .expect("test config validates")
 }
 
 /// A worker running against `bus`.
@@ -36,7 +39,10 @@ pub struct TestWorker {
 impl TestWorker {
     pub async fn stop(self) -> Result<(), AppError> {
         self.stop.cancel();
-        tokio::time::timeout(WAIT, self.handle).await.expect("worker stops in time").expect("worker task")
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("worker stops in time")
+            .expect("worker task")
     }
 }
 
@@ -46,7 +52,12 @@ pub async fn spawn_worker(bus: &LocalBus, settings: &Settings, consumer: &str) -
     spawn_worker_with_token(bus, settings, consumer, bus.token()).await
 }
 
-pub async fn spawn_worker_with_token(bus: &LocalBus, settings: &Settings, consumer: &str, token: &str) -> TestWorker {
+pub async fn spawn_worker_with_token(
+    bus: &LocalBus,
+    settings: &Settings,
+    consumer: &str,
+    token: &str,
+) -> TestWorker {
     let client = bus.client_with(token).unwrap();
     let runtime = app::runtime(settings).unwrap();
     let lifecycle = Lifecycle::default();
@@ -55,7 +66,8 @@ pub async fn spawn_worker_with_token(bus: &LocalBus, settings: &Settings, consum
         group: settings.events.group.clone(),
         consumer: consumer.to_owned(),
     };
-    let (source, publisher) = http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) =
+        http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
     let app = App::build_with(settings, runtime, source, publisher, lifecycle);
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
@@ -68,8 +80,15 @@ pub async fn wait_connected(bus: &LocalBus, settings: &Settings, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for op in Operation::ALL {
         let name = settings.worker.prefix.request_name(op);
-        while bus.server().connected_consumers(&name, &settings.events.group) < n {
-            assert!(tokio::time::Instant::now() < deadline, "worker streams did not connect");
+        while bus
+            .server()
+            .connected_consumers(&name, &settings.events.group)
+            < n
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker streams did not connect"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -83,16 +102,24 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(bus: &LocalBus, prefix: &EventPrefix) -> Self {
-        Self { client: bus.client().unwrap(), prefix: prefix.clone() }
+        Self {
+            client: bus.client().unwrap(),
+            prefix: prefix.clone(),
+        }
     }
 
     pub fn with_token(bus: &LocalBus, prefix: &EventPrefix, token: &str) -> Self {
-        Self { client: bus.client_with(token).unwrap(), prefix: prefix.clone() }
+        Self {
+            client: bus.client_with(token).unwrap(),
+            prefix: prefix.clone(),
+        }
     }
 
     /// Subscribe to responses of `op` before publishing anything.
     pub async fn waiter(&self, op: Operation) -> ResponseWaiter {
-        ResponseWaiter::open(&self.client, &self.prefix, op, WAIT).await.unwrap()
+        ResponseWaiter::open(&self.client, &self.prefix, op, WAIT)
+            .await
+            .unwrap()
     }
 
     /// Publish a request; returns its correlation id.
@@ -109,7 +136,10 @@ impl Caller {
             payload,
             error: None,
         };
-        self.client.publish(&event, &CancellationToken::new()).await.expect("publish");
+        self.client
+            .publish(&event, &CancellationToken::new())
+            .await
+            .expect("publish");
     }
 
     /// Publish and wait for the response payload.
@@ -129,16 +159,20 @@ pub fn test_image() -> String {
 pub fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A Docker Engine client, or a failure saying how to get an engine: these
 /// tests never pass silently without one.
 pub async fn require_engine() -> bollard::Docker {
-    let docker = bollard::Docker::connect_with_defaults()
-        .and_then(|d| Ok(d))
-        .expect("docker client");
-    let docker = match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+    let docker = bollard::Docker::connect_with_defaults().expect("docker client");
+    let docker = match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+        .await
+    {
         Ok(Ok(d)) => d,
         other => panic!(
             "no Docker Engine reachable at {}: {other:?}. Run scripts/docker-engine.sh ensure \
@@ -159,7 +193,10 @@ pub async fn containers_of(docker: &bollard::Docker, runner: &str) -> Vec<String
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
-    let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     docker
         .list_containers(Some(opts))
         .await
@@ -239,7 +276,11 @@ impl SocketProxy {
             while conns.join_next().await.is_some() {}
             let _ = std::fs::remove_file(&sock);
         });
-        Self { path: path.to_owned(), stop, task }
+        Self {
+            path: path.to_owned(),
+            stop,
+            task,
+        }
     }
 
     pub async fn stop(self) {
@@ -260,11 +301,33 @@ pub async fn collect(
     let mut seen: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
     let deadline = tokio::time::Instant::now() + overall;
     loop {
-        let wait = if seen.len() >= expected { quiet } else { Duration::from_secs(5) };
+        let wait = if seen.len() >= expected {
+            quiet
+        } else {
+            Duration::from_secs(5)
+        };
         match waiter.next_any(wait).await.expect("response stream") {
             Some((c, v)) => seen.entry(c).or_default().push(v),
             None if seen.len() >= expected => return seen,
-            None => assert!(tokio::time::Instant::now() < deadline, "only {} of {expected} responses: {:?}", seen.len(), seen.keys()),
+            None => assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {expected} responses: {:?}",
+                seen.len(),
+                seen.keys()
+            ),
         }
+    }
+}
+
+/// Poll until no managed container of `runner` remains (removal follows
+/// publishing the response), up to 20 s; returns what is left.
+pub async fn no_containers_left(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = containers_of(docker, runner).await;
+        if left.is_empty() || tokio::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,1 +1,66 @@
-//! placeholder
+//! The Docker Engine adapter of bus-integration-docker: [`DockerEngine`]
+//! implements the domain's `ContainerRuntime` port with bollard.
+//!
+//! It depends on the domain crate and never the other way round; no other
+//! adapter depends on it. Engine API bodies and bollard types stay inside
+//! this crate: the port speaks `RunSpec`, `Exit`, `ManagedContainer`.
+//!
+//! Layout:
+//! * [`engine`]: `DockerEngine`, the port implementation.
+//! * [`client`]: `EngineOptions` and the lazily built, version-negotiated
+//!   client (the engine may be down at start-up and come back later).
+//! * `drive.rs`: attach/start, re-attach after a restart, collecting an
+//!   exited container; stdin, the bounded output tail, deadline and
+//!   cancellation.
+//! * `input.rs`: stdin for runs another worker drives (held attaches).
+//! * `config.rs`: create bodies, pull references, engine timestamps.
+//! * [`labels`]: the labels that make a container the durable record of a
+//!   run, and reading them back.
+//! * [`error`]: `DockerError` (one variant per Engine call) and its
+//!   mapping to `RuntimeError`.
+//!
+//! Tests: unit tests beside the code; live tests against the real engine
+//! under `tests/` (`engine.rs`: runs; `lifecycle.rs`: the record, images,
+//! reachability). They fail, never skip, when no engine is reachable.
+
+pub mod client;
+mod config;
+mod drive;
+pub mod engine;
+pub mod error;
+mod input;
+pub mod labels;
+
+pub use client::{EngineOptions, CONNECT_TIMEOUT};
+pub use engine::DockerEngine;
+pub use error::DockerError;
+
+/// A spec for unit tests.
+#[cfg(test)]
+pub(crate) fn test_spec() -> bus_docker_domain::spec::RunSpec {
+    use bus_docker_domain::profile::{Hardening, PullPolicy};
+    use bus_docker_domain::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    bus_docker_domain::spec::RunSpec {
+        run_id: RunId::parse("r1").unwrap(),
+        owner: Some(OwnerId::parse("owner-1").unwrap()),
+        correlation: CorrelationId::parse("c-1").unwrap(),
+        reply_event: "bus.docker.run.response".into(),
+        profile: Some(ProfileName::parse("codex").unwrap()),
+        image: ImageRef::parse("img:1").unwrap(),
+        pull_policy: PullPolicy::Never,
+        command: vec!["sh".into(), "-c".into(), "echo \"hi\"".into()],
+        workdir: None,
+        env: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
+        mounts: Vec::new(),
+        network: NetworkName::none(),
+        stdin: None,
+        interactive: false,
+        timeout: Duration::from_secs(60),
+        labels: BTreeMap::from([("bus.task.ref".to_owned(), "t-9".to_owned())]),
+        hardening: Hardening::default(),
+        max_output_bytes: 1024,
+    }
+}

@@ -65,7 +65,10 @@ pub fn connect(
         });
     }
     (
-        HttpSource { prefix: listen.prefix.clone(), rx },
+        HttpSource {
+            prefix: listen.prefix.clone(),
+            rx,
+        },
         HttpPublisher {
             client: client.clone(),
             abandon: abandon.clone(),
@@ -92,11 +95,19 @@ impl HttpSource {
                     }
                 }
             }
-            StreamItem::Malformed { name, correlation_id, reason } => {
+            StreamItem::Malformed {
+                name,
+                correlation_id,
+                reason,
+            } => {
                 let answerable = name
                     .as_deref()
                     .and_then(|n| self.prefix.operation_of(n))
-                    .zip(correlation_id.as_deref().and_then(|c| CorrelationId::parse(c).ok()));
+                    .zip(
+                        correlation_id
+                            .as_deref()
+                            .and_then(|c| CorrelationId::parse(c).ok()),
+                    );
                 match answerable {
                     Some((operation, correlation)) => {
                         warn!(%correlation, "malformed request line, answering bad_request: {reason}");
@@ -141,12 +152,15 @@ impl EventPublisher for HttpPublisher {
             payload: encoded.payload,
             error: encoded.error.filter(|e| !matches!(e, Value::Null)),
         };
-        self.client.publish(&event, &self.abandon).await.map_err(|err| {
-            if self.abandon.is_cancelled() {
-                PublishError::Abandoned(err.to_string())
-            } else {
-                PublishError::Rejected(err.to_string())
-            }
-        })
+        self.client
+            .publish(&event, &self.abandon)
+            .await
+            .map_err(|err| {
+                if self.abandon.is_cancelled() {
+                    PublishError::Abandoned(err.to_string())
+                } else {
+                    PublishError::Rejected(err.to_string())
+                }
+            })
     }
 }

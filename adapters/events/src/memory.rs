@@ -36,7 +36,11 @@ pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
     let published = Arc::new(Mutex::new(Vec::new()));
     let notify = Arc::new(Notify::new());
     (
-        MemoryBus { requests: tx, published: Arc::clone(&published), notify: Arc::clone(&notify) },
+        MemoryBus {
+            requests: tx,
+            published: Arc::clone(&published),
+            notify: Arc::clone(&notify),
+        },
         MemorySource { rx },
         MemoryPublisher { published, notify },
     )
@@ -50,7 +54,10 @@ impl MemoryBus {
 
     /// Every response published so far.
     pub fn published(&self) -> Vec<Response> {
-        self.published.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Wait until `pred` holds for the published responses.
@@ -58,7 +65,10 @@ impl MemoryBus {
         loop {
             let notified = self.notify.notified();
             {
-                let list = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+                let list = self
+                    .published
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if pred(&list) {
                     return list.clone();
                 }
@@ -76,7 +86,10 @@ impl EventSource for MemorySource {
 
 impl EventPublisher for MemoryPublisher {
     async fn publish(&self, response: &Response) -> Result<(), PublishError> {
-        self.published.lock().unwrap_or_else(PoisonError::into_inner).push(response.clone());
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(response.clone());
         self.notify.notify_waiters();
         Ok(())
     }

@@ -22,7 +22,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo, Stdin,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Ending, Exit, TailBuffer};
+use bus_docker_domain::run::{ContainerRef, Ending, EngineInfo, Exit, TailBuffer};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
@@ -83,12 +83,17 @@ enum Program {
 
 fn program(args: &[String]) -> Program {
     match args {
-        [cmd, n] if cmd == "exit" => n.parse().map_or_else(|_| Program::Echo(args.join(" ")), Program::Exit),
+        [cmd, n] if cmd == "exit" => n
+            .parse()
+            .map_or_else(|_| Program::Echo(args.join(" ")), Program::Exit),
         [cmd, s] if cmd == "sleep" => s
             .parse::<f64>()
             .ok()
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map_or_else(|| Program::Echo(args.join(" ")), |s| Program::Sleep(Duration::from_secs_f64(s))),
+            .map_or_else(
+                || Program::Echo(args.join(" ")),
+                |s| Program::Sleep(Duration::from_secs_f64(s)),
+            ),
         [cmd] if cmd == "cat" => Program::Cat,
         _ => Program::Echo(args.join(" ")),
     }
@@ -112,7 +117,11 @@ impl ContainerRuntime for StaticRuntime {
         Ok(!image.as_str().starts_with("missing/"))
     }
 
-    async fn ensure_image(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<String, RuntimeError> {
         if image.as_str().starts_with("missing/") {
             return Err(match policy {
                 PullPolicy::Never => RuntimeError::ImageMissing(image.to_string()),
@@ -128,7 +137,11 @@ impl ContainerRuntime for StaticRuntime {
     async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
         let mut state = self.lock();
         let name = spec.container_name();
-        if state.containers.values().any(|e| e.managed.container.name == name) {
+        if state
+            .containers
+            .values()
+            .any(|e| e.managed.container.name == name)
+        {
             return Err(RuntimeError::NameConflict(name));
         }
         state.next_id += 1;
@@ -180,7 +193,9 @@ impl ContainerRuntime for StaticRuntime {
         };
         let mut stdout = TailBuffer::new(io.max_output_bytes);
         let stderr = TailBuffer::new(io.max_output_bytes);
-        let elapsed = SystemTime::now().duration_since(started_at).unwrap_or_default();
+        let elapsed = SystemTime::now()
+            .duration_since(started_at)
+            .unwrap_or_default();
         let deadline = tokio::time::sleep(io.timeout.saturating_sub(elapsed));
         let mut cancel = io.cancel;
         let work = async {
@@ -272,7 +287,11 @@ impl ContainerRuntime for StaticRuntime {
         Ok(list)
     }
 
-    async fn write_input(&self, container: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
+    async fn write_input(
+        &self,
+        container: &ContainerRef,
+        chunk: InputChunk,
+    ) -> Result<(), RuntimeError> {
         let state = self.lock();
         let entry = state
             .containers
@@ -295,7 +314,9 @@ mod tests {
     fn programs_are_chosen_by_command() {
         let a = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
         assert!(matches!(program(&a(&["exit", "3"])), Program::Exit(3)));
-        assert!(matches!(program(&a(&["sleep", "0.5"])), Program::Sleep(d) if d == Duration::from_millis(500)));
+        assert!(
+            matches!(program(&a(&["sleep", "0.5"])), Program::Sleep(d) if d == Duration::from_millis(500))
+        );
         assert!(matches!(program(&a(&["cat"])), Program::Cat));
         assert!(matches!(program(&a(&["sleep", "-1"])), Program::Echo(_)));
         assert!(matches!(program(&a(&["printf", "OK"])), Program::Echo(t) if t == "printf OK"));

@@ -1,0 +1,201 @@
+//! Engine API bodies built from domain types: the container a run gets,
+//! image references as the pull endpoint wants them, engine timestamps.
+//! Pure functions, unit-tested without an engine.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount as EngineMount, MountType};
+use bus_docker_domain::mount::AccessMode;
+use bus_docker_domain::spec::RunSpec;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::labels;
+
+/// Options of each tmpfs mount. dockerd adds `noexec` (checked on 20.10):
+/// scratch space holds data, not programs.
+pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
+
+/// Whether the container gets an open stdin: text to feed or an
+/// interactive run.
+pub fn wants_stdin(spec: &RunSpec) -> bool {
+    spec.stdin.is_some() || spec.interactive
+}
+
+/// The create body of a run's container.
+///
+/// The command replaces the image's `Cmd` and keeps its entrypoint. No TTY,
+/// so stdout and stderr arrive multiplexed and stay apart. `StdinOnce`
+/// makes the end of an attached stdin close the container's stdin: that
+/// is how `cat` sees EOF. Never a restart policy, never auto-remove: the
+/// container is the durable record and only `remove` deletes it.
+pub fn container_body(spec: &RunSpec, runner: &str) -> ContainerCreateBody {
+    let stdin = wants_stdin(spec);
+    let hardening = &spec.hardening;
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| EngineMount {
+            typ: Some(MountType::BIND),
+            // The domain canonicalised request mounts against the
+            // filesystem the engine sees; operator mounts are taken as
+            // configured (the engine may be remote).
+            source: Some(m.source().to_string_lossy().into_owned()),
+            target: Some(m.target().as_str().to_owned()),
+            read_only: Some(m.mode() == AccessMode::ReadOnly),
+            ..EngineMount::default()
+        })
+        .collect::<Vec<_>>();
+    let tmpfs = hardening
+        .tmpfs
+        .iter()
+        .map(|p| (p.as_str().to_owned(), TMPFS_OPTIONS.to_owned()))
+        .collect::<HashMap<_, _>>();
+    let host_config = HostConfig {
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        network_mode: Some(spec.network.as_str().to_owned()),
+        security_opt: hardening
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges:true".to_owned()]),
+        cap_drop: (!hardening.cap_drop.is_empty()).then(|| hardening.cap_drop.clone()),
+        cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
+        pids_limit: hardening.pids_limit,
+        memory: hardening.memory_bytes,
+        nano_cpus: hardening.nano_cpus,
+        readonly_rootfs: Some(hardening.read_only_rootfs),
+        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+        privileged: Some(false),
+        auto_remove: Some(false),
+        ..HostConfig::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.as_str().to_owned()),
+        cmd: Some(spec.command.clone()),
+        working_dir: spec.workdir.as_ref().map(|w| w.as_str().to_owned()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels::for_run(spec, runner)),
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(stdin),
+        stdin_once: Some(stdin),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// `fromImage` and `tag` for a pull. A reference without tag or digest
+/// gets `latest`: the Engine would otherwise pull every tag.
+pub fn pull_parts(image: &str) -> (String, Option<String>) {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains('@') || last.contains(':') {
+        (image.to_owned(), None)
+    } else {
+        (image.to_owned(), Some("latest".to_owned()))
+    }
+}
+
+/// An engine timestamp (RFC 3339, nanoseconds); the zero time
+/// `0001-01-01T00:00:00Z` means "never".
+pub fn engine_time(value: Option<&str>) -> Option<SystemTime> {
+    let parsed = OffsetDateTime::parse(value?, &Rfc3339).ok()?;
+    (parsed.year() >= 1970).then(|| parsed.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::UNIX_EPOCH;
+
+    use bus_docker_domain::mount::{ContainerPath, Mount};
+
+    use super::*;
+    use crate::test_spec;
+
+    #[test]
+    fn the_body_hardens_and_labels_the_container() {
+        let mut spec = test_spec();
+        spec.hardening.read_only_rootfs = true;
+        spec.hardening.tmpfs = vec![ContainerPath::parse("t", "/tmp").unwrap()];
+        spec.hardening.memory_bytes = Some(1 << 28);
+        spec.mounts = vec![
+            Mount::operator(
+                PathBuf::from("/srv/ro"),
+                ContainerPath::parse("t", "/ro").unwrap(),
+                AccessMode::ReadOnly,
+            ),
+            Mount::operator(
+                PathBuf::from("/srv/rw"),
+                ContainerPath::parse("t", "/rw").unwrap(),
+                AccessMode::ReadWrite,
+            ),
+        ];
+        let body = container_body(&spec, "docker@h");
+        assert_eq!(body.image.as_deref(), Some("img:1"));
+        assert_eq!(body.cmd.as_ref().unwrap(), &spec.command);
+        assert!(body.entrypoint.is_none());
+        assert_eq!(body.env.as_ref().unwrap(), &vec!["A=1".to_owned()]);
+        assert_eq!(body.tty, Some(false));
+        assert_eq!(body.open_stdin, Some(false));
+        let labels = body.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::RUNNER], "docker@h");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            host.security_opt.unwrap(),
+            vec!["no-new-privileges:true".to_owned()]
+        );
+        assert_eq!(host.cap_drop.unwrap(), vec!["ALL".to_owned()]);
+        assert_eq!(host.pids_limit, Some(512));
+        assert_eq!(host.memory, Some(1 << 28));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.tmpfs.unwrap()["/tmp"], TMPFS_OPTIONS);
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.auto_remove, Some(false));
+        assert!(host.restart_policy.is_none());
+        assert!(host.pid_mode.is_none() && host.ipc_mode.is_none());
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/ro"));
+        assert_eq!(mounts[1].read_only, Some(false));
+        assert_eq!(mounts[1].typ, Some(MountType::BIND));
+    }
+
+    #[test]
+    fn stdin_is_opened_for_text_and_interactive_runs() {
+        let mut spec = test_spec();
+        spec.stdin = Some("x".into());
+        let body = container_body(&spec, "r");
+        assert_eq!(
+            (body.open_stdin, body.stdin_once, body.attach_stdin),
+            (Some(true), Some(true), Some(true))
+        );
+        spec.stdin = None;
+        spec.interactive = true;
+        assert_eq!(container_body(&spec, "r").open_stdin, Some(true));
+    }
+
+    #[test]
+    fn pulls_name_a_tag() {
+        assert_eq!(pull_parts("alpine").1.as_deref(), Some("latest"));
+        assert_eq!(
+            pull_parts("localhost:5000/team/app").1.as_deref(),
+            Some("latest")
+        );
+        assert_eq!(pull_parts("alpine:3.20"), ("alpine:3.20".into(), None));
+        assert_eq!(pull_parts("alpine@sha256:ab").1, None);
+    }
+
+    #[test]
+    fn engine_times_parse_and_zero_means_never() {
+        let t = engine_time(Some("2024-05-01T10:00:00.123456789Z")).unwrap();
+        let secs = t.duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(secs.as_secs(), 1_714_557_600);
+        assert_eq!(secs.subsec_nanos(), 123_456_789);
+        assert_eq!(engine_time(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(engine_time(Some("garbage")), None);
+        assert_eq!(engine_time(None), None);
+    }
+}

@@ -1,0 +1,368 @@
+//! [`DockerEngine`]: the [`ContainerRuntime`] port over the Docker Engine
+//! API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard::models::ContainerSummaryStateEnum;
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use bus_docker_domain::ports::{
+    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo,
+};
+use bus_docker_domain::profile::PullPolicy;
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{ImageRef, RuntimeError};
+use futures_util::StreamExt;
+
+use crate::client::{Connection, EngineOptions};
+use crate::config::{container_body, pull_parts};
+use crate::drive::{self, inspect, Killed};
+use crate::error::{classify, Class, DockerError};
+use crate::input::{InputError, InputSessions};
+use crate::labels::{self, Listed};
+
+/// The Docker Engine as a [`ContainerRuntime`].
+///
+/// Connecting builds nothing that needs the engine: every call negotiates
+/// on demand and answers `Unavailable` while the engine is away. Clones
+/// share the connection and the held stdin attaches; those are released
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct DockerEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    inputs: InputSessions,
+}
+
+impl std::fmt::Debug for DockerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerEngine")
+            .field("host", &self.inner.conn.host())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerEngine {
+    /// A runtime for the engine at `opts.docker_host` (else `DOCKER_HOST`,
+    /// else the local socket). Succeeds while the engine is down.
+    ///
+    /// # Errors
+    /// `DockerError::Connect` when the host cannot be used at all: an
+    /// unsupported scheme, or TLS material that cannot be read.
+    pub fn connect(opts: EngineOptions) -> Result<Self, DockerError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Connection::new(&opts)?,
+                inputs: InputSessions::new(),
+            }),
+        })
+    }
+
+    /// The Docker host this engine talks to.
+    pub fn host(&self) -> &str {
+        self.inner.conn.host()
+    }
+
+    /// Stdin connections held for runs other workers drive.
+    pub fn held_inputs(&self) -> usize {
+        self.inner.inputs.held()
+    }
+
+    async fn docker(&self) -> Result<Docker, RuntimeError> {
+        match self.inner.conn.client().await {
+            Ok(docker) => Ok(docker),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    /// Translate an error; an unreachable engine is probed again next time.
+    async fn fail(&self, err: DockerError) -> RuntimeError {
+        if err.is_unreachable() {
+            self.inner.conn.forget().await;
+        }
+        err.into_runtime()
+    }
+
+    async fn pull(&self, docker: &Docker, image: &ImageRef) -> Result<(), DockerError> {
+        let (from_image, tag) = pull_parts(image.as_str());
+        let options = CreateImageOptions {
+            from_image: Some(from_image),
+            tag,
+            ..CreateImageOptions::default()
+        };
+        let mut progress = docker.create_image(Some(options), None, None);
+        // A registry that stops answering must not hold a run forever: the
+        // pull fails when no progress arrives for a request timeout.
+        let idle = self.inner.conn.request_timeout();
+        loop {
+            match tokio::time::timeout(idle, progress.next()).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(source))) => {
+                    return Err(DockerError::Pull {
+                        image: image.to_string(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(DockerError::Pull {
+                        image: image.to_string(),
+                        source: bollard::errors::Error::RequestTimeoutError,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The image's id, `None` when it is not present.
+    async fn image_id(
+        &self,
+        docker: &Docker,
+        image: &ImageRef,
+    ) -> Result<Option<String>, DockerError> {
+        match docker.inspect_image(image.as_str()).await {
+            Ok(info) => Ok(Some(info.id.unwrap_or_default())),
+            Err(source) if classify(&source) == Class::NotFound => Ok(None),
+            Err(source) => Err(DockerError::InspectImage {
+                image: image.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+        let docker = self.docker().await?;
+        let present = match policy {
+            PullPolicy::Always => None,
+            PullPolicy::IfNotPresent | PullPolicy::Never => {
+                match self.image_id(&docker, image).await {
+                    Ok(id) => id,
+                    Err(err) => return Err(self.fail(err).await),
+                }
+            }
+        };
+        if let Some(id) = present {
+            return Ok(id);
+        }
+        if policy == PullPolicy::Never {
+            return Err(RuntimeError::ImageMissing(image.to_string()));
+        }
+        tracing::info!(image = %image, policy = policy.as_str(), "pulling image");
+        if let Err(err) = self.pull(&docker, image).await {
+            return Err(self.fail(err).await);
+        }
+        match self.image_id(&docker, image).await {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(RuntimeError::PullFailed {
+                image: image.to_string(),
+                reason: "the pull finished but the image is not present".to_owned(),
+            }),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn managed(&self, docker: &Docker) -> Result<Vec<ManagedContainer>, DockerError> {
+        let filters = HashMap::from([("label".to_owned(), vec![labels::managed_filter()])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..ListContainersOptions::default()
+        };
+        let listed = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| DockerError::List { source })?;
+        let mut found = Vec::with_capacity(listed.len());
+        for summary in &listed {
+            let Some(id) = summary.id.as_deref() else {
+                continue;
+            };
+            let name = summary
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map_or("", |n| n.trim_start_matches('/'));
+            let state = match summary.state {
+                Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+                Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+                Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
+                Some(other) => ContainerState::Other(other.to_string()),
+                None => ContainerState::Other(String::new()),
+            };
+            // The list only has the creation time; the start time is what
+            // deadlines and `status` need.
+            let started_at = match inspect(docker, id).await {
+                Ok(seen) => seen.started_at,
+                Err(err) if err.is_not_found() => continue,
+                Err(err) => return Err(err),
+            };
+            let empty = HashMap::new();
+            let record = labels::managed(Listed {
+                id,
+                name,
+                labels: summary.labels.as_ref().unwrap_or(&empty),
+                image_id: summary.image_id.as_deref(),
+                state,
+                started_at,
+            });
+            found.extend(record);
+        }
+        Ok(found)
+    }
+}
+
+impl ContainerRuntime for DockerEngine {
+    fn provider(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        let docker = self.docker().await?;
+        match docker.version().await {
+            Ok(v) => Ok(EngineInfo {
+                engine_version: v.version.unwrap_or_default(),
+                api_version: v.api_version.unwrap_or_default(),
+                os: v.os.unwrap_or_default(),
+                arch: v.arch.unwrap_or_default(),
+            }),
+            Err(source) => Err(self.fail(DockerError::Version { source }).await),
+        }
+    }
+
+    async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        let docker = self.docker().await?;
+        match self.image_id(&docker, image).await {
+            Ok(id) => Ok(id.is_some()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<String, RuntimeError> {
+        self.ensure(image, policy).await
+    }
+
+    #[tracing::instrument(skip_all, fields(run_id = %spec.run_id))]
+    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        let docker = self.docker().await?;
+        let name = spec.container_name();
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..CreateContainerOptions::default()
+        };
+        match docker
+            .create_container(Some(options), container_body(spec, runner))
+            .await
+        {
+            Ok(created) => {
+                for warning in &created.warnings {
+                    tracing::warn!(container = %name, warning, "engine warning on create");
+                }
+                tracing::debug!(container = %name, id = %created.id, "container created");
+                Ok(ContainerRef {
+                    id: created.id,
+                    name,
+                })
+            }
+            Err(source) => Err(self
+                .fail(DockerError::Create {
+                    name,
+                    image: spec.image.to_string(),
+                    source,
+                })
+                .await),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %container.name))]
+    async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
+        let docker = self.docker().await?;
+        match drive::drive(
+            &docker,
+            &container.id,
+            io,
+            self.inner.conn.request_timeout(),
+        )
+        .await
+        {
+            Ok(exit) => Ok(exit),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn kill(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        match drive::kill(&docker, &container.id).await {
+            Ok(Killed::Yes) => {
+                tracing::info!(container = %container.name, "container killed");
+                Ok(())
+            }
+            Ok(Killed::NotRunning | Killed::Gone) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        self.inner.inputs.forget(&container.id);
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match docker.remove_container(&container.id, Some(options)).await {
+            Ok(()) => {
+                tracing::debug!(container = %container.name, "container removed");
+                Ok(())
+            }
+            // Gone, or another worker is removing it right now.
+            Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => Ok(()),
+            Err(source) => Err(self
+                .fail(DockerError::Remove {
+                    id: container.id.clone(),
+                    source,
+                })
+                .await),
+        }
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let docker = self.docker().await?;
+        match self.managed(&docker).await {
+            Ok(found) => Ok(found),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %container.name, bytes = chunk.data.len(), eof = chunk.eof))]
+    async fn write_input(
+        &self,
+        container: &ContainerRef,
+        chunk: InputChunk,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        let limit = self.inner.conn.request_timeout();
+        match self
+            .inner
+            .inputs
+            .write(&docker, &container.id, chunk, limit)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(InputError::NotAccepting) => {
+                Err(RuntimeError::NotAcceptingInput(container.id.clone()))
+            }
+            Err(InputError::Engine(err)) => Err(self.fail(err).await),
+        }
+    }
+}

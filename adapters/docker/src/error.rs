@@ -1,0 +1,355 @@
+//! The adapter's own error, one variant per Engine call, and its translation
+//! into the domain's [`RuntimeError`].
+//!
+//! Translation is the one place that decides what an Engine failure means
+//! for a run, so it is also where the full cause chain is logged:
+//!
+//! | Engine answer | `RuntimeError` |
+//! |---|---|
+//! | socket missing, connection refused/reset, request timeout, 502/503/504 | `Unavailable` |
+//! | any failure to negotiate the API version | `Unavailable` |
+//! | 404 on create (the image) | `ImageMissing` |
+//! | 409 on create (the name) | `NameConflict` |
+//! | 404 on any container call | `ContainerGone` |
+//! | any failure of a pull | `PullFailed` (unless the engine itself is unreachable) |
+//! | anything else, including 500 | `Engine` with the cause chain |
+//!
+//! A plain 500 stays `Engine`: dockerd answers 500 for many request-specific
+//! failures (a bind source it cannot mount, a registry it cannot reach), and
+//! calling those `runtime_unavailable` would send operators looking at a
+//! healthy engine. An engine that is down does not answer at all.
+
+use std::fmt::Write as _;
+
+use bollard::errors::Error as BollardError;
+use bus_docker_domain::RuntimeError;
+
+/// A failed Engine API call, naming the call and what it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The Docker host cannot be used at all (an unsupported scheme, TLS
+    /// files that cannot be read). A configuration error.
+    #[error("cannot use docker host {host}")]
+    Connect {
+        host: String,
+        #[source]
+        source: BollardError,
+    },
+    /// `GET /version` while negotiating the API version.
+    #[error("negotiating the API version with the engine at {host}")]
+    Negotiate {
+        host: String,
+        #[source]
+        source: BollardError,
+    },
+    /// `GET /version` for the engine's identity.
+    #[error("reading the engine version")]
+    Version {
+        #[source]
+        source: BollardError,
+    },
+    #[error("creating container {name} from image {image}")]
+    Create {
+        name: String,
+        image: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("starting container {id}")]
+    Start {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("attaching to container {id}")]
+    Attach {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("writing to the stdin of container {id}")]
+    Stdin {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for container {id}")]
+    Wait {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("killing container {id}")]
+    Kill {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("removing container {id}")]
+    Remove {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("inspecting container {id}")]
+    Inspect {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("reading the logs of container {id}")]
+    Logs {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("listing managed containers")]
+    List {
+        #[source]
+        source: BollardError,
+    },
+    #[error("inspecting image {image}")]
+    InspectImage {
+        image: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("pulling image {image}")]
+    Pull {
+        image: String,
+        #[source]
+        source: BollardError,
+    },
+}
+
+/// What an Engine failure means, independent of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// The engine could not be reached or did not answer in time.
+    Unreachable,
+    NotFound,
+    Conflict,
+    Other,
+}
+
+/// Classify a bollard error by what it says about the engine.
+pub(crate) fn classify(err: &BollardError) -> Class {
+    match err {
+        BollardError::DockerResponseServerError { status_code, .. } => match status_code {
+            404 => Class::NotFound,
+            409 => Class::Conflict,
+            502..=504 => Class::Unreachable,
+            _ => Class::Other,
+        },
+        BollardError::RequestTimeoutError
+        | BollardError::SocketNotFoundError(_)
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::IOError { .. } => Class::Unreachable,
+        _ => Class::Other,
+    }
+}
+
+/// `error: cause: cause`, each source once.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // `#[error(transparent)]` wrappers repeat their source verbatim.
+        if !out.ends_with(&text) {
+            let _ = write!(out, ": {text}");
+        }
+        source = cause.source();
+    }
+    out
+}
+
+impl DockerError {
+    /// The bollard error underneath, when there is one.
+    fn bollard(&self) -> Option<&BollardError> {
+        match self {
+            Self::Connect { source, .. }
+            | Self::Negotiate { source, .. }
+            | Self::Version { source }
+            | Self::Create { source, .. }
+            | Self::Start { source, .. }
+            | Self::Attach { source, .. }
+            | Self::Wait { source, .. }
+            | Self::Kill { source, .. }
+            | Self::Remove { source, .. }
+            | Self::Inspect { source, .. }
+            | Self::Logs { source, .. }
+            | Self::List { source }
+            | Self::InspectImage { source, .. }
+            | Self::Pull { source, .. } => Some(source),
+            Self::Stdin { .. } => None,
+        }
+    }
+
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            // A broken stdin connection says nothing about the engine.
+            Self::Stdin { .. } => Class::Other,
+            // Whatever answers (or not) at the host, it is no engine we can
+            // talk to: a 404 from some other HTTP server included.
+            Self::Negotiate { .. } => Class::Unreachable,
+            // A pull that times out is waiting on a registry, not on the
+            // engine; only a connection failure means the engine is gone.
+            Self::Pull { source, .. } => match source {
+                BollardError::SocketNotFoundError(_) | BollardError::HyperLegacyError { .. } => {
+                    Class::Unreachable
+                }
+                _ => Class::Other,
+            },
+            other => other.bollard().map_or(Class::Other, classify),
+        }
+    }
+
+    /// Whether the engine could not be reached (the client should
+    /// re-negotiate before the next call).
+    pub fn is_unreachable(&self) -> bool {
+        self.class() == Class::Unreachable
+    }
+
+    /// Whether the engine answered 404 to this call.
+    pub fn is_not_found(&self) -> bool {
+        self.class() == Class::NotFound
+    }
+
+    /// Translate into the domain error, logging the full cause chain.
+    pub fn into_runtime(self) -> RuntimeError {
+        let chain = cause_chain(&self);
+        let mapped = match (self.class(), &self) {
+            (Class::Unreachable, _) => RuntimeError::Unavailable(chain.clone()),
+            (_, Self::Pull { image, .. }) => RuntimeError::PullFailed {
+                image: image.clone(),
+                reason: chain.clone(),
+            },
+            (Class::NotFound, Self::Create { image, .. }) => {
+                RuntimeError::ImageMissing(image.clone())
+            }
+            (Class::Conflict, Self::Create { name, .. }) => {
+                RuntimeError::NameConflict(name.clone())
+            }
+            (
+                Class::NotFound,
+                Self::Start { id, .. }
+                | Self::Attach { id, .. }
+                | Self::Wait { id, .. }
+                | Self::Kill { id, .. }
+                | Self::Remove { id, .. }
+                | Self::Inspect { id, .. }
+                | Self::Logs { id, .. },
+            ) => RuntimeError::ContainerGone(id.clone()),
+            _ => RuntimeError::Engine(chain.clone()),
+        };
+        match &mapped {
+            // A duplicate delivery losing the name race is expected.
+            RuntimeError::NameConflict(_) | RuntimeError::ContainerGone(_) => {
+                tracing::debug!(error = %chain, "docker engine call failed");
+            }
+            _ => tracing::warn!(error = %chain, "docker engine call failed"),
+        }
+        mapped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> BollardError {
+        BollardError::DockerResponseServerError {
+            status_code: code,
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn create_maps_404_to_image_missing_and_409_to_name_conflict() {
+        let create = |source| DockerError::Create {
+            name: "bus-run-a".into(),
+            image: "img:1".into(),
+            source,
+        };
+        assert_eq!(
+            create(status(404, "No such image: img:1")).into_runtime(),
+            RuntimeError::ImageMissing("img:1".into())
+        );
+        assert_eq!(
+            create(status(
+                409,
+                "Conflict. The container name is already in use"
+            ))
+            .into_runtime(),
+            RuntimeError::NameConflict("bus-run-a".into())
+        );
+        assert!(matches!(
+            create(status(400, "invalid mount config")).into_runtime(),
+            RuntimeError::Engine(m) if m.contains("invalid mount config") && m.contains("creating container bus-run-a")
+        ));
+    }
+
+    #[test]
+    fn container_calls_map_404_to_gone() {
+        let err = DockerError::Inspect {
+            id: "abc".into(),
+            source: status(404, "No such container: abc"),
+        };
+        assert_eq!(
+            err.into_runtime(),
+            RuntimeError::ContainerGone("abc".into())
+        );
+    }
+
+    #[test]
+    fn transport_failures_and_gateway_errors_are_unavailable() {
+        for source in [
+            BollardError::RequestTimeoutError,
+            BollardError::SocketNotFoundError("/nope.sock".into()),
+            status(503, "proxy: engine down"),
+            BollardError::IOError {
+                err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            },
+        ] {
+            let err = DockerError::List { source };
+            assert!(err.is_unreachable(), "{err:?}");
+            assert!(matches!(err.into_runtime(), RuntimeError::Unavailable(_)));
+        }
+        let plain_500 = DockerError::Start {
+            id: "x".into(),
+            source: status(500, "error while mounting"),
+        };
+        assert!(matches!(plain_500.into_runtime(), RuntimeError::Engine(_)));
+    }
+
+    #[test]
+    fn pull_failures_name_the_image_even_on_timeouts() {
+        let err = DockerError::Pull {
+            image: "nope:1".into(),
+            source: BollardError::RequestTimeoutError,
+        };
+        assert!(matches!(
+            err.into_runtime(),
+            RuntimeError::PullFailed { image, .. } if image == "nope:1"
+        ));
+        let err = DockerError::Pull {
+            image: "nope:1".into(),
+            source: BollardError::SocketNotFoundError("/x".into()),
+        };
+        assert!(matches!(err.into_runtime(), RuntimeError::Unavailable(_)));
+    }
+
+    #[test]
+    fn cause_chain_lists_each_cause_once() {
+        let err = DockerError::Kill {
+            id: "c1".into(),
+            source: status(500, "boom"),
+        };
+        assert_eq!(
+            cause_chain(&err),
+            "killing container c1: Docker responded with status code 500: boom"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The labels that make a container the durable record of a run
+//! (contract §5), and reading a [`ManagedContainer`] back from them.
+//!
+//! Besides the contract's labels the adapter stores what recovery needs to
+//! answer a run after a worker restart without any local state: the
+//! profile, the requested image, the command, whether stdin is interactive
+//! and the timeout.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bus_docker_domain::ports::{ContainerState, ManagedContainer};
+use bus_docker_domain::run::ContainerRef;
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{CorrelationId, OwnerId, ProfileName, RunId};
+
+/// `bus.managed-by`: set on every container this worker creates.
+pub const MANAGED_BY: &str = "bus.managed-by";
+/// The value of [`MANAGED_BY`].
+pub const MANAGED_BY_VALUE: &str = "bus-integration-docker";
+pub const RUN_ID: &str = "bus.run-id";
+pub const OWNER: &str = "bus.owner-identity-id";
+pub const CORRELATION: &str = "bus.correlation-id";
+pub const REPLY_EVENT: &str = "bus.reply-event";
+pub const RUNNER: &str = "bus.runner";
+pub const PROFILE: &str = "bus.profile";
+/// The image as requested (the reference, not the id).
+pub const IMAGE: &str = "bus.image";
+/// The command as a JSON array of strings.
+pub const ARGS: &str = "bus.args";
+/// `true` or `false`.
+pub const INTERACTIVE: &str = "bus.interactive";
+/// Whole seconds.
+pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
+/// Prefix of the request's own labels.
+pub const USER_PREFIX: &str = "bus.user.";
+
+/// The label filter that selects managed containers.
+pub fn managed_filter() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// Every label of the run's container.
+pub fn for_run(spec: &RunSpec, runner: &str) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        labels.insert(k.to_owned(), v);
+    };
+    put(MANAGED_BY, MANAGED_BY_VALUE.to_owned());
+    put(RUN_ID, spec.run_id.as_str().to_owned());
+    if let Some(owner) = &spec.owner {
+        put(OWNER, owner.as_str().to_owned());
+    }
+    put(CORRELATION, spec.correlation.as_str().to_owned());
+    put(REPLY_EVENT, spec.reply_event.clone());
+    put(RUNNER, runner.to_owned());
+    if let Some(profile) = &spec.profile {
+        put(PROFILE, profile.as_str().to_owned());
+    }
+    put(IMAGE, spec.image.as_str().to_owned());
+    put(
+        ARGS,
+        serde_json::Value::from(spec.command.clone()).to_string(),
+    );
+    put(INTERACTIVE, spec.interactive.to_string());
+    put(TIMEOUT_SECONDS, spec.timeout.as_secs().to_string());
+    for (key, value) in &spec.labels {
+        labels.insert(format!("{USER_PREFIX}{key}"), value.clone());
+    }
+    labels
+}
+
+/// What the engine lists about one container, beyond its labels.
+pub(crate) struct Listed<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub labels: &'a HashMap<String, String>,
+    pub image_id: Option<&'a str>,
+    pub state: ContainerState,
+    pub started_at: Option<SystemTime>,
+}
+
+/// Rebuild the run record; `None` (with a warning) when the container has
+/// no usable run id.
+pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
+    let labels = listed.labels;
+    let get = |k: &str| labels.get(k).map(String::as_str);
+    let run_id = get(RUN_ID).and_then(|v| RunId::parse(v).ok()).or_else(|| {
+        listed
+            .name
+            .strip_prefix("bus-run-")
+            .and_then(|v| RunId::parse(v).ok())
+    });
+    let Some(run_id) = run_id else {
+        tracing::warn!(
+            container = listed.id,
+            name = listed.name,
+            "managed container without a valid run id; ignored"
+        );
+        return None;
+    };
+    let args = get(ARGS)
+        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+        .unwrap_or_default();
+    Some(ManagedContainer {
+        container: ContainerRef {
+            id: listed.id.to_owned(),
+            name: listed.name.to_owned(),
+        },
+        run_id,
+        owner: get(OWNER).and_then(|v| OwnerId::parse(v).ok()),
+        correlation: get(CORRELATION).and_then(|v| CorrelationId::parse(v).ok()),
+        reply_event: get(REPLY_EVENT).map(str::to_owned),
+        runner: get(RUNNER).map(str::to_owned),
+        profile: get(PROFILE).and_then(|v| ProfileName::parse(v).ok()),
+        image: get(IMAGE).unwrap_or_default().to_owned(),
+        image_id: listed.image_id.map(str::to_owned),
+        args,
+        interactive: get(INTERACTIVE) == Some("true"),
+        timeout: get(TIMEOUT_SECONDS)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs),
+        state: listed.state,
+        started_at: listed.started_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_spec;
+
+    #[test]
+    fn labels_carry_the_contract_and_what_recovery_needs() {
+        let spec = test_spec();
+        let labels = for_run(&spec, "docker@host");
+        assert_eq!(labels[MANAGED_BY], "bus-integration-docker");
+        assert_eq!(labels[RUN_ID], "r1");
+        assert_eq!(labels[OWNER], "owner-1");
+        assert_eq!(labels[CORRELATION], "c-1");
+        assert_eq!(labels[REPLY_EVENT], "bus.docker.run.response");
+        assert_eq!(labels[RUNNER], "docker@host");
+        assert_eq!(labels[PROFILE], "codex");
+        assert_eq!(labels[IMAGE], "img:1");
+        assert_eq!(labels[ARGS], r#"["sh","-c","echo \"hi\""]"#);
+        assert_eq!(labels[INTERACTIVE], "false");
+        assert_eq!(labels[TIMEOUT_SECONDS], "60");
+        assert_eq!(labels["bus.user.bus.task.ref"], "t-9");
+    }
+
+    #[test]
+    fn owner_and_profile_are_omitted_when_absent() {
+        let mut spec = test_spec();
+        spec.owner = None;
+        spec.profile = None;
+        let labels = for_run(&spec, "r");
+        assert!(!labels.contains_key(OWNER));
+        assert!(!labels.contains_key(PROFILE));
+    }
+
+    #[test]
+    fn a_managed_container_round_trips_through_its_labels() {
+        let spec = test_spec();
+        let labels = for_run(&spec, "docker@host");
+        let m = managed(Listed {
+            id: "abc",
+            name: "bus-run-r1",
+            labels: &labels,
+            image_id: Some("sha256:1"),
+            state: ContainerState::Running,
+            started_at: None,
+        })
+        .unwrap();
+        assert_eq!(m.run_id, spec.run_id);
+        assert_eq!(m.owner, spec.owner);
+        assert_eq!(m.correlation.as_ref(), Some(&spec.correlation));
+        assert_eq!(m.reply_event.as_deref(), Some("bus.docker.run.response"));
+        assert_eq!(m.runner.as_deref(), Some("docker@host"));
+        assert_eq!(m.profile, spec.profile);
+        assert_eq!(m.image, "img:1");
+        assert_eq!(m.image_id.as_deref(), Some("sha256:1"));
+        assert_eq!(m.args, spec.command);
+        assert!(!m.interactive);
+        assert_eq!(m.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(m.container.name, "bus-run-r1");
+    }
+
+    #[test]
+    fn the_name_stands_in_for_a_missing_run_id_label() {
+        let labels = HashMap::from([(MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned())]);
+        let listed = |name| Listed {
+            id: "x",
+            name,
+            labels: &labels,
+            image_id: None,
+            state: ContainerState::Exited,
+            started_at: None,
+        };
+        assert_eq!(managed(listed("bus-run-r7")).unwrap().run_id.as_str(), "r7");
+        assert!(managed(listed("someone-else")).is_none());
+    }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The benchmark: scripts/bench.sh [bus-docker-bench args...]
+#
+#   1. scripts/docker-engine.sh ensure   (reuses a running engine, or installs
+#      and starts one; a daemon started here is stopped again on exit/INT/TERM)
+#   2. scripts/build-test-images.sh      (bus-test-busybox:local)
+#   3. cargo build --release --bin bus-integration-docker --bin bus-docker-bench
+#   4. target/release/bus-docker-bench "$@" (under CARGO_TARGET_DIR if set)
+#      (raw engine vs `docker run --rm` vs the worker; table on stdout,
+#      JSON in target/bench/results.json, worker logs in target/bench/logs/)
+#
+# Examples:
+#   scripts/bench.sh                          # the run BENCHMARKS.md reports
+#   scripts/bench.sh --runs 100 --throughput-runs 48
+#   scripts/bench.sh --help
+#
+# Environment: CARGO (default cargo), BUS_TEST_IMAGE (default
+# bus-test-busybox:local), DOCKER_HOST, BUS_STATE_DIR (see docker-engine.sh).
+#
+# The figures are only comparable within one run: raw engine, CLI and worker
+# are measured side by side on the same machine and engine. Run it on a quiet
+# machine; other load skews the ratios less than the absolute figures.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$BUS_REPO_ROOT"
+
+CARGO="${CARGO:-cargo}"
+need_cmd "$CARGO" "install Rust with rustup, or 'source ~/.cargo/env'"
+
+# --- engine ------------------------------------------------------------------
+# shellcheck disable=SC2317  # only reached through the EXIT trap
+stop_engine() {
+    local rc=$?
+    log "stopping the dockerd this run started"
+    scripts/docker-engine.sh stop || warn "scripts/docker-engine.sh stop failed"
+    exit "$rc"
+}
+
+ENGINE="$(scripts/docker-engine.sh ensure)" || die "no docker engine available (see messages above)"
+case "$ENGINE" in
+    started)
+        trap stop_engine EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        ;;
+    reused) ;;
+    *) die "unexpected output from docker-engine.sh ensure: '$ENGINE'" ;;
+esac
+
+# --- images and binaries -------------------------------------------------------
+scripts/build-test-images.sh >/dev/null
+export BUS_TEST_IMAGE="${BUS_TEST_IMAGE:-bus-test-busybox:local}"
+
+args=(build --release --bin bus-integration-docker --bin bus-docker-bench)
+if [[ -f Cargo.lock ]]; then
+    args+=(--locked)
+fi
+log "running: $CARGO ${args[*]}"
+"$CARGO" "${args[@]}"
+
+# --- benchmark -----------------------------------------------------------------
+BENCH="${CARGO_TARGET_DIR:-target}/release/bus-docker-bench"
+log "running: $BENCH $* (BUS_TEST_IMAGE=$BUS_TEST_IMAGE DOCKER_HOST=$DOCKER_HOST)"
+"$BENCH" "$@"

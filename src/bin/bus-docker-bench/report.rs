@@ -1,0 +1,447 @@
+//! The figures of one benchmark run, the targets they are judged
+//! against, the text table and the JSON document.
+
+use serde_json::{json, Value};
+
+use crate::stats::{round3, Samples};
+
+/// Runs per second of one scenario at one concurrency.
+#[derive(Clone, Debug)]
+pub struct Throughput {
+    /// `worker`, `docker_cli` or `raw_engine`.
+    pub who: &'static str,
+    pub concurrency: usize,
+    pub runs: usize,
+    pub seconds: f64,
+    /// The whole machine's CPU while it ran (other load included).
+    pub host_cpu: Option<HostCpu>,
+}
+
+/// How busy the machine's CPUs were during a scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct HostCpu {
+    /// Busy share of all CPUs, percent.
+    pub busy_pct: f64,
+    /// Busy CPU time per run, ms, all processes (engine, shims, runc,
+    /// worker or CLI, this bench).
+    pub ms_per_run: f64,
+}
+
+impl Throughput {
+    pub fn rate(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let runs = self.runs as f64;
+        runs / self.seconds
+    }
+}
+
+/// Worker memory, MiB.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// `VmRSS` 2 s after the streams connected.
+    pub idle: Option<f64>,
+    /// `VmHWM` of a fresh worker after 8 concurrent runs printing 1 MiB each.
+    pub peak_8x1mib: Option<f64>,
+    /// `VmRSS` after those runs were answered.
+    pub after_8x1mib: Option<f64>,
+    /// `VmHWM` of a fresh worker after one run printing 100 MiB.
+    pub peak_100mib: Option<f64>,
+    pub after_100mib: Option<f64>,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub raw: Samples,
+    /// `None` when the docker CLI is not installed.
+    pub cli: Option<Samples>,
+    pub worker: Samples,
+    pub dispatch: Samples,
+    /// The worker process's own CPU time per sequential run, ms.
+    pub worker_cpu_ms_per_run: Option<f64>,
+    pub throughput: Vec<Throughput>,
+    pub memory: Memory,
+    pub notes: Vec<String>,
+}
+
+/// One target of the issue, judged on this run's figures.
+#[derive(Debug)]
+pub struct Target {
+    pub name: &'static str,
+    pub value: Option<f64>,
+    pub at_most: bool,
+    pub limit: f64,
+    pub unit: &'static str,
+}
+
+impl Target {
+    pub fn met(&self) -> Option<bool> {
+        self.value.map(|v| {
+            if self.at_most {
+                v <= self.limit
+            } else {
+                v >= self.limit
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} {}{}",
+            if self.at_most { "≤" } else { "≥" },
+            trim(self.limit),
+            self.unit
+        )
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+impl Figures {
+    pub fn rate(&self, who: &str, concurrency: usize) -> Option<f64> {
+        self.throughput
+            .iter()
+            .find(|t| t.who == who && t.concurrency == concurrency)
+            .map(Throughput::rate)
+    }
+
+    fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+        match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        }
+    }
+
+    pub fn worker_over_raw(&self) -> Option<f64> {
+        Self::ratio(self.worker.p50(), self.raw.p50())
+    }
+
+    pub fn worker_over_cli(&self) -> Option<f64> {
+        Self::ratio(self.worker.p50(), self.cli.as_ref().and_then(Samples::p50))
+    }
+
+    /// Throughput at concurrency 4 over the worker's own sequential rate
+    /// (its throughput at `max_concurrent_runs` 1, measured the same way).
+    pub fn scaling_c4(&self) -> Option<f64> {
+        Self::ratio(self.rate("worker", 4), self.rate("worker", 1))
+    }
+
+    /// The targets of the issue.
+    pub fn targets(&self) -> Vec<Target> {
+        vec![
+            Target {
+                name: "sequential p50 worker/raw",
+                value: self.worker_over_raw(),
+                at_most: true,
+                limit: 1.05,
+                unit: "",
+            },
+            Target {
+                name: "sequential p50 worker/CLI",
+                value: self.worker_over_cli(),
+                at_most: true,
+                limit: 0.9,
+                unit: "",
+            },
+            Target {
+                name: "throughput c=4 / worker sequential",
+                value: self.scaling_c4(),
+                at_most: false,
+                limit: 2.5,
+                unit: "×",
+            },
+            Target {
+                name: "worker RSS idle",
+                value: self.memory.idle,
+                at_most: true,
+                limit: 20.0,
+                unit: " MiB",
+            },
+            Target {
+                name: "worker RSS peak, one 100 MiB run",
+                value: self.memory.peak_100mib,
+                at_most: true,
+                limit: 64.0,
+                unit: " MiB",
+            },
+            Target {
+                name: "dispatch overhead p99",
+                value: self.dispatch.p99(),
+                at_most: true,
+                limit: 5.0,
+                unit: " ms",
+            },
+        ]
+    }
+
+    /// The aligned text table.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<[String; 9]> = vec![header()];
+        let targets = self.targets();
+        let find = |name: &str| targets.iter().find(|t| t.name == name);
+        let latency = |label: &str, s: &Samples, target: Option<&Target>| -> [String; 9] {
+            [
+                label.to_owned(),
+                s.len().to_string(),
+                fmt(s.p50()),
+                fmt(s.p95()),
+                fmt(s.p99()),
+                "ms".to_owned(),
+                target.map(Target::describe).unwrap_or_default(),
+                target.map(verdict).unwrap_or_default(),
+                String::new(),
+            ]
+        };
+        rows.push(latency(
+            "raw engine create/start/wait/remove",
+            &self.raw,
+            None,
+        ));
+        match &self.cli {
+            Some(cli) => rows.push(latency("docker run --rm (CLI)", cli, None)),
+            None => rows.push(single(
+                "docker run --rm (CLI)",
+                "-",
+                None,
+                "",
+                None,
+                "skipped: no docker CLI on PATH",
+            )),
+        }
+        rows.push(latency("worker end to end", &self.worker, None));
+        let dispatch = find("dispatch overhead p99");
+        rows.push(latency(
+            "worker dispatch overhead",
+            &self.dispatch,
+            dispatch,
+        ));
+        rows.push(single(
+            "worker CPU per sequential run (own process)",
+            "",
+            self.worker_cpu_ms_per_run,
+            "ms",
+            None,
+            "",
+        ));
+        rows.push(single(
+            "ratio worker/raw (p50)",
+            "",
+            self.worker_over_raw(),
+            "",
+            find("sequential p50 worker/raw"),
+            "",
+        ));
+        rows.push(single(
+            "ratio worker/CLI (p50)",
+            "",
+            self.worker_over_cli(),
+            "",
+            find("sequential p50 worker/CLI"),
+            "",
+        ));
+        for t in &self.throughput {
+            let label = match t.who {
+                "worker" => format!("throughput worker, max_concurrent_runs {}", t.concurrency),
+                "docker_cli" => format!("throughput docker run --rm, {} parallel", t.concurrency),
+                _ => format!("throughput raw engine, {} parallel", t.concurrency),
+            };
+            let note = t
+                .host_cpu
+                .map(|h| {
+                    format!(
+                        "host CPU {:.0} % busy, {:.0} ms CPU/run",
+                        h.busy_pct, h.ms_per_run
+                    )
+                })
+                .unwrap_or_default();
+            rows.push(single(
+                &label,
+                &t.runs.to_string(),
+                Some(t.rate()),
+                "runs/s",
+                None,
+                &note,
+            ));
+        }
+        rows.push(single(
+            "worker scaling c=4 / c=1",
+            "",
+            self.scaling_c4(),
+            "×",
+            find("throughput c=4 / worker sequential"),
+            "",
+        ));
+        let m = &self.memory;
+        rows.push(single(
+            "worker RSS idle (VmRSS)",
+            "",
+            m.idle,
+            "MiB",
+            find("worker RSS idle"),
+            "",
+        ));
+        rows.push(single(
+            "worker RSS peak, 8 runs × 1 MiB (VmHWM)",
+            "8",
+            m.peak_8x1mib,
+            "MiB",
+            None,
+            "",
+        ));
+        rows.push(single(
+            "worker RSS peak, 1 run × 100 MiB (VmHWM)",
+            "1",
+            m.peak_100mib,
+            "MiB",
+            find("worker RSS peak, one 100 MiB run"),
+            "",
+        ));
+        align(&rows)
+    }
+
+    /// The JSON document: every figure, the targets, the machine.
+    pub fn to_json(&self, machine: Value, git: Value, config: Value) -> Value {
+        let throughput: Vec<Value> = self
+            .throughput
+            .iter()
+            .map(|t| {
+                json!({"who": t.who, "concurrency": t.concurrency, "runs": t.runs,
+                       "seconds": round3(Some(t.seconds)), "runs_per_s": round3(Some(t.rate())),
+                       "host_cpu_busy_pct": round3(t.host_cpu.map(|h| h.busy_pct)),
+                       "host_cpu_ms_per_run": round3(t.host_cpu.map(|h| h.ms_per_run))})
+            })
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .iter()
+            .map(|t| {
+                json!({"name": t.name, "value": round3(t.value), "limit": t.limit,
+                       "comparison": if t.at_most { "<=" } else { ">=" }, "met": t.met()})
+            })
+            .collect();
+        let m = &self.memory;
+        json!({
+            "tool": "bus-docker-bench",
+            "machine": machine,
+            "git": git,
+            "config": config,
+            "latency_ms": {
+                "raw_engine": self.raw.to_json(),
+                "docker_cli": self.cli.as_ref().map_or(Value::Null, Samples::to_json),
+                "worker": self.worker.to_json(),
+                "dispatch_overhead": self.dispatch.to_json(),
+            },
+            "worker_cpu_ms_per_sequential_run": round3(self.worker_cpu_ms_per_run),
+            "ratios": {
+                "worker_over_raw_p50": round3(self.worker_over_raw()),
+                "worker_over_cli_p50": round3(self.worker_over_cli()),
+                "worker_over_raw_p95": round3(Self::ratio(self.worker.p95(), self.raw.p95())),
+                "worker_over_cli_p95": round3(Self::ratio(self.worker.p95(), self.cli.as_ref().and_then(Samples::p95))),
+                "worker_throughput_c4_over_c1": round3(self.scaling_c4()),
+            },
+            "throughput": throughput,
+            "rss_mib": {
+                "idle": round3(m.idle),
+                "peak_8_runs_1mib": round3(m.peak_8x1mib),
+                "after_8_runs_1mib": round3(m.after_8x1mib),
+                "peak_1_run_100mib": round3(m.peak_100mib),
+                "after_1_run_100mib": round3(m.after_100mib),
+            },
+            "targets": targets,
+            "notes": self.notes,
+        })
+    }
+}
+
+fn header() -> [String; 9] {
+    [
+        "scenario",
+        "n",
+        "p50|value",
+        "p95",
+        "p99",
+        "unit",
+        "target",
+        "met",
+        "note",
+    ]
+    .map(str::to_owned)
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "-".to_owned(),
+        |v| {
+            if v >= 100.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.2}")
+            }
+        },
+    )
+}
+
+fn verdict(t: &Target) -> String {
+    match t.met() {
+        Some(true) => "yes".to_owned(),
+        Some(false) => "NO".to_owned(),
+        None => "n/a".to_owned(),
+    }
+}
+
+fn single(
+    label: &str,
+    n: &str,
+    value: Option<f64>,
+    unit: &str,
+    target: Option<&Target>,
+    note: &str,
+) -> [String; 9] {
+    [
+        label.to_owned(),
+        n.to_owned(),
+        fmt(value),
+        String::new(),
+        String::new(),
+        unit.to_owned(),
+        target.map(Target::describe).unwrap_or_default(),
+        target.map(verdict).unwrap_or_default(),
+        note.to_owned(),
+    ]
+}
+
+fn align(rows: &[[String; 9]]) -> String {
+    let mut widths = [0usize; 9];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, (cell, w)) in row.iter().zip(widths).enumerate() {
+            let pad = w - cell.chars().count();
+            // Text left, numbers right.
+            if c == 0 || c >= 5 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * 8;
+            out.push_str(&"-".repeat(total));
+            out.push('\n');
+        }
+    }
+    out
+}

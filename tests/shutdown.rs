@@ -1,0 +1,133 @@
+//! Graceful shutdown (contract §5) on the in-memory event ports with the
+//! static runtime and a paused clock: queued runs are answered `canceled`,
+//! running runs get the grace period, then are left to the next start-up.
+
+mod common;
+
+use std::time::Duration;
+
+use bus_docker_domain::request::{Inbound, Request, RunRequest};
+use bus_docker_domain::response::Reply;
+use bus_docker_domain::run::RunStatus;
+use bus_docker_domain::{CorrelationId, ErrorCode, ImageRef, Operation, RunId};
+use bus_docker_events::memory::memory_events;
+use bus_docker_static::StaticRuntime;
+use bus_integration_docker::app::App;
+use bus_integration_docker::runtime::Runtime;
+use bus_integration_docker::worker::Lifecycle;
+use tokio_util::sync::CancellationToken;
+
+fn run(correlation: &str, run_id: &str, command: &[&str]) -> Inbound {
+    Inbound {
+        operation: Operation::Run,
+        correlation: CorrelationId::parse(correlation).unwrap(),
+        stamped_owner: None,
+        request: Ok(Request::Run(Box::new(RunRequest {
+            run_id: Some(RunId::parse(run_id).unwrap()),
+            image: Some(ImageRef::parse("img:1").unwrap()),
+            command: Some(command.iter().map(|s| (*s).to_owned()).collect()),
+            ..RunRequest::default()
+        }))),
+    }
+}
+
+fn status_of(r: &bus_docker_domain::response::Response) -> RunStatus {
+    match &r.reply {
+        Some(Reply::Run(report)) => report.status,
+        other => panic!("not a run reply: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_runs_are_canceled_and_running_ones_get_the_grace() {
+    let s = common::settings(
+        "provider = \"static\"\nmax_concurrent_runs = 1\nshutdown_grace = \"10s\"\n",
+    );
+    let (bus, source, publisher) = memory_events();
+    let runtime = StaticRuntime::new();
+    let app = App::build_with(
+        &s,
+        Runtime::Static(runtime.clone()),
+        source,
+        publisher,
+        Lifecycle::default(),
+    );
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+
+    bus.send(run("short", "short-1", &["sleep", "5"]));
+    bus.send(run("queued", "queued-1", &["echo", "never"]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    let published = bus.wait_for(|r| r.len() == 2).await;
+    let queued = published
+        .iter()
+        .find(|r| r.correlation.as_str() == "queued")
+        .expect("queued run answered");
+    assert_eq!(queued.error.as_ref().unwrap().code, ErrorCode::Canceled);
+    assert_eq!(status_of(queued), RunStatus::Canceled);
+    let short = published
+        .iter()
+        .find(|r| r.correlation.as_str() == "short")
+        .expect("running run finished within the grace");
+    assert_eq!(status_of(short), RunStatus::Succeeded);
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
+    let s = common::settings(
+        "provider = \"static\"\nrunner_name = \"static@grace\"\nshutdown_grace = \"2s\"\n",
+    );
+    let (bus, source, publisher) = memory_events();
+    let runtime = StaticRuntime::new();
+    let app = App::build_with(
+        &s,
+        Runtime::Static(runtime.clone()),
+        source,
+        publisher,
+        Lifecycle::default(),
+    );
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    bus.send(run("long", "long-1", &["sleep", "3600"]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2) && started.elapsed() < Duration::from_secs(3)
+    );
+    assert!(
+        bus.published().is_empty(),
+        "no response: the run is not finished"
+    );
+    use bus_docker_domain::ports::ContainerRuntime;
+    let left = runtime.list_managed().await.unwrap();
+    assert_eq!(
+        left.len(),
+        1,
+        "the container stays as the record of the run"
+    );
+
+    // The next start-up (same runner name, same engine) recovers and answers it.
+    let (bus2, source2, publisher2) = memory_events();
+    let app2 = App::build_with(
+        &s,
+        Runtime::Static(runtime.clone()),
+        source2,
+        publisher2,
+        Lifecycle::default(),
+    );
+    let stop2 = CancellationToken::new();
+    let handle2 = tokio::spawn(app2.run_until(stop2.clone().cancelled_owned()));
+    let answered = bus2.wait_for(|r| !r.is_empty()).await;
+    assert_eq!(answered[0].correlation.as_str(), "long");
+    assert_eq!(
+        answered[0].event,
+        s.worker.prefix.response_name(Operation::Run)
+    );
+    stop2.cancel();
+    handle2.await.unwrap().unwrap();
+    let _ = bus;
+}
