@@ -218,6 +218,9 @@ async fn run(args: Args) -> Result<(), BenchError> {
         ));
     }
     let machine = machine::describe(&docker, cli.as_deref()).await;
+    if let Some(load) = machine::loadavg() {
+        progress(format!("load average at the start (1/5/15 min): {load}"));
+    }
     let bus = LocalBus::start()
         .await
         .map_err(|e| BenchError::new(e.to_string()))?;
@@ -254,6 +257,11 @@ async fn run(args: Args) -> Result<(), BenchError> {
             .push(format!("{cleaned} containers were left behind and removed"));
     }
     outcome?;
+    if let Some(load) = machine::loadavg() {
+        figures
+            .notes
+            .push(format!("load average at the end (1/5/15 min): {load}"));
+    }
 
     let table = figures.table();
     println!("{table}");

@@ -164,3 +164,46 @@ impl EventPublisher for HttpPublisher {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus_docker_domain::ErrorCode;
+
+    fn source() -> HttpSource {
+        let (_tx, rx) = mpsc::channel(1);
+        HttpSource { prefix: EventPrefix::parse("bus.docker").unwrap(), rx }
+    }
+
+    #[test]
+    fn a_malformed_line_naming_our_request_is_answered_bad_request() {
+        let item = StreamItem::Malformed {
+            name: Some("bus.docker.run.request".into()),
+            correlation_id: Some("c-9".into()),
+            reason: "line exceeds 4194304 bytes".into(),
+        };
+        let inbound = source().inbound_of(item).expect("answerable");
+        assert_eq!(inbound.operation, Operation::Run);
+        assert_eq!(inbound.correlation.as_str(), "c-9");
+        let err = inbound.request.unwrap_err();
+        assert_eq!(err.field(), "payload");
+        assert_eq!(bus_docker_domain::OperationError::InvalidSpec(err).code(), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn unanswerable_lines_are_skipped() {
+        for (name, correlation) in [
+            (None, Some("c-1")),
+            (Some("bus.docker.run.request"), None),
+            (Some("bus.other.run.request"), Some("c-1")),
+            (Some("bus.docker.run.request"), Some("bad\ncorrelation")),
+        ] {
+            let item = StreamItem::Malformed {
+                name: name.map(Into::into),
+                correlation_id: correlation.map(Into::into),
+                reason: "not JSON".into(),
+            };
+            assert!(source().inbound_of(item).is_none(), "{name:?} {correlation:?}");
+        }
+    }
+}

@@ -53,6 +53,7 @@ pub async fn describe(docker: &Docker, cli: Option<&Path>) -> Value {
         )
     });
     json!({
+        "loadavg_at_start": loadavg(),
         "nproc": nproc,
         "cpu_model": first_line_value(&cpuinfo, "model name"),
         "memory_mib": memory_mib,
@@ -66,6 +67,11 @@ pub async fn describe(docker: &Docker, cli: Option<&Path>) -> Value {
         "docker_runtime": runtime,
         "docker_cli_version": cli_version,
     })
+}
+
+/// `/proc/loadavg`: the 1, 5 and 15 minute load averages and the rest.
+pub fn loadavg() -> Option<String> {
+    read("/proc/loadavg").map(|s| s.trim().to_owned())
 }
 
 /// `{commit, dirty}` of the checkout in the current directory, or `null`.
