@@ -141,10 +141,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         io: RunIo,
     ) -> impl Future<Output = Result<Exit, RuntimeError>> + Send;
 
-    /// Kill a container (no error when it already stopped).
+    /// Kill a container (no error when it already stopped or is gone).
     ///
     /// # Errors
-    /// `ContainerGone`, `Unavailable`, `Engine`.
+    /// `Unavailable`, `Engine`.
     fn kill(
         &self,
         container: &ContainerRef,
