@@ -43,6 +43,7 @@ use bus_integration_docker::local::LocalBus;
 use clap::Parser;
 use serde_json::json;
 
+use engine::RawNetwork;
 use machine::CpuSnapshot;
 use report::{Figures, HostCpu, Memory, Throughput};
 use stats::Samples;
@@ -72,6 +73,10 @@ struct Args {
     /// Concurrencies for the throughput scenarios.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     concurrency: Vec<usize>,
+    /// Runs printing 1 MiB each in the memory scenario (8 at a time);
+    /// raise it to see what finished runs' output keeps in memory.
+    #[arg(long, default_value_t = 8)]
+    output_runs: usize,
     /// Untimed runs before each scenario.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -169,12 +174,18 @@ impl Bench {
         format!("{}-{scenario}-{i}", self.tag)
     }
 
-    async fn raw(&self, scenario: &str, i: usize) -> Result<Duration, BenchError> {
+    async fn raw(
+        &self,
+        scenario: &str,
+        i: usize,
+        network: RawNetwork,
+    ) -> Result<Duration, BenchError> {
         engine::raw_run(
             &self.docker,
             &self.args.image,
             &["true"],
             &self.run_id(scenario, i),
+            network,
         )
         .await
     }
@@ -229,6 +240,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         "throughput_runs": args.throughput_runs,
         "concurrency": args.concurrency,
         "warmup": args.warmup,
+        "output_runs": args.output_runs,
         "image": args.image,
         "worker_bin": worker_bin.display().to_string(),
         "worker_rust_log": args.worker_rust_log,
@@ -248,6 +260,10 @@ async fn run(args: Args) -> Result<(), BenchError> {
 
     let mut figures = Figures::default();
     let outcome = scenarios(&bench, &mut figures).await;
+    if outcome.is_err() {
+        // A worker killed mid-scenario may have a create call in flight.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let cleaned = engine::remove_leftovers(&bench.docker, &bench.tag)
         .await
         .unwrap_or(0);
@@ -297,6 +313,7 @@ async fn scenarios(bench: &Bench, figures: &mut Figures) -> Result<(), BenchErro
 /// Also the worker's idle memory and its dispatch overhead.
 async fn sequential(bench: &Bench, figures: &mut Figures) -> Result<(), BenchError> {
     let (worker, mut caller) = bench.worker("seq", 4).await?;
+    figures.worker_startup_ms = Some(worker.startup.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     figures.memory.idle = Some(worker.memory_mib("VmRSS")?);
     let image = bench.args.image.as_str();
@@ -310,7 +327,8 @@ async fn sequential(bench: &Bench, figures: &mut Figures) -> Result<(), BenchErr
         bench.args.warmup, bench.args.runs
     ));
     for i in 0..bench.args.warmup {
-        bench.raw("warm-raw", i).await?;
+        bench.raw("warm-raw", i, RawNetwork::None).await?;
+        bench.raw("warm-rawnd", i, RawNetwork::Disabled).await?;
         if let Some(cli) = &bench.cli {
             engine::cli_run(cli, image, &["true"]).await?;
         }
@@ -322,7 +340,12 @@ async fn sequential(bench: &Bench, figures: &mut Figures) -> Result<(), BenchErr
     let mut timed = HashSet::new();
     let mut worker_cpu_ns = 0;
     for i in 0..bench.args.runs {
-        figures.raw.push(bench.raw("raw", i).await?);
+        figures
+            .raw
+            .push(bench.raw("raw", i, RawNetwork::None).await?);
+        figures
+            .raw_network_disabled
+            .push(bench.raw("rawnd", i, RawNetwork::Disabled).await?);
         if let Some(cli) = &bench.cli {
             cli_samples.push(engine::cli_run(cli, image, &["true"]).await?);
         }
@@ -439,25 +462,34 @@ async fn throughput(bench: &Bench, figures: &mut Figures, c: usize) -> Result<()
         });
     }
 
-    let raw_job = |label: String| {
-        let (docker, image, tag) = (bench.docker.clone(), image.clone(), bench.tag.clone());
-        move |i: usize| {
-            let (docker, image, name) =
-                (docker.clone(), image.clone(), format!("{tag}-{label}-{i}"));
-            async move { engine::raw_run(&docker, &image, &["true"], &name).await }
-        }
-    };
-    pool(c, c, raw_job(format!("warm-rawthr{c}"))).await?;
-    let cpu = CpuSnapshot::now();
-    let elapsed = pool(c, m, raw_job(format!("rawthr{c}"))).await?;
-    let host_cpu = cpu_since(cpu, m);
-    figures.throughput.push(Throughput {
-        who: "raw_engine",
-        concurrency: c,
-        runs: m,
-        seconds: elapsed.as_secs_f64(),
-        host_cpu,
-    });
+    for (who, network, label) in [
+        ("raw_engine", RawNetwork::None, "rawthr"),
+        (
+            "raw_engine_network_disabled",
+            RawNetwork::Disabled,
+            "rawndthr",
+        ),
+    ] {
+        let raw_job = |label: String| {
+            let (docker, image, tag) = (bench.docker.clone(), image.clone(), bench.tag.clone());
+            move |i: usize| {
+                let (docker, image, name) =
+                    (docker.clone(), image.clone(), format!("{tag}-{label}-{i}"));
+                async move { engine::raw_run(&docker, &image, &["true"], &name, network).await }
+            }
+        };
+        pool(c, c, raw_job(format!("warm-{label}{c}"))).await?;
+        let cpu = CpuSnapshot::now();
+        let elapsed = pool(c, m, raw_job(format!("{label}{c}"))).await?;
+        let host_cpu = cpu_since(cpu, m);
+        figures.throughput.push(Throughput {
+            who,
+            concurrency: c,
+            runs: m,
+            seconds: elapsed.as_secs_f64(),
+            host_cpu,
+        });
+    }
     Ok(())
 }
 
@@ -476,18 +508,23 @@ fn cpu_since(before: Option<CpuSnapshot>, runs: usize) -> Option<HostCpu> {
 async fn memory(bench: &Bench, memory: &mut Memory) -> Result<(), BenchError> {
     let image = bench.args.image.as_str();
 
-    progress("memory: 8 concurrent runs printing 1 MiB each");
+    let n = bench.args.output_runs;
+    progress(format!("memory: {n} runs printing 1 MiB each, 8 at a time"));
     let (worker, mut caller) = bench.worker("rss8", 8).await?;
     let one_mib = format!("head -c {ONE_MIB} /dev/zero | tr '\\000' x");
-    let ids: HashSet<String> = (0..8).map(|i| bench.run_id("rss8", i)).collect();
-    for id in &ids {
-        caller.publish(id, image, &["sh", "-c", &one_mib]).await?;
+    // Waves of 8, so any --output-runs fits the worker's queue.
+    let ids: Vec<String> = (0..n).map(|i| bench.run_id("rss8", i)).collect();
+    for wave in ids.chunks(8) {
+        for id in wave {
+            caller.publish(id, image, &["sh", "-c", &one_mib]).await?;
+        }
+        for response in caller.wait_all(&wave.iter().cloned().collect()).await? {
+            expect_bytes(&response, ONE_MIB)?;
+        }
     }
-    for response in caller.wait_all(&ids).await? {
-        expect_bytes(&response, ONE_MIB)?;
-    }
-    memory.peak_8x1mib = Some(worker.memory_mib("VmHWM")?);
-    memory.after_8x1mib = Some(worker.memory_mib("VmRSS")?);
+    memory.one_mib_runs = n;
+    memory.peak_1mib_runs = Some(worker.memory_mib("VmHWM")?);
+    memory.after_1mib_runs = Some(worker.memory_mib("VmRSS")?);
     worker.stop().await?;
 
     progress("memory: one run printing 100 MiB");

@@ -43,13 +43,29 @@ pub async fn connect() -> Result<Docker, BenchError> {
     Ok(docker)
 }
 
-/// One raw run: create (network `none`) → start → wait → remove, the
-/// same Engine calls a worker cannot avoid. Returns the wall time.
+/// How a raw container is kept off the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawNetwork {
+    /// `NetworkMode: none`, as the worker and `docker run --network none`
+    /// do. dockerd builds a libnetwork sandbox and adds a prestart hook
+    /// that re-executes the dockerd binary (`libnetwork-setkey`) at every
+    /// container start.
+    None,
+    /// `NetworkMode: none` plus `NetworkDisabled: true`: the container
+    /// still gets its own network namespace with only loopback, but no
+    /// sandbox and no hook. Informational: what the engine costs when the
+    /// worker asks for it this way.
+    Disabled,
+}
+
+/// One raw run: create → start → wait → remove, the same Engine calls a
+/// worker cannot avoid. Returns the wall time.
 pub async fn raw_run(
     docker: &Docker,
     image: &str,
     cmd: &[&str],
     name: &str,
+    network: RawNetwork,
 ) -> Result<Duration, BenchError> {
     let started = Instant::now();
     let body = ContainerCreateBody {
@@ -58,6 +74,7 @@ pub async fn raw_run(
         labels: Some(HashMap::from([(BENCH_LABEL.to_owned(), "raw".to_owned())])),
         attach_stdout: Some(false),
         attach_stderr: Some(false),
+        network_disabled: (network == RawNetwork::Disabled).then_some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".to_owned()),
             ..HostConfig::default()

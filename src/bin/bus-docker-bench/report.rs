@@ -8,7 +8,7 @@ use crate::stats::{round3, Samples};
 /// Runs per second of one scenario at one concurrency.
 #[derive(Clone, Debug)]
 pub struct Throughput {
-    /// `worker`, `docker_cli` or `raw_engine`.
+    /// `worker`, `docker_cli`, `raw_engine` or `raw_engine_network_disabled`.
     pub who: &'static str,
     pub concurrency: usize,
     pub runs: usize,
@@ -40,10 +40,12 @@ impl Throughput {
 pub struct Memory {
     /// `VmRSS` 2 s after the streams connected.
     pub idle: Option<f64>,
-    /// `VmHWM` of a fresh worker after 8 concurrent runs printing 1 MiB each.
-    pub peak_8x1mib: Option<f64>,
+    /// Runs printing 1 MiB each, 8 at a time (`--output-runs`).
+    pub one_mib_runs: usize,
+    /// `VmHWM` of a fresh worker after those runs were answered.
+    pub peak_1mib_runs: Option<f64>,
     /// `VmRSS` after those runs were answered.
-    pub after_8x1mib: Option<f64>,
+    pub after_1mib_runs: Option<f64>,
     /// `VmHWM` of a fresh worker after one run printing 100 MiB.
     pub peak_100mib: Option<f64>,
     pub after_100mib: Option<f64>,
@@ -53,10 +55,14 @@ pub struct Memory {
 #[derive(Debug, Default)]
 pub struct Figures {
     pub raw: Samples,
+    /// The raw sequence with `NetworkDisabled` (informational).
+    pub raw_network_disabled: Samples,
     /// `None` when the docker CLI is not installed.
     pub cli: Option<Samples>,
     pub worker: Samples,
     pub dispatch: Samples,
+    /// From spawning the worker to its run stream being connected, ms.
+    pub worker_startup_ms: Option<f64>,
     /// The worker process's own CPU time per sequential run, ms.
     pub worker_cpu_ms_per_run: Option<f64>,
     pub throughput: Vec<Throughput>,
@@ -121,6 +127,18 @@ impl Figures {
 
     pub fn worker_over_cli(&self) -> Option<f64> {
         Self::ratio(self.worker.p50(), self.cli.as_ref().and_then(Samples::p50))
+    }
+
+    /// The worker's throughput at concurrency 4 over the raw engine's
+    /// (informational: how much of the engine's parallel capacity the
+    /// worker delivers).
+    pub fn worker_over_raw_c4(&self) -> Option<f64> {
+        Self::ratio(self.rate("worker", 4), self.rate("raw_engine", 4))
+    }
+
+    /// Against the raw sequence with `NetworkDisabled` (informational).
+    pub fn worker_over_raw_network_disabled(&self) -> Option<f64> {
+        Self::ratio(self.worker.p50(), self.raw_network_disabled.p50())
     }
 
     /// Throughput at concurrency 4 over the worker's own sequential rate
@@ -200,6 +218,15 @@ impl Figures {
             &self.raw,
             None,
         ));
+        if !self.raw_network_disabled.is_empty() {
+            let mut row = latency(
+                "raw engine, NetworkDisabled",
+                &self.raw_network_disabled,
+                None,
+            );
+            row[8] = "informational: no libnetwork sandbox/hook".to_owned();
+            rows.push(row);
+        }
         match &self.cli {
             Some(cli) => rows.push(latency("docker run --rm (CLI)", cli, None)),
             None => rows.push(single(
@@ -227,6 +254,14 @@ impl Figures {
             "",
         ));
         rows.push(single(
+            "worker start to streams connected",
+            "1",
+            self.worker_startup_ms,
+            "ms",
+            None,
+            "",
+        ));
+        rows.push(single(
             "ratio worker/raw (p50)",
             "",
             self.worker_over_raw(),
@@ -242,10 +277,24 @@ impl Figures {
             find("sequential p50 worker/CLI"),
             "",
         ));
+        if !self.raw_network_disabled.is_empty() {
+            rows.push(single(
+                "ratio worker/raw NetworkDisabled (p50)",
+                "",
+                self.worker_over_raw_network_disabled(),
+                "",
+                None,
+                "informational",
+            ));
+        }
         for t in &self.throughput {
             let label = match t.who {
                 "worker" => format!("throughput worker, max_concurrent_runs {}", t.concurrency),
                 "docker_cli" => format!("throughput docker run --rm, {} parallel", t.concurrency),
+                "raw_engine_network_disabled" => format!(
+                    "throughput raw engine NetworkDisabled, {} parallel",
+                    t.concurrency
+                ),
                 _ => format!("throughput raw engine, {} parallel", t.concurrency),
             };
             let note = t
@@ -274,6 +323,22 @@ impl Figures {
             find("throughput c=4 / worker sequential"),
             "",
         ));
+        rows.push(single(
+            "raw engine scaling c=4 / c=1",
+            "",
+            Self::ratio(self.rate("raw_engine", 4), self.rate("raw_engine", 1)),
+            "×",
+            None,
+            "informational: the engine's own ceiling",
+        ));
+        rows.push(single(
+            "worker/raw throughput at c=4",
+            "",
+            self.worker_over_raw_c4(),
+            "",
+            None,
+            "informational",
+        ));
         let m = &self.memory;
         rows.push(single(
             "worker RSS idle (VmRSS)",
@@ -284,12 +349,14 @@ impl Figures {
             "",
         ));
         rows.push(single(
-            "worker RSS peak, 8 runs × 1 MiB (VmHWM)",
-            "8",
-            m.peak_8x1mib,
+            "worker RSS peak, runs × 1 MiB, 8 at a time (VmHWM)",
+            &m.one_mib_runs.to_string(),
+            m.peak_1mib_runs,
             "MiB",
             None,
-            "",
+            &m.after_1mib_runs
+                .map(|a| format!("VmRSS {a:.1} MiB once all were answered"))
+                .unwrap_or_default(),
         ));
         rows.push(single(
             "worker RSS peak, 1 run × 100 MiB (VmHWM)",
@@ -297,7 +364,9 @@ impl Figures {
             m.peak_100mib,
             "MiB",
             find("worker RSS peak, one 100 MiB run"),
-            "",
+            &m.after_100mib
+                .map(|a| format!("VmRSS {a:.1} MiB once answered"))
+                .unwrap_or_default(),
         ));
         align(&rows)
     }
@@ -330,23 +399,29 @@ impl Figures {
             "config": config,
             "latency_ms": {
                 "raw_engine": self.raw.to_json(),
+                "raw_engine_network_disabled": self.raw_network_disabled.to_json(),
                 "docker_cli": self.cli.as_ref().map_or(Value::Null, Samples::to_json),
                 "worker": self.worker.to_json(),
                 "dispatch_overhead": self.dispatch.to_json(),
             },
             "worker_cpu_ms_per_sequential_run": round3(self.worker_cpu_ms_per_run),
+            "worker_startup_ms": round3(self.worker_startup_ms),
             "ratios": {
                 "worker_over_raw_p50": round3(self.worker_over_raw()),
                 "worker_over_cli_p50": round3(self.worker_over_cli()),
+                "worker_over_raw_network_disabled_p50": round3(self.worker_over_raw_network_disabled()),
                 "worker_over_raw_p95": round3(Self::ratio(self.worker.p95(), self.raw.p95())),
                 "worker_over_cli_p95": round3(Self::ratio(self.worker.p95(), self.cli.as_ref().and_then(Samples::p95))),
                 "worker_throughput_c4_over_c1": round3(self.scaling_c4()),
+                "raw_engine_throughput_c4_over_c1": round3(Self::ratio(self.rate("raw_engine", 4), self.rate("raw_engine", 1))),
+                "worker_over_raw_throughput_c4": round3(self.worker_over_raw_c4()),
             },
             "throughput": throughput,
             "rss_mib": {
                 "idle": round3(m.idle),
-                "peak_8_runs_1mib": round3(m.peak_8x1mib),
-                "after_8_runs_1mib": round3(m.after_8x1mib),
+                "one_mib_runs": m.one_mib_runs,
+                "peak_one_mib_runs": round3(m.peak_1mib_runs),
+                "after_one_mib_runs": round3(m.after_1mib_runs),
                 "peak_1_run_100mib": round3(m.peak_100mib),
                 "after_1_run_100mib": round3(m.after_100mib),
             },

@@ -23,6 +23,10 @@ impl Samples {
         self.ms.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.ms.is_empty()
+    }
+
     fn sorted(&self) -> Vec<f64> {
         let mut v = self.ms.clone();
         v.sort_by(f64::total_cmp);

@@ -34,6 +34,8 @@ pub struct WorkerProcess {
     child: tokio::process::Child,
     pid: u32,
     log: PathBuf,
+    /// From spawn to its run stream being connected.
+    pub startup: Duration,
 }
 
 impl WorkerProcess {
@@ -50,6 +52,7 @@ impl WorkerProcess {
         log: &Path,
         rust_log: &str,
     ) -> Result<Self, BenchError> {
+        let spawned = Instant::now();
         let file = std::fs::File::create(log)
             .map_err(|e| BenchError::new(format!("creating {}: {e}", log.display())))?;
         let child = tokio::process::Command::new(bin)
@@ -75,8 +78,10 @@ impl WorkerProcess {
             child,
             pid,
             log: log.to_owned(),
+            startup: Duration::ZERO,
         };
         worker.wait_connected(bus, prefix).await?;
+        worker.startup = spawned.elapsed();
         Ok(worker)
     }
 
