@@ -179,7 +179,7 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
         .publish(
             Operation::Run,
             json!({"run_id": run_id, "image": test_image(), "privileged": true, "cap_add": ["SYS_ADMIN"], "pid_mode": "host",
-                   "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; sleep 2"]}),
+                   "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; ls /sys/class/net; sleep 2"]}),
         )
         .await;
     wait_running(&caller, &run_id).await;
@@ -204,13 +204,15 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
     assert_eq!(hc.readonly_rootfs, Some(true));
     assert!(hc.pid_mode.unwrap_or_default().is_empty());
     assert_eq!(hc.network_mode.as_deref(), Some("none"));
-    let labels = info.config.unwrap().labels.unwrap();
+    let config = info.config.unwrap();
+    assert_eq!(config.network_disabled, Some(true), "network none skips network setup");
+    let labels = config.labels.unwrap();
     assert_eq!(labels["bus.managed-by"], "bus-integration-docker");
     assert_eq!(labels["bus.run-id"], run_id);
     assert_eq!(labels["bus.runner"], runner);
     assert_eq!(labels["bus.correlation-id"], c);
     let r = runs.wait(&c, WAIT).await.unwrap();
-    assert_eq!(r["stdout"], "rootfs-ro\ntmpfs-rw\n", "{r}");
+    assert_eq!(r["stdout"], "rootfs-ro\ntmpfs-rw\nlo\n", "{r}: network none means loopback only");
     worker.stop().await.unwrap();
 }
 

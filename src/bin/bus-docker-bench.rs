@@ -327,8 +327,8 @@ async fn sequential(bench: &Bench, figures: &mut Figures) -> Result<(), BenchErr
         bench.args.warmup, bench.args.runs
     ));
     for i in 0..bench.args.warmup {
-        bench.raw("warm-raw", i, RawNetwork::None).await?;
-        bench.raw("warm-rawnd", i, RawNetwork::Disabled).await?;
+        bench.raw("warm-raw", i, RawNetwork::Disabled).await?;
+        bench.raw("warm-rawns", i, RawNetwork::Setup).await?;
         if let Some(cli) = &bench.cli {
             engine::cli_run(cli, image, &["true"]).await?;
         }
@@ -342,10 +342,10 @@ async fn sequential(bench: &Bench, figures: &mut Figures) -> Result<(), BenchErr
     for i in 0..bench.args.runs {
         figures
             .raw
-            .push(bench.raw("raw", i, RawNetwork::None).await?);
+            .push(bench.raw("raw", i, RawNetwork::Disabled).await?);
         figures
-            .raw_network_disabled
-            .push(bench.raw("rawnd", i, RawNetwork::Disabled).await?);
+            .raw_network_setup
+            .push(bench.raw("rawns", i, RawNetwork::Setup).await?);
         if let Some(cli) = &bench.cli {
             cli_samples.push(engine::cli_run(cli, image, &["true"]).await?);
         }
@@ -463,11 +463,11 @@ async fn throughput(bench: &Bench, figures: &mut Figures, c: usize) -> Result<()
     }
 
     for (who, network, label) in [
-        ("raw_engine", RawNetwork::None, "rawthr"),
+        ("raw_engine", RawNetwork::Disabled, "rawthr"),
         (
-            "raw_engine_network_disabled",
-            RawNetwork::Disabled,
-            "rawndthr",
+            "raw_engine_network_setup",
+            RawNetwork::Setup,
+            "rawnsthr",
         ),
     ] {
         let raw_job = |label: String| {

@@ -58,6 +58,8 @@ pub struct WorkerSettings {
     pub max_queued_runs: usize,
     /// Finished runs remembered for redelivery.
     pub response_cache: usize,
+    /// Bytes of output the redelivery cache may hold.
+    pub response_cache_bytes: usize,
 }
 
 /// The two stop signals of a worker: `stopping` ends intake and cancels
@@ -153,7 +155,7 @@ fn input_channel() -> (mpsc::Sender<InputChunk>, mpsc::Receiver<InputChunk>) {
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub fn new(runtime: R, publisher: P, settings: WorkerSettings, lifecycle: Lifecycle) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1)));
-        let table = Mutex::new(RunTable::new(settings.response_cache));
+        let table = Mutex::new(RunTable::new(settings.response_cache, settings.response_cache_bytes));
         Self {
             inner: Arc::new(Inner {
                 runtime,
@@ -217,7 +219,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             Err(field) => {
                 let err = OperationError::InvalidSpec(field);
                 info!(%correlation, op = %operation, error = %err, "rejected request");
-                self.publish(Response::failure(operation, event, correlation, &err))
+                self.publish(&Response::failure(operation, event, correlation, &err))
                     .await;
                 return;
             }
@@ -244,11 +246,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 r
             }
         };
-        self.publish(response).await;
+        self.publish(&response).await;
     }
 
-    async fn publish(&self, response: Response) -> bool {
-        match self.inner.publisher.publish(&response).await {
+    async fn publish(&self, response: &Response) -> bool {
+        match self.inner.publisher.publish(response).await {
             Ok(()) => true,
             Err(PublishError::Abandoned(m)) => {
                 warn!(correlation = %response.correlation, event = %response.event, "response not published before shutdown: {m}");
@@ -291,7 +293,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         if let Some(previous) = previous {
             info!(%correlation, "redelivered run request: publishing the recorded response again");
-            self.publish(previous).await;
+            self.publish(&previous).await;
             return;
         }
         if in_progress {
@@ -315,7 +317,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             Ok(spec) => spec,
             Err(err) => {
                 info!(%correlation, error = %err, "run request refused");
-                self.publish(Response::failure(Operation::Run, event, correlation, &err))
+                self.publish(&Response::failure(Operation::Run, event, correlation, &err))
                     .await;
                 return;
             }
@@ -371,7 +373,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         if let Err(err) = registered {
             info!(%correlation, run_id = %spec.run_id, error = %err, "run request refused");
-            self.publish(Response::failure(Operation::Run, event, correlation, &err))
+            self.publish(&Response::failure(Operation::Run, event, correlation, &err))
                 .await;
             return;
         }
@@ -516,7 +518,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             &err,
         );
         response.reply = Some(Reply::Run(Box::new(report)));
-        self.publish(response.clone()).await;
+        self.publish(&response).await;
         let mut table = self.table();
         table.remove(&facts.run_id);
         table.done.insert(facts.run_id.clone(), response);
@@ -645,7 +647,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 r
             }
         };
-        let published = self.publish(response.clone()).await;
+        let published = self.publish(&response).await;
         if published {
             if let Err(err) = self.inner.runtime.remove(&container).await {
                 warn!(container = %container.name, error = %err, "could not remove the container after answering; it will be collected at the next start-up");

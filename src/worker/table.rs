@@ -41,18 +41,33 @@ impl LiveRun {
 }
 
 /// Responses of finished runs, so a redelivered request gets the same
-/// answer again instead of a second container. Bounded: oldest first out.
+/// answer again instead of a second container. Bounded by entries and by
+/// bytes (a run response carries up to 2 × `max_output_bytes` of output):
+/// oldest first out.
 pub(crate) struct ResponseCache {
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     order: VecDeque<CorrelationId>,
-    by_correlation: HashMap<CorrelationId, (RunId, Response)>,
+    by_correlation: HashMap<CorrelationId, (RunId, Response, usize)>,
     by_run: HashMap<RunId, CorrelationId>,
 }
 
+/// What a cached response costs: its output text plus a fixed overhead.
+fn weight(response: &Response) -> usize {
+    let output = match &response.reply {
+        Some(bus_docker_domain::response::Reply::Run(r)) => r.stdout.text.len() + r.stderr.text.len(),
+        _ => 0,
+    };
+    output + 1024
+}
+
 impl ResponseCache {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             order: VecDeque::new(),
             by_correlation: HashMap::new(),
             by_run: HashMap::new(),
@@ -64,20 +79,29 @@ impl ResponseCache {
         if self.by_correlation.contains_key(&correlation) {
             return;
         }
-        while self.order.len() >= self.capacity {
+        let cost = weight(&response);
+        while !self.order.is_empty() && (self.order.len() >= self.capacity || self.bytes + cost > self.max_bytes) {
             if let Some(old) = self.order.pop_front() {
-                if let Some((old_run, _)) = self.by_correlation.remove(&old) {
+                if let Some((old_run, _, old_cost)) = self.by_correlation.remove(&old) {
                     self.by_run.remove(&old_run);
+                    self.bytes -= old_cost;
                 }
             }
         }
+        self.bytes += cost;
         self.order.push_back(correlation.clone());
         self.by_run.insert(run_id.clone(), correlation.clone());
-        self.by_correlation.insert(correlation, (run_id, response));
+        self.by_correlation.insert(correlation, (run_id, response, cost));
     }
 
     pub fn by_correlation(&self, correlation: &CorrelationId) -> Option<&Response> {
-        self.by_correlation.get(correlation).map(|(_, r)| r)
+        self.by_correlation.get(correlation).map(|(_, r, _)| r)
+    }
+
+    /// Bytes held (output text plus overhead).
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The correlation id that already used this run id.
@@ -95,11 +119,11 @@ pub(crate) struct RunTable {
 }
 
 impl RunTable {
-    pub fn new(cache: usize) -> Self {
+    pub fn new(cache: usize, cache_bytes: usize) -> Self {
         Self {
             live: HashMap::new(),
             by_correlation: HashMap::new(),
-            done: ResponseCache::new(cache),
+            done: ResponseCache::new(cache, cache_bytes),
         }
     }
 
@@ -151,7 +175,7 @@ mod tests {
 
     #[test]
     fn cache_is_bounded_and_forgets_oldest_first() {
-        let mut cache = ResponseCache::new(2);
+        let mut cache = ResponseCache::new(2, usize::MAX);
         for (i, c) in ["a", "b", "c"].iter().enumerate() {
             cache.insert(RunId::parse(&format!("r{i}")).unwrap(), response(c));
         }

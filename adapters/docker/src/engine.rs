@@ -39,6 +39,10 @@ pub struct DockerEngine {
 struct Inner {
     conn: Connection,
     inputs: InputSessions,
+    /// Images seen present (reference → id), so `if-not-present`/`never`
+    /// runs skip an inspect per run. An entry is dropped when a create
+    /// finds the image gone.
+    images: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -61,6 +65,7 @@ impl DockerEngine {
             inner: Arc::new(Inner {
                 conn: Connection::new(&opts)?,
                 inputs: InputSessions::new(),
+                images: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -137,7 +142,53 @@ impl DockerEngine {
         }
     }
 
+    async fn create_once(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        let docker = self.docker().await?;
+        let name = spec.container_name();
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..CreateContainerOptions::default()
+        };
+        match docker
+            .create_container(Some(options), container_body(spec, runner))
+            .await
+        {
+            Ok(created) => {
+                for warning in &created.warnings {
+                    tracing::warn!(container = %name, warning, "engine warning on create");
+                }
+                tracing::debug!(container = %name, id = %created.id, "container created");
+                Ok(ContainerRef {
+                    id: created.id,
+                    name,
+                })
+            }
+            Err(source) => Err(self
+                .fail(DockerError::Create {
+                    name,
+                    image: spec.image.to_string(),
+                    source,
+                })
+                .await),
+        }
+    }
+
+    fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner.images.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+        if policy != PullPolicy::Always {
+            if let Some(id) = self.images().get(image.as_str()).cloned() {
+                return Ok(id);
+            }
+        }
+        let id = self.ensure_uncached(image, policy).await?;
+        self.images().insert(image.as_str().to_owned(), id.clone());
+        Ok(id)
+    }
+
+    async fn ensure_uncached(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
         let present = match policy {
             PullPolicy::Always => None,
@@ -254,33 +305,19 @@ impl ContainerRuntime for DockerEngine {
 
     #[tracing::instrument(skip_all, fields(run_id = %spec.run_id))]
     async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
-        let docker = self.docker().await?;
-        let name = spec.container_name();
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..CreateContainerOptions::default()
-        };
-        match docker
-            .create_container(Some(options), container_body(spec, runner))
-            .await
-        {
-            Ok(created) => {
-                for warning in &created.warnings {
-                    tracing::warn!(container = %name, warning, "engine warning on create");
-                }
-                tracing::debug!(container = %name, id = %created.id, "container created");
-                Ok(ContainerRef {
-                    id: created.id,
-                    name,
-                })
+        match self.create_once(spec, runner).await {
+            Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
+                // The image went away since it was seen (cache): make it
+                // present again under the run's pull policy, then retry.
+                self.images().remove(spec.image.as_str());
+                self.ensure(&spec.image, spec.pull_policy).await?;
+                self.create_once(spec, runner).await
             }
-            Err(source) => Err(self
-                .fail(DockerError::Create {
-                    name,
-                    image: spec.image.to_string(),
-                    source,
-                })
-                .await),
+            Err(err @ RuntimeError::ImageMissing(_)) => {
+                self.images().remove(spec.image.as_str());
+                Err(err)
+            }
+            other => other,
         }
     }
 

@@ -476,3 +476,46 @@ async fn containers_the_worker_does_not_manage_are_left_alone() {
         .await
         .expect("testcontainers removes its container");
 }
+
+#[tokio::test]
+async fn an_image_removed_after_it_was_seen_is_not_trusted_from_the_cache() {
+    let engine = engine().await;
+    let raw = raw_docker().await;
+    let tag = format!("bus-test-cache:{}", run_id_prefix().to_lowercase());
+    let (repo, version) = tag.split_once(':').unwrap();
+    raw.tag_image(
+        &image(),
+        Some(
+            bollard::query_parameters::TagImageOptionsBuilder::default()
+                .repo(repo)
+                .tag(version)
+                .build(),
+        ),
+    )
+    .await
+    .unwrap();
+    let cached = ImageRef::parse(&tag).unwrap();
+    engine
+        .ensure_image(&cached, PullPolicy::IfNotPresent)
+        .await
+        .expect("present, and now remembered");
+    raw.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
+        .await
+        .unwrap();
+
+    let mut never = spec("cache-never", &["true"]);
+    never.image = cached.clone();
+    assert_eq!(
+        engine.create(&never, "test").await,
+        Err(RuntimeError::ImageMissing(tag.clone())),
+        "never: the create's 404 is reported as a missing image"
+    );
+    let mut pull = spec("cache-pull", &["true"]);
+    pull.image = cached.clone();
+    pull.pull_policy = PullPolicy::IfNotPresent;
+    match engine.create(&pull, "test").await {
+        Err(RuntimeError::PullFailed { image, .. }) => assert_eq!(image, tag),
+        other => panic!("if-not-present re-ensures the image (and the pull fails here): {other:?}"),
+    }
+    assert!(!engine.image_present(&cached).await.unwrap());
+}

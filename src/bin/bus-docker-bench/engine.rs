@@ -46,15 +46,14 @@ pub async fn connect() -> Result<Docker, BenchError> {
 /// How a raw container is kept off the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawNetwork {
-    /// `NetworkMode: none`, as the worker and `docker run --network none`
-    /// do. dockerd builds a libnetwork sandbox and adds a prestart hook
-    /// that re-executes the dockerd binary (`libnetwork-setkey`) at every
-    /// container start.
-    None,
-    /// `NetworkMode: none` plus `NetworkDisabled: true`: the container
-    /// still gets its own network namespace with only loopback, but no
-    /// sandbox and no hook. Informational: what the engine costs when the
-    /// worker asks for it this way.
+    /// `NetworkMode: none` alone, as `docker run --network none` does.
+    /// dockerd builds a libnetwork sandbox and adds a prestart hook that
+    /// re-executes the dockerd binary (`libnetwork-setkey`) at every
+    /// container start. Informational.
+    Setup,
+    /// `NetworkMode: none` plus `NetworkDisabled: true`, the body the
+    /// worker sends for network `none`: its own loopback-only network
+    /// namespace, no sandbox, no hook. The baseline.
     Disabled,
 }
 
