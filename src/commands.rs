@@ -73,7 +73,11 @@ async fn one_request(
     local.shutdown_grace = Duration::from_secs(5);
     // A runner name of its own: this short-lived worker must not adopt the
     // containers of a real worker on the same engine at start-up.
-    local.worker.runner_name = format!("{}-oneshot-{}", settings.worker.runner_name, std::process::id());
+    local.worker.runner_name = format!(
+        "{}-oneshot-{}",
+        settings.worker.runner_name,
+        std::process::id()
+    );
     let app = App::build_with(&local, runtime, source, publisher, lifecycle);
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));

@@ -205,14 +205,21 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
     assert!(hc.pid_mode.unwrap_or_default().is_empty());
     assert_eq!(hc.network_mode.as_deref(), Some("none"));
     let config = info.config.unwrap();
-    assert_eq!(config.network_disabled, Some(true), "network none skips network setup");
+    assert_eq!(
+        config.network_disabled,
+        Some(true),
+        "network none skips network setup"
+    );
     let labels = config.labels.unwrap();
     assert_eq!(labels["bus.managed-by"], "bus-integration-docker");
     assert_eq!(labels["bus.run-id"], run_id);
     assert_eq!(labels["bus.runner"], runner);
     assert_eq!(labels["bus.correlation-id"], c);
     let r = runs.wait(&c, WAIT).await.unwrap();
-    assert_eq!(r["stdout"], "rootfs-ro\ntmpfs-rw\nlo\n", "{r}: network none means loopback only");
+    assert_eq!(
+        r["stdout"], "rootfs-ro\ntmpfs-rw\nlo\n",
+        "{r}: network none means loopback only"
+    );
     worker.stop().await.unwrap();
 }
 

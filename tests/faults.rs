@@ -355,7 +355,9 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
     let bus = LocalBus::start().await.unwrap();
-    let s = common::settings("provider = \"static\"\nevent_prefix = \"bus.early\"\nshutdown_grace = \"2s\"\n");
+    let s = common::settings(
+        "provider = \"static\"\nevent_prefix = \"bus.early\"\nshutdown_grace = \"2s\"\n",
+    );
     let client = bus.client().unwrap();
     // Take the Events API down, start the worker while it is down, bring
     // the API back: the worker's streams keep retrying and connect.
@@ -367,15 +369,22 @@ async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
         group: s.events.group.clone(),
         consumer: "early".into(),
     };
-    let (source, publisher) = bus_docker_events::http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) =
+        bus_docker_events::http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
     let runtime = bus_integration_docker::app::runtime(&s).unwrap();
-    let app = bus_integration_docker::app::App::build_with(&s, runtime, source, publisher, lifecycle);
+    let app =
+        bus_integration_docker::app::App::build_with(&s, runtime, source, publisher, lifecycle);
     let stop = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     let bus = restarting.await.unwrap().unwrap();
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
-    let r = caller.call(Operation::Run, json!({"image": "a:1", "command": ["echo", "late"]})).await;
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"image": "a:1", "command": ["echo", "late"]}),
+        )
+        .await;
     assert_eq!(r["stdout"], "echo late\n");
     stop.cancel();
     handle.await.unwrap().unwrap();

@@ -36,9 +36,13 @@ impl TailBuffer {
     /// The captured tail as UTF-8, invalid bytes replaced.
     pub fn finish(self) -> CapturedOutput {
         let bytes: Vec<u8> = self.tail.into_iter().collect();
+        let truncated = self.total > bytes.len() as u64;
+        // Valid UTF-8 (the common case) moves without a copy.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         CapturedOutput {
-            truncated: self.total > bytes.len() as u64,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
+            truncated,
+            text,
             total_bytes: self.total,
         }
     }

@@ -464,11 +464,7 @@ async fn throughput(bench: &Bench, figures: &mut Figures, c: usize) -> Result<()
 
     for (who, network, label) in [
         ("raw_engine", RawNetwork::Disabled, "rawthr"),
-        (
-            "raw_engine_network_setup",
-            RawNetwork::Setup,
-            "rawnsthr",
-        ),
+        ("raw_engine_network_setup", RawNetwork::Setup, "rawnsthr"),
     ] {
         let raw_job = |label: String| {
             let (docker, image, tag) = (bench.docker.clone(), image.clone(), bench.tag.clone());

@@ -155,7 +155,10 @@ fn input_channel() -> (mpsc::Sender<InputChunk>, mpsc::Receiver<InputChunk>) {
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub fn new(runtime: R, publisher: P, settings: WorkerSettings, lifecycle: Lifecycle) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1)));
-        let table = Mutex::new(RunTable::new(settings.response_cache, settings.response_cache_bytes));
+        let table = Mutex::new(RunTable::new(
+            settings.response_cache,
+            settings.response_cache_bytes,
+        ));
         Self {
             inner: Arc::new(Inner {
                 runtime,

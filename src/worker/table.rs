@@ -56,7 +56,9 @@ pub(crate) struct ResponseCache {
 /// What a cached response costs: its output text plus a fixed overhead.
 fn weight(response: &Response) -> usize {
     let output = match &response.reply {
-        Some(bus_docker_domain::response::Reply::Run(r)) => r.stdout.text.len() + r.stderr.text.len(),
+        Some(bus_docker_domain::response::Reply::Run(r)) => {
+            r.stdout.text.len() + r.stderr.text.len()
+        }
         _ => 0,
     };
     output + 1024
@@ -80,7 +82,9 @@ impl ResponseCache {
             return;
         }
         let cost = weight(&response);
-        while !self.order.is_empty() && (self.order.len() >= self.capacity || self.bytes + cost > self.max_bytes) {
+        while !self.order.is_empty()
+            && (self.order.len() >= self.capacity || self.bytes + cost > self.max_bytes)
+        {
             if let Some(old) = self.order.pop_front() {
                 if let Some((old_run, _, old_cost)) = self.by_correlation.remove(&old) {
                     self.by_run.remove(&old_run);
@@ -91,7 +95,8 @@ impl ResponseCache {
         self.bytes += cost;
         self.order.push_back(correlation.clone());
         self.by_run.insert(run_id.clone(), correlation.clone());
-        self.by_correlation.insert(correlation, (run_id, response, cost));
+        self.by_correlation
+            .insert(correlation, (run_id, response, cost));
     }
 
     pub fn by_correlation(&self, correlation: &CorrelationId) -> Option<&Response> {
@@ -193,5 +198,24 @@ mod tests {
                 .as_str(),
             "c"
         );
+    }
+
+    #[test]
+    fn cache_is_bounded_by_bytes() {
+        let mut cache = ResponseCache::new(100, 2500);
+        for (i, c) in ["a", "b", "c"].iter().enumerate() {
+            cache.insert(RunId::parse(&format!("r{i}")).unwrap(), response(c));
+        }
+        assert_eq!(
+            cache.bytes(),
+            2048,
+            "each entry weighs 1 KiB here; the oldest went"
+        );
+        assert!(cache
+            .by_correlation(&CorrelationId::parse("a").unwrap())
+            .is_none());
+        assert!(cache
+            .by_correlation(&CorrelationId::parse("b").unwrap())
+            .is_some());
     }
 }

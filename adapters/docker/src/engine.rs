@@ -142,7 +142,11 @@ impl DockerEngine {
         }
     }
 
-    async fn create_once(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create_once(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+    ) -> Result<ContainerRef, RuntimeError> {
         let docker = self.docker().await?;
         let name = spec.container_name();
         let options = CreateContainerOptions {
@@ -174,7 +178,10 @@ impl DockerEngine {
     }
 
     fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner.images.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .images
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
@@ -188,7 +195,11 @@ impl DockerEngine {
         Ok(id)
     }
 
-    async fn ensure_uncached(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure_uncached(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
         let present = match policy {
             PullPolicy::Always => None,

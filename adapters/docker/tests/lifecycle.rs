@@ -499,9 +499,13 @@ async fn an_image_removed_after_it_was_seen_is_not_trusted_from_the_cache() {
         .ensure_image(&cached, PullPolicy::IfNotPresent)
         .await
         .expect("present, and now remembered");
-    raw.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
-        .await
-        .unwrap();
+    raw.remove_image(
+        &tag,
+        None::<bollard::query_parameters::RemoveImageOptions>,
+        None,
+    )
+    .await
+    .unwrap();
 
     let mut never = spec("cache-never", &["true"]);
     never.image = cached.clone();

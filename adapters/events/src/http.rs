@@ -172,7 +172,10 @@ mod tests {
 
     fn source() -> HttpSource {
         let (_tx, rx) = mpsc::channel(1);
-        HttpSource { prefix: EventPrefix::parse("bus.docker").unwrap(), rx }
+        HttpSource {
+            prefix: EventPrefix::parse("bus.docker").unwrap(),
+            rx,
+        }
     }
 
     #[test]
@@ -187,7 +190,10 @@ mod tests {
         assert_eq!(inbound.correlation.as_str(), "c-9");
         let err = inbound.request.unwrap_err();
         assert_eq!(err.field(), "payload");
-        assert_eq!(bus_docker_domain::OperationError::InvalidSpec(err).code(), ErrorCode::BadRequest);
+        assert_eq!(
+            bus_docker_domain::OperationError::InvalidSpec(err).code(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -203,7 +209,10 @@ mod tests {
                 correlation_id: correlation.map(Into::into),
                 reason: "not JSON".into(),
             };
-            assert!(source().inbound_of(item).is_none(), "{name:?} {correlation:?}");
+            assert!(
+                source().inbound_of(item).is_none(),
+                "{name:?} {correlation:?}"
+            );
         }
     }
 }
