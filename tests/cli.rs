@@ -141,3 +141,63 @@ async fn client_publishes_and_prints_the_correlated_response() {
     );
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_second_signal_exits_at_once() {
+    use bus_docker_domain::Operation;
+    use serde_json::json;
+    use std::time::Duration;
+
+    let bus = LocalBus::start().await.unwrap();
+    let s = settings("provider = \"static\"\nevent_prefix = \"bus.sig\"\n");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
+        .env("BUS_EVENTS_API_URL", bus.url())
+        .env("BUS_API_TOKEN", bus.token())
+        .env("BUS_DOCKER__SHUTDOWN_GRACE", "60s")
+        .args(["--provider", "static", "--event-prefix", "bus.sig"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = common::Caller::new(&bus, &s.worker.prefix);
+    let mut runs = caller.waiter(Operation::Run).await;
+    let long = caller
+        .publish(
+            Operation::Run,
+            json!({"image": "a:1", "command": ["sleep", "60"]}),
+        )
+        .await;
+    loop {
+        let st = caller.call(Operation::RunnerStatus, json!({})).await;
+        if st["status"]["details"]["active_runs"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let term = |pid: &str| {
+        std::process::Command::new("kill")
+            .args(["-TERM", pid])
+            .status()
+            .unwrap()
+    };
+    term(&pid);
+    // Draining: the running run has 60 s of grace, so the worker stays.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), child.wait())
+            .await
+            .is_err(),
+        "exits only after the grace"
+    );
+    term(&pid);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("second signal exits at once")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    // The static runtime lived in that process, so no response comes; with
+    // docker the container would be recovered by the next start.
+    assert!(runs.wait(&long, Duration::from_millis(300)).await.is_err());
+}
