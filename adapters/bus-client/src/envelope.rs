@@ -51,6 +51,31 @@ impl Serialize for OutboundEvent {
     }
 }
 
+impl OutboundEvent {
+    /// The size in bytes of the envelope as [`crate::EventsClient::publish`]
+    /// sends it, counted without building the body.
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        struct ByteCounter(usize);
+        impl std::io::Write for ByteCounter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = ByteCounter(0);
+        match serde_json::to_writer(&mut counter, self) {
+            Ok(()) => counter.0,
+            // Serialising a `Value` cannot fail; if it ever did, the event
+            // would not fit anything.
+            Err(_) => usize::MAX,
+        }
+    }
+}
+
 /// An event received on a stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {

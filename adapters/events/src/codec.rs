@@ -21,7 +21,6 @@
 //! output tails of a run report, never by dropping fields.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::error::FieldError;
@@ -34,7 +33,7 @@ use bus_docker_domain::request::{
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{CapturedOutput, RunReport, RunSummary, RunnerReport};
 use bus_docker_domain::spec::limits::MAX_STDIN_BYTES;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -425,50 +424,10 @@ fn kind_of(value: &Value) -> &'static str {
 // Encoding
 // ---------------------------------------------------------------------------
 
-/// The parts of an outbound envelope. The transport sends the correlation id
-/// under both `correlationId` and `correlation_id`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Encoded {
-    /// The response event name.
-    pub name: String,
-    /// The correlation id of the request being answered.
-    pub correlation_id: String,
-    /// The payload, including `error` on failures.
-    pub payload: Value,
-    /// `{code, message}` on failures.
-    pub error: Option<Value>,
-}
-
-impl Encoded {
-    /// The size of the envelope as the transport serialises it:
-    /// `{"name","correlationId","correlation_id","payload","error"?}`.
-    pub fn wire_len(&self) -> usize {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            name: &'a str,
-            #[serde(rename = "correlationId")]
-            correlation_id_camel: &'a str,
-            correlation_id: &'a str,
-            payload: &'a Value,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            error: Option<&'a Value>,
-        }
-        let mut counter = ByteCounter(0);
-        let wire = Wire {
-            name: &self.name,
-            correlation_id_camel: &self.correlation_id,
-            correlation_id: &self.correlation_id,
-            payload: &self.payload,
-            error: self.error.as_ref(),
-        };
-        match serde_json::to_writer(&mut counter, &wire) {
-            Ok(()) => counter.0,
-            // Serialising a `Value` cannot fail; if it ever did, the event
-            // would not fit anything.
-            Err(_) => usize::MAX,
-        }
-    }
-}
+/// An encoded response is the transport's outbound event: the transport
+/// sends the correlation id under both `correlationId` and
+/// `correlation_id`, and [`Encoded::wire_len`] counts its exact size.
+pub use bus_events_client::OutboundEvent as Encoded;
 
 /// Encode one response (contract §3, §4).
 ///
@@ -593,19 +552,6 @@ fn escaped_char_len(c: char) -> usize {
         '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
         c if u32::from(c) < 0x20 => 6,
         c => c.len_utf8(),
-    }
-}
-
-struct ByteCounter(usize);
-
-impl io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -11,8 +11,7 @@ use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
 use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
-use bus_events_client::{EventsClient, OutboundEvent, StreamError, StreamItem};
-use serde_json::Value;
+use bus_events_client::{EventsClient, StreamError, StreamItem};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -145,13 +144,7 @@ impl EventSource for HttpSource {
 
 impl EventPublisher for HttpPublisher {
     async fn publish(&self, response: &Response) -> Result<(), PublishError> {
-        let encoded = codec::encode(response, self.max_event_bytes);
-        let event = OutboundEvent {
-            name: encoded.name,
-            correlation_id: encoded.correlation_id,
-            payload: encoded.payload,
-            error: encoded.error.filter(|e| !matches!(e, Value::Null)),
-        };
+        let event = codec::encode(response, self.max_event_bytes);
         self.client
             .publish(&event, &self.abandon)
             .await
