@@ -29,24 +29,8 @@ CARGO="${CARGO:-cargo}"
 need_cmd "$CARGO" "install Rust with rustup, or 'source ~/.cargo/env'"
 
 # --- engine ------------------------------------------------------------------
-# shellcheck disable=SC2317  # only reached through the EXIT trap
-stop_engine() {
-    local rc=$?
-    log "stopping the dockerd this run started"
-    scripts/docker-engine.sh stop || warn "scripts/docker-engine.sh stop failed"
-    exit "$rc"
-}
-
-ENGINE="$(scripts/docker-engine.sh ensure)" || die "no docker engine available (see messages above)"
-case "$ENGINE" in
-    started)
-        trap stop_engine EXIT
-        trap 'exit 130' INT
-        trap 'exit 143' TERM
-        ;;
-    reused) ;;
-    *) die "unexpected output from docker-engine.sh ensure: '$ENGINE'" ;;
-esac
+# Sets ENGINE to started|reused; a dockerd started here is stopped on exit.
+ensure_engine
 
 # --- images and binaries -------------------------------------------------------
 scripts/build-test-images.sh >/dev/null

@@ -99,3 +99,28 @@ apt_install() {
     ((rc == 0)) || die "apt-get install $* failed (exit $rc); see the apt output above"
     log "installed: $*"
 }
+
+# Reuse a reachable Docker Engine or start one (scripts/docker-engine.sh
+# ensure). Sets ENGINE to "started" or "reused"; a daemon started here is
+# stopped when the calling script exits (also on INT/TERM).
+ensure_engine() {
+    ENGINE="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" ensure)" ||
+        die "no docker engine available (see messages above)"
+    case "$ENGINE" in
+        started)
+            trap _stop_started_engine EXIT
+            trap 'exit 130' INT
+            trap 'exit 143' TERM
+            ;;
+        reused) ;;
+        *) die "unexpected output from docker-engine.sh ensure: '$ENGINE'" ;;
+    esac
+}
+
+# shellcheck disable=SC2317  # only reached through the EXIT trap
+_stop_started_engine() {
+    local rc=$?
+    log "stopping the dockerd this run started"
+    "$BUS_REPO_ROOT/scripts/docker-engine.sh" stop || warn "scripts/docker-engine.sh stop failed"
+    exit "$rc"
+}
