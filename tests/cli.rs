@@ -169,13 +169,7 @@ async fn sigterm_drains_and_a_second_signal_exits_at_once() {
             json!({"image": "a:1", "command": ["sleep", "60"]}),
         )
         .await;
-    loop {
-        let st = caller.call(Operation::RunnerStatus, json!({})).await;
-        if st["status"]["details"]["active_runs"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_active_runs(&caller, 1).await;
     let pid = child.id().unwrap().to_string();
     let term = |pid: &str| {
         std::process::Command::new("kill")

@@ -18,23 +18,6 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-async fn wait_running(caller: &Caller, run_id: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = caller
-            .call(Operation::Status, json!({"run_id": run_id}))
-            .await;
-        if st["items"][0]["state"] == "running" {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{run_id} never ran: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_report_exit_codes_streams_timeouts_and_cancels() {
     let docker = require_engine().await;
@@ -106,7 +89,7 @@ async fn runs_report_exit_codes_streams_timeouts_and_cancels() {
             json!({"run_id": run_id, "image": image, "command": ["sleep", "60"]}),
         )
         .await;
-    wait_running(&caller, &run_id).await;
+    common::wait_running(&caller, &run_id).await;
     let st = caller.call(Operation::Status, json!({})).await;
     assert!(
         st["items"]
@@ -134,7 +117,7 @@ async fn runs_report_exit_codes_streams_timeouts_and_cancels() {
     // Interactive: input.request feeds stdin, eof closes it.
     let run_id = unique("inter");
     let c = caller.publish(Operation::Run, json!({"run_id": run_id, "image": image, "command": ["sh", "-c", "read a; read b; echo \"got $a+$b\"; cat"], "interactive": true})).await;
-    wait_running(&caller, &run_id).await;
+    common::wait_running(&caller, &run_id).await;
     let a = caller
         .call(Operation::Input, json!({"run_id": run_id, "data": "one\n"}))
         .await;
@@ -182,7 +165,7 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
                    "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; ls /sys/class/net; sleep 2"]}),
         )
         .await;
-    wait_running(&caller, &run_id).await;
+    common::wait_running(&caller, &run_id).await;
     let info = docker
         .inspect_container(&format!("bus-run-{run_id}"), None)
         .await
@@ -383,7 +366,7 @@ async fn missing_images_under_each_pull_policy_and_runner_operations() {
             json!({"run_id": run_id, "image": image, "command": ["sleep", "60"]}),
         )
         .await;
-    wait_running(&caller, &run_id).await;
+    common::wait_running(&caller, &run_id).await;
     let del = caller.call(Operation::RunnerDelete, json!({})).await;
     assert_eq!(del["deleted"], true);
     assert!(del["removed_containers"].as_u64().unwrap() >= 1, "{del}");

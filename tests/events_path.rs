@@ -91,16 +91,7 @@ async fn status_delete_and_input_work_on_live_runs() {
             json!({"run_id": "long-1", "image": "a:1", "command": ["sleep", "60"]}),
         )
         .await;
-    let mut status;
-    loop {
-        status = caller
-            .call(Operation::Status, json!({"run_id": "long-1"}))
-            .await;
-        if status["items"][0]["state"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = common::wait_running(&caller, "long-1").await;
     assert_eq!(status["items"][0]["id"], "long-1");
     assert_eq!(status["items"][0]["owner_identity_id"], "local-operator");
     assert_eq!(status["items"][0]["details"]["image"], "a:1");
@@ -196,13 +187,7 @@ async fn runner_operations_answer() {
             json!({"image": "a:1", "command": ["sleep", "60"]}),
         )
         .await;
-    loop {
-        let st = caller.call(Operation::RunnerStatus, json!({})).await;
-        if st["status"]["details"]["active_runs"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_active_runs(&caller, 1).await;
     let del = caller.call(Operation::RunnerDelete, json!({})).await;
     assert_eq!(del["deleted"], true);
     assert_eq!(del["removed_containers"], 1);
@@ -277,15 +262,7 @@ async fn refusals_carry_the_documented_codes() {
             json!({"run_id": "cap-1", "image": "a:1", "command": ["sleep", "60"]}),
         )
         .await;
-    loop {
-        let st = caller
-            .call(Operation::Status, json!({"run_id": "cap-1"}))
-            .await;
-        if st["items"][0]["state"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_running(&caller, "cap-1").await;
     let second = caller
         .call(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
         .await;

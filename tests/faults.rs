@@ -11,8 +11,8 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    collect, containers_of, docker_settings, no_containers_left, require_engine, spawn_worker,
-    test_image, unique, Caller, SocketProxy,
+    collect, docker_settings, no_containers_left, require_engine, spawn_worker, test_image, unique,
+    Caller, SocketProxy,
 };
 use serde_json::json;
 
@@ -84,14 +84,7 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
         );
     }
     // Every run has its container: the worker is mid-run for all of them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while containers_of(&docker, &runner).await.len() < 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "containers were not created"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_containers(&docker, &runner, 6).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     // Requests published while no worker listens wait in the group queue.
@@ -235,14 +228,7 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         }
         out
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while containers_of(&docker, &runner).await.len() < 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "containers were not created"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_containers(&docker, &runner, 6).await;
     // The runs are in flight: restart the Events API under them. Its memory
     // backend starts empty; the worker's streams reconnect, and responses
     // wait and retry until the API takes them.
@@ -304,14 +290,7 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
             json!({"image": image, "command": ["sh", "-c", "sleep 4; echo survived"]}),
         )
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while containers_of(&docker, &runner).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "container was not created"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_containers(&docker, &runner, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.stop().await;
 

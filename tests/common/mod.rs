@@ -331,3 +331,51 @@ pub async fn no_containers_left(docker: &bollard::Docker, runner: &str) -> Vec<S
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Poll `status` until the run is `running` (30 s at most).
+pub async fn wait_running(caller: &Caller, run_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = caller
+            .call(Operation::Status, serde_json::json!({"run_id": run_id}))
+            .await;
+        if st["items"][0]["state"] == "running" {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{run_id} never ran: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll `runner.status` until `active_runs` is `n` (30 s at most).
+pub async fn wait_active_runs(caller: &Caller, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = caller
+            .call(Operation::RunnerStatus, serde_json::json!({}))
+            .await;
+        if st["status"]["details"]["active_runs"] == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} active runs: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll the engine until `runner` has at least `n` containers (30 s at most).
+pub async fn wait_containers(docker: &bollard::Docker, runner: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while containers_of(docker, runner).await.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} containers of {runner} were not created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
