@@ -139,47 +139,77 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The locally built test image (`scripts/build-test-images.sh`).
+const DEMO_TEST_IMAGE: &str = "bus-test-busybox:local";
+/// A public image the demo pulls when the test image is not built.
+const DEMO_PUBLIC_IMAGE: &str = "docker.io/library/busybox:1.36";
+
+/// An image the demo can run on a reachable engine: the one asked for, else
+/// the local test image, else a public busybox pulled if-not-present; or
+/// why the demo falls back to the static provider.
+async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<String, String> {
+    let docker = Settings {
+        provider: Provider::Docker,
+        ..settings.clone()
+    };
+    let rt = app::runtime(&docker).map_err(|e| e.to_string())?;
+    let reachable = tokio::time::timeout(Duration::from_secs(5), rt.engine_info()).await;
+    if !matches!(reachable, Ok(Ok(_))) {
+        return Err(
+            "no Docker Engine reachable: scripts/docker-engine.sh ensure starts one".into(),
+        );
+    }
+    let candidates: Vec<&str> = match asked {
+        Some(image) => vec![image],
+        None => vec![DEMO_TEST_IMAGE, DEMO_PUBLIC_IMAGE],
+    };
+    let mut last = String::new();
+    for candidate in candidates {
+        let image = ImageRef::parse(candidate).map_err(|e| e.to_string())?;
+        let ensured = tokio::time::timeout(
+            Duration::from_secs(120),
+            rt.ensure_image(&image, bus_docker_domain::profile::PullPolicy::IfNotPresent),
+        )
+        .await;
+        match ensured {
+            Ok(Ok(_)) => return Ok(candidate.to_owned()),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("pulling {candidate} took too long"),
+        }
+    }
+    Err(format!(
+        "no image to run ({last}); scripts/build-test-images.sh builds {DEMO_TEST_IMAGE} offline"
+    ))
+}
+
 /// `demo`: a real container when an engine and the image are there, else
 /// the static provider.
 ///
 /// # Errors
 /// The run could not be done.
 pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, CommandError> {
-    let image = args
-        .image
-        .clone()
-        .unwrap_or_else(|| "bus-test-busybox:local".into());
-    let image_ref = ImageRef::parse(&image).map_err(fail)?;
     let mut settings = settings.clone();
-    let docker_ready = match app::runtime(&Settings {
-        provider: Provider::Docker,
-        ..settings.clone()
-    }) {
-        Ok(rt) => {
-            let probe = async {
-                rt.engine_info().await.is_ok()
-                    && rt.image_present(&image_ref).await.unwrap_or(false)
-            };
-            tokio::time::timeout(Duration::from_secs(5), probe)
-                .await
-                .unwrap_or(false)
+    let (image, why) = match demo_docker_image(&settings, args.image.as_deref()).await {
+        Ok(image) => {
+            settings.provider = Provider::Docker;
+            let why = format!("engine reachable, image {image} present");
+            (image, why)
         }
-        Err(_) => false,
+        Err(why) => {
+            settings.provider = Provider::Static;
+            let image = args
+                .image
+                .clone()
+                .unwrap_or_else(|| DEMO_TEST_IMAGE.to_owned());
+            (image, why)
+        }
     };
-    settings.provider = if docker_ready {
-        Provider::Docker
+    let provider = if settings.provider == Provider::Docker {
+        "docker"
     } else {
-        Provider::Static
+        "static"
     };
-    eprintln!(
-        "demo: provider {} ({})",
-        if docker_ready { "docker" } else { "static" },
-        if docker_ready {
-            format!("engine reachable, image {image} present")
-        } else {
-            format!("no engine or no image {image}: run scripts/docker-engine.sh ensure && scripts/build-test-images.sh for a real container")
-        }
-    );
+    eprintln!("demo: provider {provider} ({why})");
     let command = if args.command.is_empty() {
         vec![
             "sh".to_owned(),
