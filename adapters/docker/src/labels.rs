@@ -58,16 +58,37 @@ pub fn for_run(spec: &RunSpec, runner: &str) -> HashMap<String, String> {
         put(PROFILE, profile.as_str().to_owned());
     }
     put(IMAGE, spec.image.as_str().to_owned());
-    put(
-        ARGS,
-        serde_json::Value::from(spec.command.clone()).to_string(),
-    );
+    put(ARGS, args_label(&spec.command));
     put(INTERACTIVE, spec.interactive.to_string());
     put(TIMEOUT_SECONDS, spec.timeout.as_secs().to_string());
     for (key, value) in &spec.labels {
         labels.insert(format!("{USER_PREFIX}{key}"), value.clone());
     }
     labels
+}
+
+/// Largest `bus.args` label: every `list_managed` carries every label, and
+/// a command may be up to 1 MiB.
+pub const MAX_ARGS_LABEL_BYTES: usize = 16 * 1024;
+
+/// The command as a JSON array, cut to whole arguments within
+/// [`MAX_ARGS_LABEL_BYTES`]; a cut list ends with `"…"`. Only a recovered
+/// run's response reads it back (`args`).
+fn args_label(command: &[String]) -> String {
+    let full = serde_json::Value::from(command.to_vec()).to_string();
+    if full.len() <= MAX_ARGS_LABEL_BYTES {
+        return full;
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for arg in command {
+        kept.push(arg.clone());
+        if serde_json::Value::from(kept.clone()).to_string().len() + 8 > MAX_ARGS_LABEL_BYTES {
+            kept.pop();
+            break;
+        }
+    }
+    kept.push("…".to_owned());
+    serde_json::Value::from(kept).to_string()
 }
 
 /// What the engine lists about one container, beyond its labels.
@@ -198,5 +219,21 @@ mod tests {
         };
         assert_eq!(managed(listed("bus-run-r7")).unwrap().run_id.as_str(), "r7");
         assert!(managed(listed("someone-else")).is_none());
+    }
+
+    #[test]
+    fn a_huge_command_is_cut_in_the_args_label() {
+        let command: Vec<String> = (0..100)
+            .map(|i| format!("{i}-{}", "x".repeat(1000)))
+            .collect();
+        let label = args_label(&command);
+        assert!(label.len() <= MAX_ARGS_LABEL_BYTES, "{}", label.len());
+        let back: Vec<String> = serde_json::from_str(&label).unwrap();
+        assert_eq!(back.last().unwrap(), "…");
+        assert_eq!(back[0], command[0]);
+        assert_eq!(
+            args_label(&command[..2]),
+            serde_json::Value::from(command[..2].to_vec()).to_string()
+        );
     }
 }
