@@ -204,6 +204,14 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
         (Status, json!({"owner_identity_id": ["a"]}), "bad_request"),
     ];
     assert!(cases.len() >= 50, "corpus has {} cases", cases.len());
+    let mut by_code = std::collections::BTreeMap::new();
+    for (_, _, code) in &cases {
+        *by_code.entry(*code).or_insert(0) += 1;
+    }
+    println!(
+        "HOSTILE: {} requests, expected codes {by_code:?}",
+        cases.len()
+    );
     for (op, payload, expected) in &cases {
         let r = caller.call(*op, payload.clone()).await;
         let shown: String = payload.to_string().chars().take(120).collect();
