@@ -299,15 +299,25 @@ async fn wait_for_end(
     Ok(Outcome { stopped, code })
 }
 
-/// Drive the container to its end (see the module docs).
+/// Drive the container to its end (see the module docs). `created` is
+/// what this process knows of a container it has just created (its open
+/// stdin), which saves the engine an inspect; otherwise the engine is asked.
 pub(crate) async fn drive(
     docker: &Docker,
     id: &str,
     io: RunIo,
     settle: Duration,
+    created: Option<bool>,
 ) -> Result<Exit, DockerError> {
     use ContainerStateStatusEnum as S;
-    let seen = inspect(docker, id).await?;
+    let seen = match created {
+        Some(open_stdin) => Observed {
+            status: Some(S::CREATED),
+            open_stdin,
+            ..Observed::default()
+        },
+        None => inspect(docker, id).await?,
+    };
     match seen.status {
         Some(S::CREATED) => live(docker, id, io, seen, true, settle).await,
         Some(S::RUNNING | S::PAUSED | S::RESTARTING) => {
@@ -365,14 +375,10 @@ async fn live(
                 id: id.to_owned(),
                 source,
             })?;
-        match inspect(docker, id).await {
-            Ok(now) => now.started_at,
-            Err(err) => {
-                tracing::debug!(container = id, error = %err, "no start time after start");
-                None
-            }
-        }
-        .or_else(|| Some(SystemTime::now()))
+        // The deadline counts from here; the exact `State.StartedAt` comes
+        // with the final inspect. (An inspect right after start would wait
+        // on the engine's container lock and cost every run a round trip.)
+        Some(SystemTime::now())
     } else {
         tracing::info!(container = id, "re-attached to a running container");
         seen.started_at

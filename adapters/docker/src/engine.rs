@@ -43,6 +43,9 @@ struct Inner {
     /// runs skip an inspect per run. An entry is dropped when a create
     /// finds the image gone.
     images: std::sync::Mutex<HashMap<String, String>>,
+    /// Containers this process created and has not driven yet, with
+    /// whether their stdin is open: their first drive skips an inspect.
+    created: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -66,6 +69,7 @@ impl DockerEngine {
                 conn: Connection::new(&opts)?,
                 inputs: InputSessions::new(),
                 images: std::sync::Mutex::new(HashMap::new()),
+                created: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -162,6 +166,11 @@ impl DockerEngine {
                     tracing::warn!(container = %name, warning, "engine warning on create");
                 }
                 tracing::debug!(container = %name, id = %created.id, "container created");
+                self.inner
+                    .created
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(created.id.clone(), crate::config::wants_stdin(spec));
                 Ok(ContainerRef {
                     id: created.id,
                     name,
@@ -335,11 +344,18 @@ impl ContainerRuntime for DockerEngine {
     #[tracing::instrument(skip_all, fields(container = %container.name))]
     async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
         let docker = self.docker().await?;
+        let created = self
+            .inner
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&container.id);
         match drive::drive(
             &docker,
             &container.id,
             io,
             self.inner.conn.request_timeout(),
+            created,
         )
         .await
         {
@@ -363,6 +379,11 @@ impl ContainerRuntime for DockerEngine {
     async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
         self.inner.inputs.forget(&container.id);
+        self.inner
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&container.id);
         let options = RemoveContainerOptions {
             force: true,
             v: true,
