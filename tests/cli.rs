@@ -17,6 +17,7 @@ fn bin() -> Command {
         "BUS_API_TOKEN",
         "BUS_EVENTS_API_URL",
         "BUS_DOCKER_PROVIDER",
+        "BUS_DOCKER__EVENT_PREFIX",
     ] {
         c.env_remove(var);
     }
@@ -194,4 +195,52 @@ async fn sigterm_drains_and_a_second_signal_exits_at_once() {
     // The static runtime lived in that process, so no response comes; with
     // docker the container would be recovered by the next start.
     assert!(runs.wait(&long, Duration::from_millis(300)).await.is_err());
+}
+
+#[test]
+fn layering_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "event_prefix = \"bus.file\"\n").unwrap();
+    let prefix = |cmd: &mut Command| -> String {
+        let out = cmd.args(["--events", "--format", "json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["prefix"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(prefix(&mut bin()), "bus.containers", "default: standalone");
+    assert_eq!(prefix(bin().arg("--config").arg(&path)), "bus.file");
+    assert_eq!(prefix(bin().env("BUS_DOCKER_CONFIG", &path)), "bus.file");
+    assert_eq!(
+        prefix(
+            bin()
+                .env("BUS_DOCKER_CONFIG", &path)
+                .env("BUS_DOCKER__EVENT_PREFIX", "bus.generic")
+        ),
+        "bus.generic",
+        "BUS_DOCKER__<KEY> env beats the file"
+    );
+    assert_eq!(
+        prefix(
+            bin()
+                .env("BUS_DOCKER_CONFIG", &path)
+                .env("BUS_DOCKER_EVENT_PREFIX", "bus.env")
+        ),
+        "bus.env",
+        "the contract's env var beats the file"
+    );
+    assert_eq!(
+        prefix(
+            bin()
+                .env("BUS_DOCKER_CONFIG", &path)
+                .env("BUS_DOCKER_EVENT_PREFIX", "bus.env")
+                .args(["--event-prefix", "bus.flag"])
+        ),
+        "bus.flag",
+        "flags beat env"
+    );
 }
