@@ -74,14 +74,7 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     let mut sent = Vec::new();
     for i in 0..6 {
         let cmd = format!("sleep 2; echo done-{i}");
-        sent.push(
-            caller
-                .publish(
-                    Operation::Run,
-                    json!({"image": image, "command": ["sh", "-c", cmd]}),
-                )
-                .await,
-        );
+        sent.push(caller.publish_shell(&image, &cmd).await);
     }
     // Every run has its container: the worker is mid-run for all of them.
     common::wait_containers(&docker, &runner, 6).await;
@@ -90,14 +83,7 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     // Requests published while no worker listens wait in the group queue.
     for i in 6..8 {
         let cmd = format!("echo late-{i}");
-        sent.push(
-            caller
-                .publish(
-                    Operation::Run,
-                    json!({"image": image, "command": ["sh", "-c", cmd]}),
-                )
-                .await,
-        );
+        sent.push(caller.publish_shell(&image, &cmd).await);
     }
     let mut second = spawn_worker_process(&bus, &runner, &prefix, &log);
     let seen = collect(
@@ -170,14 +156,7 @@ async fn cut_streams_during_a_batch_lose_nothing() {
     let mut sent = Vec::new();
     for i in 0..12 {
         let cmd = format!("sleep 0.5; echo {i}");
-        sent.push(
-            caller
-                .publish(
-                    Operation::Run,
-                    json!({"image": image, "command": ["sh", "-c", cmd]}),
-                )
-                .await,
-        );
+        sent.push(caller.publish_shell(&image, &cmd).await);
         if i % 3 == 0 {
             bus.server().drop_streams();
         }
@@ -217,14 +196,7 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         let mut out = Vec::new();
         for i in 0..6 {
             let cmd = format!("sleep 4; echo {i}");
-            out.push(
-                caller
-                    .publish(
-                        Operation::Run,
-                        json!({"image": image, "command": ["sh", "-c", cmd]}),
-                    )
-                    .await,
-            );
+            out.push(caller.publish_shell(&image, &cmd).await);
         }
         out
     };

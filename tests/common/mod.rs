@@ -142,6 +142,15 @@ impl Caller {
             .expect("publish");
     }
 
+    /// Publish a run of `sh -c <script>` on `image`; returns its correlation id.
+    pub async fn publish_shell(&self, image: &str, script: &str) -> String {
+        self.publish(
+            Operation::Run,
+            serde_json::json!({"image": image, "command": ["sh", "-c", script]}),
+        )
+        .await
+    }
+
     /// Publish and wait for the response payload.
     pub async fn call(&self, op: Operation, payload: Value) -> Value {
         let mut w = self.waiter(op).await;
