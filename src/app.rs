@@ -90,10 +90,7 @@ pub fn runtime(settings: &Settings) -> Result<Runtime, AppError> {
 }
 
 fn default_consumer() -> String {
-    let host = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    let host: String = host
+    let host: String = crate::config::host_name()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .take(64)

@@ -365,11 +365,15 @@ fn protected_paths(docker_host: Option<&str>) -> Vec<PathBuf> {
     paths
 }
 
-fn default_runner_name() -> String {
-    let host = hostname::get()
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn host_name() -> String {
+    hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("docker@{host}")
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn default_runner_name() -> String {
+    format!("docker@{}", host_name())
 }
 
 impl Config {
@@ -416,8 +420,11 @@ impl Config {
             .map_err(field("policy.hardening"))?;
         let default_pull =
             PullPolicy::parse(&p.pull_policy).map_err(field("policy.pull_policy"))?;
+        // Canonicalised once: checked for request mounts (policy) and for
+        // every profile mount below.
+        let protected = protected_paths(self.docker.host.as_deref());
         let policy = Policy {
-            mounts: MountPolicy::new(roots, protected_paths(self.docker.host.as_deref())),
+            mounts: MountPolicy::new(roots, protected.clone()),
             images: ImagePolicy::new(p.allowed_images.clone()),
             allowed_networks: networks,
             default_network,
@@ -460,7 +467,6 @@ impl Config {
                         format!("{}: {e}", m.source.display()),
                     )
                 })?;
-                let protected = protected_paths(self.docker.host.as_deref());
                 if protected
                     .iter()
                     .any(|p| *p == source || p.starts_with(&source))
