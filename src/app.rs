@@ -13,7 +13,7 @@ use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, Secret, 
 use tracing::{error, info};
 
 use crate::config::{Provider, Settings};
-use crate::runtime::Runtime;
+use crate::runtime::AnyRuntime;
 use crate::worker::{Lifecycle, Worker};
 
 /// Why the app could not start or had to stop.
@@ -76,10 +76,10 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
 /// # Errors
 /// `Docker` when the engine client cannot be built (not when the engine
 /// is merely down: that is reported per request).
-pub fn runtime(settings: &Settings) -> Result<Runtime, AppError> {
+pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
     Ok(match settings.provider {
-        Provider::Static => Runtime::Static(StaticRuntime::new()),
-        Provider::Docker => Runtime::Docker(
+        Provider::Static => AnyRuntime::Static(StaticRuntime::new()),
+        Provider::Docker => AnyRuntime::Docker(
             DockerEngine::connect(EngineOptions {
                 docker_host: settings.docker_host.clone(),
                 ..EngineOptions::default()
@@ -106,7 +106,7 @@ pub struct App<R, S, P> {
     shutdown_grace: Duration,
 }
 
-impl App<Runtime, HttpSource, HttpPublisher> {
+impl App<AnyRuntime, HttpSource, HttpPublisher> {
     /// Wire the production adapters.
     ///
     /// # Errors

@@ -12,7 +12,7 @@ use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
 use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
 use crate::request::{operation, request};
-use crate::runtime::Runtime;
+use crate::runtime::AnyRuntime;
 use crate::worker::Lifecycle;
 
 /// A command's failure: printed, exit code 1.
@@ -54,7 +54,7 @@ pub fn list_events(settings: &Settings, format: OutputFormat) -> String {
 /// send one request, return its response payload.
 async fn one_request(
     settings: &Settings,
-    runtime: Runtime,
+    runtime: AnyRuntime,
     op: Operation,
     payload: Value,
     timeout: Duration,

@@ -11,7 +11,7 @@ use bus_docker_static::StaticRuntime;
 
 /// `--provider docker` or `--provider static`.
 #[derive(Clone)]
-pub enum Runtime {
+pub enum AnyRuntime {
     Docker(DockerEngine),
     Static(StaticRuntime),
 }
@@ -19,13 +19,13 @@ pub enum Runtime {
 macro_rules! forward {
     ($self:ident, $rt:ident => $call:expr) => {
         match $self {
-            Runtime::Docker($rt) => $call.await,
-            Runtime::Static($rt) => $call.await,
+            AnyRuntime::Docker($rt) => $call.await,
+            AnyRuntime::Static($rt) => $call.await,
         }
     };
 }
 
-impl ContainerRuntime for Runtime {
+impl ContainerRuntime for AnyRuntime {
     fn provider(&self) -> &'static str {
         match self {
             Self::Docker(d) => d.provider(),

@@ -13,7 +13,7 @@ use bus_docker_domain::{CorrelationId, ErrorCode, ImageRef, Operation, RunId};
 use bus_docker_events::memory::{memory_events, MemoryBus};
 use bus_docker_static::StaticRuntime;
 use bus_integration_docker::app::App;
-use bus_integration_docker::runtime::Runtime;
+use bus_integration_docker::runtime::AnyRuntime;
 use bus_integration_docker::worker::Lifecycle;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ fn start(s: &bus_integration_docker::config::Settings, runtime: &StaticRuntime) 
     let (bus, source, publisher) = memory_events();
     let app = App::build_with(
         s,
-        Runtime::Static(runtime.clone()),
+        AnyRuntime::Static(runtime.clone()),
         source,
         publisher,
         Lifecycle::default(),
