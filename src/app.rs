@@ -102,7 +102,6 @@ fn default_consumer() -> String {
 pub struct App<R, S, P> {
     worker: Worker<R, P>,
     source: S,
-    lifecycle: Lifecycle,
     shutdown_grace: Duration,
 }
 
@@ -124,8 +123,12 @@ impl App<AnyRuntime, HttpSource, HttpPublisher> {
                 .clone()
                 .unwrap_or_else(default_consumer),
         };
-        let (source, publisher) =
-            http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+        let (source, publisher) = http::connect(
+            &client,
+            &listen,
+            &lifecycle.stopping(),
+            &lifecycle.abandoned(),
+        );
         info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
         Ok(Self::build_with(
             settings, runtime, source, publisher, lifecycle,
@@ -144,16 +147,10 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
         publisher: P,
         lifecycle: Lifecycle,
     ) -> Self {
-        let worker = Worker::new(
-            runtime,
-            publisher,
-            settings.worker.clone(),
-            lifecycle.clone(),
-        );
+        let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle);
         Self {
             worker,
             source,
-            lifecycle,
             shutdown_grace: settings.shutdown_grace,
         }
     }
@@ -189,7 +186,6 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
                 },
             }
         }
-        self.lifecycle.stopping.cancel();
         self.worker.shutdown(self.shutdown_grace).await;
         info!("worker stopped");
         fatal.map_or(Ok(()), |m| Err(AppError::Unauthorized(m)))

@@ -67,8 +67,12 @@ async fn one_request(
         group: "bus-integration-docker".into(),
         consumer: format!("self-test-{}", std::process::id()),
     };
-    let (source, publisher) =
-        http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) = http::connect(
+        &client,
+        &listen,
+        &lifecycle.stopping(),
+        &lifecycle.abandoned(),
+    );
     let mut local = settings.clone();
     local.shutdown_grace = Duration::from_secs(5);
     // A runner name of its own: this short-lived worker must not adopt the

@@ -320,8 +320,12 @@ async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
         group: s.events.group.clone(),
         consumer: "early".into(),
     };
-    let (source, publisher) =
-        bus_docker_events::http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) = bus_docker_events::http::connect(
+        &client,
+        &listen,
+        &lifecycle.stopping(),
+        &lifecycle.abandoned(),
+    );
     let runtime = bus_integration_docker::app::runtime(&s).unwrap();
     let app =
         bus_integration_docker::app::App::build_with(&s, runtime, source, publisher, lifecycle);

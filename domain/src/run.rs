@@ -183,6 +183,19 @@ pub enum RunState {
     Exited,
 }
 
+impl From<&crate::ports::ContainerState> for RunState {
+    /// The engine's container state as a run state: created is still
+    /// `creating`, anything not yet exited counts as `running`.
+    fn from(state: &crate::ports::ContainerState) -> Self {
+        use crate::ports::ContainerState;
+        match state {
+            ContainerState::Created => Self::Creating,
+            ContainerState::Running | ContainerState::Other(_) => Self::Running,
+            ContainerState::Exited => Self::Exited,
+        }
+    }
+}
+
 impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,25 +1,31 @@
 //! The in-process run table: live runs by id and correlation, and a
 //! bounded cache of finished runs' responses for redelivery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
-use bus_docker_domain::ports::InputChunk;
+use bus_docker_domain::ports::{InputChunk, ManagedContainer};
 use bus_docker_domain::response::Response;
 use bus_docker_domain::run::{ContainerRef, RunState, RunSummary};
-use bus_docker_domain::{CorrelationId, OwnerId, RunId};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A run this process is responsible for right now.
 pub(crate) struct LiveRun {
+    /// Who may see, feed and delete it.
     pub owner: Option<OwnerId>,
+    /// The request that started it (redeliveries carry the same id).
     pub correlation: CorrelationId,
     pub image: String,
     pub profile: Option<String>,
     pub state: RunState,
+    /// Set once the engine created the container.
     pub container: Option<ContainerRef>,
+    /// When the container started (the engine's time for adopted runs).
     pub started_at: Option<SystemTime>,
+    /// Cancelled by `delete` and `runner.delete`: the driver stops the run.
     pub cancel: CancellationToken,
     /// Feeds stdin of an interactive run until `eof`.
     pub input: Option<mpsc::Sender<InputChunk>>,
@@ -27,6 +33,47 @@ pub(crate) struct LiveRun {
 }
 
 impl LiveRun {
+    /// A run admitted from a request, waiting for a slot.
+    pub fn queued(
+        spec: &RunSpec,
+        cancel: CancellationToken,
+        input: Option<mpsc::Sender<InputChunk>>,
+    ) -> Self {
+        Self {
+            owner: spec.owner.clone(),
+            correlation: spec.correlation.clone(),
+            image: spec.image.to_string(),
+            profile: spec.profile.as_ref().map(ToString::to_string),
+            state: RunState::Queued,
+            container: None,
+            started_at: None,
+            cancel,
+            input,
+            interactive: spec.interactive,
+        }
+    }
+
+    /// A run found in the engine at start-up (recovery).
+    pub fn adopted(
+        managed: &ManagedContainer,
+        correlation: CorrelationId,
+        cancel: CancellationToken,
+        input: Option<mpsc::Sender<InputChunk>>,
+    ) -> Self {
+        Self {
+            owner: managed.owner.clone(),
+            correlation,
+            image: managed.image.clone(),
+            profile: managed.profile.as_ref().map(ToString::to_string),
+            state: RunState::from(&managed.state),
+            container: Some(managed.container.clone()),
+            started_at: managed.started_at,
+            cancel,
+            input: if managed.interactive { input } else { None },
+            interactive: managed.interactive,
+        }
+    }
+
     pub fn summary(&self, run_id: &RunId) -> RunSummary {
         RunSummary {
             run_id: run_id.clone(),
@@ -38,6 +85,33 @@ impl LiveRun {
             started_at: self.started_at,
         }
     }
+
+    /// Whether `input.request`s can be written now: an interactive run
+    /// whose container runs and whose stdin is still open. A queued or
+    /// creating run has no stdin yet (`conflict`).
+    pub fn accepts_input(&self) -> bool {
+        self.interactive && self.state == RunState::Running && self.input.is_some()
+    }
+}
+
+/// What admission needs to know about capacity, read from the worker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Capacity {
+    /// A run slot is free right now.
+    pub slot_free: bool,
+    pub max_queued: usize,
+    /// The worker is shutting down.
+    pub stopping: bool,
+}
+
+/// What admission decided for a request that passed it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Registered: the caller executes it.
+    Admitted,
+    /// This very request (same correlation id) is already live or was
+    /// answered: nothing to do, and no second response.
+    Duplicate,
 }
 
 /// Responses of finished runs, so a redelivered request gets the same
@@ -53,15 +127,25 @@ pub(crate) struct ResponseCache {
     by_run: HashMap<RunId, CorrelationId>,
 }
 
-/// What a cached response costs: its output text plus a fixed overhead.
+/// Fixed cost of a cached entry beyond its text: the maps, ids and
+/// timestamps. An estimate; it keeps many tiny entries from looking free.
+const CACHE_ENTRY_OVERHEAD: usize = 1024;
+
+/// What a cached response costs: every text it holds (output, echoed
+/// arguments, image, error message) plus a fixed overhead.
 fn weight(response: &Response) -> usize {
-    let output = match &response.reply {
+    let run = match &response.reply {
         Some(bus_docker_domain::response::Reply::Run(r)) => {
-            r.stdout.text.len() + r.stderr.text.len()
+            r.stdout.text.len()
+                + r.stderr.text.len()
+                + r.args.iter().map(String::len).sum::<usize>()
+                + r.image.as_str().len()
+                + r.image_id.as_ref().map_or(0, String::len)
         }
         _ => 0,
     };
-    output + 1024
+    let error = response.error.as_ref().map_or(0, |e| e.message.len());
+    run + error + response.event.len() + CACHE_ENTRY_OVERHEAD
 }
 
 impl ResponseCache {
@@ -115,12 +199,49 @@ impl ResponseCache {
     }
 }
 
+/// Correlation ids of recently answered non-run requests, so a
+/// redelivered `status`/`input`/`delete`/`runner.*` request gets no second
+/// response (and a second `input.request` writes nothing). Bounded, oldest
+/// first out.
+pub(crate) struct SeenRequests {
+    capacity: usize,
+    order: VecDeque<(Operation, CorrelationId)>,
+    set: HashSet<(Operation, CorrelationId)>,
+}
+
+impl SeenRequests {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    /// Record a request; `false` when it was seen already.
+    pub fn first_time(&mut self, op: Operation, correlation: &CorrelationId) -> bool {
+        let key = (op, correlation.clone());
+        if self.set.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.set.insert(key);
+        true
+    }
+}
+
 /// Everything the worker knows in memory. The engine stays the durable
 /// record; this table only makes decisions fast and consistent in-process.
 pub(crate) struct RunTable {
     pub live: HashMap<RunId, LiveRun>,
     pub by_correlation: HashMap<CorrelationId, RunId>,
     pub done: ResponseCache,
+    pub seen: SeenRequests,
 }
 
 impl RunTable {
@@ -129,6 +250,66 @@ impl RunTable {
             live: HashMap::new(),
             by_correlation: HashMap::new(),
             done: ResponseCache::new(cache, cache_bytes),
+            seen: SeenRequests::new(cache),
+        }
+    }
+
+    /// Admit a run: refuse a `run_id` another request uses (`conflict`),
+    /// a full queue (`capacity`) and a stopping worker (`canceled`); a
+    /// second delivery of a request already live or answered is a
+    /// `Duplicate`. Pure: the caller reads `capacity` from the worker.
+    ///
+    /// # Errors
+    /// `Conflict`, `Capacity` or `Canceled` as above.
+    pub fn admit(
+        &mut self,
+        run_id: &RunId,
+        run: LiveRun,
+        capacity: Capacity,
+    ) -> Result<Admission, OperationError> {
+        if self.by_correlation.contains_key(&run.correlation)
+            || self.done.by_correlation(&run.correlation).is_some()
+        {
+            return Ok(Admission::Duplicate);
+        }
+        let used_by = self
+            .live
+            .get(run_id)
+            .map(|r| r.correlation.clone())
+            .or_else(|| self.done.correlation_of(run_id).cloned());
+        if let Some(other) = used_by {
+            return Err(OperationError::Conflict(format!(
+                "run_id {run_id} is already used by request {other}"
+            )));
+        }
+        if !capacity.slot_free && self.queued() >= capacity.max_queued {
+            return Err(OperationError::Capacity(format!(
+                "{} runs active and {} queued (max_queued_runs {})",
+                self.active(),
+                self.queued(),
+                capacity.max_queued
+            )));
+        }
+        if capacity.stopping {
+            return Err(OperationError::Canceled(
+                "the worker is shutting down".into(),
+            ));
+        }
+        self.insert(run_id.clone(), run);
+        Ok(Admission::Admitted)
+    }
+
+    /// Move a live run to `state`, recording its container and, on the
+    /// first move to `Running`, its start time.
+    pub fn set_state(&mut self, run_id: &RunId, state: RunState, container: Option<&ContainerRef>) {
+        if let Some(run) = self.live.get_mut(run_id) {
+            run.state = state;
+            if let Some(c) = container {
+                run.container = Some(c.clone());
+            }
+            if state == RunState::Running && run.started_at.is_none() {
+                run.started_at = Some(SystemTime::now());
+            }
         }
     }
 

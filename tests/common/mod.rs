@@ -66,8 +66,12 @@ pub async fn spawn_worker_with_token(
         group: settings.events.group.clone(),
         consumer: consumer.to_owned(),
     };
-    let (source, publisher) =
-        http::connect(&client, &listen, &lifecycle.stopping, &lifecycle.abandon);
+    let (source, publisher) = http::connect(
+        &client,
+        &listen,
+        &lifecycle.stopping(),
+        &lifecycle.abandoned(),
+    );
     let app = App::build_with(settings, runtime, source, publisher, lifecycle);
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));

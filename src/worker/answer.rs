@@ -1,0 +1,231 @@
+//! Finishing a run: drive its container to the end, publish the one
+//! response, and only then remove the container (the container is the
+//! durable record until the answer is out). Shared by fresh runs
+//! (`run.rs`) and recovered ones (`recover.rs`).
+
+use std::time::Duration;
+
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, RunIo, Stdin};
+use bus_docker_domain::response::{Reply, Response};
+use bus_docker_domain::run::{ContainerRef, Ending, Exit, RunReport, RunStatus, RuntimeDetails};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{
+    CorrelationId, ImageRef, Operation, OperationError, OwnerId, ProfileName, RunId, RuntimeError,
+};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{sleep_or_stop, Worker, REATTACH_BACKOFF};
+
+/// Facts about a run needed to write its response, from a spec or from a
+/// container's labels.
+pub(crate) struct RunFacts {
+    pub run_id: RunId,
+    pub owner: Option<OwnerId>,
+    pub correlation: CorrelationId,
+    pub reply_event: String,
+    pub profile: Option<ProfileName>,
+    pub image: ImageRef,
+    pub args: Vec<String>,
+}
+
+impl RunFacts {
+    pub fn of_spec(spec: &RunSpec) -> Self {
+        Self {
+            run_id: spec.run_id.clone(),
+            owner: spec.owner.clone(),
+            correlation: spec.correlation.clone(),
+            reply_event: spec.reply_event.clone(),
+            profile: spec.profile.clone(),
+            image: spec.image.clone(),
+            args: spec.command.clone(),
+        }
+    }
+}
+
+/// One container to drive to its end and answer for (its stdin travels
+/// beside it: a stream is not `Sync`).
+pub(crate) struct DriveJob {
+    pub facts: RunFacts,
+    pub container: ContainerRef,
+    /// Measured from the container's start.
+    pub timeout: Duration,
+    pub max_output_bytes: usize,
+    /// Fires on `delete`/`runner.delete`.
+    pub cancel: CancellationToken,
+    pub image_id: Option<String>,
+    /// The concurrency slot the run holds until it is answered.
+    pub _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
+    /// Drive a container to its end, answer, and remove it once the answer
+    /// is published. When the engine goes away mid-run the container stays
+    /// the record: re-attach with backoff until it is back, unless the
+    /// shutdown grace ends first (then the next start-up recovers it).
+    pub(super) async fn drive_and_answer(&self, job: DriveJob, stdin: Stdin) {
+        let Some(result) = self.drive_until_done(&job, stdin).await else {
+            info!(run_id = %job.facts.run_id, container = %job.container.name, "shutdown grace over: leaving the run to the next start-up");
+            self.table().remove(&job.facts.run_id);
+            return;
+        };
+        let response = self.run_response(&job, result).await;
+        let published = self.publish(&response).await;
+        if published {
+            if let Err(err) = self.inner.runtime.remove(&job.container).await {
+                warn!(container = %job.container.name, error = %err, "could not remove the container after answering; it will be collected at the next start-up");
+            }
+        }
+        let mut table = self.table();
+        table.remove(&job.facts.run_id);
+        if published {
+            table.done.insert(job.facts.run_id.clone(), response);
+        }
+    }
+
+    /// The drive's result, or `None` when the run was abandoned at shutdown.
+    /// The first attempt takes the job's stdin; a re-attach after the
+    /// engine came back has none left to give.
+    async fn drive_until_done(
+        &self,
+        job: &DriveJob,
+        stdin: Stdin,
+    ) -> Option<Result<Exit, RuntimeError>> {
+        let lifecycle = &self.inner.lifecycle;
+        let mut stdin = Some(stdin);
+        let mut backoff = REATTACH_BACKOFF.first;
+        loop {
+            let io = RunIo {
+                stdin: stdin.take().unwrap_or(Stdin::Closed),
+                timeout: job.timeout,
+                cancel: Box::pin(job.cancel.clone().cancelled_owned()),
+                max_output_bytes: job.max_output_bytes,
+            };
+            let attempt = tokio::select! {
+                r = self.inner.runtime.drive(&job.container, io) => r,
+                () = lifecycle.abandon_signal() => return None,
+            };
+            match attempt {
+                Err(RuntimeError::Unavailable(m)) => {
+                    warn!(run_id = %job.facts.run_id, "engine unreachable while driving the run, re-attaching in {backoff:?}: {m}");
+                    if !sleep_or_stop(backoff, &lifecycle.abandoned()).await {
+                        return None;
+                    }
+                    backoff = REATTACH_BACKOFF.next(backoff);
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The run response for a drive's result.
+    async fn run_response(&self, job: &DriveJob, result: Result<Exit, RuntimeError>) -> Response {
+        let facts = &job.facts;
+        let details = RuntimeDetails {
+            provider: self.inner.runtime.provider().into(),
+            engine_version: self.engine_version().await,
+            container_id: Some(job.container.id.clone()),
+            container_name: Some(job.container.name.clone()),
+        };
+        let image_id = job.image_id.clone();
+        match result {
+            Ok(exit) => {
+                let (status, code) = RunStatus::of(exit.ending);
+                let report = self.report(facts, status, Some(exit), image_id, details);
+                let mut r = Response::success(
+                    Operation::Run,
+                    facts.reply_event.clone(),
+                    facts.correlation.clone(),
+                    Reply::Run(Box::new(report)),
+                );
+                r.error = code.map(|_| {
+                    let err = match status {
+                        RunStatus::TimedOut => OperationError::Timeout(job.timeout.as_secs()),
+                        _ => OperationError::Canceled("the run was deleted".into()),
+                    };
+                    (&err).into()
+                });
+                r
+            }
+            Err(err) => {
+                let err = OperationError::from(err);
+                let report = self.report(facts, RunStatus::Error, None, image_id, details);
+                let mut r = Response::failure(
+                    Operation::Run,
+                    facts.reply_event.clone(),
+                    facts.correlation.clone(),
+                    &err,
+                );
+                r.reply = Some(Reply::Run(Box::new(report)));
+                r
+            }
+        }
+    }
+
+    /// Answer a run that never got a container.
+    pub(super) async fn fail_run(&self, facts: &RunFacts, err: OperationError) {
+        info!(run_id = %facts.run_id, error = %err, "run failed before start");
+        let status = match err {
+            OperationError::Canceled(_) => RunStatus::Canceled,
+            _ => RunStatus::Error,
+        };
+        let report = self.report(
+            facts,
+            status,
+            None,
+            None,
+            RuntimeDetails {
+                provider: self.inner.runtime.provider().into(),
+                ..RuntimeDetails::default()
+            },
+        );
+        let mut response = Response::failure(
+            Operation::Run,
+            facts.reply_event.clone(),
+            facts.correlation.clone(),
+            &err,
+        );
+        response.reply = Some(Reply::Run(Box::new(report)));
+        self.publish(&response).await;
+        let mut table = self.table();
+        table.remove(&facts.run_id);
+        table.done.insert(facts.run_id.clone(), response);
+    }
+
+    fn report(
+        &self,
+        facts: &RunFacts,
+        status: RunStatus,
+        exit: Option<Exit>,
+        image_id: Option<String>,
+        runtime: RuntimeDetails,
+    ) -> RunReport {
+        let duration = exit.as_ref().and_then(Exit::duration);
+        let exit = exit.unwrap_or(Exit {
+            ending: Ending::Canceled,
+            exit_code: None,
+            stdout: Default::default(),
+            stderr: Default::default(),
+            started_at: None,
+            finished_at: None,
+        });
+        RunReport {
+            run_id: facts.run_id.clone(),
+            owner: facts.owner.clone(),
+            runner_name: self.inner.settings.runner_name.clone(),
+            profile: facts.profile.clone(),
+            image: facts.image.clone(),
+            image_id,
+            args: facts.args.clone(),
+            status,
+            exit_code: exit.exit_code,
+            stdout: exit.stdout,
+            stderr: exit.stderr,
+            started_at: exit.started_at,
+            finished_at: exit.finished_at,
+            duration,
+            runtime,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! `delete.request`: stop a run and remove it. A run this worker holds is
+//! cancelled through its token (queued: dropped from the queue; running:
+//! its driver stops the container and answers `canceled`). A run another
+//! worker drives is stopped through the engine; that worker answers it.
+
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
+use bus_docker_domain::request::DeleteRequest;
+use bus_docker_domain::response::Reply;
+use bus_docker_domain::{OperationError, OwnerId};
+
+use super::{visible, Answer, Worker};
+
+impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
+    pub(super) async fn delete(&self, req: DeleteRequest, stamped: Option<OwnerId>) -> Answer {
+        let owner = req.owner.or(stamped);
+        let local = {
+            let table = self.table();
+            table.live.get(&req.run_id).map(|run| {
+                (
+                    visible(owner.as_ref(), run.owner.as_ref()),
+                    run.cancel.clone(),
+                    run.owner.clone(),
+                )
+            })
+        };
+        let run_owner = match local {
+            Some((true, cancel, run_owner)) => {
+                cancel.cancel();
+                run_owner
+            }
+            Some((false, ..)) => {
+                return Err(OperationError::NotFound(req.run_id.to_string()).into())
+            }
+            None => {
+                let c = self.find_in_engine(&req.run_id, owner.as_ref()).await?;
+                // Driven by another worker: stopping it ends that worker's
+                // drive, which then answers and removes it.
+                self.inner.runtime.kill(&c.container).await?;
+                c.owner
+            }
+        };
+        Ok(Reply::Delete {
+            run_id: req.run_id,
+            owner: owner.or(run_owner),
+        })
+    }
+}

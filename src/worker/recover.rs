@@ -1,0 +1,119 @@
+//! Start-up recovery: the container is the durable record of a run, so a
+//! restarted worker re-attaches to the containers its runner name left
+//! behind. Running ones are driven to their end, exited ones collected;
+//! each is answered once and then removed (contract §5).
+
+use std::sync::Arc;
+
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, Stdin};
+use bus_docker_domain::ImageRef;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::answer::{DriveJob, RunFacts};
+use super::table::LiveRun;
+use super::{input_channel, sleep_or_stop, Worker, RECOVERY_BACKOFF};
+
+impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
+    /// Re-attach to the containers this runner left behind. Retries until
+    /// the engine answers or the worker stops; returns how many runs it
+    /// adopted.
+    pub async fn recover(&self) -> usize {
+        let mut backoff = RECOVERY_BACKOFF.first;
+        let list = loop {
+            match self.inner.runtime.list_managed().await {
+                Ok(list) => break list,
+                Err(err) => {
+                    warn!(error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
+                    if !sleep_or_stop(backoff, self.inner.lifecycle.stopping_token()).await {
+                        return 0;
+                    }
+                    backoff = RECOVERY_BACKOFF.next(backoff);
+                }
+            }
+        };
+        let mine = list
+            .into_iter()
+            .filter(|c| c.runner.as_deref() == Some(self.inner.settings.runner_name.as_str()));
+        let mut recovered = 0;
+        for managed in mine {
+            if self.adopt(managed).await {
+                recovered += 1;
+            }
+        }
+        if recovered > 0 {
+            info!(recovered, "recovered runs left by an earlier worker");
+        }
+        recovered
+    }
+
+    /// Take one left-behind container into the run table and drive it on a
+    /// tracked task. It takes a concurrency slot when one is free (the
+    /// container runs anyway: a recovered run is never held back).
+    async fn adopt(&self, managed: ManagedContainer) -> bool {
+        let (Some(correlation), Some(reply_event)) =
+            (managed.correlation.clone(), managed.reply_event.clone())
+        else {
+            warn!(container = %managed.container.name, "managed container without correlation labels cannot be answered; removing it");
+            if let Err(err) = self.inner.runtime.remove(&managed.container).await {
+                warn!(error = %err, "removing unanswerable container failed");
+            }
+            return false;
+        };
+        let facts = RunFacts {
+            run_id: managed.run_id.clone(),
+            owner: managed.owner.clone(),
+            correlation: correlation.clone(),
+            reply_event,
+            profile: managed.profile.clone(),
+            image: ImageRef::parse(&managed.image)
+                .unwrap_or_else(|_| ImageRef::parse("unknown").expect("valid literal")),
+            args: managed.args.clone(),
+        };
+        let cancel = CancellationToken::new();
+        let (tx, rx) = input_channel();
+        {
+            let mut table = self.table();
+            if table.live.contains_key(&facts.run_id) {
+                return false;
+            }
+            let run = LiveRun::adopted(&managed, correlation, cancel.clone(), Some(tx));
+            table.insert(facts.run_id.clone(), run);
+        }
+        info!(run_id = %facts.run_id, container = %managed.container.name, state = ?managed.state, "recovering run");
+        let slot = Arc::clone(&self.inner.slots).try_acquire_owned().ok();
+        if slot.is_none() {
+            warn!(run_id = %facts.run_id, "more runs recovered than max_concurrent_runs: this one runs without a slot");
+        }
+        let stdin = if managed.interactive {
+            Stdin::Interactive(None, Box::pin(ReceiverStream::new(rx)))
+        } else {
+            Stdin::Closed
+        };
+        let job = DriveJob {
+            facts,
+            container: managed.container.clone(),
+            timeout: managed
+                .timeout
+                .unwrap_or(self.inner.settings.policy.default_timeout),
+            max_output_bytes: self.inner.settings.policy.max_output_bytes,
+            cancel,
+            image_id: managed.image_id.clone(),
+            _slot: slot,
+        };
+        let this = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { this.drive_and_answer(job, stdin).await });
+        true
+    }
+
+    /// Run [`Worker::recover`] on a tracked task.
+    pub fn spawn_recovery(&self) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            this.recover().await;
+        });
+    }
+}

@@ -1,0 +1,273 @@
+//! `run.request`: intake, admission, and creating the container.
+//!
+//! A run is answered by its own driver (`answer.rs`) when the container
+//! ends, not here. What happens here, in order:
+//!
+//! 1. a redelivered request (same correlation id, live or answered) is
+//!    dropped with a log line: never a second container, never a second
+//!    response;
+//! 2. the request is resolved into a [`RunSpec`] under the profiles and the
+//!    policy (mount sources are looked up on the filesystem: off the async
+//!    workers); without a caller-chosen `run_id` the id is derived from the
+//!    correlation id, so that the engine's unique container names stop a
+//!    duplicate delivered to another worker;
+//! 3. admission into the run table (`conflict`, `capacity`, `canceled`);
+//! 4. a slot, the image, the container; then `answer.rs` drives it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bus_docker_domain::mount::RealHostPaths;
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk, Stdin};
+use bus_docker_domain::request::RunRequest;
+use bus_docker_domain::response::Response;
+use bus_docker_domain::run::RunState;
+use bus_docker_domain::spec::{resolve, Origin, RunSpec};
+use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::answer::{DriveJob, RunFacts};
+use super::table::{Admission, Capacity, LiveRun};
+use super::{input_channel, Worker};
+
+/// The run id of a request that did not choose one: `run_` and the first
+/// 24 hex digits of the SHA-256 of its correlation id (contract §5). Every
+/// delivery of one request gets the same id, on every worker.
+pub(crate) fn derived_run_id(correlation: &CorrelationId) -> RunId {
+    let digest = Sha256::digest(correlation.as_str().as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    RunId::parse(&format!("run_{hex}")).expect("run_ and hex digits form a valid run id")
+}
+
+impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
+    pub(super) async fn handle_run(
+        &self,
+        req: RunRequest,
+        correlation: CorrelationId,
+        stamped_owner: Option<OwnerId>,
+        received: Instant,
+    ) {
+        if self.is_redelivery(&correlation) {
+            return;
+        }
+        let event = self.reply_event(Operation::Run);
+        let origin = Origin {
+            correlation: correlation.clone(),
+            stamped_owner,
+            reply_event: event.clone(),
+        };
+        let spec = match self.resolve_off_thread(req, origin).await {
+            Ok(spec) => spec,
+            Err(err) => {
+                info!(error = %err, "run request refused");
+                self.publish(&Response::failure(Operation::Run, event, correlation, &err))
+                    .await;
+                return;
+            }
+        };
+        let cancel = CancellationToken::new();
+        let input = spec.interactive.then(input_channel);
+        let capacity = Capacity {
+            slot_free: self.inner.slots.available_permits() > 0,
+            max_queued: self.inner.settings.max_queued_runs,
+            stopping: self.inner.lifecycle.is_stopping(),
+        };
+        let run = LiveRun::queued(
+            &spec,
+            cancel.clone(),
+            input.as_ref().map(|(tx, _)| tx.clone()),
+        );
+        let admission = self.table().admit(&spec.run_id, run, capacity);
+        match admission {
+            Ok(Admission::Admitted) => {}
+            Ok(Admission::Duplicate) => {
+                info!(run_id = %spec.run_id, "redelivered run request: already in progress, not starting another container");
+                return;
+            }
+            Err(err) => {
+                info!(run_id = %spec.run_id, error = %err, "run request refused");
+                self.publish(&Response::failure(Operation::Run, event, correlation, &err))
+                    .await;
+                return;
+            }
+        }
+        self.execute(spec, cancel, input.map(|(_, rx)| rx), received)
+            .await;
+    }
+
+    /// A request this worker is running or has answered: logged, dropped.
+    fn is_redelivery(&self, correlation: &CorrelationId) -> bool {
+        let table = self.table();
+        if table.done.by_correlation(correlation).is_some() {
+            info!("redelivered run request already answered: dropped (no second response)");
+            return true;
+        }
+        if table.by_correlation.contains_key(correlation) {
+            info!("redelivered run request still running: attached to the running one, not re-run");
+            return true;
+        }
+        false
+    }
+
+    /// Resolve on a blocking thread: mount sources are canonicalised on the
+    /// real filesystem, which may block.
+    async fn resolve_off_thread(
+        &self,
+        req: RunRequest,
+        origin: Origin,
+    ) -> Result<RunSpec, OperationError> {
+        let derived = derived_run_id(&origin.correlation);
+        let this = self.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            let s = &this.inner.settings;
+            resolve(
+                &req,
+                &origin,
+                &s.profiles,
+                &s.policy,
+                &RealHostPaths,
+                derived,
+            )
+        })
+        .await;
+        resolved.unwrap_or_else(|e| {
+            Err(OperationError::Unexpected(format!(
+                "resolving the request failed: {e}"
+            )))
+        })
+    }
+
+    /// Wait for a slot, make the image present, create the container and
+    /// hand it to the driver. Each wait gives way to a delete and to
+    /// shutdown.
+    async fn execute(
+        &self,
+        spec: RunSpec,
+        cancel: CancellationToken,
+        input: Option<mpsc::Receiver<InputChunk>>,
+        received: Instant,
+    ) {
+        let facts = RunFacts::of_spec(&spec);
+        let lifecycle = &self.inner.lifecycle;
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.inner.slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return self.fail_run(&facts, OperationError::Unexpected("run slots closed".into())).await,
+            },
+            () = cancel.cancelled() => {
+                return self.fail_run(&facts, OperationError::Canceled("deleted while queued".into())).await;
+            }
+            () = lifecycle.stopping_signal() => {
+                return self.fail_run(&facts, OperationError::Canceled("the worker shut down before the run started".into())).await;
+            }
+        };
+        self.table()
+            .set_state(&spec.run_id, RunState::Creating, None);
+        let image_id = tokio::select! {
+            pulled = self.inner.runtime.ensure_image(&spec.image, spec.pull_policy) => match pulled {
+                Ok(id) => Some(id),
+                Err(err) => return self.fail_run(&facts, err.into()).await,
+            },
+            () = cancel.cancelled() => {
+                return self.fail_run(&facts, OperationError::Canceled("deleted while its image was being pulled".into())).await;
+            }
+            () = lifecycle.stopping_signal() => {
+                return self.fail_run(&facts, OperationError::Canceled("the worker shut down while the run's image was being pulled".into())).await;
+            }
+        };
+        if cancel.is_cancelled() {
+            return self
+                .fail_run(
+                    &facts,
+                    OperationError::Canceled("deleted before the container was created".into()),
+                )
+                .await;
+        }
+        // From the request reaching the worker to the create call: the
+        // benchmark reads this line (target `bus_integration_docker::dispatch`).
+        let dispatch = received.elapsed();
+        debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
+        let container = match self
+            .inner
+            .runtime
+            .create(&spec, &self.inner.settings.runner_name)
+            .await
+        {
+            Ok(c) => c,
+            Err(RuntimeError::NameConflict(name)) => return self.name_conflict(&facts, name).await,
+            Err(err) => return self.fail_run(&facts, err.into()).await,
+        };
+        self.table()
+            .set_state(&spec.run_id, RunState::Running, Some(&container));
+        let stdin = match (spec.interactive, input) {
+            (true, Some(rx)) => Stdin::Interactive(
+                spec.stdin.as_ref().map(|s| s.clone().into_bytes()),
+                Box::pin(ReceiverStream::new(rx)),
+            ),
+            _ => spec
+                .stdin
+                .as_ref()
+                .map_or(Stdin::Closed, |s| Stdin::Text(s.clone().into_bytes())),
+        };
+        let job = DriveJob {
+            facts,
+            container,
+            timeout: spec.timeout,
+            max_output_bytes: spec.max_output_bytes,
+            cancel,
+            image_id,
+            _slot: Some(permit),
+        };
+        self.drive_and_answer(job, stdin).await;
+    }
+
+    /// A create refused with 409: the name `bus-run-<run_id>` exists. When
+    /// it carries our correlation id another delivery of this very request
+    /// owns it (on another worker), and that one answers: drop this one
+    /// silently, so no error races the winner's result. Otherwise the run
+    /// id is taken by another request.
+    async fn name_conflict(&self, facts: &RunFacts, name: String) {
+        let owner = match self.inner.runtime.list_managed().await {
+            Ok(list) => list
+                .into_iter()
+                .find(|c| c.container.name == name)
+                .and_then(|c| c.correlation),
+            Err(err) => {
+                warn!(error = %err, "cannot inspect the conflicting container");
+                None
+            }
+        };
+        if owner.as_ref() == Some(&facts.correlation) {
+            info!(run_id = %facts.run_id, "duplicate delivery: another worker runs this request");
+            self.table().remove(&facts.run_id);
+            return;
+        }
+        let err = OperationError::Conflict(format!(
+            "run_id {} is already used by another request",
+            facts.run_id
+        ));
+        self.fail_run(facts, err).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_run_ids_are_stable_valid_and_distinct() {
+        let a = CorrelationId::parse("c-1").unwrap();
+        let b = CorrelationId::parse("c-2").unwrap();
+        assert_eq!(derived_run_id(&a), derived_run_id(&a));
+        assert_ne!(derived_run_id(&a), derived_run_id(&b));
+        let id = derived_run_id(&a);
+        assert_eq!(id.as_str().len(), 4 + 24);
+        assert!(id.as_str().starts_with("run_"));
+        // sha256("c-1") = a6f7ef47ee8dc84af9056a3051ddc302f19581a96eb7e12f510fdf550326a399
+        assert_eq!(id.as_str(), "run_a6f7ef47ee8dc84af9056a30");
+    }
+}
