@@ -16,17 +16,40 @@ use crate::config::{Provider, Settings};
 use crate::runtime::AnyRuntime;
 use crate::worker::{Lifecycle, Worker};
 
-/// Why the app could not start or had to stop.
+/// Why the app could not start or had to stop. Each variant keeps its
+/// cause as `source()`; [`report`] prints the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("docker engine client: {0}")]
-    Docker(String),
-    #[error("events api client: {0}")]
-    Events(String),
+    #[error("events url {url:?} cannot be used")]
+    EventsUrl {
+        url: String,
+        #[source]
+        source: bus_events_client::UrlError,
+    },
+    #[error("docker engine client")]
+    Docker(#[source] Box<bus_docker_engine::DockerError>),
+    #[error("events api client")]
+    Events(#[source] bus_events_client::ClientError),
     #[error("the events api refused this worker (check the token and its scopes): {0}")]
     Unauthorized(String),
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Some errors repeat their source's text in their own message.
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
 }
 
 /// The token source: `BUS_API_TOKEN`, else the token file.
@@ -55,7 +78,10 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
     let url = settings.events.url.as_deref().ok_or_else(|| {
         AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into())
     })?;
-    let url = EventsUrl::parse(url).map_err(|e| AppError::Config(format!("events url: {e}")))?;
+    let url = EventsUrl::parse(url).map_err(|source| AppError::EventsUrl {
+        url: url.to_owned(),
+        source,
+    })?;
     let mut config = ClientConfig::new(url, token_source(settings)?);
     config.stream_backoff = Backoff {
         min: settings.events.listener_retry_min,
@@ -68,7 +94,7 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
         .events
         .publish_retry_max
         .max(config.publish_backoff.min);
-    EventsClient::new(config).map_err(|e| AppError::Events(e.to_string()))
+    EventsClient::new(config).map_err(AppError::Events)
 }
 
 /// The runtime chosen by `provider`.
@@ -84,7 +110,7 @@ pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
                 docker_host: settings.docker_host.clone(),
                 ..EngineOptions::default()
             })
-            .map_err(|e| AppError::Docker(e.to_string()))?,
+            .map_err(|e| AppError::Docker(Box::new(e)))?,
         ),
     })
 }
@@ -113,26 +139,39 @@ impl App<AnyRuntime, HttpSource, HttpPublisher> {
     pub fn build(settings: &Settings) -> Result<Self, AppError> {
         let runtime = runtime(settings)?;
         let client = events_client(settings)?;
+        let consumer = settings
+            .events
+            .consumer
+            .clone()
+            .unwrap_or_else(default_consumer);
+        Ok(Self::over_http(settings, runtime, &client, consumer))
+    }
+}
+
+impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
+    /// Wire `runtime` to the Events API behind `client`, listening as
+    /// `consumer` of the configured group: the one listen → connect →
+    /// build sequence for the service, the one-shot commands and tests.
+    pub fn over_http(
+        settings: &Settings,
+        runtime: R,
+        client: &EventsClient,
+        consumer: String,
+    ) -> Self {
         let lifecycle = Lifecycle::default();
         let listen = Listen {
             prefix: settings.worker.prefix.clone(),
             group: settings.events.group.clone(),
-            consumer: settings
-                .events
-                .consumer
-                .clone()
-                .unwrap_or_else(default_consumer),
+            consumer,
         };
         let (source, publisher) = http::connect(
-            &client,
+            client,
             &listen,
             &lifecycle.stopping(),
             &lifecycle.abandoned(),
         );
         info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
-        Ok(Self::build_with(
-            settings, runtime, source, publisher, lifecycle,
-        ))
+        Self::build_with(settings, runtime, source, publisher, lifecycle)
     }
 }
 

@@ -35,6 +35,48 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// What this invocation does, decided once from the command line.
+#[derive(Debug)]
+pub enum Mode<'a> {
+    /// The long-running worker (no subcommand, no one-shot flag).
+    Serve,
+    /// `--events`: print the event names.
+    ListEvents(OutputFormat),
+    /// `--self-test`: one request through the real path, in-process.
+    SelfTest,
+    /// `client …`: one request to a live worker.
+    Client(&'a ClientArgs),
+    /// `demo …`: local Events server + worker + one run.
+    Demo(&'a DemoArgs),
+}
+
+impl Cli {
+    /// The mode this command line asks for.
+    pub fn mode(&self) -> Mode<'_> {
+        match (&self.command, self.events, self.self_test) {
+            (Some(Command::Client(args)), ..) => Mode::Client(args),
+            (Some(Command::Demo(args)), ..) => Mode::Demo(args),
+            (None, true, _) => Mode::ListEvents(self.format),
+            (None, false, true) => Mode::SelfTest,
+            (None, false, false) => Mode::Serve,
+        }
+    }
+
+    /// Compose files and shells often set an option to "" to mean unset:
+    /// treat an empty env var of ours as absent. Call before any thread
+    /// starts (it edits the process environment).
+    pub fn scrub_empty_env() {
+        use clap::CommandFactory;
+        for arg in Self::command().get_arguments() {
+            if let Some(name) = arg.get_env() {
+                if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+                    std::env::remove_var(name);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,

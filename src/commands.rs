@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bus_docker_domain::ports::ContainerRuntime;
 use bus_docker_domain::{ImageRef, Operation};
-use bus_docker_events::http::{self, Listen};
 use serde_json::{json, Value};
 
 use crate::app::{self, App, AppError};
@@ -13,15 +12,20 @@ use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
 use crate::request::{operation, request};
 use crate::runtime::AnyRuntime;
-use crate::worker::Lifecycle;
 
-/// A command's failure: printed, exit code 1.
+/// A command's failure: printed with its cause chain, exit code 1.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandError(pub String);
+pub enum CommandError {
+    /// A step failed; the cause is kept.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The answer was not what the command expects.
+    #[error("{0}")]
+    Unexpected(String),
+}
 
-fn fail(e: impl std::fmt::Display) -> CommandError {
-    CommandError(e.to_string())
+fn fail(e: impl std::error::Error + Send + Sync + 'static) -> CommandError {
+    CommandError::Failed(Box::new(e))
 }
 
 /// `--events`: the request and response names of the configured prefix.
@@ -61,18 +65,6 @@ async fn one_request(
 ) -> Result<Value, CommandError> {
     let bus = LocalBus::start().await.map_err(fail)?;
     let client = bus.client().map_err(fail)?;
-    let lifecycle = Lifecycle::default();
-    let listen = Listen {
-        prefix: settings.worker.prefix.clone(),
-        group: "bus-integration-docker".into(),
-        consumer: format!("self-test-{}", std::process::id()),
-    };
-    let (source, publisher) = http::connect(
-        &client,
-        &listen,
-        &lifecycle.stopping(),
-        &lifecycle.abandoned(),
-    );
     let mut local = settings.clone();
     local.shutdown_grace = Duration::from_secs(5);
     // A runner name of its own: this short-lived worker must not adopt the
@@ -82,18 +74,19 @@ async fn one_request(
         settings.worker.runner_name,
         std::process::id()
     );
-    let app = App::build_with(&local, runtime, source, publisher, lifecycle);
+    let consumer = format!("self-test-{}", std::process::id());
+    let app = App::over_http(&local, runtime, &client, consumer);
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     // Unicast groups exist once their first consumer connected: wait for
     // the worker's stream before publishing, or the request is not routed.
-    let name = settings.worker.prefix.request_name(op);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while bus.server().connected_consumers(&name, &listen.group) == 0
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    bus.wait_consumers(
+        &settings.worker.prefix.request_name(op),
+        &local.events.group,
+        1,
+        timeout,
+    )
+    .await;
     let result = request(&client, &settings.worker.prefix, op, payload, timeout).await;
     stop.cancel();
     let stopped = worker.await;
@@ -119,7 +112,9 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
             let payload = json!({"image": "static/self-test", "command": ["printf", "OK"]});
             let r = one_request(settings, runtime, Operation::Run, payload, timeout).await?;
             if r["status"] != "succeeded" || r["stdout"] != "printf OK\n" || r["exit_code"] != 0 {
-                return Err(CommandError(format!("unexpected run response: {r}")));
+                return Err(CommandError::Unexpected(format!(
+                    "unexpected run response: {r}"
+                )));
             }
         }
         Provider::Docker => {
@@ -133,7 +128,7 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
             .await?;
             let state = &r["status"]["state"];
             if state == "unavailable" {
-                return Err(CommandError(format!(
+                return Err(CommandError::Unexpected(format!(
                     "docker engine unavailable: {}",
                     r["status"]["details"]["problem"]
                 )));
@@ -243,13 +238,13 @@ pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, Com
     let op = operation(&args.operation).map_err(fail)?;
     let mut payload: Value = match &args.payload {
         Some(text) => serde_json::from_str(text)
-            .map_err(|e| CommandError(format!("--payload is not JSON: {e}")))?,
+            .map_err(|e| CommandError::Unexpected(format!("--payload is not JSON: {e}")))?,
         None => json!({}),
     };
     if op == Operation::Run {
         let obj = payload
             .as_object_mut()
-            .ok_or_else(|| CommandError("--payload must be a JSON object".into()))?;
+            .ok_or_else(|| CommandError::Unexpected("--payload must be a JSON object".into()))?;
         if let Some(i) = &args.image {
             obj.insert("image".into(), json!(i));
         }

@@ -122,6 +122,28 @@ impl LocalBus {
         self.client_with(&self.token)
     }
 
+    /// Wait until at least `n` consumers of `group` listen on `name`, up
+    /// to `timeout`; returns whether they do. A unicast group exists once
+    /// its first consumer connected, so callers wait before publishing.
+    pub async fn wait_consumers(
+        &self,
+        name: &str,
+        group: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.server().connected_consumers(name, group) >= n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn shutdown(self) {
         self.server.shutdown().await;
     }

@@ -1,27 +1,19 @@
+//! The worker's entry point: parse → settings → telemetry → one `match`
+//! over the mode. Exit codes: 0 ok, 1 failure, 2 configuration error.
+
 use std::process::ExitCode;
 
-use bus_integration_docker::app::App;
-use bus_integration_docker::cli::{Cli, Command};
+use bus_integration_docker::app::{report, App};
+use bus_integration_docker::cli::{Cli, Mode};
 use bus_integration_docker::{commands, config, telemetry};
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 fn main() -> ExitCode {
-    // Compose files and shells often set an option to "" to mean unset:
-    // treat an empty env var of ours as absent (before any thread starts).
-    for arg in Cli::command().get_arguments() {
-        if let Some(name) = arg.get_env() {
-            if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
-                std::env::remove_var(name);
-            }
-        }
-    }
+    Cli::scrub_empty_env();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bus-integration-docker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail("cannot start the async runtime", &e, ExitCode::FAILURE),
     };
     runtime.block_on(run(cli))
 }
@@ -31,65 +23,57 @@ async fn run(cli: Cli) -> ExitCode {
         .and_then(|c| c.settings())
     {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("bus-integration-docker: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail("configuration", &e, ExitCode::from(2)),
     };
+    let mode = cli.mode();
     // One-shot commands print their result on stdout; keep stderr quiet.
-    let one_shot = cli.events || cli.self_test || cli.command.is_some();
-    telemetry::init(settings.log_format, if one_shot { "warn" } else { "info" });
+    let quiet = !matches!(mode, Mode::Serve);
+    telemetry::init(settings.log_format, if quiet { "warn" } else { "info" });
 
-    if cli.events {
-        println!("{}", commands::list_events(&settings, cli.format));
-        return ExitCode::SUCCESS;
-    }
-    if cli.self_test {
-        return match commands::self_test(&settings).await {
+    match mode {
+        Mode::ListEvents(format) => {
+            println!("{}", commands::list_events(&settings, format));
+            ExitCode::SUCCESS
+        }
+        Mode::SelfTest => match commands::self_test(&settings).await {
             Ok(()) => {
                 println!("bus-integration-docker self-test OK");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("bus-integration-docker self-test FAILED: {e}");
+                eprintln!("bus-integration-docker self-test FAILED: {}", report(&e));
                 ExitCode::FAILURE
             }
-        };
+        },
+        Mode::Client(args) => print_json(commands::client(&settings, args).await),
+        Mode::Demo(args) => print_json(commands::demo(&settings, args).await),
+        Mode::Serve => match App::build(&settings) {
+            Err(e) => fail("cannot start", &e, ExitCode::from(2)),
+            Ok(app) => match app.run_until(shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("stopped", &e, ExitCode::FAILURE),
+            },
+        },
     }
-    let printed = match &cli.command {
-        Some(Command::Client(args)) => Some(commands::client(&settings, args).await),
-        Some(Command::Demo(args)) => Some(commands::demo(&settings, args).await),
-        None => None,
-    };
-    if let Some(result) = printed {
-        return match result {
-            Ok(v) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("bus-integration-docker: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+}
 
-    let app = match App::build(&settings) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("bus-integration-docker: {e}");
-            return ExitCode::from(2);
+/// Print an error with its cause chain on stderr; return `code`.
+fn fail(what: &str, err: &(dyn std::error::Error + 'static), code: ExitCode) -> ExitCode {
+    eprintln!("bus-integration-docker: {what}: {}", report(err));
+    code
+}
+
+/// A one-shot command's JSON result on stdout, or its error on stderr.
+fn print_json(result: Result<serde_json::Value, commands::CommandError>) -> ExitCode {
+    match result {
+        Ok(v) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            ExitCode::SUCCESS
         }
-    };
-    match app.run_until(shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bus-integration-docker: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail("command failed", &e, ExitCode::FAILURE),
     }
 }
 

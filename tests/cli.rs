@@ -99,6 +99,22 @@ fn the_worker_refuses_to_start_without_a_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("BUS_API_TOKEN"));
 }
 
+#[test]
+fn a_bad_docker_host_is_reported_with_its_reason() {
+    let out = bin()
+        .args(["--events-url", "http://127.0.0.1:9"])
+        .env("BUS_API_TOKEN", "x.y.z")
+        .env("DOCKER_HOST", "ftp://nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ftp://nowhere") && stderr.contains("not supported"),
+        "the cause is printed, not only the context: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_publishes_and_prints_the_correlated_response() {
     let bus = LocalBus::start().await.unwrap();

@@ -413,24 +413,11 @@ async fn an_unauthorized_worker_fails_fast() {
     let bus = LocalBus::start().await.unwrap();
     let s = settings(STATIC);
     let client = bus.client_with("not-a-jwt").unwrap();
-    let lifecycle = bus_integration_docker::worker::Lifecycle::default();
-    let listen = bus_docker_events::http::Listen {
-        prefix: s.worker.prefix.clone(),
-        group: s.events.group.clone(),
-        consumer: "bad".into(),
-    };
-    let (source, publisher) = bus_docker_events::http::connect(
-        &client,
-        &listen,
-        &lifecycle.stopping(),
-        &lifecycle.abandoned(),
-    );
-    let app = bus_integration_docker::app::App::build_with(
+    let app = bus_integration_docker::app::App::over_http(
         &s,
         bus_integration_docker::app::runtime(&s).unwrap(),
-        source,
-        publisher,
-        lifecycle,
+        &client,
+        "bad".into(),
     );
     let result = tokio::time::timeout(
         Duration::from_secs(10),

@@ -314,21 +314,8 @@ async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
     // the API back: the worker's streams keep retrying and connect.
     let restarting = tokio::spawn(bus.restart(Duration::from_secs(2)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let lifecycle = bus_integration_docker::worker::Lifecycle::default();
-    let listen = bus_docker_events::http::Listen {
-        prefix: s.worker.prefix.clone(),
-        group: s.events.group.clone(),
-        consumer: "early".into(),
-    };
-    let (source, publisher) = bus_docker_events::http::connect(
-        &client,
-        &listen,
-        &lifecycle.stopping(),
-        &lifecycle.abandoned(),
-    );
     let runtime = bus_integration_docker::app::runtime(&s).unwrap();
-    let app =
-        bus_integration_docker::app::App::build_with(&s, runtime, source, publisher, lifecycle);
+    let app = bus_integration_docker::app::App::over_http(&s, runtime, &client, "early".into());
     let stop = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     let bus = restarting.await.unwrap().unwrap();

@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use bus_docker_domain::{EventPrefix, Operation};
-use bus_docker_events::http::{self, Listen};
 use bus_events_client::{EventsClient, OutboundEvent};
 use bus_integration_docker::app::{self, App, AppError};
 use bus_integration_docker::config::{load, Settings};
 use bus_integration_docker::local::LocalBus;
 use bus_integration_docker::request::{correlation_id, ResponseWaiter};
-use bus_integration_docker::worker::Lifecycle;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -60,19 +58,7 @@ pub async fn spawn_worker_with_token(
 ) -> TestWorker {
     let client = bus.client_with(token).unwrap();
     let runtime = app::runtime(settings).unwrap();
-    let lifecycle = Lifecycle::default();
-    let listen = Listen {
-        prefix: settings.worker.prefix.clone(),
-        group: settings.events.group.clone(),
-        consumer: consumer.to_owned(),
-    };
-    let (source, publisher) = http::connect(
-        &client,
-        &listen,
-        &lifecycle.stopping(),
-        &lifecycle.abandoned(),
-    );
-    let app = App::build_with(settings, runtime, source, publisher, lifecycle);
+    let app = App::over_http(settings, runtime, &client, consumer.to_owned());
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     wait_connected(bus, settings, 1).await;
@@ -81,20 +67,13 @@ pub async fn spawn_worker_with_token(
 
 /// Wait until at least `n` consumers listen on every request name.
 pub async fn wait_connected(bus: &LocalBus, settings: &Settings, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for op in Operation::ALL {
         let name = settings.worker.prefix.request_name(op);
-        while bus
-            .server()
-            .connected_consumers(&name, &settings.events.group)
-            < n
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "worker streams did not connect"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        assert!(
+            bus.wait_consumers(&name, &settings.events.group, n, Duration::from_secs(20))
+                .await,
+            "worker streams did not connect ({name})"
+        );
     }
 }
 
