@@ -10,13 +10,9 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    containers_of, docker_settings, require_engine, spawn_worker, test_image, unique, Caller, WAIT,
+    code, docker_settings, require_engine, spawn_worker, test_image, unique, Caller, WAIT,
 };
 use serde_json::{json, Value};
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_report_exit_codes_streams_timeouts_and_cancels() {
@@ -380,11 +376,8 @@ async fn missing_images_under_each_pull_policy_and_runner_operations() {
         Some(true),
         "the unmanaged container is untouched"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !containers_of(&docker, &runner).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let left = common::no_containers_left(&docker, &runner).await;
+    assert!(left.is_empty(), "removed after answering: {left:?}");
     worker.stop().await.unwrap();
     bystander.rm().await.unwrap();
 }

@@ -9,15 +9,11 @@ use std::time::Duration;
 
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
-use common::{settings, spawn_worker, spawn_worker_with_token, Caller, WAIT};
+use common::{code, settings, spawn_worker, spawn_worker_with_token, Caller, WAIT};
 use serde_json::{json, Value};
 
 const STATIC: &str =
     "provider = \"static\"\nevent_prefix = \"bus.docker\"\nshutdown_grace = \"2s\"\n";
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test]
 async fn run_response_has_the_contract_shape() {
@@ -127,19 +123,17 @@ async fn status_delete_and_input_work_on_live_runs() {
 
     // Interactive input.
     let cat = caller.publish(Operation::Run, json!({"run_id": "cat-1", "image": "a:1", "command": ["cat"], "interactive": true, "stdin": "a "})).await;
-    let mut accepted;
-    loop {
-        accepted = caller
+    // Input is refused (`conflict`) until the run's container runs.
+    let accepted = common::eventually("input accepted", WAIT, || async {
+        let r = caller
             .call(
                 Operation::Input,
                 json!({"run_id": "cat-1", "data": "hello "}),
             )
             .await;
-        if accepted["accepted"] == true {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (r["accepted"] == true).then_some(r)
+    })
+    .await;
     assert_eq!(accepted["bytes"], 6);
     let last = caller
         .call(

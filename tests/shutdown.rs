@@ -10,12 +10,7 @@ use bus_docker_domain::request::{Inbound, Request, RunRequest};
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::run::RunStatus;
 use bus_docker_domain::{CorrelationId, ErrorCode, ImageRef, Operation, RunId};
-use bus_docker_events::memory::{memory_events, MemoryBus};
 use bus_docker_static::StaticRuntime;
-use bus_integration_docker::app::App;
-use bus_integration_docker::runtime::AnyRuntime;
-use bus_integration_docker::worker::Lifecycle;
-use tokio_util::sync::CancellationToken;
 
 fn run(correlation: &str, run_id: &str, command: &[&str]) -> Inbound {
     Inbound {
@@ -38,35 +33,13 @@ fn status_of(r: &bus_docker_domain::response::Response) -> RunStatus {
     }
 }
 
-type Running = (
-    MemoryBus,
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), bus_integration_docker::app::AppError>>,
-);
-
-/// A worker on in-memory events and `runtime` (shared, so a second start
-/// sees the first one's containers), running until the token is canceled.
-fn start(s: &bus_integration_docker::config::Settings, runtime: &StaticRuntime) -> Running {
-    let (bus, source, publisher) = memory_events();
-    let app = App::build_with(
-        s,
-        AnyRuntime::Static(runtime.clone()),
-        source,
-        publisher,
-        Lifecycle::default(),
-    );
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
-    (bus, stop, handle)
-}
-
 #[tokio::test(start_paused = true)]
 async fn queued_runs_are_canceled_and_running_ones_get_the_grace() {
     let s = common::settings(
         "provider = \"static\"\nmax_concurrent_runs = 1\nshutdown_grace = \"10s\"\n",
     );
     let runtime = StaticRuntime::new();
-    let (bus, stop, handle) = start(&s, &runtime);
+    let (bus, stop, handle) = common::spawn_memory_worker(&s, &runtime);
 
     bus.send(run("short", "short-1", &["sleep", "5"]));
     bus.send(run("queued", "queued-1", &["echo", "never"]));
@@ -93,7 +66,7 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
         "provider = \"static\"\nrunner_name = \"static@grace\"\nshutdown_grace = \"2s\"\n",
     );
     let runtime = StaticRuntime::new();
-    let (bus, stop, handle) = start(&s, &runtime);
+    let (bus, stop, handle) = common::spawn_memory_worker(&s, &runtime);
     bus.send(run("long", "long-1", &["sleep", "3600"]));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = tokio::time::Instant::now();
@@ -115,7 +88,7 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
     );
 
     // The next start-up (same runner name, same engine) recovers and answers it.
-    let (bus2, stop2, handle2) = start(&s, &runtime);
+    let (bus2, stop2, handle2) = common::spawn_memory_worker(&s, &runtime);
     let answered = bus2.wait_for(|r| !r.is_empty()).await;
     assert_eq!(answered[0].correlation.as_str(), "long");
     assert_eq!(

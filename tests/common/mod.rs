@@ -47,6 +47,7 @@ impl TestWorker {
 /// Start a worker with `settings` against `bus` as `consumer` of `group`,
 /// and wait until its streams are connected.
 pub async fn spawn_worker(bus: &LocalBus, settings: &Settings, consumer: &str) -> TestWorker {
+    init_tracing();
     spawn_worker_with_token(bus, settings, consumer, bus.token()).await
 }
 
@@ -311,63 +312,129 @@ pub async fn collect(
     }
 }
 
-/// Poll until no managed container of `runner` remains (removal follows
+/// Poll `probe` until it yields `Some`, every `EVENTUALLY_POLL`, for at
+/// most `timeout`; panics naming `what` when it never does. The one poll
+/// loop of the harness.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(EVENTUALLY_POLL).await;
+    }
+}
+
+/// How often [`eventually`] looks again.
+pub const EVENTUALLY_POLL: Duration = Duration::from_millis(20);
+
+/// Wait until no managed container of `runner` remains (removal follows
 /// publishing the response), up to 20 s; returns what is left.
 pub async fn no_containers_left(docker: &bollard::Docker, runner: &str) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = containers_of(docker, runner).await;
-        if left.is_empty() || tokio::time::Instant::now() > deadline {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut left = containers_of(docker, runner).await;
+    while !left.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(EVENTUALLY_POLL).await;
+        left = containers_of(docker, runner).await;
     }
+    left
 }
 
-/// Poll `status` until the run is `running` (30 s at most).
+/// Wait until `status` says the run is `running` (30 s at most).
 pub async fn wait_running(caller: &Caller, run_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = caller
-            .call(Operation::Status, serde_json::json!({"run_id": run_id}))
-            .await;
-        if st["items"][0]["state"] == "running" {
-            return st;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{run_id} never ran: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("{run_id} running"),
+        Duration::from_secs(30),
+        || async {
+            let st = caller
+                .call(Operation::Status, serde_json::json!({"run_id": run_id}))
+                .await;
+            (st["items"][0]["state"] == "running").then_some(st)
+        },
+    )
+    .await
 }
 
-/// Poll `runner.status` until `active_runs` is `n` (30 s at most).
+/// Wait until `runner.status` reports `n` active runs (30 s at most).
 pub async fn wait_active_runs(caller: &Caller, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = caller
-            .call(Operation::RunnerStatus, serde_json::json!({}))
-            .await;
-        if st["status"]["details"]["active_runs"] == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {n} active runs: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("{n} active runs"),
+        Duration::from_secs(30),
+        || async {
+            let st = caller
+                .call(Operation::RunnerStatus, serde_json::json!({}))
+                .await;
+            (st["status"]["details"]["active_runs"] == n).then_some(())
+        },
+    )
+    .await;
 }
 
-/// Poll the engine until `runner` has at least `n` containers (30 s at most).
+/// Wait until the engine holds at least `n` containers of `runner` (30 s).
 pub async fn wait_containers(docker: &bollard::Docker, runner: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while containers_of(docker, runner).await.len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} containers of {runner} were not created"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("{n} containers of {runner}"),
+        Duration::from_secs(30),
+        || async { (containers_of(docker, runner).await.len() >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// The error code of a response payload (`""` when it succeeded).
+pub fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Worker logs in tests: silent unless `TEST_LOG` is set (`TEST_LOG=1`
+/// or a filter such as `TEST_LOG=bus_integration_docker=debug`). Installed
+/// once per test binary, from every worker starter.
+pub fn init_tracing() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let filter = if filter == "1" {
+            "info".to_owned()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A worker on the in-memory event ports and `runtime` (shared, so a second
+/// start sees the first one's containers), running until the token is
+/// cancelled.
+pub fn spawn_memory_worker(
+    settings: &Settings,
+    runtime: &bus_docker_static::StaticRuntime,
+) -> (
+    bus_docker_events::memory::MemoryBus,
+    CancellationToken,
+    JoinHandle<Result<(), AppError>>,
+) {
+    init_tracing();
+    let (bus, source, publisher) = bus_docker_events::memory::memory_events();
+    let app = App::build_with(
+        settings,
+        bus_integration_docker::runtime::AnyRuntime::Static(runtime.clone()),
+        source,
+        publisher,
+        bus_integration_docker::worker::Lifecycle::default(),
+    );
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    (bus, stop, handle)
 }
