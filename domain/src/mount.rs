@@ -42,8 +42,50 @@ impl ContainerPath {
         ))
     }
 
+    /// A mount target: absolute, then normalised lexically the way the
+    /// kernel and Docker read it (`//sys` → `/sys`, `/dev/../proc` →
+    /// `/proc`, `/m/` → `/m`), so that every rule compares what takes
+    /// effect, not a spelling.
+    ///
+    /// # Errors
+    /// `FieldError` (field `field`) unless absolute, at most 4096 bytes and
+    /// without control characters.
+    pub fn normalised(field: &str, value: &str) -> Result<Self, FieldError> {
+        if !value.starts_with('/') {
+            return Err(FieldError::new(field, "must be an absolute path"));
+        }
+        if value.len() > 4096 || value.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must be at most 4096 bytes without control characters",
+            ));
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for segment in value.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        Ok(Self(format!("/{}", parts.join("/"))))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this path is `base` or lies beneath it (by whole segments:
+    /// `/proc2` is not beneath `/proc`).
+    pub fn is_within(&self, base: &str) -> bool {
+        base == "/"
+            || self.0 == base
+            || self
+                .0
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -87,40 +129,148 @@ pub struct RequestedMount {
     pub read_only: bool,
 }
 
-/// Resolves host paths. Production canonicalises on the real filesystem.
+/// What kind of file a host path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Directory,
+    File,
+    Socket,
+    /// Devices, fifos, anything else.
+    Other,
+}
+
+/// The identity of a file, as the filesystem knows it: the same device and
+/// inode is the same file under any name (hard links included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub device: u64,
+    pub inode: u64,
+    pub kind: FileKind,
+}
+
+impl FileIdentity {
+    /// Whether `other` is the same file (device and inode).
+    pub fn same_file(&self, other: &FileIdentity) -> bool {
+        self.device == other.device && self.inode == other.inode
+    }
+}
+
+/// A host path resolved on the filesystem: its canonical spelling and the
+/// identity of the file it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPath {
+    pub canonical: PathBuf,
+    pub identity: FileIdentity,
+}
+
+/// Resolves host paths. Production asks the real filesystem
+/// ([`RealHostPaths`]); unit tests use a fake.
 pub trait HostPaths: Send + Sync {
-    /// The canonical form of `path`: absolute, symlinks resolved.
+    /// The canonical form of `path` (absolute, symlinks resolved) and the
+    /// identity of the file it names.
     ///
     /// # Errors
     /// The I/O error of the lookup, e.g. `NotFound` for a missing path.
-    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf>;
+    fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath>;
 }
 
-/// [`HostPaths`] on the real filesystem.
+/// [`HostPaths`] on the real filesystem (`realpath`, then `stat`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealHostPaths;
 
 impl HostPaths for RealHostPaths {
-    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
-        std::fs::canonicalize(path)
+    fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let canonical = std::fs::canonicalize(path)?;
+        let meta = std::fs::metadata(&canonical)?;
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_file() {
+            FileKind::File
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else {
+            FileKind::Other
+        };
+        Ok(ResolvedPath {
+            canonical,
+            identity: FileIdentity {
+                device: meta.dev(),
+                inode: meta.ino(),
+                kind,
+            },
+        })
     }
 }
 
-/// Container paths a request may never mount over.
-const RESERVED_TARGETS: [&str; 4] = ["/", "/proc", "/sys", "/dev"];
+/// A host path no mount may expose (the Docker socket): recognised by its
+/// identity wherever it is linked, and by its canonical path when a mounted
+/// directory contains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedPath {
+    path: PathBuf,
+    identity: Option<FileIdentity>,
+}
+
+impl ProtectedPath {
+    /// A protected path as resolved at start-up.
+    pub fn resolved(resolved: ResolvedPath) -> Self {
+        Self {
+            path: resolved.canonical,
+            identity: Some(resolved.identity),
+        }
+    }
+
+    /// A protected path that does not exist (yet): guarded by spelling only.
+    pub fn spelled(path: PathBuf) -> Self {
+        Self {
+            path,
+            identity: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn identity(&self) -> Option<&FileIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// Whether mounting `source` would expose this path: it is the same
+    /// file (any hard link), or a directory on the way to it.
+    pub fn exposed_by(&self, source: &ResolvedPath) -> bool {
+        self.identity
+            .is_some_and(|id| id.same_file(&source.identity))
+            || self.path == source.canonical
+            || self.path.starts_with(&source.canonical)
+    }
+}
+
+/// Whether a request may mount over this container path: never `/`, nor
+/// anything at or beneath `/proc`, `/sys` or `/dev` (the kernel's views
+/// that a container's isolation depends on).
+pub fn target_is_reserved(target: &ContainerPath) -> bool {
+    target.as_str() == "/" || RESERVED_TARGET_TREES.iter().any(|t| target.is_within(t))
+}
+
+/// Container trees a request may never mount into.
+const RESERVED_TARGET_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// Which host paths requests may mount.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountPolicy {
     allowed_roots: Vec<PathBuf>,
-    protected: Vec<PathBuf>,
+    protected: Vec<ProtectedPath>,
 }
 
 impl MountPolicy {
     /// `allowed_roots` must already be canonical (the composition root
     /// canonicalises them at start-up); `protected` lists host paths that
-    /// must never be reachable through a mount, such as the Docker socket.
-    pub fn new(allowed_roots: Vec<PathBuf>, protected: Vec<PathBuf>) -> Self {
+    /// must never be reachable through a mount, such as the Docker socket
+    /// (resolved at start-up, so that its identity is known).
+    pub fn new(allowed_roots: Vec<PathBuf>, protected: Vec<ProtectedPath>) -> Self {
         Self {
             allowed_roots,
             protected,
@@ -131,13 +281,21 @@ impl MountPolicy {
         &self.allowed_roots
     }
 
+    /// The protected path that mounting `source` would expose, if any.
+    pub fn exposed_by(&self, source: &ResolvedPath) -> Option<&ProtectedPath> {
+        self.protected.iter().find(|p| p.exposed_by(source))
+    }
+
     /// Admit one requested mount, or say which rule refuses it.
     ///
     /// # Errors
-    /// * `InvalidSpec` for a relative source, a bad target, `..` segments.
-    /// * `Forbidden` (`mount_root`) when the canonical source is outside
-    ///   every allowed root or does not exist, (`docker_socket`) when it is
-    ///   or contains a protected path, (`mount_target`) for reserved targets.
+    /// * `InvalidSpec` for a relative source or a relative target.
+    /// * `Forbidden` (`mount_root`) for `..` in the source, or when the
+    ///   canonical source is outside every allowed root or does not exist;
+    ///   (`docker_socket`) when it is a protected file (same device and
+    ///   inode, whatever its name) or a directory containing one;
+    ///   (`mount_target`) when the normalised target is `/` or at or beneath
+    ///   `/proc`, `/sys`, `/dev`.
     pub fn admit(
         &self,
         index: usize,
@@ -161,8 +319,8 @@ impl MountPolicy {
                 format!("{}: `..` segments are not allowed", field("source")),
             ));
         }
-        let target = ContainerPath::parse(&field("target"), &requested.target)?;
-        if RESERVED_TARGETS.contains(&target.as_str()) {
+        let target = ContainerPath::normalised(&field("target"), &requested.target)?;
+        if target_is_reserved(&target) {
             return Err(OperationError::forbidden(
                 "mount_target",
                 format!(
@@ -172,7 +330,7 @@ impl MountPolicy {
                 ),
             ));
         }
-        let canonical = paths.canonicalize(source).map_err(|err| {
+        let resolved = paths.resolve(source).map_err(|err| {
             OperationError::forbidden(
                 "mount_root",
                 format!(
@@ -182,21 +340,18 @@ impl MountPolicy {
                 ),
             )
         })?;
-        if let Some(p) = self
-            .protected
-            .iter()
-            .find(|p| **p == canonical || p.starts_with(&canonical))
-        {
+        if let Some(p) = self.exposed_by(&resolved) {
             return Err(OperationError::forbidden(
                 "docker_socket",
                 format!(
                     "{}: {} is or contains the protected path {}",
                     field("source"),
-                    canonical.display(),
-                    p.display()
+                    resolved.canonical.display(),
+                    p.path().display()
                 ),
             ));
         }
+        let canonical = resolved.canonical;
         if !self
             .allowed_roots
             .iter()
@@ -229,23 +384,58 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// A fake filesystem: a map of path → canonical path (symlinks).
+    /// A fake filesystem: a map of path → what it resolves to (symlinks,
+    /// hard links).
     #[derive(Default)]
-    pub struct FakePaths(pub HashMap<PathBuf, PathBuf>);
+    pub struct FakePaths(pub HashMap<PathBuf, ResolvedPath>);
+
+    /// The identity the fake gives a canonical path: one inode per
+    /// spelling, a socket for `*.sock`, a directory otherwise.
+    pub fn fake_identity(canonical: &str) -> FileIdentity {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        canonical.hash(&mut h);
+        FileIdentity {
+            device: 1,
+            inode: h.finish(),
+            kind: if canonical.ends_with(".sock") {
+                FileKind::Socket
+            } else {
+                FileKind::Directory
+            },
+        }
+    }
 
     impl FakePaths {
         pub fn with(entries: &[(&str, &str)]) -> Self {
             Self(
                 entries
                     .iter()
-                    .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+                    .map(|(a, b)| {
+                        let resolved = ResolvedPath {
+                            canonical: PathBuf::from(b),
+                            identity: fake_identity(b),
+                        };
+                        (PathBuf::from(a), resolved)
+                    })
                     .collect(),
             )
+        }
+
+        /// `path` is another name (a hard link) for the file `identity`.
+        #[must_use]
+        pub fn link(mut self, path: &str, identity: FileIdentity) -> Self {
+            let resolved = ResolvedPath {
+                canonical: PathBuf::from(path),
+                identity,
+            };
+            self.0.insert(PathBuf::from(path), resolved);
+            self
         }
     }
 
     impl HostPaths for FakePaths {
-        fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
+        fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath> {
             self.0
                 .get(path)
                 .cloned()
@@ -253,10 +443,17 @@ pub(crate) mod tests {
         }
     }
 
+    fn socket() -> ProtectedPath {
+        ProtectedPath::resolved(ResolvedPath {
+            canonical: PathBuf::from("/var/run/docker.sock"),
+            identity: fake_identity("/var/run/docker.sock"),
+        })
+    }
+
     fn policy() -> MountPolicy {
         MountPolicy::new(
             vec![PathBuf::from("/srv/work"), PathBuf::from("/var")],
-            vec![PathBuf::from("/var/run/docker.sock")],
+            vec![socket()],
         )
     }
 
@@ -345,5 +542,133 @@ pub(crate) mod tests {
             policy().admit(3, &req("/srv/work", "relative"), &ok),
             Err(OperationError::InvalidSpec(e)) if e.field() == "mounts[3].target"
         ));
+    }
+}
+
+#[cfg(test)]
+mod identity_and_target_tests {
+    use super::tests::{fake_identity, FakePaths};
+    use super::*;
+
+    fn policy() -> MountPolicy {
+        let socket = ProtectedPath::resolved(ResolvedPath {
+            canonical: PathBuf::from("/run/docker.sock"),
+            identity: fake_identity("/run/docker.sock"),
+        });
+        MountPolicy::new(vec![PathBuf::from("/srv/work")], vec![socket])
+    }
+
+    fn admit(source: &str, target: &str, paths: &FakePaths) -> Result<Mount, OperationError> {
+        let req = RequestedMount {
+            source: source.into(),
+            target: target.into(),
+            read_only: true,
+        };
+        policy().admit(0, &req, paths)
+    }
+
+    fn rule(r: Result<Mount, OperationError>) -> &'static str {
+        match r {
+            Err(OperationError::Forbidden { rule, .. }) => rule,
+            other => panic!("expected forbidden, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_are_normalised_lexically() {
+        for (given, want) in [
+            ("//sys", "/sys"),
+            ("///proc//", "/proc"),
+            ("/dev/../proc", "/proc"),
+            ("/m/", "/m"),
+            ("/./a/./b/", "/a/b"),
+            ("/..", "/"),
+            ("/a/b/../../..", "/"),
+            ("/a//b", "/a/b"),
+        ] {
+            let p = ContainerPath::normalised("t", given).unwrap();
+            assert_eq!(p.as_str(), want, "{given}");
+        }
+        assert!(ContainerPath::normalised("t", "rel/../x").is_err());
+        assert!(ContainerPath::normalised("t", "/a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn reserved_trees_cover_every_spelling_and_only_whole_segments() {
+        let paths = FakePaths::with(&[("/srv/work/a", "/srv/work/a")]);
+        for target in [
+            "/", "//", "/.", "/..", "//sys", "/sys/", "/./proc", "/dev/../proc",
+            "/proc/sys/kernel", "/sys/fs/cgroup", "/dev/shm", "///proc//", "/x/../dev",
+        ] {
+            assert_eq!(
+                rule(admit("/srv/work/a", target, &paths)),
+                "mount_target",
+                "{target}"
+            );
+        }
+        for target in ["/proc2", "/system", "/devices", "/srv/proc", "/w/sys"] {
+            assert!(admit("/srv/work/a", target, &paths).is_ok(), "{target}");
+        }
+    }
+
+    #[test]
+    fn the_socket_is_recognised_by_identity_under_any_name() {
+        let paths = FakePaths::default().link("/srv/work/innocent", fake_identity("/run/docker.sock"));
+        assert_eq!(rule(admit("/srv/work/innocent", "/x", &paths)), "docker_socket");
+        // A different file with the same spelling pattern is fine.
+        let other = FakePaths::with(&[("/srv/work/other.sock", "/srv/work/other.sock")]);
+        assert!(admit("/srv/work/other.sock", "/x", &other).is_ok());
+    }
+
+    #[test]
+    fn a_directory_containing_the_socket_is_refused_by_path() {
+        let paths = FakePaths::with(&[("/run", "/run"), ("/", "/")]);
+        let protected = policy();
+        for dir in ["/run", "/"] {
+            let resolved = paths.resolve(Path::new(dir)).unwrap();
+            assert!(protected.exposed_by(&resolved).is_some(), "{dir}");
+        }
+        let sibling = FakePaths::with(&[("/srv/work", "/srv/work")]);
+        let resolved = sibling.resolve(Path::new("/srv/work")).unwrap();
+        assert!(protected.exposed_by(&resolved).is_none());
+    }
+
+    #[test]
+    fn a_spelled_protected_path_still_guards_by_path() {
+        let spelled = ProtectedPath::spelled(PathBuf::from("/var/run/docker.sock"));
+        let resolved = ResolvedPath {
+            canonical: PathBuf::from("/var/run"),
+            identity: fake_identity("/var/run"),
+        };
+        assert!(spelled.exposed_by(&resolved));
+        assert!(spelled.identity().is_none());
+    }
+
+    #[test]
+    fn real_host_paths_report_identity() {
+        let dir = std::env::temp_dir();
+        let resolved = RealHostPaths.resolve(&dir).unwrap();
+        assert_eq!(resolved.identity.kind, FileKind::Directory);
+        let again = RealHostPaths.resolve(&resolved.canonical).unwrap();
+        assert!(again.identity.same_file(&resolved.identity));
+        assert!(RealHostPaths.resolve(Path::new("/no/such/path/here")).is_err());
+    }
+
+    #[test]
+    fn a_real_hard_link_to_a_socket_has_the_socket_identity() {
+        let dir = std::env::temp_dir().join(format!("bus-domain-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("engine.sock");
+        let _ = std::fs::remove_file(&sock);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let link = dir.join("innocent-name");
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(&sock, &link).unwrap();
+        let protected = ProtectedPath::resolved(RealHostPaths.resolve(&sock).unwrap());
+        let linked = RealHostPaths.resolve(&link).unwrap();
+        assert_eq!(linked.identity.kind, FileKind::Socket);
+        assert_ne!(linked.canonical, protected.path());
+        assert!(protected.exposed_by(&linked));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

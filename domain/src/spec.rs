@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{FieldError, OperationError};
 use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
 use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
-use crate::profile::{Hardening, Profiles, PullPolicy};
+use crate::profile::{Hardening, Profile, Profiles, PullPolicy};
 use crate::request::RunRequest;
 
 /// Upper bounds on request sizes; a request beyond them is `bad_request`.
@@ -154,14 +154,16 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
 
 /// Resolve a run request into a spec.
 ///
-/// `generated_id` is used when the request names no `run_id`.
+/// The rules apply in contract order; the first that refuses names its
+/// field or rule. `generated_id` is used when the request names no `run_id`.
 ///
 /// # Errors
 /// * `InvalidSpec` naming the field for malformed or oversized input, an
-///   unknown profile, or a missing image/command.
-/// * `Forbidden` naming the rule: `image_override`, `image_not_allowed`,
-///   `reserved_env`, `network_not_allowed`, `mount_root`, `docker_socket`,
-///   `mount_target`.
+///   unknown profile, a missing image/command, an empty executable, or two
+///   mounts on one (normalised) target.
+/// * `Forbidden` naming the rule: `privilege`, `image_override`,
+///   `image_not_allowed`, `reserved_env`, `network_not_allowed`,
+///   `mount_root`, `docker_socket`, `mount_target`.
 pub fn resolve(
     req: &RunRequest,
     origin: &Origin,
@@ -170,14 +172,87 @@ pub fn resolve(
     paths: &impl HostPaths,
     generated_id: RunId,
 ) -> Result<RunSpec, OperationError> {
-    let profile = match &req.profile {
-        Some(name) => Some(profiles.get(name).ok_or_else(|| {
-            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
-        })?),
-        None => None,
+    check_privileges(req)?;
+    let profile = profile_of(req, profiles)?;
+    let image = image_of(req, profile, policy)?;
+    let command = command_of(req, profile)?;
+    let workdir = match &req.workdir {
+        Some(w) => Some(ContainerPath::parse("workdir", w)?),
+        None => profile.and_then(|p| p.workdir.clone()),
     };
+    let env = merged_env(req, profile)?;
+    let mounts = admitted_mounts(req, profile, policy, paths)?;
+    let network = network_of(req, profile, policy)?;
+    let timeout = timeout_of(req, profile, policy);
+    check_stdin(req)?;
+    check_labels(req)?;
+    Ok(RunSpec {
+        run_id: req.run_id.clone().unwrap_or(generated_id),
+        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
+        correlation: origin.correlation.clone(),
+        reply_event: origin.reply_event.clone(),
+        profile: profile.map(|p| p.name.clone()),
+        image,
+        pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
+        command,
+        workdir,
+        env,
+        mounts,
+        network,
+        stdin: req.stdin.clone(),
+        interactive: req.interactive,
+        timeout,
+        labels: req.labels.clone(),
+        hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
+        max_output_bytes: policy.max_output_bytes,
+    })
+}
 
-    let image = match (profile, &req.image) {
+/// A request naming a privilege field is refused whatever the value
+/// (`null` and `false` included): refuse loudly, never run without it.
+fn check_privileges(req: &RunRequest) -> Result<(), OperationError> {
+    match req.privilege_fields.first() {
+        Some(field) => Err(OperationError::forbidden(
+            "privilege",
+            format!(
+                "{field}: requests may not set container privileges, namespaces, devices or \
+                 limits; the operator configures them"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn profile_of<'p>(
+    req: &RunRequest,
+    profiles: &'p Profiles,
+) -> Result<Option<&'p Profile>, OperationError> {
+    match &req.profile {
+        Some(name) => Ok(Some(profiles.get(name).ok_or_else(|| {
+            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+fn image_allowed(policy: &Policy, image: &ImageRef) -> Result<(), OperationError> {
+    if policy.images.allows(image) {
+        Ok(())
+    } else {
+        Err(OperationError::forbidden(
+            "image_not_allowed",
+            format!("image {image} is not in the allowed images"),
+        ))
+    }
+}
+
+/// The request's image where it may name one, else the profile's.
+fn image_of(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+) -> Result<ImageRef, OperationError> {
+    match (profile, &req.image) {
         (Some(p), Some(image)) if *image != p.image => {
             if !p.allow_image_override {
                 return Err(OperationError::forbidden(
@@ -185,36 +260,32 @@ pub fn resolve(
                     format!("profile {} does not allow overriding its image", p.name),
                 ));
             }
-            if !policy.images.allows(image) {
-                return Err(OperationError::forbidden(
-                    "image_not_allowed",
-                    format!("image {image} is not in the allowed images"),
-                ));
-            }
-            image.clone()
+            image_allowed(policy, image)?;
+            Ok(image.clone())
         }
-        (Some(p), _) => p.image.clone(),
+        (Some(p), _) => Ok(p.image.clone()),
         (None, Some(image)) => {
-            if !policy.images.allows(image) {
-                return Err(OperationError::forbidden(
-                    "image_not_allowed",
-                    format!("image {image} is not in the allowed images"),
-                ));
-            }
-            image.clone()
+            image_allowed(policy, image)?;
+            Ok(image.clone())
         }
-        (None, None) => {
-            return Err(FieldError::new("profile", "profile or image is required").into())
-        }
-    };
+        (None, None) => Err(FieldError::new("profile", "profile or image is required").into()),
+    }
+}
 
+/// The command (or the profile's default), bounded, with a named
+/// executable.
+fn command_of(req: &RunRequest, profile: Option<&Profile>) -> Result<Vec<String>, OperationError> {
     let command = req
         .command
         .clone()
         .or_else(|| profile.and_then(|p| p.command.clone()))
         .ok_or_else(|| FieldError::new("command", "is required for an image run"))?;
-    if command.is_empty() {
-        return Err(FieldError::new("command", "must not be empty").into());
+    match command.first() {
+        None => return Err(FieldError::new("command", "must not be empty").into()),
+        Some(exe) if exe.trim().is_empty() => {
+            return Err(FieldError::new("command", "must name an executable first").into())
+        }
+        Some(_) => {}
     }
     if command.len() > limits::MAX_ARGS {
         return Err(
@@ -229,12 +300,14 @@ pub fn resolve(
     if total > limits::MAX_COMMAND_BYTES {
         return Err(FieldError::new("command", "arguments exceed 1 MiB in total").into());
     }
+    Ok(command)
+}
 
-    let workdir = match &req.workdir {
-        Some(w) => Some(ContainerPath::parse("workdir", w)?),
-        None => profile.and_then(|p| p.workdir.clone()),
-    };
-
+/// The profile's env with the request's on top; reserved keys refused.
+fn merged_env(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+) -> Result<BTreeMap<String, String>, OperationError> {
     if req.env.len() > limits::MAX_ENV {
         return Err(FieldError::new("env", format!("at most {} entries", limits::MAX_ENV)).into());
     }
@@ -258,13 +331,34 @@ pub fn resolve(
         }
         env.insert(key.clone(), value.clone());
     }
+    Ok(env)
+}
 
+/// The profile's mounts, then each requested mount the policy admits; no
+/// two on one normalised target.
+fn admitted_mounts(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+    paths: &impl HostPaths,
+) -> Result<Vec<Mount>, OperationError> {
     if req.mounts.len() > limits::MAX_MOUNTS {
         return Err(
             FieldError::new("mounts", format!("at most {} mounts", limits::MAX_MOUNTS)).into(),
         );
     }
-    let mut mounts: Vec<Mount> = profile.map(|p| p.mounts.clone()).unwrap_or_default();
+    let mut mounts: Vec<Mount> = Vec::new();
+    for mount in profile.map(|p| p.mounts.as_slice()).unwrap_or_default() {
+        if mounts.iter().any(|x| x.target() == mount.target()) {
+            let name = profile.map(|p| p.name.as_str()).unwrap_or_default();
+            return Err(FieldError::new(
+                "profile",
+                format!("profile {name} mounts {} twice", mount.target().as_str()),
+            )
+            .into());
+        }
+        mounts.push(mount.clone());
+    }
     for (i, m) in req.mounts.iter().enumerate() {
         let mount = policy.mounts.admit(i, m, paths)?;
         if mounts.iter().any(|x| x.target() == mount.target()) {
@@ -276,8 +370,17 @@ pub fn resolve(
         }
         mounts.push(mount);
     }
+    Ok(mounts)
+}
 
-    let network = match (&req.network, profile.and_then(|p| p.network.clone())) {
+/// The requested network if allowed (by policy or as the profile's own),
+/// else the profile's, else the policy default.
+fn network_of(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+) -> Result<NetworkName, OperationError> {
+    match (&req.network, profile.and_then(|p| p.network.clone())) {
         (Some(n), profile_net) => {
             let allowed = policy.allowed_networks.contains(n) || profile_net.as_ref() == Some(n);
             if !allowed {
@@ -286,27 +389,35 @@ pub fn resolve(
                     format!("network {n} is not in the allowed networks"),
                 ));
             }
-            n.clone()
+            Ok(n.clone())
         }
-        (None, Some(n)) => n,
-        (None, None) => policy.default_network.clone(),
-    };
+        (None, Some(n)) => Ok(n),
+        (None, None) => Ok(policy.default_network.clone()),
+    }
+}
 
+/// 0 or absent means the profile's (else the policy's) default; capped.
+fn timeout_of(req: &RunRequest, profile: Option<&Profile>, policy: &Policy) -> Duration {
     let default_timeout = profile
         .and_then(|p| p.default_timeout)
         .unwrap_or(policy.default_timeout);
-    let timeout = match req.timeout_seconds {
+    match req.timeout_seconds {
         None | Some(0) => default_timeout,
         Some(s) => Duration::from_secs(s),
     }
-    .min(policy.max_timeout);
+    .min(policy.max_timeout)
+}
 
-    if let Some(stdin) = &req.stdin {
-        if stdin.len() > limits::MAX_STDIN_BYTES {
-            return Err(FieldError::new("stdin", "must be at most 1 MiB").into());
+fn check_stdin(req: &RunRequest) -> Result<(), OperationError> {
+    match &req.stdin {
+        Some(stdin) if stdin.len() > limits::MAX_STDIN_BYTES => {
+            Err(FieldError::new("stdin", "must be at most 1 MiB").into())
         }
+        _ => Ok(()),
     }
+}
 
+fn check_labels(req: &RunRequest) -> Result<(), OperationError> {
     if req.labels.len() > limits::MAX_LABELS {
         return Err(
             FieldError::new("labels", format!("at most {} labels", limits::MAX_LABELS)).into(),
@@ -326,27 +437,7 @@ pub fn resolve(
             limits::MAX_LABEL_VALUE_BYTES,
         )?;
     }
-
-    Ok(RunSpec {
-        run_id: req.run_id.clone().unwrap_or(generated_id),
-        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
-        correlation: origin.correlation.clone(),
-        reply_event: origin.reply_event.clone(),
-        profile: profile.map(|p| p.name.clone()),
-        image,
-        pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
-        command,
-        workdir,
-        env,
-        mounts,
-        network,
-        stdin: req.stdin.clone(),
-        interactive: req.interactive,
-        timeout,
-        labels: req.labels.clone(),
-        hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
-        max_output_bytes: policy.max_output_bytes,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -562,5 +653,174 @@ mod tests {
         let mut r = image_run();
         r.workdir = Some("relative".into());
         assert_eq!(bad_field(run(&r)), "workdir");
+    }
+
+    // One test per rule helper: each rule alone, without the others.
+
+    fn open_profile() -> Profile {
+        profiles()
+            .get(&ProfileName::parse("open").unwrap())
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn check_privileges_names_the_first_field() {
+        let mut r = image_run();
+        assert!(check_privileges(&r).is_ok());
+        r.privilege_fields = vec!["capAdd".into(), "privileged".into()];
+        match check_privileges(&r) {
+            Err(OperationError::Forbidden { rule, detail }) => {
+                assert_eq!(rule, "privilege");
+                assert!(detail.starts_with("capAdd:"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The privilege rule comes first: it wins over every other error.
+        let r = RunRequest {
+            privilege_fields: vec!["host_config".into()],
+            ..RunRequest::default()
+        };
+        assert_eq!(forbidden_rule(run(&r)), "privilege");
+    }
+
+    #[test]
+    fn profile_of_finds_or_names_the_profile() {
+        let mut r = image_run();
+        assert!(profile_of(&r, &profiles()).unwrap().is_none());
+        r.profile = Some(ProfileName::parse("open").unwrap());
+        assert_eq!(profile_of(&r, &profiles()).unwrap().unwrap().name.as_str(), "open");
+        r.profile = Some(ProfileName::parse("missing").unwrap());
+        assert!(matches!(
+            profile_of(&r, &profiles()),
+            Err(OperationError::InvalidSpec(e)) if e.field() == "profile"
+        ));
+    }
+
+    #[test]
+    fn image_of_applies_override_and_allow_list() {
+        let open = open_profile();
+        let mut r = image_run();
+        assert_eq!(image_of(&r, None, &policy()).unwrap().as_str(), "allowed/x:1");
+        assert_eq!(image_of(&r, Some(&open), &policy()).unwrap().as_str(), "allowed/x:1");
+        r.image = None;
+        assert_eq!(image_of(&r, Some(&open), &policy()).unwrap().as_str(), "base:1");
+        assert!(image_of(&r, None, &policy()).is_err());
+        r.image = Some(ImageRef::parse("other:1").unwrap());
+        assert!(matches!(
+            image_of(&r, Some(&open), &policy()),
+            Err(OperationError::Forbidden { rule: "image_not_allowed", .. })
+        ));
+    }
+
+    #[test]
+    fn command_of_needs_a_named_executable() {
+        let mut r = image_run();
+        assert_eq!(command_of(&r, None).unwrap().len(), 3);
+        for empty in [vec![], vec![String::new()], vec![" ".into(), "x".into()]] {
+            r.command = Some(empty.clone());
+            match command_of(&r, None) {
+                Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "command", "{empty:?}"),
+                other => panic!("{empty:?}: {other:?}"),
+            }
+        }
+        r.command = None;
+        assert_eq!(command_of(&r, Some(&open_profile())).unwrap(), vec!["true"]);
+        r.command = Some(vec!["x".repeat(limits::MAX_ARG_BYTES); 9]);
+        assert!(command_of(&r, None).is_err());
+    }
+
+    #[test]
+    fn merged_env_layers_the_request_over_the_profile() {
+        let mut open = open_profile();
+        open.env.insert("A".into(), "profile".into());
+        open.env.insert("B".into(), "profile".into());
+        let mut r = image_run();
+        r.env.insert("B".into(), "request".into());
+        let env = merged_env(&r, Some(&open)).unwrap();
+        assert_eq!((env["A"].as_str(), env["B"].as_str()), ("profile", "request"));
+        open.reserved_env.push("B".into());
+        assert!(matches!(
+            merged_env(&r, Some(&open)),
+            Err(OperationError::Forbidden { rule: "reserved_env", .. })
+        ));
+        r.env.insert("C".into(), "nul\0".into());
+        assert!(merged_env(&r, None).is_err());
+    }
+
+    #[test]
+    fn admitted_mounts_refuse_one_target_twice_in_any_spelling() {
+        let mut open = open_profile();
+        let target = |t: &str| ContainerPath::parse("t", t).unwrap();
+        open.mounts.push(Mount::operator("/opt/p".into(), target("/p"), crate::mount::AccessMode::ReadOnly));
+        let paths = FakePaths::with(&[("/srv/a", "/srv/a")]);
+        for spelling in ["/p", "//p", "/p/", "/./p", "/x/../p", "///p//"] {
+            let mut r = image_run();
+            r.mounts = vec![RequestedMount {
+                source: "/srv/a".into(),
+                target: spelling.into(),
+                read_only: true,
+            }];
+            match admitted_mounts(&r, Some(&open), &policy(), &paths) {
+                Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "mounts[0].target"),
+                other => panic!("{spelling}: {other:?}"),
+            }
+        }
+        let mut r = image_run();
+        r.mounts = vec![
+            RequestedMount { source: "/srv/a".into(), target: "/w".into(), read_only: true },
+            RequestedMount { source: "/srv/a".into(), target: "/q/../w/".into(), read_only: true },
+        ];
+        match admitted_mounts(&r, None, &policy(), &paths) {
+            Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "mounts[1].target"),
+            other => panic!("{other:?}"),
+        }
+        open.mounts.push(Mount::operator("/opt/q".into(), target("/p"), crate::mount::AccessMode::ReadOnly));
+        match admitted_mounts(&image_run(), Some(&open), &policy(), &paths) {
+            Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "profile"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn network_of_prefers_request_then_profile_then_default() {
+        let mut open = open_profile();
+        let r = image_run();
+        assert_eq!(network_of(&r, None, &policy()).unwrap().as_str(), "none");
+        open.network = Some(NetworkName::parse("special").unwrap());
+        assert_eq!(network_of(&r, Some(&open), &policy()).unwrap().as_str(), "special");
+        let mut asks = image_run();
+        asks.network = Some(NetworkName::parse("special").unwrap());
+        assert_eq!(network_of(&asks, Some(&open), &policy()).unwrap().as_str(), "special");
+        assert!(network_of(&asks, None, &policy()).is_err());
+    }
+
+    #[test]
+    fn timeout_of_defaults_and_caps() {
+        let open = open_profile();
+        let mut r = image_run();
+        assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(300));
+        assert_eq!(timeout_of(&r, Some(&open), &policy()), Duration::from_secs(42));
+        r.timeout_seconds = Some(0);
+        assert_eq!(timeout_of(&r, Some(&open), &policy()), Duration::from_secs(42));
+        r.timeout_seconds = Some(u64::MAX);
+        assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn check_stdin_and_check_labels_bound_the_text() {
+        let mut r = image_run();
+        r.stdin = Some("x".repeat(limits::MAX_STDIN_BYTES));
+        assert!(check_stdin(&r).is_ok());
+        r.stdin = Some("x".repeat(limits::MAX_STDIN_BYTES + 1));
+        assert!(check_stdin(&r).is_err());
+        let mut r = image_run();
+        r.labels.insert("ok.key-1_x".into(), "v".into());
+        assert!(check_labels(&r).is_ok());
+        r.labels.insert("k".repeat(limits::MAX_LABEL_KEY_BYTES + 1), "v".into());
+        assert!(check_labels(&r).is_err());
+        let mut r = image_run();
+        r.labels.insert("é".into(), "v".into());
+        assert!(check_labels(&r).is_err());
     }
 }
