@@ -533,3 +533,62 @@ fn a_bad_payload_is_still_answerable() {
     assert_eq!(inbound.request.unwrap_err().field(), "command");
 }
 
+
+#[test]
+fn privilege_fields_are_handed_on_in_every_spelling_whatever_the_value() {
+    for (key, value) in [
+        ("privileged", json!(false)),
+        ("privileged", Value::Null),
+        ("cap_add", json!(["SYS_ADMIN"])),
+        ("capAdd", json!([])),
+        ("CapAdd", json!(null)),
+        ("HostConfig", json!({"Privileged": true})),
+        ("pid_mode", json!("host")),
+        ("security_opt", json!(["seccomp=unconfined"])),
+        ("devices", json!(["/dev/sda"])),
+        ("user", json!("0:0")),
+        ("network_mode", json!("host")),
+    ] {
+        let run = run_request(json!({"image": "alpine", "command": ["true"], key: value}));
+        assert_eq!(run.privilege_fields, vec![key.to_owned()], "{key}");
+    }
+    let run = run_request(json!({"image": "alpine", "command": ["true"]}));
+    assert!(run.privilege_fields.is_empty());
+}
+
+#[test]
+fn mount_privilege_fields_are_named_with_their_index() {
+    let run = run_request(json!({
+        "image": "alpine",
+        "mounts": [
+            {"source": "/a", "target": "/a"},
+            {"source": "/b", "target": "/b", "propagation": "rshared", "Type": "volume"}
+        ]
+    }));
+    assert_eq!(
+        run.privilege_fields,
+        vec!["mounts[1].Type".to_owned(), "mounts[1].propagation".to_owned()]
+    );
+}
+
+#[test]
+fn a_mount_given_as_an_array_is_not_read_positionally() {
+    let err = field_error(
+        "run",
+        json!({"image": "alpine", "mounts": [["/srv/a", "/x", false]]}),
+    );
+    assert_eq!(err.field(), "mounts[0]");
+    assert!(err.message().contains("array"), "{}", err.message());
+}
+
+#[test]
+fn images_follow_dockers_grammar_at_the_boundary() {
+    for bad in [
+        "Alpine".to_owned(),
+        "alpine@sha256:abc".to_owned(),
+        "alpine:-bad".to_owned(),
+        "a".repeat(300),
+    ] {
+        assert_eq!(refused_field("run", json!({"image": bad})), "image", "{bad}");
+    }
+}

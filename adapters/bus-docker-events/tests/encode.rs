@@ -493,3 +493,119 @@ fn output_that_fits_is_left_alone() {
     assert_eq!(e.payload["stdout"].as_str().unwrap().len(), 1024 * 1024);
     assert_eq!(e.payload["stderr_truncated"], false);
 }
+
+/// A command line just under 4 MiB once escaped (1 MiB of control bytes
+/// over 8 args, the most a request may carry) echoes back cut, flagged, and
+/// the whole event stays under the limit.
+#[test]
+fn a_huge_command_line_is_cut_first_and_flagged() {
+    let mut r = report();
+    let arg = "\u{1}".repeat(100 * 1024);
+    r.args = std::iter::once("sh".to_owned())
+        .chain(std::iter::repeat_n(arg, 9))
+        .collect();
+    r.stdout = CapturedOutput {
+        text: "tail of the output\n".into(),
+        total_bytes: 19,
+        truncated: false,
+    };
+    let e = encoded(Operation::Run, Reply::Run(Box::new(r.clone())));
+    let len = e.wire_len();
+    assert!(len <= MAX_EVENT_BYTES - STREAM_HEADROOM_BYTES, "{len}");
+    assert_eq!(e.payload["args_truncated"], true);
+    let args = e.payload["args"].as_array().unwrap();
+    assert!(!args.is_empty() && args.len() < r.args.len(), "{}", args.len());
+    assert_eq!(args[0], "sh");
+    // The output is left whole: the args paid for the room.
+    assert_eq!(e.payload["stdout"], "tail of the output\n");
+    assert_eq!(e.payload["stdout_truncated"], false);
+
+    // Args and output both huge: args are cut to their floor, the output
+    // takes what is left, and every flag says so.
+    r.stdout = CapturedOutput {
+        text: "\u{1}".repeat(1024 * 1024),
+        total_bytes: 1024 * 1024,
+        truncated: false,
+    };
+    r.stderr = r.stdout.clone();
+    let e = encoded(Operation::Run, Reply::Run(Box::new(r)));
+    assert!(e.wire_len() <= MAX_EVENT_BYTES - STREAM_HEADROOM_BYTES);
+    assert_eq!(e.payload["args_truncated"], true);
+    assert_eq!(e.payload["stdout_truncated"], true);
+    assert_eq!(e.payload["stderr_truncated"], true);
+    assert!(!e.payload["stdout"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn args_that_fit_carry_no_flag() {
+    let e = encoded(Operation::Run, Reply::Run(Box::new(report())));
+    assert!(e.payload.get("args_truncated").is_none());
+    let e = encode(
+        &response(Operation::Run, Some(Reply::Run(Box::new(report()))), None),
+        64 * 1024 + STREAM_HEADROOM_BYTES,
+    );
+    assert!(e.payload.get("args_truncated").is_none());
+}
+
+#[test]
+fn a_small_budget_still_yields_a_bounded_run_response() {
+    let mut r = report();
+    r.args = vec!["x".repeat(100_000); 5];
+    r.stdout = CapturedOutput {
+        text: "o".repeat(300_000),
+        total_bytes: 300_000,
+        truncated: false,
+    };
+    let max = 256 * 1024;
+    let e = encode(
+        &response(Operation::Run, Some(Reply::Run(Box::new(r))), None),
+        max,
+    );
+    assert!(e.wire_len() <= max - STREAM_HEADROOM_BYTES, "{}", e.wire_len());
+    assert_eq!(e.payload["args_truncated"], true);
+    assert_eq!(e.payload["stdout_truncated"], true);
+}
+
+#[test]
+fn error_messages_are_bounded() {
+    let failure = Failure {
+        code: ErrorCode::Forbidden,
+        message: format!("mounts[0].source: cannot resolve /{}", "é".repeat(3_000_000)),
+    };
+    let e = encode(&response(Operation::Run, None, Some(failure)), MAX_EVENT_BYTES);
+    let message = e.error.as_ref().unwrap()["message"].as_str().unwrap();
+    assert!(message.len() <= 4096, "{}", message.len());
+    assert!(message.starts_with("mounts[0].source: cannot resolve /é"));
+    assert!(message.ends_with('…'));
+    assert!(e.wire_len() < 16 * 1024);
+}
+
+#[test]
+fn the_minimal_response_keeps_the_correlation_and_the_run_facts() {
+    let mut r = report();
+    r.args = vec!["x".repeat(3_000_000)];
+    let resp = response(Operation::Run, Some(Reply::Run(Box::new(r))), None);
+    let e = encode_minimal(&resp, "too large (413)");
+    assert_eq!(e.correlation_id, resp.correlation.as_str());
+    assert_eq!(e.name, "bus.docker.run.response");
+    assert_eq!(e.error.as_ref().unwrap()["code"], "internal");
+    assert_eq!(e.payload["error"]["message"], "too large (413)");
+    assert_eq!(e.payload["run_id"], "run_1");
+    assert_eq!(e.payload["status"], "succeeded");
+    assert_eq!(e.payload["duration_ms"], 412);
+    assert_eq!(e.payload["owner_identity_id"], "user-7");
+    assert!(e.payload.get("args").is_none());
+    assert!(e.wire_len() < 2048);
+
+    let timed_out = response(
+        Operation::Run,
+        None,
+        Some(Failure::from(&OperationError::Timeout(10))),
+    );
+    let e = encode_minimal(&timed_out, "too large");
+    assert_eq!(e.error.as_ref().unwrap()["code"], "timeout");
+    assert!(e.payload["error"]["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("; too large"));
+}
