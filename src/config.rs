@@ -466,8 +466,9 @@ impl Config {
             profile.command = pc.command.clone();
             profile.env = pc.env.clone();
             for (i, m) in pc.mounts.iter().enumerate() {
-                let target = ContainerPath::normalised(&key(&format!("mounts[{i}].target")), &m.target)
-                    .map_err(|e| invalid(key("mounts"), e.to_string()))?;
+                let target =
+                    ContainerPath::normalised(&key(&format!("mounts[{i}].target")), &m.target)
+                        .map_err(|e| invalid(key("mounts"), e.to_string()))?;
                 let mode = if m.read_only {
                     AccessMode::ReadOnly
                 } else {

@@ -193,9 +193,7 @@ mod reference {
             return Err("must name a repository".into());
         }
         if name.len() > NAME_MAX {
-            return Err(format!(
-                "repository name must be at most {NAME_MAX} bytes"
-            ));
+            return Err(format!("repository name must be at most {NAME_MAX} bytes"));
         }
         let mut parts: Vec<&str> = name.split('/').collect();
         if parts.len() > 1 && is_domain(parts[0]) {

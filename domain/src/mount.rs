@@ -304,6 +304,9 @@ impl MountPolicy {
     ) -> Result<Mount, OperationError> {
         let field = |name: &str| format!("mounts[{index}].{name}");
         let source = Path::new(&requested.source);
+        if requested.source.len() > 4096 {
+            return Err(FieldError::new(field("source"), "must be at most 4096 bytes").into());
+        }
         if requested.source.is_empty()
             || !source.is_absolute()
             || requested.source.chars().any(char::is_control)
@@ -596,9 +599,25 @@ mod identity_and_target_tests {
     #[test]
     fn reserved_trees_cover_every_spelling_and_only_whole_segments() {
         let paths = FakePaths::with(&[("/srv/work/a", "/srv/work/a")]);
+        let long = format!("/srv/work/{}", "a".repeat(5000));
+        assert!(matches!(
+            admit(&long, "/x", &paths),
+            Err(OperationError::InvalidSpec(e)) if e.field() == "mounts[0].source"
+        ));
         for target in [
-            "/", "//", "/.", "/..", "//sys", "/sys/", "/./proc", "/dev/../proc",
-            "/proc/sys/kernel", "/sys/fs/cgroup", "/dev/shm", "///proc//", "/x/../dev",
+            "/",
+            "//",
+            "/.",
+            "/..",
+            "//sys",
+            "/sys/",
+            "/./proc",
+            "/dev/../proc",
+            "/proc/sys/kernel",
+            "/sys/fs/cgroup",
+            "/dev/shm",
+            "///proc//",
+            "/x/../dev",
         ] {
             assert_eq!(
                 rule(admit("/srv/work/a", target, &paths)),
@@ -613,8 +632,12 @@ mod identity_and_target_tests {
 
     #[test]
     fn the_socket_is_recognised_by_identity_under_any_name() {
-        let paths = FakePaths::default().link("/srv/work/innocent", fake_identity("/run/docker.sock"));
-        assert_eq!(rule(admit("/srv/work/innocent", "/x", &paths)), "docker_socket");
+        let paths =
+            FakePaths::default().link("/srv/work/innocent", fake_identity("/run/docker.sock"));
+        assert_eq!(
+            rule(admit("/srv/work/innocent", "/x", &paths)),
+            "docker_socket"
+        );
         // A different file with the same spelling pattern is fine.
         let other = FakePaths::with(&[("/srv/work/other.sock", "/srv/work/other.sock")]);
         assert!(admit("/srv/work/other.sock", "/x", &other).is_ok());
@@ -651,7 +674,9 @@ mod identity_and_target_tests {
         assert_eq!(resolved.identity.kind, FileKind::Directory);
         let again = RealHostPaths.resolve(&resolved.canonical).unwrap();
         assert!(again.identity.same_file(&resolved.identity));
-        assert!(RealHostPaths.resolve(Path::new("/no/such/path/here")).is_err());
+        assert!(RealHostPaths
+            .resolve(Path::new("/no/such/path/here"))
+            .is_err());
     }
 
     #[test]

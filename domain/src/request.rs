@@ -237,18 +237,58 @@ mod tests {
     #[test]
     fn privilege_fields_match_in_every_spelling() {
         for key in [
-            "privileged", "Privileged", "PRIVILEGED", "cap_add", "capAdd", "CapAdd", "CAP_ADD",
-            "cap-add", "HostConfig", "host_config", "hostConfig", "PidMode", "pid", "SecurityOpt",
-            "security-opt", "OomKillDisable", "DeviceCgroupRules", "UsernsMode", "CgroupnsMode",
-            "VolumesFrom", "Binds", "NetworkMode", "GroupAdd", "Sysctls", "Runtime", "Ulimits",
-            "Isolation", "PidsLimit", "device_requests", "User",
+            "privileged",
+            "Privileged",
+            "PRIVILEGED",
+            "cap_add",
+            "capAdd",
+            "CapAdd",
+            "CAP_ADD",
+            "cap-add",
+            "HostConfig",
+            "host_config",
+            "hostConfig",
+            "PidMode",
+            "pid",
+            "SecurityOpt",
+            "security-opt",
+            "OomKillDisable",
+            "DeviceCgroupRules",
+            "UsernsMode",
+            "CgroupnsMode",
+            "VolumesFrom",
+            "Binds",
+            "NetworkMode",
+            "GroupAdd",
+            "Sysctls",
+            "Runtime",
+            "Ulimits",
+            "Isolation",
+            "PidsLimit",
+            "device_requests",
+            "User",
         ] {
             assert!(privilege_field(key), "{key}");
         }
         for key in [
-            "image", "command", "args", "env", "mounts", "network", "labels", "workdir", "stdin",
-            "interactive", "timeout_seconds", "run_id", "profile", "owner_identity_id",
-            "stream_output", "users", "capadd_x", "",
+            "image",
+            "command",
+            "args",
+            "env",
+            "mounts",
+            "network",
+            "labels",
+            "workdir",
+            "stdin",
+            "interactive",
+            "timeout_seconds",
+            "run_id",
+            "profile",
+            "owner_identity_id",
+            "stream_output",
+            "users",
+            "capadd_x",
+            "",
         ] {
             assert!(!privilege_field(key), "{key}");
         }
@@ -256,7 +296,14 @@ mod tests {
 
     #[test]
     fn mount_privilege_fields_match_in_every_spelling() {
-        for key in ["propagation", "Propagation", "BindOptions", "bind-options", "type", "Type"] {
+        for key in [
+            "propagation",
+            "Propagation",
+            "BindOptions",
+            "bind-options",
+            "type",
+            "Type",
+        ] {
             assert!(mount_privilege_field(key), "{key}");
         }
         for key in ["source", "target", "read_only", "readonly", "readOnly"] {
@@ -267,11 +314,31 @@ mod tests {
     #[test]
     fn the_contract_examples_are_in_the_list() {
         for field in [
-            "privileged", "cap_add", "cap_drop", "pid_mode", "ipc_mode", "uts_mode",
-            "userns_mode", "cgroupns_mode", "cgroup_parent", "network_mode", "security_opt",
-            "devices", "device_requests", "device_cgroup_rules", "user", "group_add",
-            "host_config", "sysctls", "runtime", "volumes_from", "binds", "oom_kill_disable",
-            "pids_limit", "ulimits", "isolation",
+            "privileged",
+            "cap_add",
+            "cap_drop",
+            "pid_mode",
+            "ipc_mode",
+            "uts_mode",
+            "userns_mode",
+            "cgroupns_mode",
+            "cgroup_parent",
+            "network_mode",
+            "security_opt",
+            "devices",
+            "device_requests",
+            "device_cgroup_rules",
+            "user",
+            "group_add",
+            "host_config",
+            "sysctls",
+            "runtime",
+            "volumes_from",
+            "binds",
+            "oom_kill_disable",
+            "pids_limit",
+            "ulimits",
+            "isolation",
         ] {
             assert!(PRIVILEGE_FIELDS.contains(&field), "{field}");
         }

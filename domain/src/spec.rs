@@ -689,7 +689,10 @@ mod tests {
         let mut r = image_run();
         assert!(profile_of(&r, &profiles()).unwrap().is_none());
         r.profile = Some(ProfileName::parse("open").unwrap());
-        assert_eq!(profile_of(&r, &profiles()).unwrap().unwrap().name.as_str(), "open");
+        assert_eq!(
+            profile_of(&r, &profiles()).unwrap().unwrap().name.as_str(),
+            "open"
+        );
         r.profile = Some(ProfileName::parse("missing").unwrap());
         assert!(matches!(
             profile_of(&r, &profiles()),
@@ -701,15 +704,27 @@ mod tests {
     fn image_of_applies_override_and_allow_list() {
         let open = open_profile();
         let mut r = image_run();
-        assert_eq!(image_of(&r, None, &policy()).unwrap().as_str(), "allowed/x:1");
-        assert_eq!(image_of(&r, Some(&open), &policy()).unwrap().as_str(), "allowed/x:1");
+        assert_eq!(
+            image_of(&r, None, &policy()).unwrap().as_str(),
+            "allowed/x:1"
+        );
+        assert_eq!(
+            image_of(&r, Some(&open), &policy()).unwrap().as_str(),
+            "allowed/x:1"
+        );
         r.image = None;
-        assert_eq!(image_of(&r, Some(&open), &policy()).unwrap().as_str(), "base:1");
+        assert_eq!(
+            image_of(&r, Some(&open), &policy()).unwrap().as_str(),
+            "base:1"
+        );
         assert!(image_of(&r, None, &policy()).is_err());
         r.image = Some(ImageRef::parse("other:1").unwrap());
         assert!(matches!(
             image_of(&r, Some(&open), &policy()),
-            Err(OperationError::Forbidden { rule: "image_not_allowed", .. })
+            Err(OperationError::Forbidden {
+                rule: "image_not_allowed",
+                ..
+            })
         ));
     }
 
@@ -720,7 +735,9 @@ mod tests {
         for empty in [vec![], vec![String::new()], vec![" ".into(), "x".into()]] {
             r.command = Some(empty.clone());
             match command_of(&r, None) {
-                Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "command", "{empty:?}"),
+                Err(OperationError::InvalidSpec(e)) => {
+                    assert_eq!(e.field(), "command", "{empty:?}")
+                }
                 other => panic!("{empty:?}: {other:?}"),
             }
         }
@@ -738,11 +755,17 @@ mod tests {
         let mut r = image_run();
         r.env.insert("B".into(), "request".into());
         let env = merged_env(&r, Some(&open)).unwrap();
-        assert_eq!((env["A"].as_str(), env["B"].as_str()), ("profile", "request"));
+        assert_eq!(
+            (env["A"].as_str(), env["B"].as_str()),
+            ("profile", "request")
+        );
         open.reserved_env.push("B".into());
         assert!(matches!(
             merged_env(&r, Some(&open)),
-            Err(OperationError::Forbidden { rule: "reserved_env", .. })
+            Err(OperationError::Forbidden {
+                rule: "reserved_env",
+                ..
+            })
         ));
         r.env.insert("C".into(), "nul\0".into());
         assert!(merged_env(&r, None).is_err());
@@ -752,7 +775,11 @@ mod tests {
     fn admitted_mounts_refuse_one_target_twice_in_any_spelling() {
         let mut open = open_profile();
         let target = |t: &str| ContainerPath::parse("t", t).unwrap();
-        open.mounts.push(Mount::operator("/opt/p".into(), target("/p"), crate::mount::AccessMode::ReadOnly));
+        open.mounts.push(Mount::operator(
+            "/opt/p".into(),
+            target("/p"),
+            crate::mount::AccessMode::ReadOnly,
+        ));
         let paths = FakePaths::with(&[("/srv/a", "/srv/a")]);
         for spelling in ["/p", "//p", "/p/", "/./p", "/x/../p", "///p//"] {
             let mut r = image_run();
@@ -768,14 +795,26 @@ mod tests {
         }
         let mut r = image_run();
         r.mounts = vec![
-            RequestedMount { source: "/srv/a".into(), target: "/w".into(), read_only: true },
-            RequestedMount { source: "/srv/a".into(), target: "/q/../w/".into(), read_only: true },
+            RequestedMount {
+                source: "/srv/a".into(),
+                target: "/w".into(),
+                read_only: true,
+            },
+            RequestedMount {
+                source: "/srv/a".into(),
+                target: "/q/../w/".into(),
+                read_only: true,
+            },
         ];
         match admitted_mounts(&r, None, &policy(), &paths) {
             Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "mounts[1].target"),
             other => panic!("{other:?}"),
         }
-        open.mounts.push(Mount::operator("/opt/q".into(), target("/p"), crate::mount::AccessMode::ReadOnly));
+        open.mounts.push(Mount::operator(
+            "/opt/q".into(),
+            target("/p"),
+            crate::mount::AccessMode::ReadOnly,
+        ));
         match admitted_mounts(&image_run(), Some(&open), &policy(), &paths) {
             Err(OperationError::InvalidSpec(e)) => assert_eq!(e.field(), "profile"),
             other => panic!("{other:?}"),
@@ -788,10 +827,16 @@ mod tests {
         let r = image_run();
         assert_eq!(network_of(&r, None, &policy()).unwrap().as_str(), "none");
         open.network = Some(NetworkName::parse("special").unwrap());
-        assert_eq!(network_of(&r, Some(&open), &policy()).unwrap().as_str(), "special");
+        assert_eq!(
+            network_of(&r, Some(&open), &policy()).unwrap().as_str(),
+            "special"
+        );
         let mut asks = image_run();
         asks.network = Some(NetworkName::parse("special").unwrap());
-        assert_eq!(network_of(&asks, Some(&open), &policy()).unwrap().as_str(), "special");
+        assert_eq!(
+            network_of(&asks, Some(&open), &policy()).unwrap().as_str(),
+            "special"
+        );
         assert!(network_of(&asks, None, &policy()).is_err());
     }
 
@@ -800,9 +845,15 @@ mod tests {
         let open = open_profile();
         let mut r = image_run();
         assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(300));
-        assert_eq!(timeout_of(&r, Some(&open), &policy()), Duration::from_secs(42));
+        assert_eq!(
+            timeout_of(&r, Some(&open), &policy()),
+            Duration::from_secs(42)
+        );
         r.timeout_seconds = Some(0);
-        assert_eq!(timeout_of(&r, Some(&open), &policy()), Duration::from_secs(42));
+        assert_eq!(
+            timeout_of(&r, Some(&open), &policy()),
+            Duration::from_secs(42)
+        );
         r.timeout_seconds = Some(u64::MAX);
         assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(1800));
     }
@@ -817,7 +868,8 @@ mod tests {
         let mut r = image_run();
         r.labels.insert("ok.key-1_x".into(), "v".into());
         assert!(check_labels(&r).is_ok());
-        r.labels.insert("k".repeat(limits::MAX_LABEL_KEY_BYTES + 1), "v".into());
+        r.labels
+            .insert("k".repeat(limits::MAX_LABEL_KEY_BYTES + 1), "v".into());
         assert!(check_labels(&r).is_err());
         let mut r = image_run();
         r.labels.insert("é".into(), "v".into());

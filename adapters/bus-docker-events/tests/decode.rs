@@ -73,7 +73,6 @@ fn skip_reason(decoded: Decoded) -> String {
     }
 }
 
-
 #[test]
 fn run_request_decodes_every_field() {
     let run = run_request(json!({
@@ -533,7 +532,6 @@ fn a_bad_payload_is_still_answerable() {
     assert_eq!(inbound.request.unwrap_err().field(), "command");
 }
 
-
 #[test]
 fn privilege_fields_are_handed_on_in_every_spelling_whatever_the_value() {
     for (key, value) in [
@@ -567,7 +565,10 @@ fn mount_privilege_fields_are_named_with_their_index() {
     }));
     assert_eq!(
         run.privilege_fields,
-        vec!["mounts[1].Type".to_owned(), "mounts[1].propagation".to_owned()]
+        vec![
+            "mounts[1].Type".to_owned(),
+            "mounts[1].propagation".to_owned()
+        ]
     );
 }
 
@@ -589,6 +590,10 @@ fn images_follow_dockers_grammar_at_the_boundary() {
         "alpine:-bad".to_owned(),
         "a".repeat(300),
     ] {
-        assert_eq!(refused_field("run", json!({"image": bad})), "image", "{bad}");
+        assert_eq!(
+            refused_field("run", json!({"image": bad})),
+            "image",
+            "{bad}"
+        );
     }
 }

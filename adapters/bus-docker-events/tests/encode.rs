@@ -21,7 +21,6 @@ fn prefix() -> EventPrefix {
     EventPrefix::parse("bus.docker").unwrap()
 }
 
-
 fn at(secs: u64, millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
 }
@@ -514,7 +513,11 @@ fn a_huge_command_line_is_cut_first_and_flagged() {
     assert!(len <= MAX_EVENT_BYTES - STREAM_HEADROOM_BYTES, "{len}");
     assert_eq!(e.payload["args_truncated"], true);
     let args = e.payload["args"].as_array().unwrap();
-    assert!(!args.is_empty() && args.len() < r.args.len(), "{}", args.len());
+    assert!(
+        !args.is_empty() && args.len() < r.args.len(),
+        "{}",
+        args.len()
+    );
     assert_eq!(args[0], "sh");
     // The output is left whole: the args paid for the room.
     assert_eq!(e.payload["stdout"], "tail of the output\n");
@@ -561,7 +564,11 @@ fn a_small_budget_still_yields_a_bounded_run_response() {
         &response(Operation::Run, Some(Reply::Run(Box::new(r))), None),
         max,
     );
-    assert!(e.wire_len() <= max - STREAM_HEADROOM_BYTES, "{}", e.wire_len());
+    assert!(
+        e.wire_len() <= max - STREAM_HEADROOM_BYTES,
+        "{}",
+        e.wire_len()
+    );
     assert_eq!(e.payload["args_truncated"], true);
     assert_eq!(e.payload["stdout_truncated"], true);
 }
@@ -570,9 +577,15 @@ fn a_small_budget_still_yields_a_bounded_run_response() {
 fn error_messages_are_bounded() {
     let failure = Failure {
         code: ErrorCode::Forbidden,
-        message: format!("mounts[0].source: cannot resolve /{}", "é".repeat(3_000_000)),
+        message: format!(
+            "mounts[0].source: cannot resolve /{}",
+            "é".repeat(3_000_000)
+        ),
     };
-    let e = encode(&response(Operation::Run, None, Some(failure)), MAX_EVENT_BYTES);
+    let e = encode(
+        &response(Operation::Run, None, Some(failure)),
+        MAX_EVENT_BYTES,
+    );
     let message = e.error.as_ref().unwrap()["message"].as_str().unwrap();
     assert!(message.len() <= 4096, "{}", message.len());
     assert!(message.starts_with("mounts[0].source: cannot resolve /é"));

@@ -112,9 +112,16 @@ async fn a_413_makes_the_publisher_cut_the_response_until_it_fits() {
     .expect("the cut response is accepted");
 
     let seen = server.seen.lock().unwrap().clone();
-    assert!(seen.len() >= 2, "at least one 413 then a retry: {}", seen.len());
+    assert!(
+        seen.len() >= 2,
+        "at least one 413 then a retry: {}",
+        seen.len()
+    );
     let sizes: Vec<usize> = seen.iter().map(|(n, _)| *n).collect();
-    assert!(sizes.windows(2).all(|w| w[1] < w[0]), "each retry is smaller: {sizes:?}");
+    assert!(
+        sizes.windows(2).all(|w| w[1] < w[0]),
+        "each retry is smaller: {sizes:?}"
+    );
     let (last_len, last) = seen.last().unwrap();
     assert!(*last_len <= 512 * 1024);
     assert_eq!(last["correlationId"], "c-413");
@@ -122,7 +129,10 @@ async fn a_413_makes_the_publisher_cut_the_response_until_it_fits() {
     assert_eq!(last["payload"]["status"], "succeeded");
     assert_eq!(last["payload"]["args_truncated"], true);
     assert_eq!(last["payload"]["stdout_truncated"], true);
-    assert!(last.get("error").is_none(), "still a full, successful response");
+    assert!(
+        last.get("error").is_none(),
+        "still a full, successful response"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +162,10 @@ async fn a_server_refusing_everything_large_still_gets_the_minimal_response() {
 #[tokio::test]
 async fn a_response_that_fits_is_published_once() {
     let (client, server) = start(8 * 1024 * 1024).await;
-    publisher(&client).publish(&big_run_response()).await.unwrap();
+    publisher(&client)
+        .publish(&big_run_response())
+        .await
+        .unwrap();
     let seen = server.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].1["payload"].get("args_truncated").is_none());

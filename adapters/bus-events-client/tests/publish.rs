@@ -114,7 +114,10 @@ async fn publish_does_not_retry_a_408() {
     assert!(
         matches!(
             &result,
-            Err(PublishError::Permanent(RequestFailure::Status { status: 408, .. }))
+            Err(PublishError::Permanent(RequestFailure::Status {
+                status: 408,
+                ..
+            }))
         ),
         "{result:?}"
     );

@@ -336,7 +336,8 @@ async fn an_array_holding_a_valid_looking_run_envelope_is_skipped_not_delivered(
     let array = json!([NAME, "c-array", "c-array", "owner-1", null,
                        {"image": "alpine", "command": ["sh", "-c", "id"]}]);
     conn.send_line(&array.to_string()).await;
-    conn.send_line(&format!("[{}]", request_line("c-wrapped"))).await;
+    conn.send_line(&format!("[{}]", request_line("c-wrapped")))
+        .await;
     conn.send_line(&request_line("c-after")).await;
 
     for _ in 0..2 {

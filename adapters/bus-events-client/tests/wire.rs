@@ -360,5 +360,8 @@ fn an_array_shaped_like_an_envelope_is_not_an_envelope() {
     ));
     // The same envelope as an object is one.
     let object = br#" {"name":"bus.docker.run.request","correlationId":"c-1","payload":{}}"#;
-    assert!(matches!(StreamItem::from_line(object), StreamItem::Event(_)));
+    assert!(matches!(
+        StreamItem::from_line(object),
+        StreamItem::Event(_)
+    ));
 }
