@@ -9,6 +9,9 @@ use bus_integration_docker::local::LocalBus;
 use common::{docker_settings, require_engine, spawn_worker, test_image, unique, Caller};
 use serde_json::{json, Value};
 
+/// One hostile request: the operation, its payload, the expected code.
+type Case = (Operation, Value, &'static str);
+
 fn big_map(n: usize, value: &str) -> Value {
     Value::Object((0..n).map(|i| (format!("K{i}"), json!(value))).collect())
 }
@@ -309,11 +312,17 @@ impl Drop for SocketLinkRoot {
 /// targets, the socket under another name, privilege fields in many
 /// spellings, Docker's image grammar, empty executables, shapes that are
 /// not objects, env/label abuse, control characters and unicode tricks.
-fn new_hostile_cases(
-    run: &dyn Fn(Value) -> Value,
-    allowed_s: &str,
-    link_s: &str,
-) -> Vec<(Operation, Value, &'static str)> {
+fn new_hostile_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str, link_s: &str) -> Vec<Case> {
+    let mut cases = mount_cases(run, allowed_s, link_s);
+    cases.extend(privilege_cases(run, allowed_s));
+    cases.extend(image_cases(run));
+    cases.extend(shape_and_text_cases(run, allowed_s));
+    cases
+}
+
+/// Mount targets in many spellings, duplicate targets, the socket under
+/// another name, oversized and control-character paths.
+fn mount_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str, link_s: &str) -> Vec<Case> {
     use Operation::Run;
     let mount_on = |target: &str| run(json!({"mounts": [{"source": allowed_s, "target": target}]}));
     let twice = |a: &str, b: &str| {
@@ -322,7 +331,7 @@ fn new_hostile_cases(
             {"source": allowed_s, "target": b, "read_only": true}
         ]}))
     };
-    let mut cases: Vec<(Operation, Value, &'static str)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for target in [
         "//sys",
         "/sys/",
@@ -366,6 +375,13 @@ fn new_hostile_cases(
         "bad_request",
     ));
     cases.push((Run, mount_on("/a\u{1}b"), "bad_request"));
+    cases
+}
+
+/// Privilege fields in many spellings, whatever their value.
+fn privilege_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
     for (key, value) in [
         ("privileged", json!(true)),
         ("privileged", json!(false)),
@@ -423,6 +439,13 @@ fn new_hostile_cases(
         run(json!({"mounts": [{"source": allowed_s, "target": "/x", "type": "volume"}]})),
         "forbidden",
     ));
+    cases
+}
+
+/// Image references Docker's grammar refuses.
+fn image_cases(run: &dyn Fn(Value) -> Value) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
     let digest = "0123456789abcdef".repeat(4);
     for image in [
         "BusyBox".to_owned(),
@@ -440,6 +463,14 @@ fn new_hostile_cases(
     ] {
         cases.push((Run, run(json!({"image": image})), "bad_request"));
     }
+    cases
+}
+
+/// Empty executables, shapes that are not objects, env/label abuse,
+/// control characters and unicode tricks.
+fn shape_and_text_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
     cases.push((Run, run(json!({"command": [""]})), "bad_request"));
     cases.push((
         Run,
