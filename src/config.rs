@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bus_docker_domain::mount::{AccessMode, ContainerPath, Mount, MountPolicy};
+use bus_docker_domain::mount::{
+    AccessMode, ContainerPath, HostPaths, Mount, MountPolicy, ProtectedPath, RealHostPaths,
+};
 use bus_docker_domain::profile::{CodexOptions, Hardening, Profile, Profiles, PullPolicy};
 use bus_docker_domain::spec::{ImagePolicy, Policy};
 use bus_docker_domain::{EventPrefix, FieldError, ImageRef, NetworkName, ProfileName};
@@ -347,22 +349,32 @@ fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
     host.strip_prefix("unix://").map(PathBuf::from)
 }
 
-/// Host paths that no mount may expose: the Docker socket in all its
-/// spellings.
-fn protected_paths(docker_host: Option<&str>) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"]
+/// Host paths that no mount may expose: the Docker socket, resolved once so
+/// that its identity (device and inode) is known and any hard link to it
+/// is recognised. A spelling that does not resolve is still guarded by
+/// path.
+fn protected_paths(docker_host: Option<&str>) -> Vec<ProtectedPath> {
+    let mut spelled: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"]
         .iter()
         .map(PathBuf::from)
         .collect();
-    paths.extend(docker_socket(docker_host));
-    let canonical: Vec<PathBuf> = paths
-        .iter()
-        .filter_map(|p| std::fs::canonicalize(p).ok())
-        .collect();
-    paths.extend(canonical);
-    paths.sort();
-    paths.dedup();
-    paths
+    spelled.extend(docker_socket(docker_host));
+    let mut protected: Vec<ProtectedPath> = Vec::new();
+    for path in spelled {
+        let entry = match RealHostPaths.resolve(&path) {
+            Ok(resolved) => ProtectedPath::resolved(resolved),
+            Err(_) => ProtectedPath::spelled(path.clone()),
+        };
+        if !protected.contains(&entry) {
+            protected.push(entry);
+        }
+        // The spelling too: a directory on the way to it is refused by path.
+        let spelled = ProtectedPath::spelled(path);
+        if !protected.iter().any(|p| p.path() == spelled.path()) {
+            protected.push(spelled);
+        }
+    }
+    protected
 }
 
 /// This machine's host name (`localhost` when it cannot be read).
@@ -424,7 +436,7 @@ impl Config {
         // every profile mount below.
         let protected = protected_paths(self.docker.host.as_deref());
         let policy = Policy {
-            mounts: MountPolicy::new(roots, protected.clone()),
+            mounts: MountPolicy::new(roots, protected),
             images: ImagePolicy::new(p.allowed_images.clone()),
             allowed_networks: networks,
             default_network,
@@ -454,28 +466,27 @@ impl Config {
             profile.command = pc.command.clone();
             profile.env = pc.env.clone();
             for (i, m) in pc.mounts.iter().enumerate() {
-                let target = ContainerPath::parse(&key(&format!("mounts[{i}].target")), &m.target)
-                    .map_err(|e| invalid(key("mounts"), e.to_string()))?;
+                let target =
+                    ContainerPath::normalised(&key(&format!("mounts[{i}].target")), &m.target)
+                        .map_err(|e| invalid(key("mounts"), e.to_string()))?;
                 let mode = if m.read_only {
                     AccessMode::ReadOnly
                 } else {
                     AccessMode::ReadWrite
                 };
-                let source = std::fs::canonicalize(&m.source).map_err(|e| {
+                let source = RealHostPaths.resolve(&m.source).map_err(|e| {
                     invalid(
                         key(&format!("mounts[{i}].source")),
                         format!("{}: {e}", m.source.display()),
                     )
                 })?;
-                if protected
-                    .iter()
-                    .any(|p| *p == source || p.starts_with(&source))
-                {
+                if policy.mounts.exposed_by(&source).is_some() {
                     return Err(invalid(
                         key(&format!("mounts[{i}].source")),
                         "the Docker socket is never mounted",
                     ));
                 }
+                let source = source.canonical;
                 profile.mounts.push(Mount::operator(source, target, mode));
             }
             profile.network = pc

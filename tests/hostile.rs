@@ -9,6 +9,9 @@ use bus_integration_docker::local::LocalBus;
 use common::{docker_settings, require_engine, spawn_worker, test_image, unique, Caller};
 use serde_json::{json, Value};
 
+/// One hostile request: the operation, its payload, the expected code.
+type Case = (Operation, Value, &'static str);
+
 fn big_map(n: usize, value: &str) -> Value {
     Value::Object((0..n).map(|i| (format!("K{i}"), json!(value))).collect())
 }
@@ -21,26 +24,91 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
     std::fs::create_dir(&allowed).unwrap();
     std::os::unix::fs::symlink("/etc", allowed.join("escape")).unwrap();
     let allowed_s = allowed.display().to_string();
+    let socket_dir = SocketLinkRoot::new();
 
     let since = common::unix_now() - 1;
     let runner = unique("hostile");
     let s = docker_settings(
         &runner,
-        &format!("[policy]\nallowed_mount_roots = [\"{allowed_s}\"]\n"),
+        &format!(
+            "[policy]\nallowed_mount_roots = [\"{allowed_s}\", \"{}\"]\n",
+            socket_dir.root.display()
+        ),
     );
     let bus = LocalBus::start().await.unwrap();
     let worker = spawn_worker(&bus, &s, "w1").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let image = test_image();
-    let run = |extra: Value| {
+    let run = move |extra: Value| {
         let mut base = json!({"image": image, "command": ["true"]});
         for (k, v) in extra.as_object().unwrap() {
             base[k] = v.clone();
         }
         base
     };
+    use Operation::Run;
+    let mut cases = hostile_cases(&run, &allowed_s);
+    let new_cases = new_hostile_cases(&run, &allowed_s, &socket_dir.link_s);
+    assert!(
+        new_cases.len() >= 60,
+        "new corpus has {} cases",
+        new_cases.len()
+    );
+    cases.extend(new_cases);
+    assert!(cases.len() >= 110, "corpus has {} cases", cases.len());
+    let mut by_code = std::collections::BTreeMap::new();
+    for (_, _, code) in &cases {
+        *by_code.entry(*code).or_insert(0) += 1;
+    }
+    println!(
+        "HOSTILE: {} requests, expected codes {by_code:?}",
+        cases.len()
+    );
+    for (op, payload, expected) in &cases {
+        let r = caller.call(*op, payload.clone()).await;
+        let shown: String = payload.to_string().chars().take(120).collect();
+        assert_eq!(r["error"]["code"], *expected, "{op} {shown} -> {r}");
+        assert!(!r["error"]["message"].as_str().unwrap_or("").is_empty());
+    }
+
+    assert_eq!(
+        common::creates_since(&docker, &s.worker.runner_name, since).await,
+        0,
+        "no container was created for an invalid request"
+    );
+
+    // Envelopes that cannot be answered are skipped with a log line; the
+    // worker goes on answering.
+    caller
+        .publish_as(Run, "bad\u{1}correlation", run(json!({})))
+        .await;
+    caller
+        .publish_as(Run, &"c".repeat(300), run(json!({})))
+        .await;
+    let ok = caller
+        .call(Run, run(json!({"command": ["sh", "-c", "echo alive"]})))
+        .await;
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    assert_eq!(ok["stdout"], "alive\n");
+
+    assert!(!worker.handle.is_finished(), "the worker is still running");
+    let left = common::no_containers_left(&docker, &s.worker.runner_name).await;
+    assert!(left.is_empty(), "no container may remain: {left:?}");
+    assert_eq!(
+        common::creates_since(&docker, &s.worker.runner_name, since).await,
+        1,
+        "only the valid run created one"
+    );
+    worker.stop().await.unwrap();
+}
+
+/// The corpus the worker has answered since its first release.
+fn hostile_cases(
+    run: &dyn Fn(Value) -> Value,
+    allowed_s: &str,
+) -> Vec<(Operation, Value, &'static str)> {
     use Operation::{Delete, Input, Run, Status};
-    let cases: Vec<(Operation, Value, &str)> = vec![
+    vec![
         (Run, json!([1, 2]), "bad_request"),
         (Run, json!("run please"), "bad_request"),
         (Run, json!(42), "bad_request"),
@@ -202,50 +270,282 @@ async fn hostile_requests_get_documented_errors_and_start_nothing() {
         (Delete, json!({"run_id": "no-such-run"}), "not_found"),
         (Status, json!({"run_id": 1}), "bad_request"),
         (Status, json!({"owner_identity_id": ["a"]}), "bad_request"),
+    ]
+}
+
+/// An allowed mount root next to the Docker socket (so on its filesystem)
+/// holding a hard link to it under an innocent name; removed on drop.
+struct SocketLinkRoot {
+    root: std::path::PathBuf,
+    link_s: String,
+}
+
+impl SocketLinkRoot {
+    fn new() -> Self {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let socket = host
+            .strip_prefix("unix://")
+            .unwrap_or("/var/run/docker.sock")
+            .to_owned();
+        let socket = std::fs::canonicalize(socket).expect("the engine socket resolves");
+        let root = socket
+            .parent()
+            .expect("the socket has a directory")
+            .join(unique("bus-hostile-root"));
+        std::fs::create_dir(&root).unwrap();
+        let link = root.join("innocent-data");
+        std::fs::hard_link(&socket, &link).expect("hard link to the engine socket");
+        Self {
+            link_s: link.display().to_string(),
+            root,
+        }
+    }
+}
+
+impl Drop for SocketLinkRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Cases added for the trust issue: mount target spellings, duplicate
+/// targets, the socket under another name, privilege fields in many
+/// spellings, Docker's image grammar, empty executables, shapes that are
+/// not objects, env/label abuse, control characters and unicode tricks.
+fn new_hostile_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str, link_s: &str) -> Vec<Case> {
+    let mut cases = mount_cases(run, allowed_s, link_s);
+    cases.extend(privilege_cases(run, allowed_s));
+    cases.extend(image_cases(run));
+    cases.extend(shape_and_text_cases(run, allowed_s));
+    cases
+}
+
+/// Mount targets in many spellings, duplicate targets, the socket under
+/// another name, oversized and control-character paths.
+fn mount_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str, link_s: &str) -> Vec<Case> {
+    use Operation::Run;
+    let mount_on = |target: &str| run(json!({"mounts": [{"source": allowed_s, "target": target}]}));
+    let twice = |a: &str, b: &str| {
+        run(json!({"mounts": [
+            {"source": allowed_s, "target": a},
+            {"source": allowed_s, "target": b, "read_only": true}
+        ]}))
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    for target in [
+        "//sys",
+        "/sys/",
+        "/./proc",
+        "/dev/../proc",
+        "/proc/sys/kernel",
+        "/sys/fs/cgroup",
+        "///proc//",
+        "/",
+        "//",
+        "/..",
+        "/dev/shm",
+        "/x/../../dev",
+        "/proc/1/root",
+        "/sys/kernel/security",
+        "/./dev/./pts",
+    ] {
+        cases.push((Run, mount_on(target), "forbidden"));
+    }
+    for (a, b) in [
+        ("/w", "//w"),
+        ("/w", "/w/"),
+        ("/w", "/./w"),
+        ("/a/../w", "/w"),
+        ("/w//x", "/w/x/."),
+    ] {
+        cases.push((Run, twice(a, b), "bad_request"));
+    }
+    let mount_source = |source: &str| run(json!({"mounts": [{"source": source, "target": "/x"}]}));
+    cases.push((Run, mount_source(link_s), "forbidden"));
+    cases.push((Run, mount_source("/run"), "forbidden"));
+    cases.push((Run, mount_source("/var/run/"), "forbidden"));
+    cases.push((
+        Run,
+        mount_source(&format!("/{}", "a".repeat(5000))),
+        "bad_request",
+    ));
+    cases.push((
+        Run,
+        mount_on(&format!("/{}", "t".repeat(5000))),
+        "bad_request",
+    ));
+    cases.push((Run, mount_on("/a\u{1}b"), "bad_request"));
+    cases
+}
+
+/// Privilege fields in many spellings, whatever their value.
+fn privilege_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
+    for (key, value) in [
+        ("privileged", json!(true)),
+        ("privileged", json!(false)),
+        ("privileged", Value::Null),
+        ("cap_add", json!(["SYS_ADMIN"])),
+        ("capAdd", json!(["ALL"])),
+        ("CapAdd", json!([])),
+        ("CAP_ADD", json!(["NET_ADMIN"])),
+        ("cap-drop", json!([])),
+        (
+            "HostConfig",
+            json!({"Privileged": true, "Binds": ["/:/host"]}),
+        ),
+        ("host_config", json!({})),
+        ("pid_mode", json!("host")),
+        ("PidMode", json!("host")),
+        ("ipc_mode", json!("host")),
+        ("uts_mode", json!("host")),
+        ("userns_mode", json!("host")),
+        ("cgroupns_mode", json!("host")),
+        ("cgroup_parent", json!("/")),
+        ("network_mode", json!("host")),
+        (
+            "security_opt",
+            json!(["seccomp=unconfined", "apparmor=unconfined"]),
+        ),
+        ("devices", json!(["/dev/sda:/dev/sda:rwm"])),
+        ("device_requests", json!([{"Count": -1}])),
+        ("device_cgroup_rules", json!(["a *:* rwm"])),
+        ("user", json!("0:0")),
+        ("group_add", json!(["docker"])),
+        ("sysctls", json!({"kernel.core_pattern": "|/evil"})),
+        ("runtime", json!("runc")),
+        ("volumes_from", json!(["other"])),
+        ("binds", json!(["/:/host"])),
+        ("Binds", json!(["/var/run/docker.sock:/s"])),
+        ("oom_kill_disable", json!(true)),
+        ("pids_limit", json!(-1)),
+        ("ulimits", json!([{"Name": "nofile", "Soft": 1, "Hard": 1}])),
+        ("isolation", json!("process")),
+        ("memory", json!(0)),
+        ("tmpfs", json!({"/run": ""})),
+        ("port_bindings", json!({"22/tcp": [{"HostPort": "22"}]})),
+        ("pid", json!("host")),
+    ] {
+        cases.push((Run, run(json!({key: value})), "forbidden"));
+    }
+    cases.push((
+        Run,
+        run(json!({"mounts": [{"source": allowed_s, "target": "/x", "propagation": "rshared"}]})),
+        "forbidden",
+    ));
+    cases.push((
+        Run,
+        run(json!({"mounts": [{"source": allowed_s, "target": "/x", "type": "volume"}]})),
+        "forbidden",
+    ));
+    cases
+}
+
+/// Image references Docker's grammar refuses.
+fn image_cases(run: &dyn Fn(Value) -> Value) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
+    let digest = "0123456789abcdef".repeat(4);
+    for image in [
+        "BusyBox".to_owned(),
+        "library/Alpine:3".to_owned(),
+        "alpine@sha256:abc".to_owned(),
+        format!("alpine@sha256:{}", digest.to_uppercase()),
+        format!("alpine@md5:{}", &digest[..32]),
+        "alpine:-1".to_owned(),
+        format!("alpine:{}", "t".repeat(129)),
+        "a".repeat(300),
+        "a//b".to_owned(),
+        "büsybox".to_owned(),
+        "busybox\u{200b}".to_owned(),
+        "busybox:latest@".to_owned(),
+    ] {
+        cases.push((Run, run(json!({"image": image})), "bad_request"));
+    }
+    cases
+}
+
+/// Empty executables, shapes that are not objects, env/label abuse,
+/// control characters and unicode tricks.
+fn shape_and_text_cases(run: &dyn Fn(Value) -> Value, allowed_s: &str) -> Vec<Case> {
+    use Operation::Run;
+    let mut cases: Vec<Case> = Vec::new();
+    cases.push((Run, run(json!({"command": [""]})), "bad_request"));
+    cases.push((
+        Run,
+        run(json!({"command": [" ", "-c", "id"]})),
+        "bad_request",
+    ));
+    cases.push((
+        Run,
+        run(json!({"command": vec!["x".repeat(120 * 1024); 9]})),
+        "bad_request",
+    ));
+    cases.push((Run, json!([run(json!({}))]), "bad_request"));
+    cases.push((Run, json!(true), "bad_request"));
+    cases.push((Run, json!({"payload": run(json!({}))}), "bad_request"));
+    cases.push((
+        Run,
+        run(json!({"mounts": [[allowed_s, "/x", false]]})),
+        "bad_request",
+    ));
+    for env in [
+        json!({"A=B": "v"}),
+        json!({"ÄPFEL": "v"}),
+        json!({"A\nB": "v"}),
+        json!({"OK": "nul\u{0}"}),
+        json!({"K".repeat(300): "v"}),
+        json!({"PATH": ["x"]}),
+    ] {
+        cases.push((Run, run(json!({"env": env})), "bad_request"));
+    }
+    for labels in [
+        json!({"a=b": "v"}),
+        json!({"k".repeat(200): "v"}),
+        json!({"k": "nul\u{0}"}),
+        json!({"bus\u{202e}.x": "v"}),
+    ] {
+        cases.push((Run, run(json!({"labels": labels})), "bad_request"));
+    }
+    cases.push((Run, run(json!({"workdir": "/a\nb"})), "bad_request"));
+    cases.push((Run, run(json!({"run_id": "rün"})), "bad_request"));
+    cases.push((Run, run(json!({"run_id": "ab\u{202e}cd"})), "bad_request"));
+    cases.push((Run, run(json!({"network": "nöne"})), "bad_request"));
+    cases.push((
+        Run,
+        json!({"profile": "co\u{0}dex", "command": ["true"]}),
+        "bad_request",
+    ));
+    cases
+}
+
+/// Class 7: a command line that is almost the whole event limit once
+/// escaped (control bytes cost six bytes each in JSON) comes back as a
+/// response under the limit, its echoed args cut and flagged, its output
+/// whole.
+#[tokio::test]
+async fn a_command_line_near_the_event_limit_is_answered_cut_and_flagged() {
+    let _docker = require_engine().await;
+    let runner = unique("hostile-big");
+    let s = docker_settings(&runner, "");
+    let bus = LocalBus::start().await.unwrap();
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let mut command = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "yes x | head -c 600000".to_owned(),
     ];
-    assert!(cases.len() >= 50, "corpus has {} cases", cases.len());
-    let mut by_code = std::collections::BTreeMap::new();
-    for (_, _, code) in &cases {
-        *by_code.entry(*code).or_insert(0) += 1;
-    }
-    println!(
-        "HOSTILE: {} requests, expected codes {by_code:?}",
-        cases.len()
-    );
-    for (op, payload, expected) in &cases {
-        let r = caller.call(*op, payload.clone()).await;
-        let shown: String = payload.to_string().chars().take(120).collect();
-        assert_eq!(r["error"]["code"], *expected, "{op} {shown} -> {r}");
-        assert!(!r["error"]["message"].as_str().unwrap_or("").is_empty());
-    }
-
-    assert_eq!(
-        common::creates_since(&docker, &s.worker.runner_name, since).await,
-        0,
-        "no container was created for an invalid request"
-    );
-
-    // Envelopes that cannot be answered are skipped with a log line; the
-    // worker goes on answering.
-    caller
-        .publish_as(Run, "bad\u{1}correlation", run(json!({})))
-        .await;
-    caller
-        .publish_as(Run, &"c".repeat(300), run(json!({})))
-        .await;
-    let ok = caller
-        .call(Run, run(json!({"command": ["sh", "-c", "echo alive"]})))
-        .await;
-    assert_eq!(ok["status"], "succeeded", "{ok}");
-    assert_eq!(ok["stdout"], "alive\n");
-
-    assert!(!worker.handle.is_finished(), "the worker is still running");
-    let left = common::no_containers_left(&docker, &s.worker.runner_name).await;
-    assert!(left.is_empty(), "no container may remain: {left:?}");
-    assert_eq!(
-        common::creates_since(&docker, &s.worker.runner_name, since).await,
-        1,
-        "only the valid run created one"
-    );
+    command.extend(std::iter::repeat_n("\u{1}".repeat(85 * 1024), 7));
+    let request = json!({"image": test_image(), "command": command});
+    assert!(request.to_string().len() > 3_500_000);
+    let r = caller.call(Operation::Run, request).await;
+    assert_eq!(r["status"], "succeeded", "{}", r["error"]);
+    assert_eq!(r["args_truncated"], true);
+    assert!(r["args"].as_array().unwrap().len() < command.len());
+    assert_eq!(r["stdout_truncated"], false);
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 600_000);
+    assert!(r.to_string().len() < 4 * 1024 * 1024);
     worker.stop().await.unwrap();
 }

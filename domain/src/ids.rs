@@ -136,25 +136,184 @@ impl ProfileName {
 }
 
 impl ImageRef {
-    /// A syntactic check only: whether the image exists is the runtime's
-    /// question.
+    /// Docker's reference grammar (`distribution/reference`), checked
+    /// syntactically: whether the image exists is the runtime's question.
+    ///
+    /// `[domain[:port]/]path[:tag][@digest]` where each path component is
+    /// lowercase `[a-z0-9]+` joined by `.`, `_`, `__` or dashes; the name is
+    /// at most 255 bytes; a tag is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; a
+    /// digest is `sha256:` + 64, `sha384:` + 96 or `sha512:` + 128
+    /// lowercase hex digits.
     ///
     /// # Errors
-    /// `FieldError` when empty, over 512 bytes, or holding whitespace or
-    /// control characters.
+    /// `FieldError` on `image` saying which part is wrong.
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
-        if value.is_empty()
-            || value.len() > 512
-            || !value.chars().all(ok_char)
-            || value.starts_with(['-', '.', '/', ':', '@'])
-        {
-            return Err(FieldError::new(
-                "image",
-                "must be an image reference ([A-Za-z0-9._-/:@], at most 512 bytes)",
+        reference::check(value).map_err(|why| FieldError::new("image", why))?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// Docker's image reference grammar, ported by hand from
+/// `distribution/reference` (`regexp.go`, `reference.go`) and `go-digest`.
+/// It is small and pure, which keeps the domain free of dependencies.
+mod reference {
+    /// `NameTotalLengthMax` of the reference package.
+    const NAME_MAX: usize = 255;
+    const TAG_MAX: usize = 128;
+
+    pub(super) fn check(value: &str) -> Result<(), String> {
+        if value.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain whitespace or control characters".into());
+        }
+        let (rest, digest) = match value.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (value, None),
+        };
+        if let Some(digest) = digest {
+            check_digest(digest)?;
+        }
+        // A tag follows the last `:` after the last `/`; a `:` before it
+        // belongs to the registry's port.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].find(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(tag) = tag {
+            check_tag(tag)?;
+        }
+        check_name(name)
+    }
+
+    fn check_name(name: &str) -> Result<(), String> {
+        if name.is_empty() {
+            return Err("must name a repository".into());
+        }
+        if name.len() > NAME_MAX {
+            return Err(format!("repository name must be at most {NAME_MAX} bytes"));
+        }
+        let mut parts: Vec<&str> = name.split('/').collect();
+        if parts.len() > 1 && is_domain(parts[0]) {
+            parts.remove(0);
+        }
+        for part in parts {
+            if !is_path_component(part) {
+                return Err(if is_path_component(&part.to_ascii_lowercase()) {
+                    "repository name must be lowercase".into()
+                } else {
+                    format!("invalid repository name component {part:?}")
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `alphanumeric (separator alphanumeric)*` with `alphanumeric =
+    /// [a-z0-9]+` and `separator = [._] | __ | -+`.
+    fn is_path_component(part: &str) -> bool {
+        let bytes = part.as_bytes();
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            if alnum(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && !alnum(bytes[i]) {
+                i += 1;
+            }
+            let sep = &bytes[start..i];
+            let ok = matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|b| *b == b'-');
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `host[:port]`: a domain name (components of `[A-Za-z0-9]` with inner
+    /// dashes, joined by `.`) or `[ipv6]`. Like the grammar, any such first
+    /// component counts as a domain when more components follow.
+    fn is_domain(first: &str) -> bool {
+        let (host, port) = if let Some(rest) = first.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((v6, tail)) => {
+                    if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                        return false;
+                    }
+                    match tail.strip_prefix(':') {
+                        Some(port) => ("", Some(port)),
+                        None if tail.is_empty() => ("", None),
+                        None => return false,
+                    }
+                }
+                None => return false,
+            }
+        } else {
+            match first.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (first, None),
+            }
+        };
+        if let Some(port) = port {
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+        }
+        if first.starts_with('[') {
+            return true;
+        }
+        !host.is_empty()
+            && host.split('.').all(|c| {
+                let b = c.as_bytes();
+                !b.is_empty()
+                    && b[0].is_ascii_alphanumeric()
+                    && b[b.len() - 1].is_ascii_alphanumeric()
+                    && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+            })
+    }
+
+    fn check_tag(tag: &str) -> Result<(), String> {
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let b = tag.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= TAG_MAX
+            && word(b[0])
+            && b.iter().all(|x| word(*x) || *x == b'.' || *x == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
+            ))
+        }
+    }
+
+    /// go-digest: a known algorithm and exactly its length of lowercase hex.
+    fn check_digest(digest: &str) -> Result<(), String> {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| "invalid digest: must be <algorithm>:<hex>".to_owned())?;
+        let len = match algorithm {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            other => return Err(format!("unsupported digest algorithm {other:?}")),
+        };
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if hex.len() != len || !hex.bytes().all(lower_hex) {
+            return Err(format!(
+                "invalid {algorithm} digest: must be {len} lowercase hex digits"
             ));
         }
-        Ok(Self(value.to_owned()))
+        Ok(())
     }
 }
 
@@ -208,8 +367,64 @@ mod tests {
     #[test]
     fn image_refs_are_checked_syntactically() {
         assert!(ImageRef::parse("docker.io/library/alpine:3.20").is_ok());
-        assert!(ImageRef::parse("alpine@sha256:abc").is_ok());
+        assert!(ImageRef::parse(&format!("alpine@sha256:{}", "ab".repeat(32))).is_ok());
         assert!(ImageRef::parse("alpine latest").is_err());
         assert!(ImageRef::parse("--privileged").is_err());
+    }
+
+    #[test]
+    fn image_refs_follow_dockers_grammar() {
+        let sha = "0123456789abcdef".repeat(4);
+        for ok in [
+            "alpine".to_owned(),
+            "alpine:3.20".to_owned(),
+            "library/alpine:latest".to_owned(),
+            "localhost:5000/a/b_c__d-e--f.g:v1.0-rc_1".to_owned(),
+            "Registry.Example.com/team/app:Tag".to_owned(),
+            "[::1]:5000/app".to_owned(),
+            "192.168.1.1:443/x/y".to_owned(),
+            format!("app:1@sha256:{sha}"),
+            format!("app@sha512:{}", "f".repeat(128)),
+            format!("app@sha384:{}", "0".repeat(96)),
+            "bus-test-busybox:local".to_owned(),
+            format!("sha256:{sha}"),
+            format!("{}:{}", "a".repeat(255), "t".repeat(128)),
+        ] {
+            assert!(ImageRef::parse(&ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("Alpine".to_owned(), "lowercase"),
+            ("library/Alpine:1".to_owned(), "lowercase"),
+            ("docker.io/Library/alpine".to_owned(), "lowercase"),
+            ("alpine@sha256:abc".to_owned(), "digest"),
+            (format!("alpine@sha256:{}", "A".repeat(64)), "digest"),
+            (format!("alpine@md5:{}", "a".repeat(32)), "algorithm"),
+            ("alpine@".to_owned(), "digest"),
+            ("alpine@sha256".to_owned(), "digest"),
+            ("alpine:".to_owned(), "tag"),
+            ("alpine:-x".to_owned(), "tag"),
+            ("alpine:.x".to_owned(), "tag"),
+            (format!("alpine:{}", "t".repeat(129)), "tag"),
+            ("alpine:a:b".to_owned(), "tag"),
+            ("a..b".to_owned(), "component"),
+            ("a/".to_owned(), "component"),
+            ("/a".to_owned(), "component"),
+            ("a//b".to_owned(), "component"),
+            ("-a".to_owned(), "component"),
+            ("a___b".to_owned(), "component"),
+            ("a.-b".to_owned(), "component"),
+            (":tag".to_owned(), "repository"),
+            ("@sha256:x".to_owned(), "digest"),
+            ("a".repeat(256), "255"),
+            ("ünïcode".to_owned(), "component"),
+            ("alpine\u{200b}".to_owned(), "component"),
+            ("a b".to_owned(), "whitespace"),
+            ("a\nb".to_owned(), "whitespace"),
+            (String::new(), "empty"),
+        ] {
+            let err = ImageRef::parse(&bad).expect_err(&bad);
+            assert_eq!(err.field(), "image");
+            assert!(err.message().contains(why), "{bad:?}: {}", err.message());
+        }
     }
 }

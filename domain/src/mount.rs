@@ -42,8 +42,50 @@ impl ContainerPath {
         ))
     }
 
+    /// A mount target: absolute, then normalised lexically the way the
+    /// kernel and Docker read it (`//sys` → `/sys`, `/dev/../proc` →
+    /// `/proc`, `/m/` → `/m`), so that every rule compares what takes
+    /// effect, not a spelling.
+    ///
+    /// # Errors
+    /// `FieldError` (field `field`) unless absolute, at most 4096 bytes and
+    /// without control characters.
+    pub fn normalised(field: &str, value: &str) -> Result<Self, FieldError> {
+        if !value.starts_with('/') {
+            return Err(FieldError::new(field, "must be an absolute path"));
+        }
+        if value.len() > 4096 || value.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must be at most 4096 bytes without control characters",
+            ));
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for segment in value.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        Ok(Self(format!("/{}", parts.join("/"))))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this path is `base` or lies beneath it (by whole segments:
+    /// `/proc2` is not beneath `/proc`).
+    pub fn is_within(&self, base: &str) -> bool {
+        base == "/"
+            || self.0 == base
+            || self
+                .0
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -87,40 +129,148 @@ pub struct RequestedMount {
     pub read_only: bool,
 }
 
-/// Resolves host paths. Production canonicalises on the real filesystem.
+/// What kind of file a host path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Directory,
+    File,
+    Socket,
+    /// Devices, fifos, anything else.
+    Other,
+}
+
+/// The identity of a file, as the filesystem knows it: the same device and
+/// inode is the same file under any name (hard links included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub device: u64,
+    pub inode: u64,
+    pub kind: FileKind,
+}
+
+impl FileIdentity {
+    /// Whether `other` is the same file (device and inode).
+    pub fn same_file(&self, other: &FileIdentity) -> bool {
+        self.device == other.device && self.inode == other.inode
+    }
+}
+
+/// A host path resolved on the filesystem: its canonical spelling and the
+/// identity of the file it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPath {
+    pub canonical: PathBuf,
+    pub identity: FileIdentity,
+}
+
+/// Resolves host paths. Production asks the real filesystem
+/// ([`RealHostPaths`]); unit tests use a fake.
 pub trait HostPaths: Send + Sync {
-    /// The canonical form of `path`: absolute, symlinks resolved.
+    /// The canonical form of `path` (absolute, symlinks resolved) and the
+    /// identity of the file it names.
     ///
     /// # Errors
     /// The I/O error of the lookup, e.g. `NotFound` for a missing path.
-    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf>;
+    fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath>;
 }
 
-/// [`HostPaths`] on the real filesystem.
+/// [`HostPaths`] on the real filesystem (`realpath`, then `stat`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealHostPaths;
 
 impl HostPaths for RealHostPaths {
-    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
-        std::fs::canonicalize(path)
+    fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let canonical = std::fs::canonicalize(path)?;
+        let meta = std::fs::metadata(&canonical)?;
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_file() {
+            FileKind::File
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else {
+            FileKind::Other
+        };
+        Ok(ResolvedPath {
+            canonical,
+            identity: FileIdentity {
+                device: meta.dev(),
+                inode: meta.ino(),
+                kind,
+            },
+        })
     }
 }
 
-/// Container paths a request may never mount over.
-const RESERVED_TARGETS: [&str; 4] = ["/", "/proc", "/sys", "/dev"];
+/// A host path no mount may expose (the Docker socket): recognised by its
+/// identity wherever it is linked, and by its canonical path when a mounted
+/// directory contains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedPath {
+    path: PathBuf,
+    identity: Option<FileIdentity>,
+}
+
+impl ProtectedPath {
+    /// A protected path as resolved at start-up.
+    pub fn resolved(resolved: ResolvedPath) -> Self {
+        Self {
+            path: resolved.canonical,
+            identity: Some(resolved.identity),
+        }
+    }
+
+    /// A protected path that does not exist (yet): guarded by spelling only.
+    pub fn spelled(path: PathBuf) -> Self {
+        Self {
+            path,
+            identity: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn identity(&self) -> Option<&FileIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// Whether mounting `source` would expose this path: it is the same
+    /// file (any hard link), or a directory on the way to it.
+    pub fn exposed_by(&self, source: &ResolvedPath) -> bool {
+        self.identity
+            .is_some_and(|id| id.same_file(&source.identity))
+            || self.path == source.canonical
+            || self.path.starts_with(&source.canonical)
+    }
+}
+
+/// Whether a request may mount over this container path: never `/`, nor
+/// anything at or beneath `/proc`, `/sys` or `/dev` (the kernel's views
+/// that a container's isolation depends on).
+pub fn target_is_reserved(target: &ContainerPath) -> bool {
+    target.as_str() == "/" || RESERVED_TARGET_TREES.iter().any(|t| target.is_within(t))
+}
+
+/// Container trees a request may never mount into.
+const RESERVED_TARGET_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// Which host paths requests may mount.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountPolicy {
     allowed_roots: Vec<PathBuf>,
-    protected: Vec<PathBuf>,
+    protected: Vec<ProtectedPath>,
 }
 
 impl MountPolicy {
     /// `allowed_roots` must already be canonical (the composition root
     /// canonicalises them at start-up); `protected` lists host paths that
-    /// must never be reachable through a mount, such as the Docker socket.
-    pub fn new(allowed_roots: Vec<PathBuf>, protected: Vec<PathBuf>) -> Self {
+    /// must never be reachable through a mount, such as the Docker socket
+    /// (resolved at start-up, so that its identity is known).
+    pub fn new(allowed_roots: Vec<PathBuf>, protected: Vec<ProtectedPath>) -> Self {
         Self {
             allowed_roots,
             protected,
@@ -131,13 +281,21 @@ impl MountPolicy {
         &self.allowed_roots
     }
 
+    /// The protected path that mounting `source` would expose, if any.
+    pub fn exposed_by(&self, source: &ResolvedPath) -> Option<&ProtectedPath> {
+        self.protected.iter().find(|p| p.exposed_by(source))
+    }
+
     /// Admit one requested mount, or say which rule refuses it.
     ///
     /// # Errors
-    /// * `InvalidSpec` for a relative source, a bad target, `..` segments.
-    /// * `Forbidden` (`mount_root`) when the canonical source is outside
-    ///   every allowed root or does not exist, (`docker_socket`) when it is
-    ///   or contains a protected path, (`mount_target`) for reserved targets.
+    /// * `InvalidSpec` for a relative source or a relative target.
+    /// * `Forbidden` (`mount_root`) for `..` in the source, or when the
+    ///   canonical source is outside every allowed root or does not exist;
+    ///   (`docker_socket`) when it is a protected file (same device and
+    ///   inode, whatever its name) or a directory containing one;
+    ///   (`mount_target`) when the normalised target is `/` or at or beneath
+    ///   `/proc`, `/sys`, `/dev`.
     pub fn admit(
         &self,
         index: usize,
@@ -146,6 +304,9 @@ impl MountPolicy {
     ) -> Result<Mount, OperationError> {
         let field = |name: &str| format!("mounts[{index}].{name}");
         let source = Path::new(&requested.source);
+        if requested.source.len() > 4096 {
+            return Err(FieldError::new(field("source"), "must be at most 4096 bytes").into());
+        }
         if requested.source.is_empty()
             || !source.is_absolute()
             || requested.source.chars().any(char::is_control)
@@ -161,8 +322,8 @@ impl MountPolicy {
                 format!("{}: `..` segments are not allowed", field("source")),
             ));
         }
-        let target = ContainerPath::parse(&field("target"), &requested.target)?;
-        if RESERVED_TARGETS.contains(&target.as_str()) {
+        let target = ContainerPath::normalised(&field("target"), &requested.target)?;
+        if target_is_reserved(&target) {
             return Err(OperationError::forbidden(
                 "mount_target",
                 format!(
@@ -172,7 +333,7 @@ impl MountPolicy {
                 ),
             ));
         }
-        let canonical = paths.canonicalize(source).map_err(|err| {
+        let resolved = paths.resolve(source).map_err(|err| {
             OperationError::forbidden(
                 "mount_root",
                 format!(
@@ -182,21 +343,18 @@ impl MountPolicy {
                 ),
             )
         })?;
-        if let Some(p) = self
-            .protected
-            .iter()
-            .find(|p| **p == canonical || p.starts_with(&canonical))
-        {
+        if let Some(p) = self.exposed_by(&resolved) {
             return Err(OperationError::forbidden(
                 "docker_socket",
                 format!(
                     "{}: {} is or contains the protected path {}",
                     field("source"),
-                    canonical.display(),
-                    p.display()
+                    resolved.canonical.display(),
+                    p.path().display()
                 ),
             ));
         }
+        let canonical = resolved.canonical;
         if !self
             .allowed_roots
             .iter()
@@ -225,125 +383,4 @@ impl MountPolicy {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    /// A fake filesystem: a map of path → canonical path (symlinks).
-    #[derive(Default)]
-    pub struct FakePaths(pub HashMap<PathBuf, PathBuf>);
-
-    impl FakePaths {
-        pub fn with(entries: &[(&str, &str)]) -> Self {
-            Self(
-                entries
-                    .iter()
-                    .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-                    .collect(),
-            )
-        }
-    }
-
-    impl HostPaths for FakePaths {
-        fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
-            self.0
-                .get(path)
-                .cloned()
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-        }
-    }
-
-    fn policy() -> MountPolicy {
-        MountPolicy::new(
-            vec![PathBuf::from("/srv/work"), PathBuf::from("/var")],
-            vec![PathBuf::from("/var/run/docker.sock")],
-        )
-    }
-
-    fn req(source: &str, target: &str) -> RequestedMount {
-        RequestedMount {
-            source: source.into(),
-            target: target.into(),
-            read_only: true,
-        }
-    }
-
-    fn rule(err: OperationError) -> &'static str {
-        match err {
-            OperationError::Forbidden { rule, .. } => rule,
-            other => panic!("expected forbidden, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn admits_paths_inside_an_allowed_root() {
-        let paths = FakePaths::with(&[("/srv/work/a", "/srv/work/a")]);
-        let m = policy()
-            .admit(0, &req("/srv/work/a", "/w/"), &paths)
-            .unwrap();
-        assert_eq!(m.source(), Path::new("/srv/work/a"));
-        assert_eq!(m.target().as_str(), "/w");
-        assert_eq!(m.mode(), AccessMode::ReadOnly);
-    }
-
-    #[test]
-    fn refuses_symlink_escapes() {
-        let paths = FakePaths::with(&[("/srv/work/link", "/etc")]);
-        let err = policy()
-            .admit(0, &req("/srv/work/link", "/w"), &paths)
-            .unwrap_err();
-        assert_eq!(rule(err), "mount_root");
-    }
-
-    #[test]
-    fn refuses_dotdot_even_when_it_would_resolve_inside() {
-        let paths = FakePaths::with(&[("/srv/work/a/../b", "/srv/work/b")]);
-        let err = policy()
-            .admit(0, &req("/srv/work/a/../b", "/w"), &paths)
-            .unwrap_err();
-        assert_eq!(rule(err), "mount_root");
-    }
-
-    #[test]
-    fn never_mounts_the_docker_socket_or_a_parent_of_it() {
-        let paths = FakePaths::with(&[
-            ("/var/run/docker.sock", "/var/run/docker.sock"),
-            ("/var/run", "/var/run"),
-            ("/var", "/var"),
-        ]);
-        for source in ["/var/run/docker.sock", "/var/run", "/var"] {
-            let err = policy().admit(0, &req(source, "/w"), &paths).unwrap_err();
-            assert_eq!(rule(err), "docker_socket", "{source}");
-        }
-    }
-
-    #[test]
-    fn refuses_missing_relative_and_reserved() {
-        let paths = FakePaths::default();
-        assert_eq!(
-            rule(
-                policy()
-                    .admit(0, &req("/srv/work/nope", "/w"), &paths)
-                    .unwrap_err()
-            ),
-            "mount_root"
-        );
-        assert!(matches!(
-            policy().admit(0, &req("rel/path", "/w"), &paths),
-            Err(OperationError::InvalidSpec(e)) if e.field() == "mounts[0].source"
-        ));
-        let ok = FakePaths::with(&[("/srv/work", "/srv/work")]);
-        assert_eq!(
-            rule(
-                policy()
-                    .admit(0, &req("/srv/work", "/proc"), &ok)
-                    .unwrap_err()
-            ),
-            "mount_target"
-        );
-        assert!(matches!(
-            policy().admit(3, &req("/srv/work", "relative"), &ok),
-            Err(OperationError::InvalidSpec(e)) if e.field() == "mounts[3].target"
-        ));
-    }
-}
+pub(crate) mod tests;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{FieldError, OperationError};
 use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
 use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
-use crate::profile::{Hardening, Profiles, PullPolicy};
+use crate::profile::{Hardening, Profile, Profiles, PullPolicy};
 use crate::request::RunRequest;
 
 /// Upper bounds on request sizes; a request beyond them is `bad_request`.
@@ -154,14 +154,16 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
 
 /// Resolve a run request into a spec.
 ///
-/// `generated_id` is used when the request names no `run_id`.
+/// The rules apply in contract order; the first that refuses names its
+/// field or rule. `generated_id` is used when the request names no `run_id`.
 ///
 /// # Errors
 /// * `InvalidSpec` naming the field for malformed or oversized input, an
-///   unknown profile, or a missing image/command.
-/// * `Forbidden` naming the rule: `image_override`, `image_not_allowed`,
-///   `reserved_env`, `network_not_allowed`, `mount_root`, `docker_socket`,
-///   `mount_target`.
+///   unknown profile, a missing image/command, an empty executable, or two
+///   mounts on one (normalised) target.
+/// * `Forbidden` naming the rule: `privilege`, `image_override`,
+///   `image_not_allowed`, `reserved_env`, `network_not_allowed`,
+///   `mount_root`, `docker_socket`, `mount_target`.
 pub fn resolve(
     req: &RunRequest,
     origin: &Origin,
@@ -170,14 +172,87 @@ pub fn resolve(
     paths: &impl HostPaths,
     generated_id: RunId,
 ) -> Result<RunSpec, OperationError> {
-    let profile = match &req.profile {
-        Some(name) => Some(profiles.get(name).ok_or_else(|| {
-            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
-        })?),
-        None => None,
+    check_privileges(req)?;
+    let profile = profile_of(req, profiles)?;
+    let image = image_of(req, profile, policy)?;
+    let command = command_of(req, profile)?;
+    let workdir = match &req.workdir {
+        Some(w) => Some(ContainerPath::parse("workdir", w)?),
+        None => profile.and_then(|p| p.workdir.clone()),
     };
+    let env = merged_env(req, profile)?;
+    let mounts = admitted_mounts(req, profile, policy, paths)?;
+    let network = network_of(req, profile, policy)?;
+    let timeout = timeout_of(req, profile, policy);
+    check_stdin(req)?;
+    check_labels(req)?;
+    Ok(RunSpec {
+        run_id: req.run_id.clone().unwrap_or(generated_id),
+        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
+        correlation: origin.correlation.clone(),
+        reply_event: origin.reply_event.clone(),
+        profile: profile.map(|p| p.name.clone()),
+        image,
+        pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
+        command,
+        workdir,
+        env,
+        mounts,
+        network,
+        stdin: req.stdin.clone(),
+        interactive: req.interactive,
+        timeout,
+        labels: req.labels.clone(),
+        hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
+        max_output_bytes: policy.max_output_bytes,
+    })
+}
 
-    let image = match (profile, &req.image) {
+/// A request naming a privilege field is refused whatever the value
+/// (`null` and `false` included): refuse loudly, never run without it.
+fn check_privileges(req: &RunRequest) -> Result<(), OperationError> {
+    match req.privilege_fields.first() {
+        Some(field) => Err(OperationError::forbidden(
+            "privilege",
+            format!(
+                "{field}: requests may not set container privileges, namespaces, devices or \
+                 limits; the operator configures them"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn profile_of<'p>(
+    req: &RunRequest,
+    profiles: &'p Profiles,
+) -> Result<Option<&'p Profile>, OperationError> {
+    match &req.profile {
+        Some(name) => Ok(Some(profiles.get(name).ok_or_else(|| {
+            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+fn image_allowed(policy: &Policy, image: &ImageRef) -> Result<(), OperationError> {
+    if policy.images.allows(image) {
+        Ok(())
+    } else {
+        Err(OperationError::forbidden(
+            "image_not_allowed",
+            format!("image {image} is not in the allowed images"),
+        ))
+    }
+}
+
+/// The request's image where it may name one, else the profile's.
+fn image_of(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+) -> Result<ImageRef, OperationError> {
+    match (profile, &req.image) {
         (Some(p), Some(image)) if *image != p.image => {
             if !p.allow_image_override {
                 return Err(OperationError::forbidden(
@@ -185,36 +260,32 @@ pub fn resolve(
                     format!("profile {} does not allow overriding its image", p.name),
                 ));
             }
-            if !policy.images.allows(image) {
-                return Err(OperationError::forbidden(
-                    "image_not_allowed",
-                    format!("image {image} is not in the allowed images"),
-                ));
-            }
-            image.clone()
+            image_allowed(policy, image)?;
+            Ok(image.clone())
         }
-        (Some(p), _) => p.image.clone(),
+        (Some(p), _) => Ok(p.image.clone()),
         (None, Some(image)) => {
-            if !policy.images.allows(image) {
-                return Err(OperationError::forbidden(
-                    "image_not_allowed",
-                    format!("image {image} is not in the allowed images"),
-                ));
-            }
-            image.clone()
+            image_allowed(policy, image)?;
+            Ok(image.clone())
         }
-        (None, None) => {
-            return Err(FieldError::new("profile", "profile or image is required").into())
-        }
-    };
+        (None, None) => Err(FieldError::new("profile", "profile or image is required").into()),
+    }
+}
 
+/// The command (or the profile's default), bounded, with a named
+/// executable.
+fn command_of(req: &RunRequest, profile: Option<&Profile>) -> Result<Vec<String>, OperationError> {
     let command = req
         .command
         .clone()
         .or_else(|| profile.and_then(|p| p.command.clone()))
         .ok_or_else(|| FieldError::new("command", "is required for an image run"))?;
-    if command.is_empty() {
-        return Err(FieldError::new("command", "must not be empty").into());
+    match command.first() {
+        None => return Err(FieldError::new("command", "must not be empty").into()),
+        Some(exe) if exe.trim().is_empty() => {
+            return Err(FieldError::new("command", "must name an executable first").into())
+        }
+        Some(_) => {}
     }
     if command.len() > limits::MAX_ARGS {
         return Err(
@@ -229,12 +300,14 @@ pub fn resolve(
     if total > limits::MAX_COMMAND_BYTES {
         return Err(FieldError::new("command", "arguments exceed 1 MiB in total").into());
     }
+    Ok(command)
+}
 
-    let workdir = match &req.workdir {
-        Some(w) => Some(ContainerPath::parse("workdir", w)?),
-        None => profile.and_then(|p| p.workdir.clone()),
-    };
-
+/// The profile's env with the request's on top; reserved keys refused.
+fn merged_env(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+) -> Result<BTreeMap<String, String>, OperationError> {
     if req.env.len() > limits::MAX_ENV {
         return Err(FieldError::new("env", format!("at most {} entries", limits::MAX_ENV)).into());
     }
@@ -258,13 +331,34 @@ pub fn resolve(
         }
         env.insert(key.clone(), value.clone());
     }
+    Ok(env)
+}
 
+/// The profile's mounts, then each requested mount the policy admits; no
+/// two on one normalised target.
+fn admitted_mounts(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+    paths: &impl HostPaths,
+) -> Result<Vec<Mount>, OperationError> {
     if req.mounts.len() > limits::MAX_MOUNTS {
         return Err(
             FieldError::new("mounts", format!("at most {} mounts", limits::MAX_MOUNTS)).into(),
         );
     }
-    let mut mounts: Vec<Mount> = profile.map(|p| p.mounts.clone()).unwrap_or_default();
+    let mut mounts: Vec<Mount> = Vec::new();
+    for mount in profile.map(|p| p.mounts.as_slice()).unwrap_or_default() {
+        if mounts.iter().any(|x| x.target() == mount.target()) {
+            let name = profile.map(|p| p.name.as_str()).unwrap_or_default();
+            return Err(FieldError::new(
+                "profile",
+                format!("profile {name} mounts {} twice", mount.target().as_str()),
+            )
+            .into());
+        }
+        mounts.push(mount.clone());
+    }
     for (i, m) in req.mounts.iter().enumerate() {
         let mount = policy.mounts.admit(i, m, paths)?;
         if mounts.iter().any(|x| x.target() == mount.target()) {
@@ -276,8 +370,17 @@ pub fn resolve(
         }
         mounts.push(mount);
     }
+    Ok(mounts)
+}
 
-    let network = match (&req.network, profile.and_then(|p| p.network.clone())) {
+/// The requested network if allowed (by policy or as the profile's own),
+/// else the profile's, else the policy default.
+fn network_of(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    policy: &Policy,
+) -> Result<NetworkName, OperationError> {
+    match (&req.network, profile.and_then(|p| p.network.clone())) {
         (Some(n), profile_net) => {
             let allowed = policy.allowed_networks.contains(n) || profile_net.as_ref() == Some(n);
             if !allowed {
@@ -286,27 +389,35 @@ pub fn resolve(
                     format!("network {n} is not in the allowed networks"),
                 ));
             }
-            n.clone()
+            Ok(n.clone())
         }
-        (None, Some(n)) => n,
-        (None, None) => policy.default_network.clone(),
-    };
+        (None, Some(n)) => Ok(n),
+        (None, None) => Ok(policy.default_network.clone()),
+    }
+}
 
+/// 0 or absent means the profile's (else the policy's) default; capped.
+fn timeout_of(req: &RunRequest, profile: Option<&Profile>, policy: &Policy) -> Duration {
     let default_timeout = profile
         .and_then(|p| p.default_timeout)
         .unwrap_or(policy.default_timeout);
-    let timeout = match req.timeout_seconds {
+    match req.timeout_seconds {
         None | Some(0) => default_timeout,
         Some(s) => Duration::from_secs(s),
     }
-    .min(policy.max_timeout);
+    .min(policy.max_timeout)
+}
 
-    if let Some(stdin) = &req.stdin {
-        if stdin.len() > limits::MAX_STDIN_BYTES {
-            return Err(FieldError::new("stdin", "must be at most 1 MiB").into());
+fn check_stdin(req: &RunRequest) -> Result<(), OperationError> {
+    match &req.stdin {
+        Some(stdin) if stdin.len() > limits::MAX_STDIN_BYTES => {
+            Err(FieldError::new("stdin", "must be at most 1 MiB").into())
         }
+        _ => Ok(()),
     }
+}
 
+fn check_labels(req: &RunRequest) -> Result<(), OperationError> {
     if req.labels.len() > limits::MAX_LABELS {
         return Err(
             FieldError::new("labels", format!("at most {} labels", limits::MAX_LABELS)).into(),
@@ -326,241 +437,8 @@ pub fn resolve(
             limits::MAX_LABEL_VALUE_BYTES,
         )?;
     }
-
-    Ok(RunSpec {
-        run_id: req.run_id.clone().unwrap_or(generated_id),
-        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
-        correlation: origin.correlation.clone(),
-        reply_event: origin.reply_event.clone(),
-        profile: profile.map(|p| p.name.clone()),
-        image,
-        pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
-        command,
-        workdir,
-        env,
-        mounts,
-        network,
-        stdin: req.stdin.clone(),
-        interactive: req.interactive,
-        timeout,
-        labels: req.labels.clone(),
-        hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
-        max_output_bytes: policy.max_output_bytes,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mount::tests::FakePaths;
-    use crate::mount::RequestedMount;
-    use crate::profile::{CodexOptions, Profile};
-    use std::path::PathBuf;
-
-    fn origin() -> Origin {
-        Origin {
-            correlation: CorrelationId::parse("c-1").unwrap(),
-            stamped_owner: Some(OwnerId::parse("stamped").unwrap()),
-            reply_event: "bus.docker.run.response".into(),
-        }
-    }
-
-    fn profiles() -> Profiles {
-        let codex = CodexOptions {
-            image: Some(ImageRef::parse("codex:1").unwrap()),
-            ssh_agent_host_path: Some("/run/agent.sock".into()),
-            ..CodexOptions::default()
-        }
-        .profile(Hardening::default())
-        .unwrap();
-        let mut open = Profile::new(
-            ProfileName::parse("open").unwrap(),
-            ImageRef::parse("base:1").unwrap(),
-        );
-        open.allow_image_override = true;
-        open.command = Some(vec!["true".into()]);
-        open.default_timeout = Some(Duration::from_secs(42));
-        Profiles::new([codex, open])
-    }
-
-    fn policy() -> Policy {
-        Policy {
-            mounts: MountPolicy::new(vec![PathBuf::from("/srv")], vec![]),
-            images: ImagePolicy::new(vec!["allowed/*".into(), "base:1".into()]),
-            allowed_networks: vec![NetworkName::none(), NetworkName::parse("host").unwrap()],
-            ..Policy::default()
-        }
-    }
-
-    fn run(req: &RunRequest) -> Result<RunSpec, OperationError> {
-        resolve(
-            req,
-            &origin(),
-            &profiles(),
-            &policy(),
-            &FakePaths::with(&[("/srv/a", "/srv/a")]),
-            RunId::parse("gen").unwrap(),
-        )
-    }
-
-    fn image_run() -> RunRequest {
-        RunRequest {
-            image: Some(ImageRef::parse("allowed/x:1").unwrap()),
-            command: Some(vec!["sh".into(), "-c".into(), "true".into()]),
-            ..RunRequest::default()
-        }
-    }
-
-    fn forbidden_rule(r: Result<RunSpec, OperationError>) -> &'static str {
-        match r {
-            Err(OperationError::Forbidden { rule, .. }) => rule,
-            other => panic!("expected forbidden, got {other:?}"),
-        }
-    }
-
-    fn bad_field(r: Result<RunSpec, OperationError>) -> String {
-        match r {
-            Err(OperationError::InvalidSpec(e)) => e.field().to_owned(),
-            other => panic!("expected bad request, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn an_image_run_gets_defaults() {
-        let spec = run(&image_run()).unwrap();
-        assert_eq!(spec.run_id.as_str(), "gen");
-        assert_eq!(spec.owner.as_ref().unwrap().as_str(), "stamped");
-        assert_eq!(spec.network.as_str(), "none");
-        assert_eq!(spec.timeout, Duration::from_secs(300));
-        assert_eq!(spec.container_name(), "bus-run-gen");
-        assert!(spec.hardening.no_new_privileges);
-    }
-
-    #[test]
-    fn profile_or_image_and_command_are_required() {
-        assert_eq!(bad_field(run(&RunRequest::default())), "profile");
-        let mut r = image_run();
-        r.command = None;
-        assert_eq!(bad_field(run(&r)), "command");
-        r.command = Some(vec![]);
-        assert_eq!(bad_field(run(&r)), "command");
-        r.profile = Some(ProfileName::parse("nope").unwrap());
-        assert_eq!(bad_field(run(&r)), "profile");
-    }
-
-    #[test]
-    fn profile_supplies_image_command_env_and_timeout() {
-        let r = RunRequest {
-            profile: Some(ProfileName::parse("open").unwrap()),
-            timeout_seconds: Some(0),
-            ..RunRequest::default()
-        };
-        let spec = run(&r).unwrap();
-        assert_eq!(spec.image.as_str(), "base:1");
-        assert_eq!(spec.command, vec!["true"]);
-        assert_eq!(spec.timeout, Duration::from_secs(42));
-        let codex = run(&RunRequest {
-            profile: Some(ProfileName::parse("codex").unwrap()),
-            command: Some(vec!["codex".into()]),
-            ..RunRequest::default()
-        })
-        .unwrap();
-        assert_eq!(
-            codex.env["SSH_AUTH_SOCK"],
-            crate::profile::CODEX_SSH_AGENT_SOCKET
-        );
-    }
-
-    #[test]
-    fn image_override_needs_the_profile_and_the_policy() {
-        let mut r = RunRequest {
-            profile: Some(ProfileName::parse("codex").unwrap()),
-            image: Some(ImageRef::parse("allowed/y:1").unwrap()),
-            command: Some(vec!["x".into()]),
-            ..RunRequest::default()
-        };
-        assert_eq!(forbidden_rule(run(&r)), "image_override");
-        r.profile = Some(ProfileName::parse("open").unwrap());
-        assert_eq!(run(&r).unwrap().image.as_str(), "allowed/y:1");
-        r.image = Some(ImageRef::parse("evil:1").unwrap());
-        assert_eq!(forbidden_rule(run(&r)), "image_not_allowed");
-        let mut plain = image_run();
-        plain.image = Some(ImageRef::parse("evil:1").unwrap());
-        assert_eq!(forbidden_rule(run(&plain)), "image_not_allowed");
-    }
-
-    #[test]
-    fn env_keys_are_checked_and_reserved_keys_refused() {
-        let mut r = image_run();
-        r.env.insert("1BAD".into(), "x".into());
-        assert_eq!(bad_field(run(&r)), "env.1BAD");
-        let mut r = image_run();
-        r.env.insert("GIT_SSH_COMMAND".into(), "evil".into());
-        assert_eq!(forbidden_rule(run(&r)), "reserved_env");
-        let mut r = image_run();
-        r.env.insert("OK_KEY".into(), "v".into());
-        assert_eq!(run(&r).unwrap().env["OK_KEY"], "v");
-        let mut r = image_run();
-        for i in 0..=limits::MAX_ENV {
-            r.env.insert(format!("K{i}"), "v".into());
-        }
-        assert_eq!(bad_field(run(&r)), "env");
-    }
-
-    #[test]
-    fn networks_must_be_allowed() {
-        let mut r = image_run();
-        r.network = Some(NetworkName::parse("bridge").unwrap());
-        assert_eq!(forbidden_rule(run(&r)), "network_not_allowed");
-        r.network = Some(NetworkName::parse("host").unwrap());
-        assert_eq!(run(&r).unwrap().network.as_str(), "host");
-    }
-
-    #[test]
-    fn timeouts_are_capped() {
-        let mut r = image_run();
-        r.timeout_seconds = Some(1_000_000);
-        assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(1800));
-        r.timeout_seconds = Some(5);
-        assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn mounts_go_through_the_policy_and_targets_are_unique() {
-        let mut r = image_run();
-        r.mounts = vec![RequestedMount {
-            source: "/srv/a".into(),
-            target: "/a".into(),
-            read_only: false,
-        }];
-        assert_eq!(run(&r).unwrap().mounts.len(), 1);
-        r.mounts.push(RequestedMount {
-            source: "/srv/a".into(),
-            target: "/a".into(),
-            read_only: true,
-        });
-        assert_eq!(bad_field(run(&r)), "mounts[1].target");
-        r.mounts = vec![RequestedMount {
-            source: "/etc".into(),
-            target: "/a".into(),
-            read_only: true,
-        }];
-        assert_eq!(forbidden_rule(run(&r)), "mount_root");
-    }
-
-    #[test]
-    fn oversized_and_hostile_text_is_refused() {
-        let mut r = image_run();
-        r.command = Some(vec!["a\0b".into()]);
-        assert_eq!(bad_field(run(&r)), "command[0]");
-        let mut r = image_run();
-        r.stdin = Some("x".repeat(limits::MAX_STDIN_BYTES + 1));
-        assert_eq!(bad_field(run(&r)), "stdin");
-        let mut r = image_run();
-        r.labels.insert("bad key".into(), "v".into());
-        assert_eq!(bad_field(run(&r)), "labels.bad key");
-        let mut r = image_run();
-        r.workdir = Some("relative".into());
-        assert_eq!(bad_field(run(&r)), "workdir");
-    }
-}
+mod tests;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bus_docker_domain::ids::{CorrelationId, ImageRef, ProfileName, RunId};
 use bus_docker_domain::mount::{
-    AccessMode, ContainerPath, HostPaths, Mount, MountPolicy, RequestedMount,
+    AccessMode, ContainerPath, FileIdentity, FileKind, HostPaths, Mount, MountPolicy,
+    RequestedMount, ResolvedPath,
 };
 use bus_docker_domain::profile::{Profile, Profiles};
 use bus_docker_domain::request::RunRequest;
@@ -16,7 +17,18 @@ use mockall::predicate::eq;
 mockall::mock! {
     Paths {}
     impl HostPaths for Paths {
-        fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf>;
+        fn resolve(&self, path: &Path) -> std::io::Result<ResolvedPath>;
+    }
+}
+
+fn dir(path: &str, inode: u64) -> ResolvedPath {
+    ResolvedPath {
+        canonical: PathBuf::from(path),
+        identity: FileIdentity {
+            device: 7,
+            inode,
+            kind: FileKind::Directory,
+        },
     }
 }
 
@@ -24,15 +36,15 @@ mockall::mock! {
 fn each_requested_mount_is_resolved_once_and_profile_mounts_never() {
     let mut paths = MockPaths::new();
     paths
-        .expect_canonicalize()
+        .expect_resolve()
         .with(eq(Path::new("/srv/data/link")))
         .times(1)
-        .returning(|_| Ok(PathBuf::from("/srv/data/real")));
+        .returning(|_| Ok(dir("/srv/data/real", 1)));
     paths
-        .expect_canonicalize()
+        .expect_resolve()
         .with(eq(Path::new("/srv/data/other")))
         .times(1)
-        .returning(|_| Ok(PathBuf::from("/srv/data/other")));
+        .returning(|_| Ok(dir("/srv/data/other", 2)));
 
     let mut profile = Profile::new(
         ProfileName::parse("p").unwrap(),

@@ -34,11 +34,44 @@ pub struct HttpSource {
 
 /// The outbound side: publishes responses, retrying until accepted or
 /// until `abandon` fires.
+///
+/// A response is never lost to its size: an Events API that answers 413
+/// (payload too large) gets the response again, re-encoded within half the
+/// size, down to [`MIN_EVENT_BUDGET`]; then a minimal error response that
+/// still carries the correlation id (and, for a run, its id, status and
+/// duration).
 #[derive(Clone)]
 pub struct HttpPublisher {
     client: EventsClient,
     abandon: CancellationToken,
     max_event_bytes: usize,
+}
+
+/// The smallest budget a 413 makes the publisher try before it falls back
+/// to the minimal response.
+pub const MIN_EVENT_BUDGET: usize = 64 * 1024;
+
+/// HTTP 413 Payload Too Large.
+const PAYLOAD_TOO_LARGE: u16 = 413;
+
+impl HttpPublisher {
+    /// A publisher on `client` whose retries stop when `abandon` fires,
+    /// encoding events within `max_event_bytes`.
+    pub fn new(client: &EventsClient, abandon: &CancellationToken, max_event_bytes: usize) -> Self {
+        Self {
+            client: client.clone(),
+            abandon: abandon.clone(),
+            max_event_bytes,
+        }
+    }
+
+    fn publish_error(&self, err: &bus_events_client::PublishError) -> PublishError {
+        if self.abandon.is_cancelled() {
+            PublishError::Abandoned(err.to_string())
+        } else {
+            PublishError::Rejected(err.to_string())
+        }
+    }
 }
 
 /// Open the subscriptions (they stop when `stop` fires) and build the
@@ -68,11 +101,7 @@ pub fn connect(
             prefix: listen.prefix.clone(),
             rx,
         },
-        HttpPublisher {
-            client: client.clone(),
-            abandon: abandon.clone(),
-            max_event_bytes: bus_events_client::DEFAULT_MAX_LINE_BYTES,
-        },
+        HttpPublisher::new(client, abandon, bus_events_client::DEFAULT_MAX_LINE_BYTES),
     )
 }
 
@@ -144,17 +173,36 @@ impl EventSource for HttpSource {
 
 impl EventPublisher for HttpPublisher {
     async fn publish(&self, response: &Response) -> Result<(), PublishError> {
-        let event = codec::encode(response, self.max_event_bytes);
+        let mut budget = self.max_event_bytes;
+        loop {
+            let event = codec::encode(response, budget);
+            let err = match self.client.publish(&event, &self.abandon).await {
+                Ok(()) => return Ok(()),
+                Err(err) if err.status() == Some(PAYLOAD_TOO_LARGE) => err,
+                Err(err) => return Err(self.publish_error(&err)),
+            };
+            let sent = event.wire_len();
+            budget = budget.min(sent) / 2;
+            if budget < MIN_EVENT_BUDGET {
+                break;
+            }
+            warn!(
+                correlation_id = %response.correlation,
+                bytes = sent,
+                retry_within = budget,
+                "the Events API refused the response as too large (413); cutting it further: {err}"
+            );
+        }
+        let why = "the full response was refused by the Events API as too large (HTTP 413)";
+        warn!(
+            correlation_id = %response.correlation,
+            "{why}; publishing a minimal error response instead"
+        );
+        let minimal = codec::encode_minimal(response, why);
         self.client
-            .publish(&event, &self.abandon)
+            .publish(&minimal, &self.abandon)
             .await
-            .map_err(|err| {
-                if self.abandon.is_cancelled() {
-                    PublishError::Abandoned(err.to_string())
-                } else {
-                    PublishError::Rejected(err.to_string())
-                }
-            })
+            .map_err(|err| self.publish_error(&err))
     }
 }
 

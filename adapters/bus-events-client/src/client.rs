@@ -88,8 +88,9 @@ impl EventsClient {
     ///
     /// # Errors
     ///
-    /// [`PublishError::Retryable`] for 5xx, 408, 429, network errors and
+    /// [`PublishError::Retryable`] for 5xx, 429, network errors and
     /// timeouts; [`PublishError::Permanent`] for any other non-2xx answer
+    /// (408 included: the contract retries only 5xx, 429 and network errors)
     /// (401 included once the token is known not to have changed);
     /// [`PublishError::Encode`] if the event cannot be serialised.
     pub async fn publish_once(&self, event: &OutboundEvent) -> Result<(), PublishError> {
@@ -189,7 +190,7 @@ impl EventsClient {
             status: status.as_u16(),
             message: error_message(response).await,
         };
-        if is_retryable(status) {
+        if is_retryable_publish(status) {
             Err(PublishError::Retryable(failure))
         } else {
             Err(PublishError::Permanent(failure))
@@ -197,7 +198,14 @@ impl EventsClient {
     }
 }
 
-/// 5xx, 408 and 429 are the server's trouble, not the request's.
+/// A publish is retried on 5xx and 429 only (contract §1): 408, like any
+/// other 4xx, is final.
+pub(crate) fn is_retryable_publish(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// A stream reconnects on 5xx, 408 and 429: the server's trouble, not the
+/// request's (a reconnect cannot duplicate anything).
 pub(crate) fn is_retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS

@@ -111,21 +111,28 @@ pub enum StreamItem {
 impl StreamItem {
     /// Decodes one NDJSON line (without its newline).
     #[must_use]
+    ///
+    /// Only a JSON object is an envelope: serde would read the envelope
+    /// struct from an array too (positionally), so a line whose value is not
+    /// an object is refused before it is decoded.
     pub fn from_line(line: &[u8]) -> Self {
+        let starts_as_object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !starts_as_object {
+            let reason = match serde_json::from_slice::<IgnoredAny>(line) {
+                Ok(_) => "line is not a JSON object".to_owned(),
+                Err(error) => format!("line is not valid JSON: {error}"),
+            };
+            return Ids::default().into_malformed(reason);
+        }
         match serde_json::from_slice::<RawEnvelope>(line) {
             Ok(raw) => Self::Event(raw.into_envelope()),
             Err(error) => {
-                let ids = scan_ids(line);
-                let starts_as_object =
-                    line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-                let reason = if error.is_data() && starts_as_object {
+                let reason = if error.is_data() {
                     format!("unusable envelope: {error}")
-                } else if error.is_data() {
-                    "line is not a JSON object".to_owned()
                 } else {
                     format!("line is not valid JSON: {error}")
                 };
-                ids.into_malformed(reason)
+                scan_ids(line).into_malformed(reason)
             }
         }
     }

@@ -56,7 +56,7 @@ impl RequestFailure {
 /// Why a publish did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Worth retrying: 5xx, 408, 429, a network error or a timeout.
+    /// Worth retrying: 5xx, 429, a network error or a timeout.
     #[error("publishing the event failed (retryable)")]
     Retryable(#[source] RequestFailure),
     /// Retrying will not help: any other 4xx (including 401 after the token

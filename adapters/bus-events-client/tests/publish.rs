@@ -105,6 +105,28 @@ async fn publish_does_not_retry_a_400() {
 }
 
 #[tokio::test]
+async fn publish_does_not_retry_a_408() {
+    let mut fake = FakeEvents::start().await;
+    fake.script_publish(&[408]);
+    let client = client(fake.url(), static_token("t"));
+
+    let result = within(client.publish(&response_event(), &CancellationToken::new())).await;
+    assert!(
+        matches!(
+            &result,
+            Err(PublishError::Permanent(RequestFailure::Status {
+                status: 408,
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
+    assert!(!result.unwrap_err().is_retryable());
+    assert_eq!(fake.next_publish().await.status, 408);
+    assert_eq!(fake.pending_publishes(), 0);
+}
+
+#[tokio::test]
 async fn publish_waits_for_a_server_that_comes_up_later() {
     // Reserve a port, then free it so connecting is refused.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

@@ -323,3 +323,35 @@ async fn many_events_arrive_in_order_through_the_bounded_channel() {
     }
     within(sender).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_array_holding_a_valid_looking_run_envelope_is_skipped_not_delivered() {
+    let mut fake = FakeEvents::start().await;
+    let client = client(fake.url(), static_token("tok"));
+    let mut subscription = client.subscribe(NAME, "g", "c", CancellationToken::new());
+    let conn = fake.next_stream().await;
+
+    // Positionally this is name, correlationId, correlation_id, identity_id,
+    // account_id, payload: a struct reader would take it for a run request.
+    let array = json!([NAME, "c-array", "c-array", "owner-1", null,
+                       {"image": "alpine", "command": ["sh", "-c", "id"]}]);
+    conn.send_line(&array.to_string()).await;
+    conn.send_line(&format!("[{}]", request_line("c-wrapped")))
+        .await;
+    conn.send_line(&request_line("c-after")).await;
+
+    for _ in 0..2 {
+        match next_item(&mut subscription).await {
+            StreamItem::Malformed {
+                name,
+                correlation_id,
+                reason,
+            } => {
+                assert_eq!((name, correlation_id), (None, None));
+                assert!(reason.contains("not a JSON object"), "{reason}");
+            }
+            other => panic!("an array was delivered as an event: {other:?}"),
+        }
+    }
+    assert_eq!(next_event_id(&mut subscription).await, "c-after");
+}

@@ -344,3 +344,24 @@ fn backoff_grows_within_its_bounds() {
     assert_eq!(Backoff::STREAM_DEFAULT.min, Duration::from_millis(250));
     assert_eq!(Backoff::STREAM_DEFAULT.max, Duration::from_secs(5));
 }
+
+#[test]
+fn an_array_shaped_like_an_envelope_is_not_an_envelope() {
+    // serde would read the envelope struct from this array positionally:
+    // name, correlationId, correlation_id, identity_id, account_id, payload.
+    let line = br#"["bus.docker.run.request","c-1","c-1",null,null,{"image":"alpine","command":["sh","-c","id"]}]"#;
+    let (name, correlation_id, reason) = malformed(StreamItem::from_line(line));
+    assert_eq!((name, correlation_id), (None, None));
+    assert!(reason.contains("not a JSON object"), "{reason}");
+    let padded = b"  \t[\"bus.docker.run.request\",\"c-1\"]";
+    assert!(matches!(
+        StreamItem::from_line(padded),
+        StreamItem::Malformed { .. }
+    ));
+    // The same envelope as an object is one.
+    let object = br#" {"name":"bus.docker.run.request","correlationId":"c-1","payload":{}}"#;
+    assert!(matches!(
+        StreamItem::from_line(object),
+        StreamItem::Event(_)
+    ));
+}

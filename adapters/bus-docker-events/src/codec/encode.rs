@@ -1,0 +1,509 @@
+//! Encoding: the payload builders of every reply, and the fitting that
+//! keeps the whole encoded event under the size limit (echoed `args` first,
+//! then the output tails).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bus_docker_domain::ids::{OwnerId, ProfileName};
+use bus_docker_domain::response::{Failure, Reply, Response};
+use bus_docker_domain::run::{CapturedOutput, RunReport, RunSummary, RunnerReport};
+use serde_json::{json, Map, Value};
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use super::{Encoded, STREAM_HEADROOM_BYTES};
+
+/// An error message is cut to this many bytes: it may quote request input
+/// (a path, a key), and it appears twice in the event (`error` and
+/// `payload.error`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Echoed args keep at least this many (escaped) bytes when the output has
+/// to be cut too: args are cut first, but a short command line stays
+/// readable next to a long output.
+pub const ARGS_KEPT_BYTES: usize = 64 * 1024;
+
+/// What of a run report goes on the wire once fitted.
+struct FittedRun {
+    args: Vec<String>,
+    args_truncated: bool,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+}
+
+pub(super) fn response(response: &Response, max_event_bytes: usize) -> Encoded {
+    let error = response.error.as_ref().map(failure_json);
+    let encoded = |payload: Value| Encoded {
+        name: response.event.clone(),
+        correlation_id: response.correlation.as_str().to_owned(),
+        payload: with_error(payload, error.as_ref()),
+        error: error.clone(),
+    };
+    let budget = max_event_bytes.saturating_sub(STREAM_HEADROOM_BYTES);
+    let result = match &response.reply {
+        Some(Reply::Run(report)) => {
+            let fitted = fit_run(report, budget, |args, cut, out, err| {
+                encoded(run_json(report, args, cut, out, err)).wire_len()
+            });
+            encoded(run_json(
+                report,
+                &fitted.args,
+                fitted.args_truncated,
+                &fitted.stdout,
+                &fitted.stderr,
+            ))
+        }
+        Some(reply) => encoded(reply_json(reply)),
+        None => encoded(json!({})),
+    };
+    let len = result.wire_len();
+    if len > budget {
+        tracing::warn!(
+            event = %response.event,
+            correlation_id = %response.correlation,
+            bytes = len,
+            budget,
+            "response exceeds the event size budget; only args and captured output can be cut"
+        );
+    }
+    result
+}
+
+pub(super) fn minimal(response: &Response, why: &str) -> Encoded {
+    let (code, message) = match &response.error {
+        Some(failure) => (failure.code.as_str(), format!("{}; {why}", failure.message)),
+        None => ("internal", why.to_owned()),
+    };
+    let error = json!({"code": code, "message": bounded_message(&message)});
+    let mut payload = json!({"error": error});
+    if let Some(Reply::Run(report)) = &response.reply {
+        let owner = owner_json(report.owner.as_ref());
+        payload["run_id"] = json!(report.run_id.as_str());
+        payload["owner_identity_id"] = owner.clone();
+        payload["owner_account_id"] = owner;
+        payload["status"] = json!(report.status.as_str());
+        payload["exit_code"] = json!(report.exit_code);
+        payload["duration_ms"] = json!(duration_ms(report));
+    }
+    Encoded {
+        name: response.event.clone(),
+        correlation_id: response.correlation.as_str().to_owned(),
+        payload,
+        error: Some(error),
+    }
+}
+
+/// The run report's args and output, cut so that the envelope `measure`
+/// returns the size of fits `budget`: the echoed args first (keeping the
+/// leading arguments that fit beside the whole output, and at least
+/// [`ARGS_KEPT_BYTES`] of them), then the output tails.
+fn fit_run(
+    report: &RunReport,
+    budget: usize,
+    measure: impl Fn(&[String], bool, &CapturedOutput, &CapturedOutput) -> usize,
+) -> FittedRun {
+    let whole = FittedRun {
+        args: report.args.clone(),
+        args_truncated: false,
+        stdout: report.stdout.clone(),
+        stderr: report.stderr.clone(),
+    };
+    if measure(&whole.args, false, &whole.stdout, &whole.stderr) <= budget {
+        return whole;
+    }
+    let emptied = |o: &CapturedOutput| CapturedOutput {
+        text: String::new(),
+        total_bytes: o.total_bytes,
+        truncated: o.truncated,
+    };
+    let base = measure(&[], true, &emptied(&whole.stdout), &emptied(&whole.stderr));
+    let output = escaped_len(&whole.stdout.text) + escaped_len(&whole.stderr.text);
+    let room = budget
+        .saturating_sub(base)
+        .saturating_sub(output)
+        .max(ARGS_KEPT_BYTES);
+    let args = leading_args(&report.args, room);
+    let args_truncated = args.len() < report.args.len();
+    if args_truncated {
+        tracing::debug!(
+            run_id = %report.run_id,
+            args_kept = args.len(),
+            args_total = report.args.len(),
+            "cut the echoed args to fit the event size limit"
+        );
+    }
+    let (stdout, stderr) = fit_outputs(report, budget, |out, err| {
+        measure(&args, args_truncated, out, err)
+    });
+    FittedRun {
+        args,
+        args_truncated,
+        stdout,
+        stderr,
+    }
+}
+
+/// The longest prefix of `args` whose JSON array elements (quotes and
+/// separating commas included) take at most `room` bytes.
+fn leading_args(args: &[String], room: usize) -> Vec<String> {
+    let mut used = 0;
+    let mut kept = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        let cost = escaped_len(arg) + 2 + usize::from(i > 0);
+        if used + cost > room {
+            break;
+        }
+        used += cost;
+        kept.push(arg.clone());
+    }
+    kept
+}
+
+/// The run's stdout and stderr, their tails shrunk so that the envelope
+/// `measure` returns the size of fits `budget`.
+fn fit_outputs(
+    report: &RunReport,
+    budget: usize,
+    measure: impl Fn(&CapturedOutput, &CapturedOutput) -> usize,
+) -> (CapturedOutput, CapturedOutput) {
+    let emptied = |o: &CapturedOutput| CapturedOutput {
+        text: String::new(),
+        total_bytes: o.total_bytes,
+        truncated: o.truncated,
+    };
+    let mut stdout = report.stdout.clone();
+    let mut stderr = report.stderr.clone();
+    let base = measure(&emptied(&stdout), &emptied(&stderr));
+    let needed = escaped_len(&stdout.text) + escaped_len(&stderr.text);
+    if base.saturating_add(needed) <= budget {
+        return (stdout, stderr);
+    }
+    share_room(&mut stdout, &mut stderr, budget.saturating_sub(base));
+    // `escaped_len` mirrors serde_json's escaping, so this loop should not
+    // run; it guards the limit should the two ever disagree.
+    while measure(&stdout, &stderr) > budget && !(stdout.text.is_empty() && stderr.text.is_empty())
+    {
+        let larger = if stdout.text.len() >= stderr.text.len() {
+            &mut stdout
+        } else {
+            &mut stderr
+        };
+        larger.shrink_to(larger.text.len() / 2);
+    }
+    tracing::debug!(
+        run_id = %report.run_id,
+        stdout_kept = stdout.text.len(),
+        stderr_kept = stderr.text.len(),
+        "shrank captured output to fit the event size limit"
+    );
+    (stdout, stderr)
+}
+
+/// Split `room` escaped bytes between the two tails: each gets half, and
+/// one that needs less than half leaves the rest to the other.
+fn share_room(stdout: &mut CapturedOutput, stderr: &mut CapturedOutput, room: usize) {
+    let (a, b) = (escaped_len(&stdout.text), escaped_len(&stderr.text));
+    let half = room / 2;
+    let (room_a, room_b) = if a <= half {
+        (a, room - a)
+    } else if b <= room - half {
+        (room - b, b)
+    } else {
+        (half, room - half)
+    };
+    keep_tail(stdout, room_a);
+    keep_tail(stderr, room_b);
+}
+
+/// Keep the longest tail whose JSON-escaped form takes at most `room` bytes.
+fn keep_tail(output: &mut CapturedOutput, room: usize) {
+    let mut used = 0;
+    let mut keep = 0;
+    for c in output.text.chars().rev() {
+        let cost = escaped_char_len(c);
+        if used + cost > room {
+            break;
+        }
+        used += cost;
+        keep += c.len_utf8();
+    }
+    output.shrink_to(keep);
+}
+
+/// The bytes `s` takes inside a JSON string as serde_json writes it,
+/// without the quotes.
+fn escaped_len(s: &str) -> usize {
+    s.chars().map(escaped_char_len).sum()
+}
+
+fn escaped_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn failure_json(failure: &Failure) -> Value {
+    json!({"code": failure.code.as_str(), "message": bounded_message(&failure.message)})
+}
+
+/// At most [`MAX_ERROR_MESSAGE_BYTES`] of `message` (cut at a character
+/// boundary, marked with `…`).
+fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+fn with_error(mut payload: Value, error: Option<&Value>) -> Value {
+    if let (Some(error), Some(fields)) = (error, payload.as_object_mut()) {
+        fields.insert("error".to_owned(), error.clone());
+    }
+    payload
+}
+
+/// Both owner spellings carry the same value; `null` when unknown.
+fn owner_json(owner: Option<&OwnerId>) -> Value {
+    owner.map_or(Value::Null, |o| Value::String(o.as_str().to_owned()))
+}
+
+fn reply_json(reply: &Reply) -> Value {
+    match reply {
+        Reply::Run(report) => run_json(report, &report.args, false, &report.stdout, &report.stderr),
+        Reply::Status(items) => json!({
+            "items": items.iter().map(summary_json).collect::<Vec<_>>(),
+        }),
+        Reply::Input { run_id, bytes } => json!({
+            "accepted": true,
+            "run_id": run_id.as_str(),
+            "bytes": bytes,
+        }),
+        Reply::Delete { run_id, owner } => {
+            let owner = owner_json(owner.as_ref());
+            json!({
+                "deleted": true,
+                "run_id": run_id.as_str(),
+                "owner_identity_id": owner,
+                "owner_account_id": owner,
+            })
+        }
+        Reply::RunnerStatus(report) => json!({
+            "status": {
+                "state": report.state.as_str(),
+                "provider": report.provider,
+                "details": runner_details(report),
+            },
+        }),
+        Reply::RunnerStart(report) => json!({
+            "accepted": true,
+            "action": "start",
+            "details": runner_details(report),
+        }),
+        Reply::RunnerDelete { removed_containers } => json!({
+            "deleted": true,
+            "removed_containers": removed_containers,
+        }),
+    }
+}
+
+fn duration_ms(report: &RunReport) -> Option<u64> {
+    report
+        .duration
+        .or_else(|| report.finished_at?.duration_since(report.started_at?).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A run report's payload; `args_truncated: true` appears only when the
+/// echoed args were cut.
+fn run_json(
+    report: &RunReport,
+    args: &[String],
+    args_truncated: bool,
+    stdout: &CapturedOutput,
+    stderr: &CapturedOutput,
+) -> Value {
+    let owner = owner_json(report.owner.as_ref());
+    let duration_ms = duration_ms(report);
+    let mut payload = json!({
+        "run_id": report.run_id.as_str(),
+        "owner_identity_id": owner,
+        "owner_account_id": owner,
+        "runner_name": report.runner_name,
+        "profile": report.profile.as_ref().map(ProfileName::as_str),
+        "image": report.image.as_str(),
+        "image_id": report.image_id,
+        "args": args,
+        "status": report.status.as_str(),
+        "exit_code": report.exit_code,
+        "stdout": stdout.text,
+        "stderr": stderr.text,
+        "stdout_truncated": stdout.truncated,
+        "stderr_truncated": stderr.truncated,
+        "stdout_bytes": stdout.total_bytes,
+        "stderr_bytes": stderr.total_bytes,
+        "started_at": report.started_at.and_then(rfc3339_millis),
+        "finished_at": report.finished_at.and_then(rfc3339_millis),
+        "duration_ms": duration_ms,
+        "runtime": {
+            "provider": report.runtime.provider,
+            "engine_version": report.runtime.engine_version,
+            "container_id": report.runtime.container_id,
+            "container_name": report.runtime.container_name,
+        },
+    });
+    if args_truncated {
+        payload["args_truncated"] = json!(true);
+    }
+    payload
+}
+
+fn summary_json(summary: &RunSummary) -> Value {
+    let owner = owner_json(summary.owner.as_ref());
+    json!({
+        "id": summary.run_id.as_str(),
+        "state": summary.state.as_str(),
+        "owner_identity_id": owner,
+        "owner_account_id": owner,
+        "details": {
+            "image": summary.image,
+            "profile": summary.profile,
+            "container_id": summary.container_id,
+            "started_at": summary.started_at.and_then(rfc3339_millis),
+        },
+    })
+}
+
+fn runner_details(report: &RunnerReport) -> Value {
+    let engine = report.engine.as_ref();
+    let profiles: Map<String, Value> = report
+        .profiles
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                json!({"image": p.image, "present": p.present}),
+            )
+        })
+        .collect();
+    let mut details = json!({
+        "engine_version": engine.map(|e| &e.engine_version),
+        "api_version": engine.map(|e| &e.api_version),
+        "os": engine.map(|e| &e.os),
+        "arch": engine.map(|e| &e.arch),
+        "active_runs": report.active_runs,
+        "queued_runs": report.queued_runs,
+        "max_concurrent_runs": report.max_concurrent_runs,
+        "max_queued_runs": report.max_queued_runs,
+        "profiles": profiles,
+    });
+    if let Some(problem) = &report.problem {
+        details["problem"] = json!(problem);
+    }
+    details
+}
+
+const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// RFC 3339 in UTC with exactly three fraction digits (truncated), e.g.
+/// `2024-05-01T12:00:00.120Z`; `None` for instants outside years 0–9999.
+fn rfc3339_millis(at: SystemTime) -> Option<String> {
+    let nanos = match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).ok()?,
+        Err(before) => -i128::try_from(before.duration().as_nanos()).ok()?,
+    };
+    let millis = nanos - nanos.rem_euclid(1_000_000);
+    let utc = OffsetDateTime::from_unix_timestamp_nanos(millis).ok()?;
+    if !(0..=9999).contains(&utc.year()) {
+        return None;
+    }
+    utc.format(RFC3339_MILLIS).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn escaped_len_matches_serde_json() {
+        let samples = [
+            String::new(),
+            "plain ascii".to_owned(),
+            "quote \" backslash \\ slash /".to_owned(),
+            "\u{8}\t\n\u{c}\r".to_owned(),
+            (0u8..0x20).map(char::from).collect(),
+            "\u{7f} é 漢 🦀 \u{2028}".to_owned(),
+        ];
+        for s in samples {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(escaped_len(&s) + 2, json.len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn keep_tail_respects_the_escaped_budget() {
+        let mut out = CapturedOutput {
+            text: "ab\u{1}\u{1}c".into(),
+            total_bytes: 5,
+            truncated: false,
+        };
+        keep_tail(&mut out, 7);
+        assert_eq!(out.text, "\u{1}c");
+        assert!(out.truncated);
+        keep_tail(&mut out, 100);
+        assert_eq!(out.text, "\u{1}c");
+    }
+
+    #[test]
+    fn share_room_gives_the_unused_half_to_the_other() {
+        let mut a = CapturedOutput {
+            text: "x".repeat(10),
+            ..CapturedOutput::default()
+        };
+        let mut b = CapturedOutput {
+            text: "y".repeat(100),
+            ..CapturedOutput::default()
+        };
+        share_room(&mut a, &mut b, 50);
+        assert_eq!((a.text.len(), b.text.len()), (10, 40));
+        assert!(!a.truncated && b.truncated);
+        let mut a = CapturedOutput {
+            text: "x".repeat(100),
+            ..CapturedOutput::default()
+        };
+        let mut b = CapturedOutput {
+            text: "y".repeat(100),
+            ..CapturedOutput::default()
+        };
+        share_room(&mut a, &mut b, 51);
+        assert_eq!((a.text.len(), b.text.len()), (25, 26));
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let at = UNIX_EPOCH + Duration::new(1_714_564_800, 120_999_999);
+        assert_eq!(
+            rfc3339_millis(at).as_deref(),
+            Some("2024-05-01T12:00:00.120Z")
+        );
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        let before = UNIX_EPOCH - Duration::from_millis(1);
+        assert_eq!(
+            rfc3339_millis(before).as_deref(),
+            Some("1969-12-31T23:59:59.999Z")
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339_millis(far), None);
+    }
+}
