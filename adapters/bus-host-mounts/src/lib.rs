@@ -18,12 +18,16 @@
 //!   Linux 5.6), [`Identity`].
 //! * `staging.rs`: the staging tree (`<root>/<run_id>/<index>-<token>`),
 //!   bind, remount, unmount, sweep.
+//! * `mountinfo.rs`: [`is_mount_point`] (is the engine socket mounted in
+//!   from another mount namespace?).
 //! * `error.rs`: [`PinError`].
 
 mod error;
+mod mountinfo;
 mod open;
 mod staging;
 
 pub use error::PinError;
+pub use mountinfo::is_mount_point;
 pub use open::{identity, Identity, Kind};
 pub use staging::{default_staging_dir, HostMounts, Pin};

@@ -1,0 +1,242 @@
+//! Live tests of pinned request mounts: what a run mounts is what the
+//! policy checked, even when a run with write access to the allowed root
+//! swaps the path for a symlink to somewhere else.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bus_docker_domain::mount::{
+    AccessMode, ContainerPath, Mount, MountPolicy, RealHostPaths, RequestedMount,
+};
+use bus_docker_domain::ports::ContainerRuntime;
+use bus_docker_domain::run::RequestMounts;
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{OperationError, RuntimeError};
+use bus_docker_engine::{DockerEngine, EngineOptions};
+use support::{engine_with, io, spec, Cleanup};
+
+/// An allowed root with `work/marker` = "inside", an outside dir with
+/// `marker` = "outside", and an engine pinning under a private staging
+/// directory.
+struct Setup {
+    _dirs: Vec<tempfile::TempDir>,
+    root: PathBuf,
+    outside: PathBuf,
+    engine: DockerEngine,
+}
+
+async fn setup() -> Setup {
+    let dir = || {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().canonicalize().unwrap();
+        (d, p)
+    };
+    let (a, root) = dir();
+    let (b, outside) = dir();
+    let (c, staging) = dir();
+    std::fs::create_dir(root.join("work")).unwrap();
+    std::fs::write(root.join("work/marker"), "inside").unwrap();
+    std::fs::write(outside.join("marker"), "outside").unwrap();
+    let engine = engine_with(EngineOptions {
+        mount_staging_dir: Some(staging.join("pins")),
+        allowed_mount_roots: vec![root.clone()],
+        ..EngineOptions::default()
+    })
+    .await;
+    Setup {
+        _dirs: vec![a, b, c],
+        root,
+        outside,
+        engine,
+    }
+}
+
+impl Setup {
+    fn policy(&self) -> MountPolicy {
+        MountPolicy::new(vec![self.root.clone()], Vec::new())
+    }
+
+    /// A request mount of `source` on `/data`, through the policy.
+    fn admit(&self, source: &Path) -> Result<Mount, OperationError> {
+        let requested = RequestedMount {
+            source: source.to_string_lossy().into_owned(),
+            target: "/data".into(),
+            read_only: true,
+        };
+        self.policy().admit(0, &requested, &RealHostPaths)
+    }
+}
+
+fn swap_for_symlink(path: &Path, to: &Path) {
+    let aside = path.with_extension("real");
+    std::fs::rename(path, &aside).unwrap();
+    std::os::unix::fs::symlink(to, path).unwrap();
+}
+
+async fn run(
+    engine: &DockerEngine,
+    cleanup: &Cleanup,
+    spec: &RunSpec,
+) -> Result<String, RuntimeError> {
+    cleanup.track(&spec.container_name());
+    let container = engine.create(spec, "docker@test").await?;
+    let exit = engine
+        .drive(&container, io(Duration::from_secs(30)))
+        .await?;
+    Ok(exit.stdout.text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_mounts_are_reported_pinned_on_a_local_engine() {
+    let s = setup().await;
+    let info = s.engine.engine_info().await.unwrap();
+    assert_eq!(info.request_mounts, RequestMounts::Pinned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    let work = s.root.join("work");
+    let mut spec = spec(
+        "pin-swap",
+        &[
+            "sh",
+            "-c",
+            "cat /data/marker; echo; grep ' /data ' /proc/self/mountinfo",
+        ],
+    );
+    spec.mounts = vec![s.admit(&work).unwrap()];
+    cleanup.track(&spec.container_name());
+    let container = s.engine.create(&spec, "docker@test").await.unwrap();
+    // The engine resolves bind sources at start: swap before it.
+    swap_for_symlink(&work, &s.outside);
+    let exit = s
+        .engine
+        .drive(&container, io(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut lines = exit.stdout.text.lines();
+    assert_eq!(lines.next(), Some("inside"), "{}", exit.stdout.text);
+    let mountinfo = lines.next().unwrap_or_default();
+    let options = mountinfo.split(' ').nth(5).unwrap_or_default();
+    for flag in ["ro", "nosuid", "nodev"] {
+        assert!(
+            options.split(',').any(|o| o == flag),
+            "{flag} missing: {mountinfo}"
+        );
+    }
+    s.engine.remove(&container).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_swapped_between_admission_and_create_is_refused() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    let work = s.root.join("work");
+    let mut spec = spec("pin-refused", &["cat", "/data/marker"]);
+    spec.mounts = vec![s.admit(&work).unwrap()];
+    swap_for_symlink(&work, &s.outside);
+    let err = run(&s.engine, &cleanup, &spec).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::Forbidden {
+                rule: "mount_root",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let op: OperationError = err.into();
+    assert_eq!(op.code().as_str(), "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_mounts_are_not_pinned() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    let mut spec = spec("operator", &["cat", "/data/marker"]);
+    spec.mounts = vec![Mount::operator(
+        s.outside.clone(),
+        ContainerPath::parse("t", "/data").unwrap(),
+        AccessMode::ReadOnly,
+    )];
+    assert_eq!(run(&s.engine, &cleanup, &spec).await.unwrap(), "outside");
+}
+
+/// The policy's mount of `source`, retried until the policy admits it.
+async fn admitted(s: &Setup, source: &Path) -> Mount {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match s.admit(source) {
+            Ok(mount) => return mount,
+            Err(err) if Instant::now() > deadline => panic!("never admitted: {err}"),
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// A run with write access to the allowed root swaps `work` for a
+/// symlink to the outside dir in a tight loop while runs mount `work`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_swaps_never_mount_the_outside_dir() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    // Every step is a rename: `work` is the real dir, then a symlink to
+    // the outside dir, then the real dir again.
+    std::os::unix::fs::symlink(&s.outside, s.root.join("link")).unwrap();
+    let script = "while :; do mv /r/work /r/real; mv /r/link /r/work; \
+                  mv /r/work /r/link; mv /r/real /r/work; done";
+    let mut attacker = spec("attacker", &["sh", "-c", script]);
+    attacker.mounts = vec![Mount::operator(
+        s.root.clone(),
+        ContainerPath::parse("t", "/r").unwrap(),
+        AccessMode::ReadWrite,
+    )];
+    cleanup.track(&attacker.container_name());
+    let attacker_ref = s.engine.create(&attacker, "docker@test").await.unwrap();
+    let racer = {
+        let engine = s.engine.clone();
+        let container = attacker_ref.clone();
+        tokio::spawn(async move { engine.drive(&container, io(Duration::from_secs(12))).await })
+    };
+    // Let the loop get going.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let work = s.root.join("work");
+    let started = Instant::now();
+    let (mut inside, mut refused) = (0, 0);
+    // Each victim is admitted while `work` is the real dir (retrying the
+    // policy until it is), then races the swap through create and start.
+    for round in 0..5 {
+        let mut batch = Vec::new();
+        for i in 0..4 {
+            let mut victim = spec(&format!("victim-{round}-{i}"), &["cat", "/data/marker"]);
+            victim.mounts = vec![admitted(&s, &work).await];
+            let (engine, cleanup) = (s.engine.clone(), &cleanup);
+            batch.push(async move { run(&engine, cleanup, &victim).await });
+        }
+        for result in futures_util::future::join_all(batch).await {
+            match result {
+                Ok(text) => {
+                    assert_ne!(text, "outside", "a run mounted the outside dir");
+                    if text == "inside" {
+                        inside += 1;
+                    }
+                }
+                Err(RuntimeError::Forbidden { .. }) => refused += 1,
+                Err(other) => panic!("unexpected failure: {other}"),
+            }
+        }
+    }
+    s.engine.kill(&attacker_ref).await.unwrap();
+    let attack = racer.await.unwrap().unwrap();
+    assert_eq!(attack.stderr.text, "", "the swap loop failed");
+    eprintln!(
+        "racing: {inside} runs saw the checked dir, {refused} were refused, in {:?}",
+        started.elapsed()
+    );
+    assert!(inside > 0, "no run got through: the race was not exercised");
+}
