@@ -13,7 +13,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
@@ -89,6 +89,12 @@ impl DockerEngine {
     /// The Docker host this engine talks to.
     pub fn host(&self) -> &str {
         self.inner.conn.host()
+    }
+
+    /// Whether request mounts are pinned or refused (and why); also in
+    /// `engine_info`.
+    pub fn request_mounts(&self) -> RequestMounts {
+        self.inner.pins.describe()
     }
 
     /// Stdin connections held for runs other workers drive.

@@ -122,12 +122,14 @@ impl Pinning {
         }
         let pins = match &self.state {
             Ok(pins) => Arc::clone(pins),
-            Err(reason) => return Err(RuntimeError::Forbidden {
-                rule: "mount_pinning",
-                detail: format!(
+            Err(reason) => {
+                return Err(RuntimeError::Forbidden {
+                    rule: "mount_pinning",
+                    detail: format!(
                     "request mounts are refused: {reason}; operator and profile mounts still work"
                 ),
-            }),
+                })
+            }
         };
         let run_id = spec.run_id.as_str().to_owned();
         let mounts = spec.mounts.clone();

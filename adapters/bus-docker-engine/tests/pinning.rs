@@ -24,6 +24,7 @@ struct Setup {
     _dirs: Vec<tempfile::TempDir>,
     root: PathBuf,
     outside: PathBuf,
+    staging: PathBuf,
     engine: DockerEngine,
 }
 
@@ -49,11 +50,20 @@ async fn setup() -> Setup {
         _dirs: vec![a, b, c],
         root,
         outside,
+        staging: staging.join("pins"),
         engine,
     }
 }
 
 impl Setup {
+    /// Run directories left in the staging root.
+    fn staged(&self) -> Vec<String> {
+        std::fs::read_dir(&self.staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     fn policy(&self) -> MountPolicy {
         MountPolicy::new(vec![self.root.clone()], Vec::new())
     }
@@ -128,7 +138,9 @@ async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
             "{flag} missing: {mountinfo}"
         );
     }
+    assert_eq!(s.staged(), vec![spec.run_id.as_str().to_owned()]);
     s.engine.remove(&container).await.unwrap();
+    assert!(s.staged().is_empty(), "remove releases the pins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +162,7 @@ async fn a_source_swapped_between_admission_and_create_is_refused() {
         ),
         "{err}"
     );
+    assert!(s.staged().is_empty(), "a failed create leaves no pins");
     let op: OperationError = err.into();
     assert_eq!(op.code().as_str(), "forbidden");
 }
@@ -207,7 +220,8 @@ async fn racing_swaps_never_mount_the_outside_dir() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let work = s.root.join("work");
     let started = Instant::now();
-    let (mut inside, mut refused) = (0, 0);
+    let (mut inside, mut outside, mut refused) = (0, 0, 0);
+    let mut broken = Vec::new();
     // Each victim is admitted while `work` is the real dir (retrying the
     // policy until it is), then races the swap through create and start.
     for round in 0..5 {
@@ -220,14 +234,12 @@ async fn racing_swaps_never_mount_the_outside_dir() {
         }
         for result in futures_util::future::join_all(batch).await {
             match result {
-                Ok(text) => {
-                    assert_ne!(text, "outside", "a run mounted the outside dir");
-                    if text == "inside" {
-                        inside += 1;
-                    }
-                }
+                Ok(text) if text == "inside" => inside += 1,
+                Ok(text) if text == "outside" => outside += 1,
+                Ok(text) => broken.push(format!("unexpected output {text:?}")),
                 Err(RuntimeError::Forbidden { .. }) => refused += 1,
-                Err(other) => panic!("unexpected failure: {other}"),
+                // Unpinned, the engine finds the path missing mid-swap.
+                Err(other) => broken.push(other.to_string()),
             }
         }
     }
@@ -235,8 +247,64 @@ async fn racing_swaps_never_mount_the_outside_dir() {
     let attack = racer.await.unwrap().unwrap();
     assert_eq!(attack.stderr.text, "", "the swap loop failed");
     eprintln!(
-        "racing: {inside} runs saw the checked dir, {refused} were refused, in {:?}",
+        "racing: {inside} runs saw the checked dir, {outside} the outside dir, \
+         {refused} were refused, {} failed, in {:?}",
+        broken.len(),
         started.elapsed()
     );
+    assert_eq!(outside, 0, "runs mounted the outside dir");
+    assert!(broken.is_empty(), "runs failed: {broken:?}");
     assert!(inside > 0, "no run got through: the race was not exercised");
+}
+
+#[tokio::test]
+async fn request_mounts_are_refused_where_the_worker_cannot_pin() {
+    let engine = DockerEngine::connect(EngineOptions {
+        docker_host: Some("tcp://127.0.0.1:9".into()),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let RequestMounts::Refused(reason) = engine.request_mounts() else {
+        panic!("a remote engine cannot have pinned mounts");
+    };
+    assert!(reason.contains("not on a local unix socket"), "{reason}");
+    let (_d, root) = {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().canonicalize().unwrap();
+        (d, p)
+    };
+    let mut spec = spec("remote", &["true"]);
+    spec.mounts = vec![Mount::requested(
+        root.clone(),
+        root,
+        ContainerPath::parse("t", "/data").unwrap(),
+        AccessMode::ReadOnly,
+    )];
+    match engine.create(&spec, "docker@test").await {
+        Err(RuntimeError::Forbidden {
+            rule: "mount_pinning",
+            detail,
+        }) => assert!(
+            detail.contains("operator and profile mounts still work"),
+            "{detail}"
+        ),
+        other => panic!("expected forbidden mount_pinning, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_staging_dir_inside_an_allowed_root_stops_the_worker() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let err = DockerEngine::connect(EngineOptions {
+        docker_host: Some("unix:///var/run/docker.sock".into()),
+        mount_staging_dir: Some(root.join("pins")),
+        allowed_mount_roots: vec![root],
+        ..EngineOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, bus_docker_engine::DockerError::Staging { .. }),
+        "{err}"
+    );
 }
