@@ -85,6 +85,8 @@ fn swap_for_symlink(path: &Path, to: &Path) {
     std::os::unix::fs::symlink(to, path).unwrap();
 }
 
+/// Create, drive and remove (through the same engine, which releases the
+/// pins) a run; its stdout.
 async fn run(
     engine: &DockerEngine,
     cleanup: &Cleanup,
@@ -92,10 +94,9 @@ async fn run(
 ) -> Result<String, RuntimeError> {
     cleanup.track(&spec.container_name());
     let container = engine.create(spec, "docker@test").await?;
-    let exit = engine
-        .drive(&container, io(Duration::from_secs(30)))
-        .await?;
-    Ok(exit.stdout.text)
+    let exit = engine.drive(&container, io(Duration::from_secs(30))).await;
+    engine.remove(&container).await?;
+    Ok(exit?.stdout.text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,8 +127,12 @@ async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
     let exit = s
         .engine
         .drive(&container, io(Duration::from_secs(30)))
-        .await
-        .unwrap();
+        .await;
+    let staged = s.staged();
+    s.engine.remove(&container).await.unwrap();
+    assert_eq!(staged, vec![spec.run_id.as_str().to_owned()]);
+    assert!(s.staged().is_empty(), "remove releases the pins");
+    let exit = exit.unwrap();
     let mut lines = exit.stdout.text.lines();
     assert_eq!(lines.next(), Some("inside"), "{}", exit.stdout.text);
     let mountinfo = lines.next().unwrap_or_default();
@@ -138,9 +143,6 @@ async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
             "{flag} missing: {mountinfo}"
         );
     }
-    assert_eq!(s.staged(), vec![spec.run_id.as_str().to_owned()]);
-    s.engine.remove(&container).await.unwrap();
-    assert!(s.staged().is_empty(), "remove releases the pins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,6 +247,11 @@ async fn racing_swaps_never_mount_the_outside_dir() {
     }
     s.engine.kill(&attacker_ref).await.unwrap();
     let attack = racer.await.unwrap().unwrap();
+    s.engine.remove(&attacker_ref).await.unwrap();
+    assert!(
+        s.staged().is_empty(),
+        "pins left after the runs were removed"
+    );
     assert_eq!(attack.stderr.text, "", "the swap loop failed");
     eprintln!(
         "racing: {inside} runs saw the checked dir, {outside} the outside dir, \
