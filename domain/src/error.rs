@@ -154,6 +154,10 @@ pub enum RuntimeError {
     /// The operation needs a running container with open stdin.
     #[error("container {0} is not accepting input")]
     NotAcceptingInput(String),
+    /// The runtime refuses part of the spec by policy (e.g. a request
+    /// mount it cannot pin), naming the rule.
+    #[error("forbidden by the runtime ({rule}): {detail}")]
+    Forbidden { rule: &'static str, detail: String },
     /// Anything else the engine refused.
     #[error("engine error: {0}")]
     Engine(String),
@@ -175,6 +179,7 @@ impl From<RuntimeError> for OperationError {
             RuntimeError::NotAcceptingInput(id) => {
                 Self::Conflict(format!("run {id} is not accepting input"))
             }
+            RuntimeError::Forbidden { rule, detail } => Self::Forbidden { rule, detail },
             RuntimeError::Engine(m) => Self::Unexpected(m),
         }
     }

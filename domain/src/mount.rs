@@ -89,12 +89,24 @@ impl ContainerPath {
     }
 }
 
+/// Who chose a mount's source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MountOrigin {
+    /// The operator (profiles): taken as configured.
+    Operator,
+    /// A request, admitted by [`MountPolicy::admit`] because its canonical
+    /// source is inside `root`. The runtime must mount exactly what was
+    /// checked (pinning), re-checking against this root.
+    Request { root: PathBuf },
+}
+
 /// A bind mount of a host path into the container.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Mount {
     source: PathBuf,
     target: ContainerPath,
     mode: AccessMode,
+    origin: MountOrigin,
 }
 
 impl Mount {
@@ -105,7 +117,28 @@ impl Mount {
             source,
             target,
             mode,
+            origin: MountOrigin::Operator,
         }
+    }
+
+    /// A request's mount whose canonical `source` was admitted inside the
+    /// allowed `root`.
+    pub fn requested(
+        source: PathBuf,
+        root: PathBuf,
+        target: ContainerPath,
+        mode: AccessMode,
+    ) -> Self {
+        Self {
+            source,
+            target,
+            mode,
+            origin: MountOrigin::Request { root },
+        }
+    }
+
+    pub fn origin(&self) -> &MountOrigin {
+        &self.origin
     }
 
     pub fn source(&self) -> &Path {
@@ -355,11 +388,11 @@ impl MountPolicy {
             ));
         }
         let canonical = resolved.canonical;
-        if !self
+        let Some(root) = self
             .allowed_roots
             .iter()
-            .any(|root| canonical.starts_with(root))
-        {
+            .find(|root| canonical.starts_with(root))
+        else {
             return Err(OperationError::forbidden(
                 "mount_root",
                 format!(
@@ -368,17 +401,13 @@ impl MountPolicy {
                     canonical.display()
                 ),
             ));
-        }
+        };
         let mode = if requested.read_only {
             AccessMode::ReadOnly
         } else {
             AccessMode::ReadWrite
         };
-        Ok(Mount {
-            source: canonical,
-            target,
-            mode,
-        })
+        Ok(Mount::requested(canonical, root.clone(), target, mode))
     }
 }
 

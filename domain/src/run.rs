@@ -226,6 +226,36 @@ pub struct EngineInfo {
     pub api_version: String,
     pub os: String,
     pub arch: String,
+    /// Whether request mounts can be honoured (pinned) or are refused.
+    pub request_mounts: RequestMounts,
+}
+
+/// What the runtime does with request mounts (contract §4: what Docker
+/// mounts is what was checked, else request mounts are refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestMounts {
+    /// Each request mount is pinned to the checked file before the engine
+    /// sees it.
+    Pinned,
+    /// Request mounts are answered `forbidden` (rule `mount_pinning`), for
+    /// this reason; operator/profile mounts still work.
+    Refused(String),
+}
+
+impl RequestMounts {
+    /// `pinned` or `refused: <reason>` (the runner.status wording).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Pinned => "pinned".to_owned(),
+            Self::Refused(reason) => format!("refused: {reason}"),
+        }
+    }
+}
+
+impl Default for RequestMounts {
+    fn default() -> Self {
+        Self::Refused("the runtime does not pin mounts".to_owned())
+    }
 }
 
 /// Runner readiness (`runner.status.response.status.state`).

@@ -10,6 +10,7 @@
 //! engines (dockerd 20.10 speaks 1.41) refuse newer clients with 400
 //! "client version is too new". Negotiation only ever lowers the version.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -36,6 +37,15 @@ pub struct EngineOptions {
     /// as attach, wait and logs then run as long as the container does).
     /// Whole seconds, at least one.
     pub request_timeout: Duration,
+    /// Where request mounts are pinned (`docker.mount_staging_dir`).
+    /// `None`: `/run/bus-integration-docker/mounts/default`.
+    pub mount_staging_dir: Option<PathBuf>,
+    /// The allowed mount roots: the staging directory must not overlap
+    /// them (connect fails otherwise).
+    pub allowed_mount_roots: Vec<PathBuf>,
+    /// Files no request mount may be (by device and inode), besides the
+    /// engine socket, which is always protected.
+    pub protected_paths: Vec<PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +53,9 @@ impl Default for EngineOptions {
         Self {
             docker_host: None,
             request_timeout: Duration::from_secs(30),
+            mount_staging_dir: None,
+            allowed_mount_roots: Vec::new(),
+            protected_paths: Vec::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
@@ -24,6 +24,7 @@ use crate::drive::{self, inspect, Killed};
 use crate::error::{classify, Class, DockerError};
 use crate::input::{InputError, InputSessions};
 use crate::labels::{self, Listed};
+use crate::pinning::{run_of, Pinning};
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///
@@ -46,6 +47,7 @@ struct Inner {
     /// Containers this process created and has not driven yet, with
     /// whether their stdin is open: their first drive skips an inspect.
     created: std::sync::Mutex<HashMap<String, bool>>,
+    pins: Pinning,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -62,11 +64,21 @@ impl DockerEngine {
     ///
     /// # Errors
     /// `DockerError::Connect` when the host cannot be used at all: an
-    /// unsupported scheme, or TLS material that cannot be read.
+    /// unsupported scheme, or TLS material that cannot be read;
+    /// `DockerError::Staging` when the mount staging directory is unsafe.
     pub fn connect(opts: EngineOptions) -> Result<Self, DockerError> {
+        let conn = Connection::new(&opts)?;
+        let pins = Pinning::new(
+            conn.host(),
+            opts.mount_staging_dir.as_deref(),
+            &opts.allowed_mount_roots,
+            &opts.protected_paths,
+        )
+        .map_err(|source| DockerError::Staging { source })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                conn: Connection::new(&opts)?,
+                conn,
+                pins,
                 inputs: InputSessions::new(),
                 images: std::sync::Mutex::new(HashMap::new()),
                 created: std::sync::Mutex::new(HashMap::new()),
@@ -77,6 +89,12 @@ impl DockerEngine {
     /// The Docker host this engine talks to.
     pub fn host(&self) -> &str {
         self.inner.conn.host()
+    }
+
+    /// Whether request mounts are pinned or refused (and why); also in
+    /// `engine_info`.
+    pub fn request_mounts(&self) -> RequestMounts {
+        self.inner.pins.describe()
     }
 
     /// Stdin connections held for runs other workers drive.
@@ -239,6 +257,13 @@ impl DockerEngine {
         }
     }
 
+    /// The container is gone: its run's pins go too.
+    async fn release_pins(&self, container: &ContainerRef) {
+        if let Some(run) = run_of(&container.name) {
+            self.inner.pins.release(run.to_owned()).await;
+        }
+    }
+
     async fn managed(&self, docker: &Docker) -> Result<Vec<ManagedContainer>, DockerError> {
         let filters = HashMap::from([("label".to_owned(), vec![labels::managed_filter()])]);
         let options = ListContainersOptions {
@@ -250,6 +275,26 @@ impl DockerEngine {
             .list_containers(Some(options))
             .await
             .map_err(|source| DockerError::List { source })?;
+        // Pins of runs with no container left (a worker that stopped
+        // before removing them) are released; the rest are kept.
+        let existing = listed
+            .iter()
+            .flat_map(|c| {
+                let by_label = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::RUN_ID))
+                    .cloned();
+                let by_name = c
+                    .names
+                    .iter()
+                    .flatten()
+                    .filter_map(|n| run_of(n))
+                    .map(str::to_owned);
+                by_label.into_iter().chain(by_name)
+            })
+            .collect();
+        self.inner.pins.sweep(existing).await;
         let mut found = Vec::with_capacity(listed.len());
         for summary in &listed {
             let Some(id) = summary.id.as_deref() else {
@@ -302,6 +347,7 @@ impl ContainerRuntime for DockerEngine {
                 api_version: v.api_version.unwrap_or_default(),
                 os: v.os.unwrap_or_default(),
                 arch: v.arch.unwrap_or_default(),
+                request_mounts: self.inner.pins.describe(),
             }),
             Err(source) => Err(self.fail(DockerError::Version { source }).await),
         }
@@ -325,7 +371,11 @@ impl ContainerRuntime for DockerEngine {
 
     #[tracing::instrument(skip_all, fields(run_id = %spec.run_id))]
     async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
-        match self.create_once(spec, runner).await {
+        // Request mounts become their pins (pinning.rs); a failed create
+        // undoes this attempt's pins only.
+        let pinned = self.inner.pins.pin(spec).await?;
+        let spec = pinned.spec.as_ref();
+        let created = match self.create_once(spec, runner).await {
             Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
                 // The image went away since it was seen (cache): make it
                 // present again under the run's pull policy, then retry.
@@ -338,7 +388,11 @@ impl ContainerRuntime for DockerEngine {
                 Err(err)
             }
             other => other,
+        };
+        if created.is_err() {
+            self.inner.pins.unpin(pinned).await;
         }
+        created
     }
 
     #[tracing::instrument(skip_all, fields(container = %container.name))]
@@ -392,10 +446,14 @@ impl ContainerRuntime for DockerEngine {
         match docker.remove_container(&container.id, Some(options)).await {
             Ok(()) => {
                 tracing::debug!(container = %container.name, "container removed");
+                self.release_pins(container).await;
                 Ok(())
             }
             // Gone, or another worker is removing it right now.
-            Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => Ok(()),
+            Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => {
+                self.release_pins(container).await;
+                Ok(())
+            }
             Err(source) => Err(self
                 .fail(DockerError::Remove {
                     id: container.id.clone(),

@@ -120,6 +120,12 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
+    /// The mount staging directory is unsafe (a configuration error).
+    #[error("preparing the mount staging directory")]
+    Staging {
+        #[source]
+        source: bus_host_mounts::PinError,
+    },
 }
 
 /// What an Engine failure means, independent of the call.
@@ -183,7 +189,7 @@ impl DockerError {
             | Self::List { source }
             | Self::InspectImage { source, .. }
             | Self::Pull { source, .. } => Some(source),
-            Self::Stdin { .. } => None,
+            Self::Stdin { .. } | Self::Staging { .. } => None,
         }
     }
 

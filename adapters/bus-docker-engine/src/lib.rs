@@ -14,6 +14,8 @@
 //!   cancellation.
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
 //! * `config.rs`: create bodies, pull references, engine timestamps.
+//! * [`pinning`]: request mounts pinned to what was checked
+//!   (`bus-host-mounts`), or refused where this worker cannot pin.
 //! * [`labels`]: the labels that make a container the durable record of a
 //!   run, and reading them back.
 //! * [`error`]: `DockerError` (one variant per Engine call) and its
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod error;
 mod input;
 pub mod labels;
+pub mod pinning;
 
 pub use client::{EngineOptions, CONNECT_TIMEOUT};
 pub use engine::DockerEngine;

@@ -81,6 +81,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
             api_version: "1.46".into(),
             os: "linux".into(),
             arch: "x86_64".into(),
+            ..EngineInfo::default()
         }),
         problem: problem.map(str::to_owned),
         active_runs: 1,

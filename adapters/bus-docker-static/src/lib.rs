@@ -22,7 +22,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo, Stdin,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, Ending, EngineInfo, Exit, TailBuffer};
+use bus_docker_domain::run::{ContainerRef, Ending, EngineInfo, Exit, RequestMounts, TailBuffer};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
@@ -110,6 +110,8 @@ impl ContainerRuntime for StaticRuntime {
             api_version: "static".into(),
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
+            // Nothing is mounted: request mounts are validated, not used.
+            request_mounts: RequestMounts::Pinned,
         })
     }
 

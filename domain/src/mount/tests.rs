@@ -101,6 +101,12 @@ fn admits_paths_inside_an_allowed_root() {
     assert_eq!(m.source(), Path::new("/srv/work/a"));
     assert_eq!(m.target().as_str(), "/w");
     assert_eq!(m.mode(), AccessMode::ReadOnly);
+    assert_eq!(
+        m.origin(),
+        &MountOrigin::Request {
+            root: PathBuf::from("/srv/work")
+        }
+    );
 }
 
 #[test]
