@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::mount::RealHostPaths;
 use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedContainer, RunIo, Stdin,
+    ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedContainer, ManagedFilter,
+    RunIo, Stdin,
 };
 use bus_docker_domain::profile::Profiles;
 use bus_docker_domain::request::{
@@ -447,7 +448,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// it carries our correlation id another delivery of this very request
     /// owns it, and that one answers; otherwise the run id is taken.
     async fn name_conflict(&self, facts: &RunFacts, name: String) {
-        let owner = match self.inner.runtime.list_managed().await {
+        let owner = match self.inner.runtime.list_managed(&ManagedFilter::all()).await {
             Ok(list) => list
                 .into_iter()
                 .find(|c| c.container.name == name)
@@ -515,6 +516,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             stderr: Default::default(),
             started_at: None,
             finished_at: None,
+            oom_killed: false,
         });
         RunReport {
             run_id: facts.run_id.clone(),
@@ -557,6 +559,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 timeout,
                 cancel: Box::pin(cancel.clone().cancelled_owned()),
                 max_output_bytes,
+                // Not configurable yet: stop at once, as before.
+                stop_grace: Duration::ZERO,
             };
             let attempt = tokio::select! {
                 r = self.inner.runtime.drive(&container, io) => r,
@@ -674,7 +678,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub async fn recover(&self) -> usize {
         let mut backoff = Duration::from_millis(250);
         let list = loop {
-            match self.inner.runtime.list_managed().await {
+            match self.inner.runtime.list_managed(&ManagedFilter::all()).await {
                 Ok(list) => break list,
                 Err(err) => {
                     warn!(error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
@@ -799,7 +803,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let engine = self
             .inner
             .runtime
-            .list_managed()
+            .list_managed(&ManagedFilter::all())
             .await
             .map_err(|e| (e.into(), None))?;
         for c in engine {
@@ -833,7 +837,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         run_id: &RunId,
         owner: Option<&OwnerId>,
     ) -> Result<ManagedContainer, OperationError> {
-        let list = self.inner.runtime.list_managed().await?;
+        let list = self
+            .inner
+            .runtime
+            .list_managed(&ManagedFilter::all())
+            .await?;
         list.into_iter()
             .find(|c| c.run_id == *run_id && Self::visible(owner, c.owner.as_ref()))
             .ok_or_else(|| OperationError::NotFound(run_id.to_string()))
@@ -1060,7 +1068,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let others = self
             .inner
             .runtime
-            .list_managed()
+            .list_managed(&ManagedFilter::all())
             .await
             .map_err(|e| (e.into(), None))?;
         for c in others {

@@ -10,8 +10,13 @@
 //! * [`client`]: `EngineOptions` and the lazily built, version-negotiated
 //!   client (the engine may be down at start-up and come back later).
 //! * `drive.rs`: attach/start, re-attach after a restart, collecting an
-//!   exited container; stdin, the bounded output tail, deadline and
-//!   cancellation.
+//!   exited container; deadline, cancellation (graceful stop), run marks,
+//!   OOM kills and commands that cannot start, read from the final inspect.
+//! * `output.rs`: the bounded output tail and feeding stdin.
+//! * `control.rs`: single container calls (inspect, kill, stop, wait,
+//!   rename) and what their answers mean.
+//! * `records.rs`: the engine as the record of runs: filtered listing,
+//!   reading one container in full, run marks (renames).
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
 //! * `config.rs`: create bodies, pull references, engine timestamps.
 //! * [`labels`]: the labels that make a container the durable record of a
@@ -25,11 +30,14 @@
 
 pub mod client;
 mod config;
+mod control;
 mod drive;
 pub mod engine;
 pub mod error;
 mod input;
 pub mod labels;
+mod output;
+mod records;
 
 pub use client::{EngineOptions, CONNECT_TIMEOUT};
 pub use engine::DockerEngine;
