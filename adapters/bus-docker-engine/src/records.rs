@@ -86,6 +86,24 @@ pub(crate) async fn list(
     Ok(listed.iter().filter_map(from_summary).collect())
 }
 
+/// An inspect's `Created`: a string, or a parsed time when another crate
+/// of the build turns on bollard's `time` feature (testcontainers does).
+trait Stamp {
+    fn system_time(&self) -> Option<SystemTime>;
+}
+
+impl Stamp for String {
+    fn system_time(&self) -> Option<SystemTime> {
+        engine_time(Some(self))
+    }
+}
+
+impl Stamp for time::OffsetDateTime {
+    fn system_time(&self) -> Option<SystemTime> {
+        (self.year() >= 1970).then(|| (*self).into())
+    }
+}
+
 /// The run record of an inspected container; `None` when it is not a
 /// managed run.
 fn from_inspect(info: &ContainerInspectResponse) -> Option<ManagedContainer> {
@@ -106,7 +124,7 @@ fn from_inspect(info: &ContainerInspectResponse) -> Option<ManagedContainer> {
         image_id: info.image.as_deref(),
         state: inspected_state(state.and_then(|s| s.status)),
         started_at: engine_time(state.and_then(|s| s.started_at.as_deref())),
-        created_at: engine_time(info.created.as_deref()),
+        created_at: info.created.as_ref().and_then(Stamp::system_time),
     })
 }
 
