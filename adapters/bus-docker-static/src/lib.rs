@@ -418,6 +418,134 @@ mod tests {
         assert!(matches!(program(&a(&["printf", "OK"])), Program::Echo(t) if t == "printf OK"));
     }
 
+    fn spec(run_id: &str, command: &[&str]) -> RunSpec {
+        use bus_docker_domain::profile::Hardening;
+        use bus_docker_domain::{CorrelationId, NetworkName, RunId};
+        RunSpec {
+            run_id: RunId::parse(run_id).unwrap(),
+            owner: None,
+            correlation: CorrelationId::parse("c-1").unwrap(),
+            reply_event: "bus.docker.run.response".into(),
+            profile: None,
+            image: ImageRef::parse("img:1").unwrap(),
+            pull_policy: PullPolicy::Never,
+            command: command.iter().map(|c| (*c).to_owned()).collect(),
+            workdir: None,
+            env: Default::default(),
+            mounts: Vec::new(),
+            network: NetworkName::none(),
+            stdin: None,
+            interactive: false,
+            timeout: Duration::from_secs(60),
+            labels: Default::default(),
+            hardening: Hardening::default(),
+            max_output_bytes: 1024,
+        }
+    }
+
+    fn io() -> RunIo {
+        RunIo {
+            stdin: Stdin::Closed,
+            timeout: Duration::from_secs(60),
+            cancel: Box::pin(std::future::pending()),
+            max_output_bytes: 1024,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn listings_follow_the_filter_and_leave_the_start_to_inspect() {
+        let rt = StaticRuntime::new();
+        let a = rt
+            .create(&spec("a", &["echo", "a"]), "docker@a")
+            .await
+            .unwrap();
+        rt.create(&spec("b", &["echo", "b"]), "docker@b")
+            .await
+            .unwrap();
+        rt.drive(&a, io()).await.unwrap();
+        let names = |list: Vec<ManagedContainer>| {
+            list.into_iter()
+                .map(|m| m.container.name)
+                .collect::<Vec<_>>()
+        };
+        let all = rt.list_managed(&ManagedFilter::all()).await.unwrap();
+        assert!(all
+            .iter()
+            .all(|m| m.started_at.is_none() && m.created_at.is_some()));
+        assert_eq!(names(all), ["bus-run-a", "bus-run-b"]);
+        let of_b = rt
+            .list_managed(&ManagedFilter::runner("docker@b"))
+            .await
+            .unwrap();
+        assert_eq!(names(of_b), ["bus-run-b"]);
+        let run_a = ManagedFilter::run(bus_docker_domain::RunId::parse("a").unwrap());
+        assert_eq!(names(rt.list_managed(&run_a).await.unwrap()), ["bus-run-a"]);
+        assert!(rt.inspect_managed(&a).await.unwrap().started_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_delete_through_another_handle_cancels_the_drive() {
+        let rt = StaticRuntime::new();
+        let other = rt.clone();
+        let c = rt.create(&spec("d", &["sleep", "30"]), "r").await.unwrap();
+        let deleting = async {
+            while other.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
+                tokio::task::yield_now().await;
+            }
+            other.delete_run(&c, Duration::from_secs(5)).await.unwrap();
+        };
+        let (exit, ()) = tokio::join!(rt.drive(&c, io()), deleting);
+        let exit = exit.unwrap();
+        assert_eq!(exit.ending, Ending::Canceled);
+        assert!(!exit.oom_killed);
+        let record = rt.inspect_managed(&c).await.unwrap();
+        assert_eq!(
+            (record.mark, record.container.name.as_str()),
+            (RunMark::Deleted, "bus-run-d.deleted")
+        );
+        rt.mark_answered(&c).await.unwrap();
+        rt.delete_run(&c, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            rt.inspect_managed(&c).await.unwrap().mark,
+            RunMark::Answered
+        );
+        rt.remove(&c).await.unwrap();
+        rt.mark_answered(&c).await.unwrap();
+        rt.delete_run(&c, Duration::ZERO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kill_ends_the_drive_as_killed() {
+        let rt = StaticRuntime::new();
+        let c = rt.create(&spec("k", &["sleep", "30"]), "r").await.unwrap();
+        let killing = async {
+            while rt.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
+                tokio::task::yield_now().await;
+            }
+            rt.kill(&c).await.unwrap();
+        };
+        let (exit, ()) = tokio::join!(rt.drive(&c, io()), killing);
+        let exit = exit.unwrap();
+        assert_eq!(
+            (exit.ending, exit.exit_code),
+            (Ending::Exited(137), Some(137))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_tombstone_name_is_a_conflict() {
+        let rt = StaticRuntime::new();
+        let first = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        rt.drive(&first, io()).await.unwrap();
+        rt.mark_answered(&first).await.unwrap();
+        let second = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        assert_eq!(
+            rt.mark_answered(&second).await,
+            Err(RuntimeError::NameConflict("bus-run-t.answered".into()))
+        );
+    }
+
     #[test]
     fn image_ids_are_deterministic() {
         let i = ImageRef::parse("alpine:3.20").unwrap();
