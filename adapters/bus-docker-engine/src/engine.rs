@@ -41,9 +41,10 @@ pub struct DockerEngine {
 struct Inner {
     conn: Connection,
     inputs: InputSessions,
-    /// Images seen present (reference → id), so `if-not-present`/`never`
-    /// runs skip an inspect per run. An entry is dropped when a create
-    /// finds the image gone.
+    /// Images seen present (reference → id), so `ensure_image` under
+    /// `if-not-present`/`never` skips an inspect. (`create` still reads the
+    /// image once, fresh: its labels and id must be the ones that run.) An
+    /// entry is dropped when a create finds the image gone.
     images: std::sync::Mutex<HashMap<String, String>>,
     /// Containers this process created and has not driven yet, with
     /// whether their stdin is open: their first drive skips an inspect.
