@@ -25,8 +25,9 @@
 //!   mapping to `RuntimeError`.
 //!
 //! Tests: unit tests beside the code; live tests against the real engine
-//! under `tests/` (`engine.rs`: runs; `lifecycle.rs`: the record, images,
-//! reachability). They fail, never skip, when no engine is reachable.
+//! under `tests/` (`engine.rs`: runs, graceful stop, OOM, missing
+//! executables; `lifecycle.rs`: the record, images, reachability;
+//! `records.rs`: image labels, filtered listings, run marks across workers). They fail, never skip, when no engine is reachable.
 
 pub mod client;
 mod config;
