@@ -103,11 +103,19 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
 /// `Docker` when the engine client cannot be built (not when the engine
 /// is merely down: that is reported per request).
 pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
+    let mounts = &settings.worker.policy.mounts;
     Ok(match settings.provider {
         Provider::Static => AnyRuntime::Static(StaticRuntime::new()),
         Provider::Docker => AnyRuntime::Docker(
             DockerEngine::connect(EngineOptions {
                 docker_host: settings.docker_host.clone(),
+                mount_staging_dir: Some(settings.mount_staging_dir.clone()),
+                allowed_mount_roots: mounts.allowed_roots().to_vec(),
+                protected_paths: mounts
+                    .protected()
+                    .iter()
+                    .map(|p| p.path().to_owned())
+                    .collect(),
                 ..EngineOptions::default()
             })
             .map_err(|e| AppError::Docker(Box::new(e)))?,
@@ -205,7 +213,7 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// # Errors
     /// `Unauthorized` when the Events API refused the worker.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        self.worker.spawn_recovery();
+        self.worker.start_background();
         tokio::pin!(shutdown);
         let mut fatal = None;
         loop {

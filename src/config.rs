@@ -66,6 +66,14 @@ pub struct Config {
     pub log_format: LogFormat,
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub shutdown_grace: Duration,
+    /// Delete and timeout: SIGTERM, then SIGKILL after this long (capped
+    /// by `policy.max_stop_grace`).
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub stop_grace: Duration,
+    /// Finished runs stay in `status` (and their containers stay as
+    /// tombstones that stop redelivered duplicates) this long.
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub run_retention: Duration,
     pub max_concurrent_runs: usize,
     pub max_queued_runs: usize,
     pub response_cache: usize,
@@ -85,6 +93,8 @@ impl Default for Config {
             runner_name: None,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            run_retention: Duration::from_secs(15 * 60),
             max_concurrent_runs: 4,
             max_queued_runs: 64,
             response_cache: 1024,
@@ -138,6 +148,9 @@ pub struct DockerConfig {
     /// Default: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
     #[serde(deserialize_with = "de::opt_text::deserialize")]
     pub host: Option<String>,
+    /// Where request mounts are pinned; default
+    /// `/run/bus-integration-docker/mounts/<runner name>`.
+    pub mount_staging_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -152,6 +165,9 @@ pub struct PolicyConfig {
     pub default_timeout: Duration,
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub max_timeout: Duration,
+    /// The longest `stop_grace` the operator allows.
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub max_stop_grace: Duration,
     pub max_output_bytes: usize,
     #[serde(deserialize_with = "de::text::deserialize")]
     pub pull_policy: String,
@@ -167,6 +183,7 @@ impl Default for PolicyConfig {
             allowed_images: vec!["*".into()],
             default_timeout: Duration::from_secs(300),
             max_timeout: Duration::from_secs(1800),
+            max_stop_grace: Duration::from_secs(60),
             max_output_bytes: 1024 * 1024,
             pull_policy: "if-not-present".into(),
             hardening: HardeningConfig::default(),
@@ -341,6 +358,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub events: EventsConfig,
     pub docker_host: Option<String>,
+    /// Where request mounts are pinned (`docker.mount_staging_dir`).
+    pub mount_staging_dir: PathBuf,
 }
 
 fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
@@ -515,6 +534,11 @@ impl Config {
         }
 
         let runner_name = self.runner_name.clone().unwrap_or_else(default_runner_name);
+        let mount_staging_dir = self
+            .docker
+            .mount_staging_dir
+            .clone()
+            .unwrap_or_else(|| bus_docker_engine::pinning::default_staging_dir(&runner_name));
         Ok(Settings {
             worker: WorkerSettings {
                 prefix,
@@ -525,12 +549,15 @@ impl Config {
                 max_queued_runs: self.max_queued_runs,
                 response_cache: self.response_cache.max(1),
                 response_cache_bytes: self.response_cache_bytes,
+                stop_grace: self.stop_grace.min(self.policy.max_stop_grace),
+                run_retention: self.run_retention,
             },
             provider: self.provider,
             log_format: self.log_format,
             shutdown_grace: self.shutdown_grace,
             events: self.events.clone(),
             docker_host: self.docker.host.clone(),
+            mount_staging_dir,
         })
     }
 

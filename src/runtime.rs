@@ -1,7 +1,11 @@
 //! The runtime chosen at start-up (`--provider`): an enum that forwards to
 //! the adapter, so the worker stays generic without `dyn`.
 
-use bus_docker_domain::ports::{ContainerRuntime, InputChunk, ManagedContainer, RunIo};
+use std::time::Duration;
+
+use bus_docker_domain::ports::{
+    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
+};
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
 use bus_docker_domain::spec::RunSpec;
@@ -65,8 +69,30 @@ impl ContainerRuntime for AnyRuntime {
         forward!(self, rt => rt.remove(container))
     }
 
-    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        forward!(self, rt => rt.list_managed())
+    async fn list_managed(
+        &self,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        forward!(self, rt => rt.list_managed(filter))
+    }
+
+    async fn inspect_managed(
+        &self,
+        container: &ContainerRef,
+    ) -> Result<ManagedContainer, RuntimeError> {
+        forward!(self, rt => rt.inspect_managed(container))
+    }
+
+    async fn delete_run(
+        &self,
+        container: &ContainerRef,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        forward!(self, rt => rt.delete_run(container, grace))
+    }
+
+    async fn mark_answered(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        forward!(self, rt => rt.mark_answered(container))
     }
 
     async fn write_input(

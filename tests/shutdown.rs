@@ -80,7 +80,10 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
         "no response: the run is not finished"
     );
     use bus_docker_domain::ports::ContainerRuntime;
-    let left = runtime.list_managed().await.unwrap();
+    let left = runtime
+        .list_managed(&bus_docker_domain::ports::ManagedFilter::all())
+        .await
+        .unwrap();
     assert_eq!(
         left.len(),
         1,

@@ -314,6 +314,11 @@ impl MountPolicy {
         &self.allowed_roots
     }
 
+    /// The host paths no mount may expose.
+    pub fn protected(&self) -> &[ProtectedPath] {
+        &self.protected
+    }
+
     /// The protected path that mounting `source` would expose, if any.
     pub fn exposed_by(&self, source: &ResolvedPath) -> Option<&ProtectedPath> {
         self.protected.iter().find(|p| p.exposed_by(source))

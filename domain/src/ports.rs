@@ -15,7 +15,7 @@ use crate::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
 use crate::profile::PullPolicy;
 use crate::request::Inbound;
 use crate::response::Response;
-use crate::run::{ContainerRef, EngineInfo, Exit};
+use crate::run::{ContainerRef, EngineInfo, Exit, RunMark};
 use crate::spec::RunSpec;
 
 /// Resolves when the run must be canceled.
@@ -51,6 +51,10 @@ pub struct RunIo {
     pub timeout: Duration,
     pub cancel: CancelSignal,
     pub max_output_bytes: usize,
+    /// When the deadline passes or the cancel signal fires, the container
+    /// gets SIGTERM and, `stop_grace` later, SIGKILL; what it prints in
+    /// between is captured.
+    pub stop_grace: Duration,
 }
 
 /// The engine's view of a container.
@@ -63,12 +67,60 @@ pub enum ContainerState {
     Other(String),
 }
 
+/// Which managed containers a listing returns; the runtime turns it into
+/// the engine's own filters, so a listing costs one call however many
+/// containers the engine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManagedFilter {
+    /// Only containers labelled with this runner name (`bus.runner`).
+    pub runner: Option<String>,
+    /// Only the containers of this run (`bus.run-id`), whatever their mark.
+    pub run_id: Option<RunId>,
+}
+
+impl ManagedFilter {
+    /// Every managed container.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// The containers of one runner.
+    pub fn runner(runner: impl Into<String>) -> Self {
+        Self {
+            runner: Some(runner.into()),
+            run_id: None,
+        }
+    }
+
+    /// The containers of one run.
+    pub fn run(run_id: RunId) -> Self {
+        Self {
+            runner: None,
+            run_id: Some(run_id),
+        }
+    }
+
+    /// Whether a container read back passes the filter (for runtimes that
+    /// filter in memory, and for tests).
+    pub fn matches(&self, managed: &ManagedContainer) -> bool {
+        self.runner
+            .as_deref()
+            .is_none_or(|r| managed.runner.as_deref() == Some(r))
+            && self.run_id.as_ref().is_none_or(|id| *id == managed.run_id)
+    }
+}
+
 /// A container this worker manages, read back from its name and labels
-/// (contract §5): the durable record of a run.
+/// (contract §5): the durable record of a run. Only labels the worker
+/// wrote count: a `bus.*` label the image brings is blanked at create and
+/// an empty label reads back as absent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManagedContainer {
     pub container: ContainerRef,
     pub run_id: RunId,
+    /// What the container's name says about the run (live, deleted,
+    /// answered).
+    pub mark: RunMark,
     pub owner: Option<OwnerId>,
     pub correlation: Option<CorrelationId>,
     pub reply_event: Option<String>,
@@ -80,7 +132,12 @@ pub struct ManagedContainer {
     pub interactive: bool,
     pub timeout: Option<Duration>,
     pub state: ContainerState,
+    /// Only an inspect gives the start time: `None` from
+    /// [`ContainerRuntime::list_managed`], exact from
+    /// [`ContainerRuntime::inspect_managed`] once the container started.
     pub started_at: Option<SystemTime>,
+    /// When the container was created (whole seconds from a listing).
+    pub created_at: Option<SystemTime>,
 }
 
 /// Runs containers. Implemented by `DockerEngine` (bollard) and
@@ -129,9 +186,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Drive a container to its end: start it unless it is already
     /// running (re-attach after a restart), stream stdin and output, enforce
-    /// the timeout and the cancel signal (killing the container), and report
-    /// the exit. An already exited container is collected from its logs.
-    /// Does not remove the container.
+    /// the timeout and the cancel signal (stopping the container: SIGTERM,
+    /// SIGKILL after `io.stop_grace`), and report the exit. An already
+    /// exited container is collected from its logs. A container whose name
+    /// carries the [`RunMark::Deleted`] mark at its exit ends
+    /// [`Ending::Canceled`](crate::run::Ending::Canceled): another worker
+    /// deleted it. A command the engine cannot start (its executable is
+    /// missing or not executable) ends `Exited(127)` (or `126`) with the
+    /// engine's message as stderr. Does not remove the container.
     ///
     /// # Errors
     /// `ContainerGone` when it was removed under us, `Unavailable`, `Engine`.
@@ -159,13 +221,53 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         container: &ContainerRef,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
-    /// Every container labelled `bus.managed-by=bus-integration-docker`.
+    /// The containers labelled `bus.managed-by=bus-integration-docker`
+    /// that pass `filter`, read from one listing: `started_at` is `None`
+    /// (use [`ContainerRuntime::inspect_managed`] where it matters).
     ///
     /// # Errors
     /// `Unavailable`, `Engine`.
     fn list_managed(
         &self,
+        filter: &ManagedFilter,
     ) -> impl Future<Output = Result<Vec<ManagedContainer>, RuntimeError>> + Send;
+
+    /// One managed container read in full, with its exact start time (for
+    /// recovery, whose deadlines count from the start).
+    ///
+    /// # Errors
+    /// `ContainerGone` when it does not exist or is not a managed run,
+    /// `Unavailable`, `Engine`.
+    fn inspect_managed(
+        &self,
+        container: &ContainerRef,
+    ) -> impl Future<Output = Result<ManagedContainer, RuntimeError>> + Send;
+
+    /// Delete a run another worker may be driving: mark it
+    /// [`RunMark::Deleted`] (rename to `bus-run-<id>.deleted`), then stop
+    /// it (SIGTERM, SIGKILL after `grace`), so that its driver reports
+    /// `Canceled`. No error when it already stopped or is gone; an
+    /// answered run is left as it is.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn delete_run(
+        &self,
+        container: &ContainerRef,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Mark a run [`RunMark::Answered`] (rename to `bus-run-<id>.answered`)
+    /// once its response is published: the container stays as a tombstone
+    /// until it is removed. No error when it is gone.
+    ///
+    /// # Errors
+    /// `NameConflict` when a tombstone of that name already exists,
+    /// `Unavailable`, `Engine`.
+    fn mark_answered(
+        &self,
+        container: &ContainerRef,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Write to the stdin of a running interactive container that another
     /// worker drives.

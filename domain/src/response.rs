@@ -56,6 +56,28 @@ pub struct Response {
 }
 
 impl Response {
+    /// A finished run as `status` lists it while it is retained: `None`
+    /// unless this is a run response.
+    pub fn finished_summary(&self) -> Option<crate::run::RunSummary> {
+        let Some(Reply::Run(report)) = &self.reply else {
+            return None;
+        };
+        Some(crate::run::RunSummary {
+            run_id: report.run_id.clone(),
+            state: crate::run::RunState::Exited,
+            owner: report.owner.clone(),
+            image: Some(report.image.to_string()),
+            profile: report.profile.as_ref().map(ToString::to_string),
+            container_id: report.runtime.container_id.clone(),
+            started_at: report.started_at,
+            finished: Some(crate::run::Finished {
+                status: Some(report.status),
+                exit_code: report.exit_code,
+                finished_at: report.finished_at,
+            }),
+        })
+    }
+
     pub fn success(
         operation: Operation,
         event: String,

@@ -96,6 +96,8 @@ pub struct Exit {
     pub stderr: CapturedOutput,
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
+    /// The engine killed the container (or a process in it) for memory.
+    pub oom_killed: bool,
 }
 
 impl Exit {
@@ -138,11 +140,64 @@ impl RunStatus {
     }
 }
 
-/// Where a run lives in the engine.
+/// Where a run lives in the engine. Runtimes address containers by `id`;
+/// `name` is the name when the reference was made (a mark renames it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerRef {
     pub id: String,
     pub name: String,
+}
+
+/// What a run's container name says (contract §4/§5: the engine is the
+/// record). `bus-run-<id>` is live; a worker that deletes a run another
+/// worker drives renames it `bus-run-<id>.deleted` before stopping it; a
+/// run whose response was published is renamed `bus-run-<id>.answered`
+/// and kept as a tombstone for the retention period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMark {
+    Live,
+    Deleted,
+    Answered,
+}
+
+impl RunMark {
+    /// What the mark appends to `bus-run-<id>`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Live => "",
+            Self::Deleted => ".deleted",
+            Self::Answered => ".answered",
+        }
+    }
+
+    /// The container name of run `run_id` under this mark.
+    pub fn container_name(self, run_id: &RunId) -> String {
+        format!("bus-run-{}{}", run_id.as_str(), self.suffix())
+    }
+
+    /// The mark of a container named `name` that holds run `run_id`;
+    /// `None` when the name is not one of that run's names. Exact even for
+    /// run ids that themselves end in `.deleted`.
+    pub fn of(name: &str, run_id: &RunId) -> Option<Self> {
+        let rest = name
+            .strip_prefix("bus-run-")?
+            .strip_prefix(run_id.as_str())?;
+        [Self::Live, Self::Deleted, Self::Answered]
+            .into_iter()
+            .find(|m| m.suffix() == rest)
+    }
+
+    /// Split a container name into its run id part and mark by suffix
+    /// alone, for containers whose run id label is missing.
+    pub fn split(name: &str) -> Option<(&str, Self)> {
+        let base = name.strip_prefix("bus-run-")?;
+        for mark in [Self::Deleted, Self::Answered] {
+            if let Some(id) = base.strip_suffix(mark.suffix()) {
+                return Some((id, mark));
+            }
+        }
+        Some((base, Self::Live))
+    }
 }
 
 /// The `runtime` object of a run response.
@@ -171,6 +226,8 @@ pub struct RunReport {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub duration: Option<Duration>,
+    /// The engine killed the container for memory.
+    pub oom_killed: bool,
     pub runtime: RuntimeDetails,
 }
 
@@ -217,6 +274,19 @@ pub struct RunSummary {
     pub profile: Option<String>,
     pub container_id: Option<String>,
     pub started_at: Option<SystemTime>,
+    /// How a finished run ended (`state: exited`), while it is retained.
+    pub finished: Option<Finished>,
+}
+
+/// The outcome of a finished run as `status` lists it during
+/// `run_retention`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// `None` when only the engine's record is left and it cannot tell
+    /// (another worker answered the run).
+    pub status: Option<RunStatus>,
+    pub exit_code: Option<i64>,
+    pub finished_at: Option<SystemTime>,
 }
 
 /// The engine as the runtime sees it.
@@ -346,6 +416,26 @@ mod tests {
         o.shrink_to(2);
         assert_eq!(o.text, "b");
         assert!(o.truncated);
+    }
+
+    #[test]
+    fn marks_read_back_from_names() {
+        let id = RunId::parse("r1").unwrap();
+        for mark in [RunMark::Live, RunMark::Deleted, RunMark::Answered] {
+            let name = mark.container_name(&id);
+            assert_eq!(RunMark::of(&name, &id), Some(mark), "{name}");
+            assert_eq!(RunMark::split(&name), Some(("r1", mark)));
+        }
+        assert_eq!(RunMark::of("bus-run-r1.other", &id), None);
+        assert_eq!(RunMark::of("bus-run-r2", &id), None);
+        assert_eq!(RunMark::split("someone-else"), None);
+        // A run id ending in a mark's suffix is still live under its own name.
+        let odd = RunId::parse("x.deleted").unwrap();
+        assert_eq!(RunMark::of("bus-run-x.deleted", &odd), Some(RunMark::Live));
+        assert_eq!(
+            RunMark::of("bus-run-x.deleted.deleted", &odd),
+            Some(RunMark::Deleted)
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! durable record until the answer is out). Shared by fresh runs
 //! (`run.rs`) and recovered ones (`recover.rs`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, RunIo, Stdin};
 use bus_docker_domain::response::{Reply, Response};
@@ -73,14 +73,35 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let response = self.run_response(&job, result).await;
         let published = self.publish(&response).await;
         if published {
-            if let Err(err) = self.inner.runtime.remove(&job.container).await {
-                warn!(container = %job.container.name, error = %err, "could not remove the container after answering; it will be collected at the next start-up");
-            }
+            self.retire(&job.container).await;
         }
         let mut table = self.table();
         table.remove(&job.facts.run_id);
         if published {
             table.done.insert(job.facts.run_id.clone(), response);
+        }
+    }
+
+    /// After the answer is out: keep the container as an `.answered`
+    /// tombstone for `run_retention` (it stops a late redelivery of the same
+    /// request on any worker from running it again, and lets every worker
+    /// list the finished run), or remove it when retention is 0.
+    pub(super) async fn retire(&self, container: &ContainerRef) {
+        let retention = self.inner.settings.run_retention;
+        if !retention.is_zero() {
+            match self.inner.runtime.mark_answered(container).await {
+                Ok(()) => {
+                    let until = Instant::now() + retention;
+                    self.table().tombstones.push((container.clone(), until));
+                    return;
+                }
+                Err(err) => {
+                    warn!(container = %container.name, error = %err, "could not mark the answered run; removing it now");
+                }
+            }
+        }
+        if let Err(err) = self.inner.runtime.remove(container).await {
+            warn!(container = %container.name, error = %err, "could not remove the container after answering; it will be collected at the next start-up");
         }
     }
 
@@ -101,6 +122,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 timeout: job.timeout,
                 cancel: Box::pin(job.cancel.clone().cancelled_owned()),
                 max_output_bytes: job.max_output_bytes,
+                stop_grace: self.inner.settings.stop_grace,
             };
             let attempt = tokio::select! {
                 r = self.inner.runtime.drive(&job.container, io) => r,
@@ -209,6 +231,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             stderr: Default::default(),
             started_at: None,
             finished_at: None,
+            oom_killed: false,
         });
         RunReport {
             run_id: facts.run_id.clone(),
@@ -225,6 +248,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             started_at: exit.started_at,
             finished_at: exit.finished_at,
             duration,
+            oom_killed: exit.oom_killed,
             runtime,
         }
     }

@@ -6,6 +6,7 @@
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::request::DeleteRequest;
 use bus_docker_domain::response::Reply;
+use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{OperationError, OwnerId};
 
 use super::{visible, Answer, Worker};
@@ -33,9 +34,19 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
             None => {
                 let c = self.find_in_engine(&req.run_id, owner.as_ref()).await?;
-                // Driven by another worker: stopping it ends that worker's
-                // drive, which then answers and removes it.
-                self.inner.runtime.kill(&c.container).await?;
+                match c.mark {
+                    // Driven by another worker: marked `.deleted`, then
+                    // stopped (SIGTERM, SIGKILL after the grace); that
+                    // worker's drive sees the mark and answers `canceled`.
+                    RunMark::Live => {
+                        let grace = self.inner.settings.stop_grace;
+                        self.inner.runtime.delete_run(&c.container, grace).await?;
+                    }
+                    // Being deleted already: nothing more to do.
+                    RunMark::Deleted => {}
+                    // Finished and answered: delete drops its record.
+                    RunMark::Answered => self.inner.runtime.remove(&c.container).await?,
+                }
                 c.owner
             }
         };

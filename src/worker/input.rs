@@ -6,6 +6,7 @@
 use bus_docker_domain::ports::{ContainerRuntime, ContainerState, EventPublisher, InputChunk};
 use bus_docker_domain::request::InputRequest;
 use bus_docker_domain::response::Reply;
+use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{OperationError, OwnerId, RunId};
 use tokio::sync::mpsc;
 
@@ -60,7 +61,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
             Target::Elsewhere => {
                 let c = self.find_in_engine(&req.run_id, owner.as_ref()).await?;
-                if !c.interactive || c.state != ContainerState::Running {
+                if !c.interactive || c.state != ContainerState::Running || c.mark != RunMark::Live {
                     return Err(not_accepting(&req.run_id).into());
                 }
                 self.inner.runtime.write_input(&c.container, chunk).await?;

@@ -33,6 +33,7 @@ mod answer;
 mod delete;
 mod input;
 mod recover;
+mod retention;
 mod run;
 mod runner_delete;
 mod runner_start;
@@ -44,10 +45,13 @@ mod table;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk, ManagedContainer};
+use bus_docker_domain::ports::{
+    ContainerRuntime, EventPublisher, InputChunk, ManagedContainer, ManagedFilter,
+};
 use bus_docker_domain::profile::Profiles;
 use bus_docker_domain::request::{Inbound, Request};
 use bus_docker_domain::response::{Reply, Response};
+use bus_docker_domain::run::RunMark;
 use bus_docker_domain::spec::Policy;
 use bus_docker_domain::{EventPrefix, Operation, OperationError, OwnerId, PublishError, RunId};
 use tokio::sync::{mpsc, Semaphore};
@@ -94,6 +98,11 @@ pub struct WorkerSettings {
     pub response_cache: usize,
     /// Bytes of output the redelivery cache may hold.
     pub response_cache_bytes: usize,
+    /// Delete and timeout send SIGTERM, then SIGKILL after this long.
+    pub stop_grace: Duration,
+    /// How long finished runs stay listed in `status` and their containers
+    /// stay as `.answered` tombstones (0: removed once answered).
+    pub run_retention: Duration,
 }
 
 /// The worker. Cheap to clone.
@@ -310,15 +319,26 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// The engine's container of `run_id`, when `owner` may see it; used
-    /// by status, input and delete for runs another worker drives.
+    /// by input and delete for runs another worker drives. One list call
+    /// filtered by run id; a live container wins over a deleted one, and
+    /// that over an answered tombstone.
     async fn find_in_engine(
         &self,
         run_id: &RunId,
         owner: Option<&OwnerId>,
     ) -> Result<ManagedContainer, OperationError> {
-        let list = self.inner.runtime.list_managed().await?;
+        let list = self
+            .inner
+            .runtime
+            .list_managed(&ManagedFilter::run(run_id.clone()))
+            .await?;
         list.into_iter()
-            .find(|c| c.run_id == *run_id && visible(owner, c.owner.as_ref()))
+            .filter(|c| c.run_id == *run_id && visible(owner, c.owner.as_ref()))
+            .min_by_key(|c| match c.mark {
+                RunMark::Live => 0,
+                RunMark::Deleted => 1,
+                RunMark::Answered => 2,
+            })
             .ok_or_else(|| OperationError::NotFound(run_id.to_string()))
     }
 

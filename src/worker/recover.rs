@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, Stdin};
+use bus_docker_domain::ports::{
+    ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter, Stdin,
+};
+use bus_docker_domain::run::RunMark;
 use bus_docker_domain::ImageRef;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +24,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// adopted.
     pub async fn recover(&self) -> usize {
         let mut backoff = RECOVERY_BACKOFF.first;
+        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
         let list = loop {
-            match self.inner.runtime.list_managed().await {
+            match self.inner.runtime.list_managed(&mine).await {
                 Ok(list) => break list,
                 Err(err) => {
                     warn!(error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
@@ -33,11 +37,23 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 }
             }
         };
-        let mine = list
-            .into_iter()
-            .filter(|c| c.runner.as_deref() == Some(self.inner.settings.runner_name.as_str()));
         let mut recovered = 0;
-        for managed in mine {
+        for listed in list {
+            if listed.mark == RunMark::Answered {
+                // Answered by an earlier process: kept as a tombstone for
+                // one more retention period, then swept.
+                let until = std::time::Instant::now() + self.inner.settings.run_retention;
+                self.table().tombstones.push((listed.container, until));
+                continue;
+            }
+            // The list has no start time; deadlines count from the start.
+            let managed = match self.inner.runtime.inspect_managed(&listed.container).await {
+                Ok(m) => m,
+                Err(err) => {
+                    warn!(container = %listed.container.name, error = %err, "recovery: cannot read the container; skipped");
+                    continue;
+                }
+            };
             if self.adopt(managed).await {
                 recovered += 1;
             }

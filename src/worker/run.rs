@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bus_docker_domain::mount::RealHostPaths;
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk, Stdin};
+use bus_docker_domain::ports::{
+    ContainerRuntime, EventPublisher, InputChunk, ManagedFilter, Stdin,
+};
 use bus_docker_domain::request::RunRequest;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::run::RunState;
+use bus_docker_domain::run::{ContainerRef, RunState};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
 use sha2::{Digest, Sha256};
@@ -201,6 +203,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             Err(RuntimeError::NameConflict(name)) => return self.name_conflict(&facts, name).await,
             Err(err) => return self.fail_run(&facts, err.into()).await,
         };
+        if self.answered_elsewhere(&facts, &container).await {
+            return;
+        }
         self.table()
             .set_state(&spec.run_id, RunState::Running, Some(&container));
         let stdin = match (spec.interactive, input) {
@@ -225,13 +230,56 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.drive_and_answer(job, stdin).await;
     }
 
+    /// After a create: is there another container of this run id — a
+    /// tombstone (`.answered`) or a deleted run of an earlier delivery,
+    /// whose `bus-run-<id>` name is free again? Then this delivery must not
+    /// run: its container is removed unstarted, and it is dropped silently
+    /// when it is the same request (answered already) or refused `conflict`
+    /// when another request used the run id. Only with retention on: without
+    /// tombstones there is nothing to find.
+    async fn answered_elsewhere(&self, facts: &RunFacts, ours: &ContainerRef) -> bool {
+        if self.inner.settings.run_retention.is_zero() {
+            return false;
+        }
+        let filter = ManagedFilter::run(facts.run_id.clone());
+        let earlier = match self.inner.runtime.list_managed(&filter).await {
+            Ok(list) => list.into_iter().find(|c| c.container.id != ours.id),
+            Err(err) => {
+                warn!(error = %err, "cannot look for earlier deliveries of this run; running it");
+                None
+            }
+        };
+        let Some(earlier) = earlier else {
+            return false;
+        };
+        if let Err(err) = self.inner.runtime.remove(ours).await {
+            warn!(container = %ours.name, error = %err, "cannot remove the unstarted duplicate container");
+        }
+        if earlier.correlation.as_ref() == Some(&facts.correlation) {
+            info!(run_id = %facts.run_id, mark = ?earlier.mark, "duplicate delivery of a request another delivery ran: dropped (no second run, no second response)");
+            self.table().remove(&facts.run_id);
+        } else {
+            let err = OperationError::Conflict(format!(
+                "run_id {} is already used by another request",
+                facts.run_id
+            ));
+            self.fail_run(facts, err).await;
+        }
+        true
+    }
+
     /// A create refused with 409: the name `bus-run-<run_id>` exists. When
     /// it carries our correlation id another delivery of this very request
     /// owns it (on another worker), and that one answers: drop this one
     /// silently, so no error races the winner's result. Otherwise the run
     /// id is taken by another request.
     async fn name_conflict(&self, facts: &RunFacts, name: String) {
-        let owner = match self.inner.runtime.list_managed().await {
+        let owner = match self
+            .inner
+            .runtime
+            .list_managed(&ManagedFilter::run(facts.run_id.clone()))
+            .await
+        {
             Ok(list) => list
                 .into_iter()
                 .find(|c| c.container.name == name)

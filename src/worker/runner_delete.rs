@@ -6,8 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter};
 use bus_docker_domain::response::Reply;
+use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{RunId, RuntimeError};
 use tracing::{debug, warn};
 
@@ -31,20 +32,31 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             table.live.keys().cloned().collect()
         };
         // Runs of this runner that no task here drives (a peer with the
-        // same runner name, or left for recovery): stop them through the
-        // engine; their driver answers them.
+        // same runner name, or left for recovery) are marked deleted and
+        // stopped; their driver answers them `canceled`. Tombstones of
+        // answered runs go at once.
+        let grace = self.inner.settings.stop_grace;
         for c in before.iter().filter(|c| !local.contains(&c.run_id)) {
-            if let Err(err) = self.inner.runtime.kill(&c.container).await {
-                warn!(container = %c.container.name, error = %err, "runner delete: cannot stop container");
+            let done = match c.mark {
+                RunMark::Answered => self.inner.runtime.remove(&c.container).await,
+                _ => self.inner.runtime.delete_run(&c.container, grace).await,
+            };
+            if let Err(err) = done {
+                warn!(container = %c.container.name, error = %err, "runner delete: cannot stop or remove container");
             }
         }
+        self.table().tombstones.clear();
         self.wait_until_gone(&local).await;
-        let after: HashSet<String> = self
-            .runner_containers()
-            .await?
-            .into_iter()
-            .map(|c| c.container.id)
-            .collect();
+        // The cancelled runs were answered and left as tombstones: a
+        // deleted runner keeps none.
+        let mut after = HashSet::new();
+        for c in self.runner_containers().await? {
+            let removed = c.mark == RunMark::Answered
+                && self.inner.runtime.remove(&c.container).await.is_ok();
+            if !removed {
+                after.insert(c.container.id);
+            }
+        }
         let removed = before
             .iter()
             .filter(|c| !after.contains(&c.container.id))
@@ -57,12 +69,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     /// The managed containers carrying this worker's runner name.
     async fn runner_containers(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let runner = self.inner.settings.runner_name.as_str();
-        let list = self.inner.runtime.list_managed().await?;
-        Ok(list
-            .into_iter()
-            .filter(|c| c.runner.as_deref() == Some(runner))
-            .collect())
+        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
+        self.inner.runtime.list_managed(&mine).await
     }
 
     /// Wait (bounded) until none of `runs` is live any more: each driver

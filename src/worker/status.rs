@@ -1,37 +1,67 @@
-//! `status.request`: the runs an owner can see — this worker's live runs
-//! and every managed container on the engine (runs other workers drive).
+//! `status.request`: the runs an owner can see — this worker's live runs,
+//! the runs it answered within `run_retention` (`state: exited` with their
+//! outcome), and every managed container on the engine (runs other workers
+//! drive, and their `.answered` tombstones). One engine list call, filtered
+//! by run id when the request names one.
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter};
 use bus_docker_domain::request::StatusQuery;
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::{RunState, RunSummary};
+use bus_docker_domain::run::{Finished, RunMark, RunState, RunStatus, RunSummary};
 use bus_docker_domain::OwnerId;
 
 use super::{visible, Answer, Worker};
 
+/// A run from the engine's record alone.
+fn engine_summary(c: ManagedContainer) -> RunSummary {
+    let finished = match c.mark {
+        RunMark::Live => None,
+        RunMark::Deleted => Some(RunStatus::Canceled),
+        // Another worker answered it; the list does not say how it ended.
+        RunMark::Answered => None,
+    };
+    let exited = c.mark == RunMark::Answered;
+    RunSummary {
+        run_id: c.run_id,
+        state: if exited {
+            RunState::Exited
+        } else {
+            RunState::from(&c.state)
+        },
+        owner: c.owner,
+        image: Some(c.image),
+        profile: c.profile.map(|p| p.to_string()),
+        container_id: Some(c.container.id),
+        started_at: c.started_at.or(c.created_at),
+        finished: (exited || finished.is_some()).then_some(Finished {
+            status: finished,
+            exit_code: None,
+            finished_at: None,
+        }),
+    }
+}
+
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn status(&self, q: StatusQuery, stamped: Option<OwnerId>) -> Answer {
         let owner = q.owner.or(stamped);
-        let mut items: Vec<RunSummary> = self
-            .table()
-            .live
-            .iter()
-            .map(|(id, run)| run.summary(id))
-            .collect();
-        let engine = self.inner.runtime.list_managed().await?;
-        for c in engine {
-            if items.iter().any(|i| i.run_id == c.run_id) {
-                continue;
+        let retention = self.inner.settings.run_retention;
+        let mut items: Vec<RunSummary> = {
+            let table = self.table();
+            let live = table.live.iter().map(|(id, run)| run.summary(id));
+            let answered = table
+                .done
+                .answered_within(retention)
+                .filter_map(|(_, response)| response.finished_summary());
+            live.chain(answered).collect()
+        };
+        let filter = q
+            .run_id
+            .clone()
+            .map_or_else(ManagedFilter::all, ManagedFilter::run);
+        for c in self.inner.runtime.list_managed(&filter).await? {
+            if !items.iter().any(|i| i.run_id == c.run_id) {
+                items.push(engine_summary(c));
             }
-            items.push(RunSummary {
-                run_id: c.run_id,
-                state: RunState::from(&c.state),
-                owner: c.owner,
-                image: Some(c.image),
-                profile: c.profile.map(|p| p.to_string()),
-                container_id: Some(c.container.id),
-                started_at: c.started_at,
-            });
         }
         items.retain(|i| {
             visible(owner.as_ref(), i.owner.as_ref())

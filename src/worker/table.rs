@@ -2,7 +2,7 @@
 //! bounded cache of finished runs' responses for redelivery.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bus_docker_domain::ports::{InputChunk, ManagedContainer};
 use bus_docker_domain::response::Response;
@@ -83,6 +83,7 @@ impl LiveRun {
             profile: self.profile.clone(),
             container_id: self.container.as_ref().map(|c| c.id.clone()),
             started_at: self.started_at,
+            finished: None,
         }
     }
 
@@ -123,7 +124,7 @@ pub(crate) struct ResponseCache {
     max_bytes: usize,
     bytes: usize,
     order: VecDeque<CorrelationId>,
-    by_correlation: HashMap<CorrelationId, (RunId, Response, usize)>,
+    by_correlation: HashMap<CorrelationId, (RunId, Response, usize, Instant)>,
     by_run: HashMap<RunId, CorrelationId>,
 }
 
@@ -170,7 +171,7 @@ impl ResponseCache {
             && (self.order.len() >= self.capacity || self.bytes + cost > self.max_bytes)
         {
             if let Some(old) = self.order.pop_front() {
-                if let Some((old_run, _, old_cost)) = self.by_correlation.remove(&old) {
+                if let Some((old_run, _, old_cost, _)) = self.by_correlation.remove(&old) {
                     self.by_run.remove(&old_run);
                     self.bytes -= old_cost;
                 }
@@ -180,17 +181,25 @@ impl ResponseCache {
         self.order.push_back(correlation.clone());
         self.by_run.insert(run_id.clone(), correlation.clone());
         self.by_correlation
-            .insert(correlation, (run_id, response, cost));
+            .insert(correlation, (run_id, response, cost, Instant::now()));
     }
 
     pub fn by_correlation(&self, correlation: &CorrelationId) -> Option<&Response> {
-        self.by_correlation.get(correlation).map(|(_, r, _)| r)
+        self.by_correlation.get(correlation).map(|(_, r, _, _)| r)
     }
 
     /// Bytes held (output text plus overhead).
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Answered responses newer than `age`, with their run ids.
+    pub fn answered_within(&self, age: Duration) -> impl Iterator<Item = (&RunId, &Response)> {
+        self.by_correlation
+            .values()
+            .filter(move |(_, _, _, at)| at.elapsed() <= age)
+            .map(|(id, r, _, _)| (id, r))
     }
 
     /// The correlation id that already used this run id.
@@ -242,6 +251,9 @@ pub(crate) struct RunTable {
     pub by_correlation: HashMap<CorrelationId, RunId>,
     pub done: ResponseCache,
     pub seen: SeenRequests,
+    /// `.answered` containers this worker keeps for `run_retention`, with
+    /// the instant each expires.
+    pub tombstones: Vec<(ContainerRef, Instant)>,
 }
 
 impl RunTable {
@@ -251,6 +263,7 @@ impl RunTable {
             by_correlation: HashMap::new(),
             done: ResponseCache::new(cache, cache_bytes),
             seen: SeenRequests::new(cache),
+            tombstones: Vec::new(),
         }
     }
 
@@ -311,6 +324,15 @@ impl RunTable {
                 run.started_at = Some(SystemTime::now());
             }
         }
+    }
+
+    /// Take the tombstones whose retention is over.
+    pub fn expired_tombstones(&mut self, now: Instant) -> Vec<ContainerRef> {
+        let (expired, kept) = std::mem::take(&mut self.tombstones)
+            .into_iter()
+            .partition(|(_, until)| *until <= now);
+        self.tombstones = kept;
+        expired.into_iter().map(|(c, _)| c).collect()
     }
 
     pub fn insert(&mut self, run_id: RunId, run: LiveRun) {

@@ -200,9 +200,16 @@ pub async fn containers_of(docker: &bollard::Docker, runner: &str) -> Vec<String
 }
 
 /// Settings for a docker worker with its own runner name and prefix.
+/// Answered containers are removed at once (`run_retention = "0s"`) unless
+/// `extra` sets a retention: the tests that check removal stay exact.
 pub fn docker_settings(runner: &str, extra: &str) -> Settings {
+    let retention = if extra.contains("run_retention") {
+        ""
+    } else {
+        "run_retention = \"0s\"\n"
+    };
     settings(&format!(
-        "provider = \"docker\"\nrunner_name = \"{runner}\"\nevent_prefix = \"bus.t.{}\"\nshutdown_grace = \"5s\"\n{extra}",
+        "provider = \"docker\"\nrunner_name = \"{runner}\"\nevent_prefix = \"bus.t.{}\"\nshutdown_grace = \"5s\"\n{retention}{extra}",
         runner.replace(['@', '_'], "-")
     ))
 }

@@ -30,7 +30,11 @@ pub fn wants_stdin(spec: &RunSpec) -> bool {
 /// makes the end of an attached stdin close the container's stdin: that
 /// is how `cat` sees EOF. Never a restart policy, never auto-remove: the
 /// container is the durable record and only `remove` deletes it.
-pub fn container_body(spec: &RunSpec, runner: &str) -> ContainerCreateBody {
+///
+/// `image` is what the image was inspected as just before: the container
+/// is created from that image's id (what was checked is what runs), and
+/// its labels are overridden where they would speak for the run.
+pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> ContainerCreateBody {
     let stdin = wants_stdin(spec);
     let hardening = &spec.hardening;
     let mounts = spec
@@ -62,6 +66,9 @@ pub fn container_body(spec: &RunSpec, runner: &str) -> ContainerCreateBody {
         cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
         pids_limit: hardening.pids_limit,
         memory: hardening.memory_bytes,
+        // Swap must not hide a memory limit: with swap the process slows
+        // down instead of being killed, and `oom_killed` never shows.
+        memory_swap: hardening.memory_bytes,
         nano_cpus: hardening.nano_cpus,
         readonly_rootfs: Some(hardening.read_only_rootfs),
         tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
@@ -70,11 +77,11 @@ pub fn container_body(spec: &RunSpec, runner: &str) -> ContainerCreateBody {
         ..HostConfig::default()
     };
     ContainerCreateBody {
-        image: Some(spec.image.as_str().to_owned()),
+        image: Some(image.id.clone()),
         cmd: Some(spec.command.clone()),
         working_dir: spec.workdir.as_ref().map(|w| w.as_str().to_owned()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(labels::for_run(spec, runner)),
+        labels: Some(labels::for_run(spec, runner, &image.labels)),
         attach_stdin: Some(stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -90,6 +97,13 @@ pub fn container_body(spec: &RunSpec, runner: &str) -> ContainerCreateBody {
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
     }
+}
+
+/// An image as inspected: its id and its labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageSeen {
+    pub id: String,
+    pub labels: HashMap<String, String>,
 }
 
 /// `fromImage` and `tag` for a pull. A reference without tag or digest
@@ -138,8 +152,12 @@ mod tests {
                 AccessMode::ReadWrite,
             ),
         ];
-        let body = container_body(&spec, "docker@h");
-        assert_eq!(body.image.as_deref(), Some("img:1"));
+        let seen = ImageSeen {
+            id: "sha256:1".into(),
+            labels: HashMap::from([("bus.profile".to_owned(), "admin".to_owned())]),
+        };
+        let body = container_body(&spec, "docker@h", &seen);
+        assert_eq!(body.image.as_deref(), Some("sha256:1"));
         assert_eq!(body.cmd.as_ref().unwrap(), &spec.command);
         assert!(body.entrypoint.is_none());
         assert_eq!(body.env.as_ref().unwrap(), &vec!["A=1".to_owned()]);
@@ -147,6 +165,7 @@ mod tests {
         assert_eq!(body.open_stdin, Some(false));
         let labels = body.labels.as_ref().unwrap();
         assert_eq!(labels[labels::RUNNER], "docker@h");
+        assert_eq!(labels[labels::PROFILE], "codex", "the worker's value wins");
         let host = body.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(
@@ -156,6 +175,7 @@ mod tests {
         assert_eq!(host.cap_drop.unwrap(), vec!["ALL".to_owned()]);
         assert_eq!(host.pids_limit, Some(512));
         assert_eq!(host.memory, Some(1 << 28));
+        assert_eq!(host.memory_swap, Some(1 << 28), "no swap on top");
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.tmpfs.unwrap()["/tmp"], TMPFS_OPTIONS);
         assert_eq!(host.privileged, Some(false));
@@ -173,14 +193,17 @@ mod tests {
     fn stdin_is_opened_for_text_and_interactive_runs() {
         let mut spec = test_spec();
         spec.stdin = Some("x".into());
-        let body = container_body(&spec, "r");
+        let body = container_body(&spec, "r", &ImageSeen::default());
         assert_eq!(
             (body.open_stdin, body.stdin_once, body.attach_stdin),
             (Some(true), Some(true), Some(true))
         );
         spec.stdin = None;
         spec.interactive = true;
-        assert_eq!(container_body(&spec, "r").open_stdin, Some(true));
+        assert_eq!(
+            container_body(&spec, "r", &ImageSeen::default()).open_stdin,
+            Some(true)
+        );
     }
 
     #[test]

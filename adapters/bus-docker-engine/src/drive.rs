@@ -15,222 +15,36 @@
 //!   stream can be missed (a window of milliseconds inside dockerd);
 //! * **exited**: read the logs (not followed) and inspect.
 //!
+//! How it ends, read from the final inspect ([`read_exit`]):
+//! * at the deadline or on cancel the container is **stopped**: SIGTERM,
+//!   SIGKILL after `stop_grace`; the output keeps being read meanwhile, so
+//!   what the process prints on SIGTERM is in the run's output;
+//! * a name carrying the **deleted** mark (`bus-run-<id>.deleted`, set by
+//!   whichever worker deleted the run before it stopped it) ends
+//!   `Canceled`, whoever drives it;
+//! * `oom_killed` is the engine's `State.OOMKilled`;
+//! * a command the engine **cannot start** (missing or non-executable
+//!   file) is a result, not an engine error: dockerd records exit status
+//!   127 (126) as a shell would, and its message becomes the stderr.
+//!
 //! Output goes into two [`TailBuffer`]s, so memory stays bounded by
 //! `max_output_bytes` whatever the container prints.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use bollard::container::{AttachContainerResults, LogOutput};
-use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
-use bollard::query_parameters::{
-    AttachContainerOptions, InspectContainerOptions, KillContainerOptions, LogsOptions,
-    StartContainerOptions, WaitContainerOptions,
-};
+use bollard::container::AttachContainerResults;
+use bollard::models::ContainerStateStatusEnum;
+use bollard::query_parameters::{AttachContainerOptions, LogsOptions, StartContainerOptions};
 use bollard::Docker;
 use bus_docker_domain::ports::{CancelSignal, RunIo, Stdin};
-use bus_docker_domain::run::{Ending, Exit, TailBuffer};
-use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bus_docker_domain::run::{Ending, Exit, RunMark, TailBuffer};
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
-use crate::config::engine_time;
-use crate::error::{classify, Class, DockerError};
-
-/// After the exit, how long the output may pause before the reader stops
-/// waiting for its end.
-const DRAIN_IDLE: Duration = Duration::from_secs(2);
-/// After the exit, the longest the reader keeps draining in total.
-const DRAIN_MAX: Duration = Duration::from_secs(30);
-/// SIGKILL's exit status.
-const KILLED: i64 = 137;
-
-type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
-
-/// What inspect says about a container.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Observed {
-    pub status: Option<ContainerStateStatusEnum>,
-    pub open_stdin: bool,
-    pub started_at: Option<SystemTime>,
-    pub finished_at: Option<SystemTime>,
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-}
-
-impl From<&ContainerInspectResponse> for Observed {
-    fn from(info: &ContainerInspectResponse) -> Self {
-        let state = info.state.as_ref();
-        Self {
-            status: state.and_then(|s| s.status),
-            open_stdin: info
-                .config
-                .as_ref()
-                .and_then(|c| c.open_stdin)
-                .unwrap_or(false),
-            started_at: engine_time(state.and_then(|s| s.started_at.as_deref())),
-            finished_at: engine_time(state.and_then(|s| s.finished_at.as_deref())),
-            exit_code: state.and_then(|s| s.exit_code),
-            oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
-        }
-    }
-}
-
-impl Observed {
-    pub(crate) fn is_running(&self) -> bool {
-        self.status == Some(ContainerStateStatusEnum::RUNNING)
-    }
-}
-
-pub(crate) async fn inspect(docker: &Docker, id: &str) -> Result<Observed, DockerError> {
-    docker
-        .inspect_container(id, None::<InspectContainerOptions>)
-        .await
-        .map(|info| Observed::from(&info))
-        .map_err(|source| DockerError::Inspect {
-            id: id.to_owned(),
-            source,
-        })
-}
-
-/// How a kill went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Killed {
-    Yes,
-    /// 409: it had already stopped.
-    NotRunning,
-    /// 404: it was removed.
-    Gone,
-}
-
-pub(crate) async fn kill(docker: &Docker, id: &str) -> Result<Killed, DockerError> {
-    let options = KillContainerOptions {
-        signal: "KILL".to_owned(),
-    };
-    match docker.kill_container(id, Some(options)).await {
-        Ok(()) => Ok(Killed::Yes),
-        Err(source) => match classify(&source) {
-            Class::NotFound => Ok(Killed::Gone),
-            Class::Conflict => Ok(Killed::NotRunning),
-            _ => Err(DockerError::Kill {
-                id: id.to_owned(),
-                source,
-            }),
-        },
-    }
-}
-
-/// Wait until the container is not running; its exit code when the engine
-/// says. bollard reports a non-zero exit as an error: it is a result here.
-pub(crate) async fn wait_exit(docker: &Docker, id: &str) -> Result<Option<i64>, DockerError> {
-    let options = WaitContainerOptions {
-        condition: "not-running".to_owned(),
-    };
-    let mut waiting = docker.wait_container(id, Some(options));
-    match waiting.next().await {
-        Some(Ok(response)) => Ok(Some(response.status_code)),
-        Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(Some(code)),
-        Some(Err(source)) => Err(DockerError::Wait {
-            id: id.to_owned(),
-            source,
-        }),
-        None => Ok(None),
-    }
-}
-
-/// Reads a multiplexed output stream into two tail buffers.
-struct OutputPump {
-    stream: Output,
-    stdout: TailBuffer,
-    stderr: TailBuffer,
-    done: bool,
-    error: Option<BollardError>,
-}
-
-impl OutputPump {
-    fn new(stream: Output, cap: usize) -> Self {
-        Self {
-            stream,
-            stdout: TailBuffer::new(cap),
-            stderr: TailBuffer::new(cap),
-            done: false,
-            error: None,
-        }
-    }
-
-    fn accept(&mut self, item: Option<Result<LogOutput, BollardError>>) {
-        match item {
-            Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                self.stdout.push(&message);
-            }
-            Some(Ok(LogOutput::StdErr { message })) => self.stderr.push(&message),
-            Some(Ok(LogOutput::StdIn { .. })) => {}
-            Some(Err(err)) => {
-                self.error = Some(err);
-                self.done = true;
-            }
-            None => self.done = true,
-        }
-    }
-
-    /// Read until the stream ends. Cancel-safe: every chunk is stored as
-    /// soon as it arrives.
-    async fn run(&mut self) {
-        while !self.done {
-            let item = self.stream.next().await;
-            self.accept(item);
-        }
-    }
-
-    /// Read what is left after the exit, giving up when the stream pauses
-    /// for [`DRAIN_IDLE`] or after [`DRAIN_MAX`]; `false` when it gave up.
-    async fn drain(&mut self) -> bool {
-        let hard = Instant::now() + DRAIN_MAX;
-        while !self.done {
-            let until = (Instant::now() + DRAIN_IDLE).min(hard);
-            match tokio::time::timeout_at(until, self.stream.next()).await {
-                Ok(item) => self.accept(item),
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-}
-
-/// Write the run's stdin, then close it. Errors end the feeding quietly:
-/// a container that stops reading its stdin is its own business.
-async fn feed_stdin(mut input: Pin<Box<dyn AsyncWrite + Send>>, stdin: Stdin, id: &str) {
-    let fed: std::io::Result<()> = async {
-        match stdin {
-            Stdin::Closed => return Ok(()),
-            Stdin::Text(text) => input.write_all(&text).await?,
-            Stdin::Interactive(initial, mut chunks) => {
-                if let Some(text) = initial {
-                    input.write_all(&text).await?;
-                    input.flush().await?;
-                }
-                while let Some(chunk) = chunks.next().await {
-                    input.write_all(&chunk.data).await?;
-                    input.flush().await?;
-                    if chunk.eof {
-                        break;
-                    }
-                }
-            }
-        }
-        // The half-close reaches dockerd, which closes the container's
-        // stdin because it was created with `StdinOnce`.
-        input.shutdown().await
-    }
-    .await;
-    match fed {
-        Ok(()) => tracing::debug!(container = id, "stdin fed"),
-        Err(err) => {
-            tracing::debug!(container = id, error = %err, "stdin ended early: the container stopped reading");
-        }
-    }
-}
+use crate::control::{inspect, stop, wait_exit, Killed, Observed};
+use crate::error::{Class, DockerError};
+use crate::output::{feed_stdin, Output, OutputPump};
 
 /// The instant `timeout` after the container started (now when unknown),
 /// so a re-attached run keeps its original deadline.
@@ -260,30 +74,40 @@ fn ordered(
 
 /// How the waiting ended.
 struct Outcome {
-    /// `TimedOut` or `Canceled` when the worker killed it.
+    /// `TimedOut` or `Canceled` when the worker stopped it.
     stopped: Option<Ending>,
     code: Option<i64>,
 }
 
-/// Wait for the exit, killing the container at the deadline or on cancel.
-async fn wait_for_end(
-    docker: &Docker,
-    id: &str,
+/// How the worker stops a run, and how long it waits for the exit after.
+struct Stopping {
     deadline: Instant,
-    mut cancel: CancelSignal,
+    cancel: CancelSignal,
+    grace: Duration,
     settle: Duration,
-) -> Result<Outcome, DockerError> {
+}
+
+/// Wait for the exit, stopping the container at the deadline or on cancel.
+async fn wait_for_end(docker: &Docker, id: &str, s: Stopping) -> Result<Outcome, DockerError> {
+    let Stopping {
+        deadline,
+        mut cancel,
+        grace,
+        settle,
+    } = s;
     let waiting = wait_exit(docker, id);
     tokio::pin!(waiting);
+    // A cancel wins over everything (the run was deleted); an exit already
+    // in wins over a deadline passing at the same moment.
     let reason = tokio::select! {
         biased;
         () = &mut cancel => Ending::Canceled,
-        () = tokio::time::sleep_until(deadline) => Ending::TimedOut,
         code = &mut waiting => return Ok(Outcome { stopped: None, code: code? }),
+        () = tokio::time::sleep_until(deadline) => Ending::TimedOut,
     };
-    tracing::info!(container = id, reason = ?reason, "killing container");
-    let killed = kill(docker, id).await?;
-    let code = match killed {
+    tracing::info!(container = id, reason = ?reason, grace = ?grace, "stopping container");
+    let stopped = stop(docker, id, grace).await?;
+    let code = match stopped {
         Killed::Gone => None,
         _ => match tokio::time::timeout(settle, &mut waiting).await {
             Ok(code) => code?,
@@ -292,7 +116,7 @@ async fn wait_for_end(
     };
     // A deadline the process beat by a hair is a normal exit; a cancel
     // stays a cancel (the run was deleted, whoever stopped it).
-    let stopped = match (reason, killed) {
+    let stopped = match (reason, stopped) {
         (Ending::TimedOut, Killed::NotRunning) => None,
         (reason, _) => Some(reason),
     };
@@ -327,6 +151,46 @@ pub(crate) async fn drive(
     }
 }
 
+/// The stdin to feed: none when the container was created without one.
+fn usable_stdin(stdin: Stdin, open: bool, id: &str) -> Stdin {
+    if open {
+        return stdin;
+    }
+    if !matches!(stdin, Stdin::Closed) {
+        tracing::warn!(
+            container = id,
+            "container was created without an open stdin; input ignored"
+        );
+    }
+    Stdin::Closed
+}
+
+type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+async fn attach(
+    docker: &Docker,
+    id: &str,
+    fresh: bool,
+    stdin: bool,
+) -> Result<(Output, Input), DockerError> {
+    let options = AttachContainerOptions {
+        stream: true,
+        logs: !fresh,
+        stdin,
+        stdout: true,
+        stderr: true,
+        detach_keys: None,
+    };
+    let AttachContainerResults { output, input } = docker
+        .attach_container(id, Some(options))
+        .await
+        .map_err(|source| DockerError::Attach {
+            id: id.to_owned(),
+            source,
+        })?;
+    Ok((output, input))
+}
+
 async fn live(
     docker: &Docker,
     id: &str,
@@ -340,41 +204,22 @@ async fn live(
         timeout,
         cancel,
         max_output_bytes,
+        stop_grace,
     } = io;
-    let stdin = if seen.open_stdin {
-        stdin
-    } else {
-        if !matches!(stdin, Stdin::Closed) {
-            tracing::warn!(
-                container = id,
-                "container was created without an open stdin; input ignored"
-            );
-        }
-        Stdin::Closed
-    };
-    let options = AttachContainerOptions {
-        stream: true,
-        logs: !fresh,
-        stdin: !matches!(stdin, Stdin::Closed),
-        stdout: true,
-        stderr: true,
-        detach_keys: None,
-    };
-    let AttachContainerResults { output, input } = docker
-        .attach_container(id, Some(options))
-        .await
-        .map_err(|source| DockerError::Attach {
-            id: id.to_owned(),
-            source,
-        })?;
+    let stdin = usable_stdin(stdin, seen.open_stdin, id);
+    let wants_stdin = !matches!(stdin, Stdin::Closed);
+    let (output, input) = attach(docker, id, fresh, wants_stdin).await?;
     let started_at = if fresh {
-        docker
+        if let Err(source) = docker
             .start_container(id, None::<StartContainerOptions>)
             .await
-            .map_err(|source| DockerError::Start {
+        {
+            let err = DockerError::Start {
                 id: id.to_owned(),
                 source,
-            })?;
+            };
+            return not_started(docker, id, err, max_output_bytes).await;
+        }
         // The deadline counts from here; the exact `State.StartedAt` comes
         // with the final inspect. (An inspect right after start would wait
         // on the engine's container lock and cost every run a round trip.)
@@ -386,7 +231,13 @@ async fn live(
 
     let mut pump = OutputPump::new(output, max_output_bytes);
     let feeder = feed_stdin(input, stdin, id);
-    let waiter = wait_for_end(docker, id, deadline(started_at, timeout), cancel, settle);
+    let stopping = Stopping {
+        deadline: deadline(started_at, timeout),
+        cancel,
+        grace: stop_grace,
+        settle,
+    };
+    let waiter = wait_for_end(docker, id, stopping);
     tokio::pin!(feeder, waiter);
     let mut feeding = true;
     let outcome = loop {
@@ -406,8 +257,62 @@ async fn live(
     if let Some(err) = &pump.error {
         tracing::warn!(container = id, error = %err, "output stream broke; the captured tail may be incomplete");
     }
-    let outcome = outcome?;
+    read_exit(docker, id, outcome?, started_at, pump).await
+}
 
+/// A start the engine refused. When dockerd recorded the status a shell
+/// gives a command it cannot run (127: not found, 126: not executable),
+/// that is the run's result, with the engine's message as its stderr;
+/// anything else stays an engine error.
+async fn not_started(
+    docker: &Docker,
+    id: &str,
+    err: DockerError,
+    cap: usize,
+) -> Result<Exit, DockerError> {
+    if err.class() != Class::Other {
+        return Err(err);
+    }
+    let Ok(seen) = inspect(docker, id).await else {
+        return Err(err);
+    };
+    let code = match seen.exit_code {
+        Some(code @ (126 | 127)) if !seen.is_running() => code,
+        _ => return Err(err),
+    };
+    let message = seen
+        .error
+        .unwrap_or_else(|| crate::error::cause_chain(&err));
+    tracing::info!(container = id, exit_code = code, error = %message, "the engine could not start the command");
+    let mut stderr = TailBuffer::new(cap);
+    stderr.push(message.as_bytes());
+    stderr.push(b"\n");
+    let now = Some(SystemTime::now());
+    Ok(Exit {
+        ending: match seen.mark {
+            RunMark::Deleted => Ending::Canceled,
+            RunMark::Live | RunMark::Answered => Ending::Exited(code),
+        },
+        exit_code: Some(code),
+        stdout: TailBuffer::new(cap).finish(),
+        stderr: stderr.finish(),
+        started_at: now,
+        finished_at: now,
+        oom_killed: false,
+    })
+}
+
+/// After the wait: the final inspect says how the run ended (see the
+/// module docs). A wait that ended while the container still runs is
+/// `StillRunning` (the driver re-attaches); a container gone before it
+/// reported an exit is `Vanished`.
+async fn read_exit(
+    docker: &Docker,
+    id: &str,
+    outcome: Outcome,
+    started_at: Option<SystemTime>,
+    pump: OutputPump,
+) -> Result<Exit, DockerError> {
     let last = match inspect(docker, id).await {
         Ok(last) => Some(last),
         Err(err) if err.is_not_found() && (outcome.stopped.is_some() || outcome.code.is_some()) => {
@@ -416,29 +321,17 @@ async fn live(
         Err(err) => return Err(err),
     };
     if last.as_ref().is_some_and(Observed::is_running) {
-        // The wait ended without the container stopping: the connection
-        // broke. Do not report an exit that did not happen.
-        return Err(DockerError::Wait {
-            id: id.to_owned(),
-            source: BollardError::IOError {
-                err: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "wait ended while the container is still running",
-                ),
-            },
-        });
+        return Err(DockerError::StillRunning { id: id.to_owned() });
     }
     let last = last.unwrap_or_default();
     let exit_code = last.exit_code.or(outcome.code);
-    let ending = match outcome.stopped {
-        Some(reason) => reason,
-        None => Ending::Exited(exit_code.ok_or_else(|| DockerError::Wait {
-            id: id.to_owned(),
-            source: BollardError::DockerResponseServerError {
-                status_code: 404,
-                message: "container vanished before reporting its exit".to_owned(),
-            },
-        })?),
+    let ending = match (last.mark, outcome.stopped) {
+        // Another worker deleted the run: whoever stopped it, it is canceled.
+        (RunMark::Deleted, _) => Ending::Canceled,
+        (_, Some(reason)) => reason,
+        (_, None) => {
+            Ending::Exited(exit_code.ok_or_else(|| DockerError::Vanished { id: id.to_owned() })?)
+        }
     };
     let (started_at, finished_at) = ordered(
         last.started_at.or(started_at),
@@ -451,6 +344,7 @@ async fn live(
         stderr: pump.stderr.finish(),
         started_at,
         finished_at,
+        oom_killed: last.oom_killed,
     })
 }
 
@@ -488,25 +382,28 @@ async fn collect(
         (Some(start), Some(end)) => end.duration_since(start).ok(),
         _ => None,
     };
-    // A worker that killed the run at its deadline and died before
-    // answering left a SIGKILLed container that ran its full timeout.
-    let timed_out = code == KILLED && !seen.oom_killed && ran.is_some_and(|r| r >= io.timeout);
+    // A worker that stopped the run at its deadline and died before
+    // answering left a container that ran its full timeout (whatever its
+    // code after SIGTERM).
+    let timed_out = !seen.oom_killed && ran.is_some_and(|r| r >= io.timeout);
     tracing::info!(
         container = id,
         exit_code = code,
         "collected an exited container"
     );
+    let ending = match seen.mark {
+        RunMark::Deleted => Ending::Canceled,
+        _ if timed_out => Ending::TimedOut,
+        _ => Ending::Exited(code),
+    };
     Ok(Exit {
-        ending: if timed_out {
-            Ending::TimedOut
-        } else {
-            Ending::Exited(code)
-        },
+        ending,
         exit_code: seen.exit_code,
         stdout: pump.stdout.finish(),
         stderr: pump.stderr.finish(),
         started_at,
         finished_at,
+        oom_killed: seen.oom_killed,
     })
 }
 
@@ -544,38 +441,5 @@ mod tests {
         let late = start + Duration::from_secs(1);
         assert_eq!(ordered(Some(start), Some(late)), (Some(start), Some(late)));
         assert_eq!(ordered(None, Some(late)), (None, Some(late)));
-    }
-
-    #[tokio::test]
-    async fn the_pump_keeps_streams_apart_and_bounded() {
-        let items: Vec<Result<LogOutput, BollardError>> = vec![
-            Ok(LogOutput::StdOut {
-                message: "abc".into(),
-            }),
-            Ok(LogOutput::StdErr {
-                message: "err".into(),
-            }),
-            Ok(LogOutput::StdOut {
-                message: "def".into(),
-            }),
-        ];
-        let mut pump = OutputPump::new(Box::pin(futures_util::stream::iter(items)), 4);
-        pump.run().await;
-        assert!(pump.done);
-        let out = pump.stdout.finish();
-        assert_eq!(
-            (out.text.as_str(), out.total_bytes, out.truncated),
-            ("cdef", 6, true)
-        );
-        assert_eq!(pump.stderr.finish().text, "err");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn draining_gives_up_on_a_stuck_stream() {
-        let stuck = futures_util::stream::pending();
-        let mut pump = OutputPump::new(Box::pin(stuck), 4);
-        let started = Instant::now();
-        assert!(!pump.drain().await);
-        assert_eq!(started.elapsed(), DRAIN_IDLE);
     }
 }

@@ -4,27 +4,29 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bollard::models::ContainerSummaryStateEnum;
+use std::time::Duration;
+
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo,
+    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts};
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts, RunMark};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
 
 use crate::client::{Connection, EngineOptions};
-use crate::config::{container_body, pull_parts};
-use crate::drive::{self, inspect, Killed};
+use crate::config::{container_body, pull_parts, ImageSeen};
+use crate::control::{self, Killed};
+use crate::drive;
 use crate::error::{classify, Class, DockerError};
 use crate::input::{InputError, InputSessions};
-use crate::labels::{self, Listed};
 use crate::pinning::{run_of, Pinning};
+use crate::records::{self, Marked};
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///
@@ -40,9 +42,10 @@ pub struct DockerEngine {
 struct Inner {
     conn: Connection,
     inputs: InputSessions,
-    /// Images seen present (reference → id), so `if-not-present`/`never`
-    /// runs skip an inspect per run. An entry is dropped when a create
-    /// finds the image gone.
+    /// Images seen present (reference → id), so `ensure_image` under
+    /// `if-not-present`/`never` skips an inspect. (`create` still reads the
+    /// image once, fresh: its labels and id must be the ones that run.) An
+    /// entry is dropped when a create finds the image gone.
     images: std::sync::Mutex<HashMap<String, String>>,
     /// Containers this process created and has not driven yet, with
     /// whether their stdin is open: their first drive skips an inspect.
@@ -154,8 +157,20 @@ impl DockerEngine {
         docker: &Docker,
         image: &ImageRef,
     ) -> Result<Option<String>, DockerError> {
+        Ok(self.image_seen(docker, image).await?.map(|seen| seen.id))
+    }
+
+    /// The image's id and labels, `None` when it is not present.
+    async fn image_seen(
+        &self,
+        docker: &Docker,
+        image: &ImageRef,
+    ) -> Result<Option<ImageSeen>, DockerError> {
         match docker.inspect_image(image.as_str()).await {
-            Ok(info) => Ok(Some(info.id.unwrap_or_default())),
+            Ok(info) => Ok(Some(ImageSeen {
+                id: info.id.unwrap_or_default(),
+                labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
+            })),
             Err(source) if classify(&source) == Class::NotFound => Ok(None),
             Err(source) => Err(DockerError::InspectImage {
                 image: image.to_string(),
@@ -171,12 +186,20 @@ impl DockerEngine {
     ) -> Result<ContainerRef, RuntimeError> {
         let docker = self.docker().await?;
         let name = spec.container_name();
+        // Read the image now, not from the cache: its labels decide which
+        // `bus.*` keys the worker must blank, and the container is created
+        // from exactly this image id.
+        let image = match self.image_seen(&docker, &spec.image).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Err(RuntimeError::ImageMissing(spec.image.to_string())),
+            Err(err) => return Err(self.fail(err).await),
+        };
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..CreateContainerOptions::default()
         };
         match docker
-            .create_container(Some(options), container_body(spec, runner))
+            .create_container(Some(options), container_body(spec, runner, &image))
             .await
         {
             Ok(created) => {
@@ -262,75 +285,6 @@ impl DockerEngine {
         if let Some(run) = run_of(&container.name) {
             self.inner.pins.release(run.to_owned()).await;
         }
-    }
-
-    async fn managed(&self, docker: &Docker) -> Result<Vec<ManagedContainer>, DockerError> {
-        let filters = HashMap::from([("label".to_owned(), vec![labels::managed_filter()])]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..ListContainersOptions::default()
-        };
-        let listed = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| DockerError::List { source })?;
-        // Pins of runs with no container left (a worker that stopped
-        // before removing them) are released; the rest are kept.
-        let existing = listed
-            .iter()
-            .flat_map(|c| {
-                let by_label = c
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::RUN_ID))
-                    .cloned();
-                let by_name = c
-                    .names
-                    .iter()
-                    .flatten()
-                    .filter_map(|n| run_of(n))
-                    .map(str::to_owned);
-                by_label.into_iter().chain(by_name)
-            })
-            .collect();
-        self.inner.pins.sweep(existing).await;
-        let mut found = Vec::with_capacity(listed.len());
-        for summary in &listed {
-            let Some(id) = summary.id.as_deref() else {
-                continue;
-            };
-            let name = summary
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map_or("", |n| n.trim_start_matches('/'));
-            let state = match summary.state {
-                Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
-                Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
-                Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
-                Some(other) => ContainerState::Other(other.to_string()),
-                None => ContainerState::Other(String::new()),
-            };
-            // The list only has the creation time; the start time is what
-            // deadlines and `status` need.
-            let started_at = match inspect(docker, id).await {
-                Ok(seen) => seen.started_at,
-                Err(err) if err.is_not_found() => continue,
-                Err(err) => return Err(err),
-            };
-            let empty = HashMap::new();
-            let record = labels::managed(Listed {
-                id,
-                name,
-                labels: summary.labels.as_ref().unwrap_or(&empty),
-                image_id: summary.image_id.as_deref(),
-                state,
-                started_at,
-            });
-            found.extend(record);
-        }
-        Ok(found)
     }
 }
 
@@ -420,7 +374,7 @@ impl ContainerRuntime for DockerEngine {
 
     async fn kill(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
-        match drive::kill(&docker, &container.id).await {
+        match control::kill(&docker, &container.id).await {
             Ok(Killed::Yes) => {
                 tracing::info!(container = %container.name, "container killed");
                 Ok(())
@@ -463,10 +417,70 @@ impl ContainerRuntime for DockerEngine {
         }
     }
 
-    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+    async fn list_managed(
+        &self,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
         let docker = self.docker().await?;
-        match self.managed(&docker).await {
-            Ok(found) => Ok(found),
+        match records::list(&docker, filter).await {
+            Ok(found) => {
+                if filter.runner.is_none() && filter.run_id.is_none() {
+                    // A full listing: pins of runs with no container left
+                    // (a worker that stopped before removing them) go.
+                    let existing = found.iter().map(|c| c.run_id.to_string()).collect();
+                    self.inner.pins.sweep(existing).await;
+                }
+                Ok(found)
+            }
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn inspect_managed(
+        &self,
+        container: &ContainerRef,
+    ) -> Result<ManagedContainer, RuntimeError> {
+        let docker = self.docker().await?;
+        match records::read(&docker, &container.id).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(RuntimeError::ContainerGone(container.id.clone())),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %container.name))]
+    async fn delete_run(
+        &self,
+        container: &ContainerRef,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        let deleted = async {
+            match records::mark(&docker, &container.id, RunMark::Deleted).await {
+                Ok(Marked::Gone | Marked::Answered) => return Ok(()),
+                Ok(Marked::Now { name, .. }) => tracing::info!(%name, "run marked deleted"),
+                // The mark's name is taken (a leftover of an earlier run of
+                // this id): stop the run all the same; its driver then
+                // reports the kill, not a cancel.
+                Err(err @ DockerError::Rename { .. }) if err.class() == Class::Conflict => {
+                    tracing::warn!(error = %crate::error::cause_chain(&err), "cannot mark the run deleted; stopping it unmarked");
+                }
+                Err(err) => return Err(err),
+            }
+            control::stop(&docker, &container.id, grace)
+                .await
+                .map(|_| ())
+        };
+        match deleted.await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn mark_answered(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        match records::mark(&docker, &container.id, RunMark::Answered).await {
+            Ok(_) => Ok(()),
             Err(err) => Err(self.fail(err).await),
         }
     }

@@ -11,6 +11,9 @@
 //! | 404 on create (the image) | `ImageMissing` |
 //! | 409 on create (the name) | `NameConflict` |
 //! | 404 on any container call | `ContainerGone` |
+//! | 409 on a rename (the mark's name is taken) | `NameConflict` |
+//! | a wait that ends while the container still runs (`StillRunning`) | `Unavailable` (the driver re-attaches) |
+//! | a container gone before it reported its exit (`Vanished`) | `ContainerGone` |
 //! | any failure of a pull | `PullFailed` (unless the engine itself is unreachable) |
 //! | anything else, including 500 | `Engine` with the cause chain |
 //!
@@ -79,6 +82,28 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
+    /// `POST /containers/{id}/stop`: SIGTERM, SIGKILL after the grace.
+    #[error("stopping container {id}")]
+    Stop {
+        id: String,
+        #[source]
+        source: BollardError,
+    },
+    /// `POST /containers/{id}/rename`: setting a run mark.
+    #[error("renaming container {id} to {name}")]
+    Rename {
+        id: String,
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    /// The wait for the exit ended while the engine still reports the
+    /// container running: the connection broke, not the run.
+    #[error("waiting for container {id}: the wait ended while the container is still running")]
+    StillRunning { id: String },
+    /// The container was removed before the engine reported its exit.
+    #[error("container {id} vanished before reporting its exit")]
+    Vanished { id: String },
     #[error("killing container {id}")]
     Kill {
         id: String,
@@ -183,13 +208,18 @@ impl DockerError {
             | Self::Attach { source, .. }
             | Self::Wait { source, .. }
             | Self::Kill { source, .. }
+            | Self::Stop { source, .. }
+            | Self::Rename { source, .. }
             | Self::Remove { source, .. }
             | Self::Inspect { source, .. }
             | Self::Logs { source, .. }
             | Self::List { source }
             | Self::InspectImage { source, .. }
             | Self::Pull { source, .. } => Some(source),
-            Self::Stdin { .. } | Self::Staging { .. } => None,
+            Self::Stdin { .. }
+            | Self::Staging { .. }
+            | Self::StillRunning { .. }
+            | Self::Vanished { .. } => None,
         }
     }
 
@@ -197,6 +227,10 @@ impl DockerError {
         match self {
             // A broken stdin connection says nothing about the engine.
             Self::Stdin { .. } => Class::Other,
+            // A wait that broke off mid-run: the connection to the engine
+            // failed, so the driver re-attaches once it answers again.
+            Self::StillRunning { .. } => Class::Unreachable,
+            Self::Vanished { .. } => Class::NotFound,
             // Whatever answers (or not) at the host, it is no engine we can
             // talk to: a 404 from some other HTTP server included.
             Self::Negotiate { .. } => Class::Unreachable,
@@ -235,7 +269,7 @@ impl DockerError {
             (Class::NotFound, Self::Create { image, .. }) => {
                 RuntimeError::ImageMissing(image.clone())
             }
-            (Class::Conflict, Self::Create { name, .. }) => {
+            (Class::Conflict, Self::Create { name, .. } | Self::Rename { name, .. }) => {
                 RuntimeError::NameConflict(name.clone())
             }
             (
@@ -244,9 +278,12 @@ impl DockerError {
                 | Self::Attach { id, .. }
                 | Self::Wait { id, .. }
                 | Self::Kill { id, .. }
+                | Self::Stop { id, .. }
+                | Self::Rename { id, .. }
                 | Self::Remove { id, .. }
                 | Self::Inspect { id, .. }
-                | Self::Logs { id, .. },
+                | Self::Logs { id, .. }
+                | Self::Vanished { id },
             ) => RuntimeError::ContainerGone(id.clone()),
             _ => RuntimeError::Engine(chain.clone()),
         };
@@ -345,6 +382,43 @@ mod tests {
             source: BollardError::SocketNotFoundError("/x".into()),
         };
         assert!(matches!(err.into_runtime(), RuntimeError::Unavailable(_)));
+    }
+
+    #[test]
+    fn explicit_drive_failures_keep_their_classification() {
+        let still = DockerError::StillRunning { id: "c1".into() };
+        assert!(still.is_unreachable());
+        assert!(matches!(
+            still.into_runtime(),
+            RuntimeError::Unavailable(m) if m.contains("still running") && m.contains("c1")
+        ));
+        let gone = DockerError::Vanished { id: "c2".into() };
+        assert!(gone.is_not_found());
+        assert_eq!(
+            gone.into_runtime(),
+            RuntimeError::ContainerGone("c2".into())
+        );
+    }
+
+    #[test]
+    fn a_taken_mark_name_is_a_name_conflict() {
+        let err = DockerError::Rename {
+            id: "c1".into(),
+            name: "bus-run-r.answered".into(),
+            source: status(409, "Conflict. The container name is already in use"),
+        };
+        assert_eq!(
+            err.into_runtime(),
+            RuntimeError::NameConflict("bus-run-r.answered".into())
+        );
+        let stop = DockerError::Stop {
+            id: "c1".into(),
+            source: status(404, "No such container"),
+        };
+        assert_eq!(
+            stop.into_runtime(),
+            RuntimeError::ContainerGone("c1".into())
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use bus_docker_domain::ports::InputChunk;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::drive::{inspect, wait_exit};
+use crate::control::{inspect, wait_exit};
 use crate::error::DockerError;
 
 /// Why input was not written.

@@ -5,12 +5,18 @@
 //! answer a run after a worker restart without any local state: the
 //! profile, the requested image, the command, whether stdin is interactive
 //! and the timeout.
+//!
+//! Only labels the worker wrote count. Docker merges the image's labels
+//! into the container's, so an image carrying `LABEL bus.profile=…` would
+//! otherwise speak for the run: [`for_run`] sets every `bus.*` key the
+//! image brings and the worker does not set to the empty string, and
+//! reading back treats an empty label as absent.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use bus_docker_domain::ports::{ContainerState, ManagedContainer};
-use bus_docker_domain::run::ContainerRef;
+use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
+use bus_docker_domain::run::{ContainerRef, RunMark};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{CorrelationId, OwnerId, ProfileName, RunId};
 
@@ -34,15 +40,36 @@ pub const INTERACTIVE: &str = "bus.interactive";
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
 /// Prefix of the request's own labels.
 pub const USER_PREFIX: &str = "bus.user.";
+/// Prefix of every label this worker reads.
+pub const PREFIX: &str = "bus.";
 
-/// The label filter that selects managed containers.
-pub fn managed_filter() -> String {
-    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+/// The Engine's `filters` for a listing: managed containers, narrowed to
+/// a runner and a run. Every key is one the worker always writes, so an
+/// image label cannot widen or narrow the result.
+pub fn filters(filter: &ManagedFilter) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{MANAGED_BY}={MANAGED_BY_VALUE}")];
+    if let Some(runner) = &filter.runner {
+        labels.push(format!("{RUNNER}={runner}"));
+    }
+    if let Some(run_id) = &filter.run_id {
+        labels.push(format!("{RUN_ID}={run_id}"));
+    }
+    HashMap::from([("label".to_owned(), labels)])
 }
 
-/// Every label of the run's container.
-pub fn for_run(spec: &RunSpec, runner: &str) -> HashMap<String, String> {
-    let mut labels = HashMap::new();
+/// Every label of the run's container. `image` holds the labels of the
+/// image it is created from: each `bus.*` key there that the worker does
+/// not set is set to the empty string, so the image cannot add run facts.
+pub fn for_run(
+    spec: &RunSpec,
+    runner: &str,
+    image: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = image
+        .keys()
+        .filter(|k| k.starts_with(PREFIX))
+        .map(|k| (k.clone(), String::new()))
+        .collect();
     let mut put = |k: &str, v: String| {
         labels.insert(k.to_owned(), v);
     };
@@ -99,20 +126,31 @@ pub(crate) struct Listed<'a> {
     pub image_id: Option<&'a str>,
     pub state: ContainerState,
     pub started_at: Option<SystemTime>,
+    pub created_at: Option<SystemTime>,
+}
+
+/// The run id and mark: the id from the worker's label and the mark from
+/// what the name adds to `bus-run-<id>`; without the label, both from the
+/// name alone.
+pub(crate) fn identity(label: Option<&str>, name: &str) -> Option<(RunId, RunMark)> {
+    if let Some(run_id) = label.and_then(|v| RunId::parse(v).ok()) {
+        let mark = RunMark::of(name, &run_id).unwrap_or_else(|| {
+            // Renamed by hand: the suffix alone decides.
+            RunMark::split(name).map_or(RunMark::Live, |(_, mark)| mark)
+        });
+        return Some((run_id, mark));
+    }
+    let (id, mark) = RunMark::split(name)?;
+    Some((RunId::parse(id).ok()?, mark))
 }
 
 /// Rebuild the run record; `None` (with a warning) when the container has
 /// no usable run id.
 pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
     let labels = listed.labels;
-    let get = |k: &str| labels.get(k).map(String::as_str);
-    let run_id = get(RUN_ID).and_then(|v| RunId::parse(v).ok()).or_else(|| {
-        listed
-            .name
-            .strip_prefix("bus-run-")
-            .and_then(|v| RunId::parse(v).ok())
-    });
-    let Some(run_id) = run_id else {
+    // Empty means absent: the worker blanks the image's `bus.*` labels.
+    let get = |k: &str| labels.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let Some((run_id, mark)) = identity(get(RUN_ID), listed.name) else {
         tracing::warn!(
             container = listed.id,
             name = listed.name,
@@ -129,6 +167,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
             name: listed.name.to_owned(),
         },
         run_id,
+        mark,
         owner: get(OWNER).and_then(|v| OwnerId::parse(v).ok()),
         correlation: get(CORRELATION).and_then(|v| CorrelationId::parse(v).ok()),
         reply_event: get(REPLY_EVENT).map(str::to_owned),
@@ -143,6 +182,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
             .map(Duration::from_secs),
         state: listed.state,
         started_at: listed.started_at,
+        created_at: listed.created_at,
     })
 }
 
@@ -154,7 +194,7 @@ mod tests {
     #[test]
     fn labels_carry_the_contract_and_what_recovery_needs() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host");
+        let labels = for_run(&spec, "docker@host", &HashMap::new());
         assert_eq!(labels[MANAGED_BY], "bus-integration-docker");
         assert_eq!(labels[RUN_ID], "r1");
         assert_eq!(labels[OWNER], "owner-1");
@@ -174,7 +214,7 @@ mod tests {
         let mut spec = test_spec();
         spec.owner = None;
         spec.profile = None;
-        let labels = for_run(&spec, "r");
+        let labels = for_run(&spec, "r", &HashMap::new());
         assert!(!labels.contains_key(OWNER));
         assert!(!labels.contains_key(PROFILE));
     }
@@ -182,7 +222,7 @@ mod tests {
     #[test]
     fn a_managed_container_round_trips_through_its_labels() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host");
+        let labels = for_run(&spec, "docker@host", &HashMap::new());
         let m = managed(Listed {
             id: "abc",
             name: "bus-run-r1",
@@ -190,8 +230,10 @@ mod tests {
             image_id: Some("sha256:1"),
             state: ContainerState::Running,
             started_at: None,
+            created_at: None,
         })
         .unwrap();
+        assert_eq!(m.mark, RunMark::Live);
         assert_eq!(m.run_id, spec.run_id);
         assert_eq!(m.owner, spec.owner);
         assert_eq!(m.correlation.as_ref(), Some(&spec.correlation));
@@ -216,9 +258,91 @@ mod tests {
             image_id: None,
             state: ContainerState::Exited,
             started_at: None,
+            created_at: None,
         };
         assert_eq!(managed(listed("bus-run-r7")).unwrap().run_id.as_str(), "r7");
+        let marked = managed(listed("bus-run-r7.answered")).unwrap();
+        assert_eq!(
+            (marked.run_id.as_str(), marked.mark),
+            ("r7", RunMark::Answered)
+        );
         assert!(managed(listed("someone-else")).is_none());
+    }
+
+    #[test]
+    fn the_mark_is_what_the_name_adds_to_the_labelled_run_id() {
+        let labels = HashMap::from([(RUN_ID.to_owned(), "x.deleted".to_owned())]);
+        let listed = |name| Listed {
+            id: "x",
+            name,
+            labels: &labels,
+            image_id: None,
+            state: ContainerState::Exited,
+            started_at: None,
+            created_at: None,
+        };
+        let live = managed(listed("bus-run-x.deleted")).unwrap();
+        assert_eq!(
+            (live.run_id.as_str(), live.mark),
+            ("x.deleted", RunMark::Live)
+        );
+        let deleted = managed(listed("bus-run-x.deleted.deleted")).unwrap();
+        assert_eq!(deleted.mark, RunMark::Deleted);
+    }
+
+    #[test]
+    fn image_labels_cannot_speak_for_the_run() {
+        let mut spec = test_spec();
+        spec.owner = None;
+        spec.profile = None;
+        let image: HashMap<String, String> = [
+            (PROFILE, "admin"),
+            (OWNER, "someone-else"),
+            (RUNNER, "docker@elsewhere"),
+            (CORRELATION, "stolen"),
+            ("bus.user.secret", "x"),
+            ("org.opencontainers.image.title", "kept"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let labels = for_run(&spec, "docker@host", &image);
+        assert_eq!(labels[PROFILE], "");
+        assert_eq!(labels[OWNER], "");
+        assert_eq!(labels["bus.user.secret"], "");
+        assert_eq!(labels[RUNNER], "docker@host");
+        assert_eq!(labels[CORRELATION], "c-1");
+        assert!(!labels.contains_key("org.opencontainers.image.title"));
+        // What the engine then holds: the image's labels under the worker's.
+        let mut merged = image.clone();
+        merged.extend(labels);
+        let m = managed(Listed {
+            id: "abc",
+            name: "bus-run-r1",
+            labels: &merged,
+            image_id: None,
+            state: ContainerState::Created,
+            started_at: None,
+            created_at: None,
+        })
+        .unwrap();
+        assert_eq!((m.owner, m.profile), (None, None));
+        assert_eq!(m.runner.as_deref(), Some("docker@host"));
+    }
+
+    #[test]
+    fn filters_narrow_by_runner_and_run() {
+        let all = filters(&ManagedFilter::all());
+        assert_eq!(
+            all["label"],
+            vec![format!("{MANAGED_BY}={MANAGED_BY_VALUE}")]
+        );
+        let mut both = ManagedFilter::runner("docker@h");
+        both.run_id = Some(RunId::parse("r9").unwrap());
+        let labels = &filters(&both)["label"];
+        assert!(labels.contains(&"bus.runner=docker@h".to_owned()));
+        assert!(labels.contains(&"bus.run-id=r9".to_owned()));
+        assert_eq!(labels.len(), 3);
     }
 
     #[test]

@@ -10,8 +10,13 @@
 //! * [`client`]: `EngineOptions` and the lazily built, version-negotiated
 //!   client (the engine may be down at start-up and come back later).
 //! * `drive.rs`: attach/start, re-attach after a restart, collecting an
-//!   exited container; stdin, the bounded output tail, deadline and
-//!   cancellation.
+//!   exited container; deadline, cancellation (graceful stop), run marks,
+//!   OOM kills and commands that cannot start, read from the final inspect.
+//! * `output.rs`: the bounded output tail and feeding stdin.
+//! * `control.rs`: single container calls (inspect, kill, stop, wait,
+//!   rename) and what their answers mean.
+//! * `records.rs`: the engine as the record of runs: filtered listing,
+//!   reading one container in full, run marks (renames).
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
 //! * `config.rs`: create bodies, pull references, engine timestamps.
 //! * [`pinning`]: request mounts pinned to what was checked
@@ -22,17 +27,21 @@
 //!   mapping to `RuntimeError`.
 //!
 //! Tests: unit tests beside the code; live tests against the real engine
-//! under `tests/` (`engine.rs`: runs; `lifecycle.rs`: the record, images,
-//! reachability). They fail, never skip, when no engine is reachable.
+//! under `tests/` (`engine.rs`: runs, graceful stop, OOM, missing
+//! executables; `lifecycle.rs`: the record, images, reachability;
+//! `records.rs`: image labels, filtered listings, run marks across workers). They fail, never skip, when no engine is reachable.
 
 pub mod client;
 mod config;
+mod control;
 mod drive;
 pub mod engine;
 pub mod error;
 mod input;
 pub mod labels;
+mod output;
 pub mod pinning;
+mod records;
 
 pub use client::{EngineOptions, CONNECT_TIMEOUT};
 pub use engine::DockerEngine;

@@ -251,7 +251,8 @@ fn refusal(target: &str, err: &PinError) -> RuntimeError {
     }
 }
 
-/// The run id of a managed container's name (`bus-run-<run_id>`).
+/// The run id of a managed container's name (`bus-run-<run_id>`, with or
+/// without a run mark).
 pub(crate) fn run_of(name: &str) -> Option<&str> {
-    name.trim_start_matches('/').strip_prefix("bus-run-")
+    bus_docker_domain::run::RunMark::split(name.trim_start_matches('/')).map(|(id, _)| id)
 }

@@ -6,7 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState, InputChunk, InputStream, Stdin};
+use bus_docker_domain::ports::{
+    ContainerRuntime, ContainerState, InputChunk, InputStream, ManagedFilter, Stdin,
+};
 use bus_docker_domain::run::Ending;
 use bus_docker_domain::RuntimeError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
@@ -63,6 +65,7 @@ async fn a_clean_exit_keeps_stdout_and_stderr_apart() {
     assert_eq!(exit.stdout.text, "out\n");
     assert_eq!(exit.stderr.text, "err\n");
     assert_eq!((exit.stdout.total_bytes, exit.stdout.truncated), (4, false));
+    assert!(!exit.oom_killed);
     let duration = exit.duration().expect("start and finish are known");
     assert!(duration < Duration::from_secs(30), "{duration:?}");
 }
@@ -175,6 +178,93 @@ async fn the_cancel_signal_kills_the_container() {
     assert_eq!(exit.ending, Ending::Canceled);
     assert_eq!(exit.exit_code, Some(137));
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Prints `started`, then on SIGTERM prints `bye` and exits 3.
+const TRAP_TERM: &str = "trap 'echo bye; exit 3' TERM; echo started; sleep 30 & wait";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_and_cancel_stop_with_sigterm_then_sigkill_after_the_grace() {
+    let engine = engine().await;
+    let cleanup = Cleanup::new(&engine);
+    let graceful = |name| spec(name, &["sh", "-c", TRAP_TERM]);
+    let timed = cleanup.create(&engine, &graceful("term-timeout")).await;
+    let canceled = cleanup.create(&engine, &graceful("term-cancel")).await;
+    let stubborn = cleanup
+        .create(
+            &engine,
+            &spec(
+                "term-ignored",
+                &["sh", "-c", "trap '' TERM; echo started; sleep 30 & wait"],
+            ),
+        )
+        .await;
+
+    let mut on_time = io(Duration::from_secs(1));
+    on_time.stop_grace = Duration::from_secs(20);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut on_cancel = io(Duration::from_secs(60));
+    on_cancel.stop_grace = Duration::from_secs(20);
+    on_cancel.cancel = Box::pin(async move {
+        let _ = rx.await;
+    });
+    let mut ignoring = io(Duration::from_secs(1));
+    ignoring.stop_grace = Duration::from_secs(2);
+    let canceling = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(()).unwrap();
+    };
+    let started = Instant::now();
+    let timed_run = async {
+        let exit = engine.drive(&timed, on_time).await;
+        (exit, started.elapsed())
+    };
+    let ignored_run = async {
+        let exit = engine.drive(&stubborn, ignoring).await;
+        (exit, started.elapsed())
+    };
+    let ((timed_exit, timed_took), canceled_exit, (ignored_exit, ignored_took), ()) = tokio::join!(
+        timed_run,
+        engine.drive(&canceled, on_cancel),
+        ignored_run,
+        canceling
+    );
+
+    for (exit, ending) in [
+        (timed_exit.unwrap(), Ending::TimedOut),
+        (canceled_exit.unwrap(), Ending::Canceled),
+    ] {
+        assert_eq!(exit.ending, ending);
+        assert_eq!(exit.exit_code, Some(3), "the TERM trap ran: {ending:?}");
+        assert_eq!(exit.stdout.text, "started\nbye\n", "{ending:?}");
+    }
+    // SIGTERM was answered at once: nobody waited for the 20 s grace.
+    assert!(timed_took < Duration::from_secs(10), "{timed_took:?}");
+    // A process that ignores SIGTERM is killed when the grace is over.
+    let ignored = ignored_exit.unwrap();
+    assert_eq!(ignored.ending, Ending::TimedOut);
+    assert_eq!(ignored.exit_code, Some(137));
+    assert!(ignored_took >= Duration::from_secs(3), "{ignored_took:?}");
+    assert!(ignored_took < Duration::from_secs(15), "{ignored_took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_kill_is_reported_as_oom_killed() {
+    let engine = engine().await;
+    let cleanup = Cleanup::new(&engine);
+    // `tail` keeps everything it reads from a stream without newlines.
+    let mut spec = spec(
+        "oom",
+        &["sh", "-c", "head -c 64m /dev/zero | tail; echo tail=$?"],
+    );
+    spec.hardening.memory_bytes = Some(8 * MIB as i64);
+    let container = cleanup.create(&engine, &spec).await;
+    let exit = engine
+        .drive(&container, io(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!(exit.stdout.text, "tail=137\n", "the kernel killed tail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +414,7 @@ async fn a_dropped_drive_is_resumed_by_reattaching() {
     )
     .await;
     assert!(first.is_err(), "the first drive was still running");
-    let listed = engine.list_managed().await.unwrap();
+    let listed = engine.list_managed(&ManagedFilter::all()).await.unwrap();
     let record = listed
         .iter()
         .find(|m| m.run_id == spec.run_id)
@@ -406,16 +496,24 @@ async fn a_run_outlives_the_request_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_that_cannot_start_is_an_engine_error() {
+async fn a_missing_executable_is_a_failed_run_with_127() {
     let engine = engine().await;
     let cleanup = Cleanup::new(&engine);
-    let spec = spec("nocmd", &["/no/such/binary"]);
-    let container = cleanup.create(&engine, &spec).await;
-    match engine.drive(&container, io(Duration::from_secs(30))).await {
-        Err(RuntimeError::Engine(message)) => {
-            assert!(message.contains("starting container"), "{message}");
-        }
-        other => panic!("expected an engine error, got {other:?}"),
+    for (name, command) in [("nocmd", "/no/such/binary"), ("nopath", "no-such-command")] {
+        let spec = spec(name, &[command]);
+        let container = cleanup.create(&engine, &spec).await;
+        let exit = engine
+            .drive(&container, io(Duration::from_secs(30)))
+            .await
+            .expect("a result, not an engine error");
+        assert_eq!(exit.ending, Ending::Exited(127), "{command}");
+        assert_eq!(exit.exit_code, Some(127));
+        assert!(
+            exit.stderr.text.contains(command),
+            "the engine's message names the command: {}",
+            exit.stderr.text
+        );
+        assert_eq!(exit.stdout.total_bytes, 0);
     }
 }
 

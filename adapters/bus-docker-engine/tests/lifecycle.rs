@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::InspectContainerOptions;
 use bus_docker_domain::mount::{AccessMode, ContainerPath, Mount};
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState};
+use bus_docker_domain::ports::{ContainerRuntime, ContainerState, ManagedContainer, ManagedFilter};
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, Ending};
 use bus_docker_domain::{ImageRef, ProfileName, RuntimeError};
@@ -128,7 +128,7 @@ async fn list_managed_reads_the_run_back_from_its_labels() {
             .find(|m| m.run_id == spec.run_id)
             .expect("the run is listed")
     };
-    let record = find(engine.list_managed().await.unwrap());
+    let record = find(engine.list_managed(&ManagedFilter::all()).await.unwrap());
     assert_eq!(record.container, container);
     assert_eq!(record.owner, spec.owner);
     assert_eq!(record.correlation.as_ref(), Some(&spec.correlation));
@@ -152,10 +152,22 @@ async fn list_managed_reads_the_run_back_from_its_labels() {
     let mut run = io(Duration::from_secs(30));
     run.stdin = bus_docker_domain::ports::Stdin::Text(Vec::new());
     let exit = engine.drive(&container, run).await.unwrap();
-    let record = find(engine.list_managed().await.unwrap());
+    let record = find(engine.list_managed(&ManagedFilter::all()).await.unwrap());
     assert_eq!(record.state, ContainerState::Exited);
-    assert_eq!(record.started_at, exit.started_at);
-    assert!(record.started_at.is_some());
+    assert_eq!(record.started_at, None, "a listing has no start time");
+    assert!(record.created_at.is_some());
+    // The full read has the exact start, as recovery needs.
+    let full = engine.inspect_managed(&container).await.unwrap();
+    assert_eq!(full.started_at, exit.started_at);
+    assert!(full.started_at.is_some());
+    assert_eq!(
+        full,
+        ManagedContainer {
+            started_at: full.started_at,
+            created_at: full.created_at,
+            ..record
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +260,7 @@ async fn kill_and_remove_tolerate_stopped_and_gone_containers() {
     engine.remove(&container).await.unwrap(); // gone
     engine.kill(&container).await.unwrap(); // gone
     assert!(!engine
-        .list_managed()
+        .list_managed(&ManagedFilter::all())
         .await
         .unwrap()
         .iter()
@@ -367,7 +379,7 @@ async fn an_unreachable_engine_is_unavailable_quickly() {
             name: "bus-run-x".into(),
         };
         assert!(matches!(
-            engine.list_managed().await,
+            engine.list_managed(&ManagedFilter::all()).await,
             Err(RuntimeError::Unavailable(_))
         ));
         assert!(matches!(
@@ -447,7 +459,7 @@ async fn containers_the_worker_does_not_manage_are_left_alone() {
         .unwrap();
     assert_eq!(exit.ending, Ending::Exited(0));
 
-    let listed = engine.list_managed().await.unwrap();
+    let listed = engine.list_managed(&ManagedFilter::all()).await.unwrap();
     assert!(listed.iter().any(|m| m.run_id == spec.run_id));
     assert!(
         !listed.iter().any(|m| m.container.id == helper_id),
@@ -466,7 +478,7 @@ async fn containers_the_worker_does_not_manage_are_left_alone() {
         "the helper survived the sweep"
     );
     assert!(!engine
-        .list_managed()
+        .list_managed(&ManagedFilter::all())
         .await
         .unwrap()
         .iter()

@@ -9,7 +9,7 @@ use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
-    CapturedOutput, EngineInfo, ProfileImage, RunReport, RunState, RunStatus, RunSummary,
+    CapturedOutput, EngineInfo, Finished, ProfileImage, RunReport, RunState, RunStatus, RunSummary,
     RunnerReport, RunnerState, RuntimeDetails,
 };
 use bus_docker_events::codec::{encode, encode_minimal, Encoded, STREAM_HEADROOM_BYTES};
@@ -45,6 +45,7 @@ fn report() -> RunReport {
         started_at: Some(at(1_714_564_800, 5)),
         finished_at: Some(at(1_714_564_800, 417)),
         duration: Some(Duration::from_millis(412)),
+        oom_killed: false,
         runtime: RuntimeDetails {
             provider: "docker".into(),
             engine_version: Some("27.0.3".into()),
@@ -203,6 +204,7 @@ fn status_response_lists_items() {
             profile: Some("codex".into()),
             container_id: Some("0123abcd".into()),
             started_at: Some(at(1_714_564_800, 120)),
+            finished: None,
         },
         RunSummary {
             run_id: RunId::parse("run_2").unwrap(),
@@ -212,6 +214,21 @@ fn status_response_lists_items() {
             profile: None,
             container_id: None,
             started_at: None,
+            finished: None,
+        },
+        RunSummary {
+            run_id: RunId::parse("run_3").unwrap(),
+            state: RunState::Exited,
+            owner: None,
+            image: Some("alpine:3.20".into()),
+            profile: None,
+            container_id: Some("4567cdef".into()),
+            started_at: Some(at(1_714_564_800, 120)),
+            finished: Some(Finished {
+                status: Some(RunStatus::Failed),
+                exit_code: Some(3),
+                finished_at: Some(at(1_714_564_801, 0)),
+            }),
         },
     ];
     let e = encoded(Operation::Status, Reply::Status(items));
@@ -224,7 +241,12 @@ fn status_response_lists_items() {
                          "container_id": "0123abcd", "started_at": "2024-05-01T12:00:00.120Z"}},
             {"id": "run_2", "state": "queued",
              "owner_identity_id": null, "owner_account_id": null,
-             "details": {"image": null, "profile": null, "container_id": null, "started_at": null}}
+             "details": {"image": null, "profile": null, "container_id": null, "started_at": null}},
+            {"id": "run_3", "state": "exited",
+             "owner_identity_id": null, "owner_account_id": null,
+             "details": {"image": "alpine:3.20", "profile": null, "container_id": "4567cdef",
+                         "started_at": "2024-05-01T12:00:00.120Z", "status": "failed", "exit_code": 3,
+                         "finished_at": "2024-05-01T12:00:01.000Z"}}
         ]})
     );
     let empty = encoded(Operation::Status, Reply::Status(Vec::new()));

@@ -80,6 +80,7 @@ fn big_run_response() -> Response {
         started_at: None,
         finished_at: None,
         duration: Some(Duration::from_millis(1234)),
+        oom_killed: false,
         runtime: Default::default(),
     };
     Response::success(

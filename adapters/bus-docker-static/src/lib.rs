@@ -12,6 +12,13 @@
 //! pulled; every other image is present with id `sha256:<64 hex>` derived
 //! from the reference.
 //!
+//! Like the Docker adapter: listings honour the filter and leave
+//! `started_at` to `inspect_managed`; `kill` ends a running drive with
+//! exit 137; `delete_run` renames the container `bus-run-<id>.deleted`
+//! before it ends the drive, which then reports `Canceled`;
+//! `mark_answered` renames it `.answered`. There is no process to signal,
+//! so `stop_grace` does not delay anything and nothing is ever OOM-killed.
+//!
 //! Must not depend on any engine client.
 
 use std::collections::HashMap;
@@ -19,14 +26,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, RunIo, Stdin,
+    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, ManagedFilter, RunIo, Stdin,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, Ending, EngineInfo, Exit, RequestMounts, TailBuffer};
+use bus_docker_domain::run::{
+    ContainerRef, Ending, EngineInfo, Exit, RequestMounts, RunMark, TailBuffer,
+};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The deterministic runtime. Cheap to clone; clones share state.
 #[derive(Clone, Default)]
@@ -45,6 +54,8 @@ struct Entry {
     stdin_open: bool,
     /// Input written by `write_input` for a running `cat`.
     input: Option<mpsc::UnboundedSender<InputChunk>>,
+    /// Ends the running drive (a kill or a delete).
+    halt: Option<oneshot::Sender<()>>,
     exit: Option<Exit>,
 }
 
@@ -67,10 +78,44 @@ impl StaticRuntime {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_state(&self, id: &str, state: ContainerState) {
+    /// Stop a container: end its drive, or mark it exited when nothing
+    /// drives it.
+    fn halt(&self, id: &str) {
         if let Some(e) = self.lock().containers.get_mut(id) {
-            e.managed.state = state;
+            match e.halt.take() {
+                Some(halt) => {
+                    let _ = halt.send(());
+                }
+                None if e.managed.state == ContainerState::Running => {
+                    e.managed.state = ContainerState::Exited;
+                }
+                None => {}
+            }
         }
+    }
+
+    /// Rename a container to carry `mark`; its old mark, `None` when gone.
+    fn mark(&self, id: &str, mark: RunMark) -> Result<Option<RunMark>, RuntimeError> {
+        let mut state = self.lock();
+        let Some(before) = state.containers.get(id).map(|e| e.managed.mark) else {
+            return Ok(None);
+        };
+        if before == mark || (mark == RunMark::Deleted && before == RunMark::Answered) {
+            return Ok(Some(before));
+        }
+        let entry = &state.containers[id];
+        let name = mark.container_name(&entry.managed.run_id);
+        if state
+            .containers
+            .values()
+            .any(|e| e.managed.container.name == name)
+        {
+            return Err(RuntimeError::NameConflict(name));
+        }
+        let entry = state.containers.get_mut(id).expect("checked above");
+        entry.managed.container.name = name;
+        entry.managed.mark = mark;
+        Ok(Some(before))
     }
 }
 
@@ -154,6 +199,7 @@ impl ContainerRuntime for StaticRuntime {
         let managed = ManagedContainer {
             container: container.clone(),
             run_id: spec.run_id.clone(),
+            mark: RunMark::Live,
             owner: spec.owner.clone(),
             correlation: Some(spec.correlation.clone()),
             reply_event: Some(spec.reply_event.clone()),
@@ -166,6 +212,7 @@ impl ContainerRuntime for StaticRuntime {
             timeout: Some(spec.timeout),
             state: ContainerState::Created,
             started_at: None,
+            created_at: Some(SystemTime::now()),
         };
         state.containers.insert(
             container.id.clone(),
@@ -173,6 +220,7 @@ impl ContainerRuntime for StaticRuntime {
                 managed,
                 stdin_open: spec.interactive,
                 input: None,
+                halt: None,
                 exit: None,
             },
         );
@@ -180,6 +228,7 @@ impl ContainerRuntime for StaticRuntime {
     }
 
     async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
+        let (halted_tx, halted) = oneshot::channel();
         let (args, started_at) = {
             let mut state = self.lock();
             let entry = state
@@ -191,6 +240,7 @@ impl ContainerRuntime for StaticRuntime {
             }
             let started = *entry.managed.started_at.get_or_insert_with(SystemTime::now);
             entry.managed.state = ContainerState::Running;
+            entry.halt = Some(halted_tx);
             (entry.managed.args.clone(), started)
         };
         let mut stdout = TailBuffer::new(io.max_output_bytes);
@@ -241,15 +291,25 @@ impl ContainerRuntime for StaticRuntime {
                 }
             }
         };
-        let ending = tokio::select! {
+        let mut ending = tokio::select! {
             code = work => Ending::Exited(code),
             () = deadline => Ending::TimedOut,
             () = &mut cancel => Ending::Canceled,
+            Ok(()) = halted => Ending::Exited(137),
         };
         let exit_code = match ending {
             Ending::Exited(c) => c,
             Ending::TimedOut | Ending::Canceled => 137,
         };
+        let mut state = self.lock();
+        let entry = state.containers.get_mut(&container.id);
+        // Deleted by some worker: canceled, whoever drives it.
+        if entry
+            .as_ref()
+            .is_some_and(|e| e.managed.mark == RunMark::Deleted)
+        {
+            ending = Ending::Canceled;
+        }
         let exit = Exit {
             ending,
             exit_code: Some(exit_code),
@@ -257,19 +317,20 @@ impl ContainerRuntime for StaticRuntime {
             stderr: stderr.finish(),
             started_at: Some(started_at),
             finished_at: Some(SystemTime::now()),
+            oom_killed: false,
         };
-        let mut state = self.lock();
-        if let Some(e) = state.containers.get_mut(&container.id) {
+        if let Some(e) = entry {
             e.managed.state = ContainerState::Exited;
             e.stdin_open = false;
             e.input = None;
+            e.halt = None;
             e.exit = Some(exit.clone());
         }
         Ok(exit)
     }
 
     async fn kill(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
-        self.set_state(&container.id, ContainerState::Exited);
+        self.halt(&container.id);
         Ok(())
     }
 
@@ -278,15 +339,52 @@ impl ContainerRuntime for StaticRuntime {
         Ok(())
     }
 
-    async fn list_managed(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
+    async fn list_managed(
+        &self,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
         let mut list: Vec<_> = self
             .lock()
             .containers
             .values()
-            .map(|e| e.managed.clone())
+            .filter(|e| filter.matches(&e.managed))
+            // As from the engine's list: the start time needs an inspect.
+            .map(|e| ManagedContainer {
+                started_at: None,
+                ..e.managed.clone()
+            })
             .collect();
         list.sort_by(|a, b| a.container.id.cmp(&b.container.id));
         Ok(list)
+    }
+
+    async fn inspect_managed(
+        &self,
+        container: &ContainerRef,
+    ) -> Result<ManagedContainer, RuntimeError> {
+        self.lock()
+            .containers
+            .get(&container.id)
+            .map(|e| e.managed.clone())
+            .ok_or_else(|| RuntimeError::ContainerGone(container.id.clone()))
+    }
+
+    async fn delete_run(
+        &self,
+        container: &ContainerRef,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        match self.mark(&container.id, RunMark::Deleted) {
+            Ok(Some(RunMark::Answered) | None) => return Ok(()),
+            Ok(Some(_)) | Err(RuntimeError::NameConflict(_)) => {}
+            Err(err) => return Err(err),
+        }
+        self.halt(&container.id);
+        Ok(())
+    }
+
+    async fn mark_answered(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
+        self.mark(&container.id, RunMark::Answered).map(|_| ())
     }
 
     async fn write_input(
@@ -322,6 +420,134 @@ mod tests {
         assert!(matches!(program(&a(&["cat"])), Program::Cat));
         assert!(matches!(program(&a(&["sleep", "-1"])), Program::Echo(_)));
         assert!(matches!(program(&a(&["printf", "OK"])), Program::Echo(t) if t == "printf OK"));
+    }
+
+    fn spec(run_id: &str, command: &[&str]) -> RunSpec {
+        use bus_docker_domain::profile::Hardening;
+        use bus_docker_domain::{CorrelationId, NetworkName, RunId};
+        RunSpec {
+            run_id: RunId::parse(run_id).unwrap(),
+            owner: None,
+            correlation: CorrelationId::parse("c-1").unwrap(),
+            reply_event: "bus.docker.run.response".into(),
+            profile: None,
+            image: ImageRef::parse("img:1").unwrap(),
+            pull_policy: PullPolicy::Never,
+            command: command.iter().map(|c| (*c).to_owned()).collect(),
+            workdir: None,
+            env: Default::default(),
+            mounts: Vec::new(),
+            network: NetworkName::none(),
+            stdin: None,
+            interactive: false,
+            timeout: Duration::from_secs(60),
+            labels: Default::default(),
+            hardening: Hardening::default(),
+            max_output_bytes: 1024,
+        }
+    }
+
+    fn io() -> RunIo {
+        RunIo {
+            stdin: Stdin::Closed,
+            timeout: Duration::from_secs(60),
+            cancel: Box::pin(std::future::pending()),
+            max_output_bytes: 1024,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn listings_follow_the_filter_and_leave_the_start_to_inspect() {
+        let rt = StaticRuntime::new();
+        let a = rt
+            .create(&spec("a", &["echo", "a"]), "docker@a")
+            .await
+            .unwrap();
+        rt.create(&spec("b", &["echo", "b"]), "docker@b")
+            .await
+            .unwrap();
+        rt.drive(&a, io()).await.unwrap();
+        let names = |list: Vec<ManagedContainer>| {
+            list.into_iter()
+                .map(|m| m.container.name)
+                .collect::<Vec<_>>()
+        };
+        let all = rt.list_managed(&ManagedFilter::all()).await.unwrap();
+        assert!(all
+            .iter()
+            .all(|m| m.started_at.is_none() && m.created_at.is_some()));
+        assert_eq!(names(all), ["bus-run-a", "bus-run-b"]);
+        let of_b = rt
+            .list_managed(&ManagedFilter::runner("docker@b"))
+            .await
+            .unwrap();
+        assert_eq!(names(of_b), ["bus-run-b"]);
+        let run_a = ManagedFilter::run(bus_docker_domain::RunId::parse("a").unwrap());
+        assert_eq!(names(rt.list_managed(&run_a).await.unwrap()), ["bus-run-a"]);
+        assert!(rt.inspect_managed(&a).await.unwrap().started_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_delete_through_another_handle_cancels_the_drive() {
+        let rt = StaticRuntime::new();
+        let other = rt.clone();
+        let c = rt.create(&spec("d", &["sleep", "30"]), "r").await.unwrap();
+        let deleting = async {
+            while other.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
+                tokio::task::yield_now().await;
+            }
+            other.delete_run(&c, Duration::from_secs(5)).await.unwrap();
+        };
+        let (exit, ()) = tokio::join!(rt.drive(&c, io()), deleting);
+        let exit = exit.unwrap();
+        assert_eq!(exit.ending, Ending::Canceled);
+        assert!(!exit.oom_killed);
+        let record = rt.inspect_managed(&c).await.unwrap();
+        assert_eq!(
+            (record.mark, record.container.name.as_str()),
+            (RunMark::Deleted, "bus-run-d.deleted")
+        );
+        rt.mark_answered(&c).await.unwrap();
+        rt.delete_run(&c, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            rt.inspect_managed(&c).await.unwrap().mark,
+            RunMark::Answered
+        );
+        rt.remove(&c).await.unwrap();
+        rt.mark_answered(&c).await.unwrap();
+        rt.delete_run(&c, Duration::ZERO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kill_ends_the_drive_as_killed() {
+        let rt = StaticRuntime::new();
+        let c = rt.create(&spec("k", &["sleep", "30"]), "r").await.unwrap();
+        let killing = async {
+            while rt.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
+                tokio::task::yield_now().await;
+            }
+            rt.kill(&c).await.unwrap();
+        };
+        let (exit, ()) = tokio::join!(rt.drive(&c, io()), killing);
+        let exit = exit.unwrap();
+        assert_eq!(
+            (exit.ending, exit.exit_code),
+            (Ending::Exited(137), Some(137))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_tombstone_name_is_a_conflict() {
+        let rt = StaticRuntime::new();
+        let first = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        rt.drive(&first, io()).await.unwrap();
+        rt.mark_answered(&first).await.unwrap();
+        let second = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        assert_eq!(
+            rt.mark_answered(&second).await,
+            Err(RuntimeError::NameConflict("bus-run-t.answered".into()))
+        );
     }
 
     #[test]

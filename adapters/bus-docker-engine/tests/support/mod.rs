@@ -78,13 +78,16 @@ pub fn spec(test: &str, command: &[&str]) -> RunSpec {
     }
 }
 
-/// Run io with nothing on stdin, no cancel, a 1 MiB tail.
+/// Run io with nothing on stdin, no cancel, a 1 MiB tail, and no stop
+/// grace (SIGKILL right after SIGTERM: most test commands ignore SIGTERM
+/// as PID 1).
 pub fn io(timeout: Duration) -> RunIo {
     RunIo {
         stdin: Stdin::Closed,
         timeout,
         cancel: Box::pin(std::future::pending()),
         max_output_bytes: MIB,
+        stop_grace: Duration::ZERO,
     }
 }
 
@@ -107,13 +110,16 @@ impl Cleanup {
         self.names.lock().unwrap().push(name.to_owned());
     }
 
-    /// Create the spec's container and track it.
+    /// Create the spec's container and track it (by name before the
+    /// create, by id after: a run mark renames it).
     pub async fn create(&self, engine: &DockerEngine, spec: &RunSpec) -> ContainerRef {
         self.track(&spec.container_name());
-        engine
+        let container = engine
             .create(spec, "docker@test")
             .await
-            .expect("container created")
+            .expect("container created");
+        self.track(&container.id);
+        container
     }
 }
 

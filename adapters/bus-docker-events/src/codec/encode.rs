@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::ids::{OwnerId, ProfileName};
 use bus_docker_domain::response::{Failure, Reply, Response};
-use bus_docker_domain::run::{CapturedOutput, RunReport, RunSummary, RunnerReport};
+use bus_docker_domain::run::{CapturedOutput, RunReport, RunStatus, RunSummary, RunnerReport};
 use serde_json::{json, Map, Value};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -351,6 +351,7 @@ fn run_json(
         "started_at": report.started_at.and_then(rfc3339_millis),
         "finished_at": report.finished_at.and_then(rfc3339_millis),
         "duration_ms": duration_ms,
+        "oom_killed": report.oom_killed,
         "runtime": {
             "provider": report.runtime.provider,
             "engine_version": report.runtime.engine_version,
@@ -366,7 +367,7 @@ fn run_json(
 
 fn summary_json(summary: &RunSummary) -> Value {
     let owner = owner_json(summary.owner.as_ref());
-    json!({
+    let mut item = json!({
         "id": summary.run_id.as_str(),
         "state": summary.state.as_str(),
         "owner_identity_id": owner,
@@ -377,7 +378,14 @@ fn summary_json(summary: &RunSummary) -> Value {
             "container_id": summary.container_id,
             "started_at": summary.started_at.and_then(rfc3339_millis),
         },
-    })
+    });
+    if let Some(f) = &summary.finished {
+        let details = &mut item["details"];
+        details["status"] = json!(f.status.map(RunStatus::as_str));
+        details["exit_code"] = json!(f.exit_code);
+        details["finished_at"] = json!(f.finished_at.and_then(rfc3339_millis));
+    }
+    item
 }
 
 fn runner_details(report: &RunnerReport) -> Value {
@@ -402,6 +410,7 @@ fn runner_details(report: &RunnerReport) -> Value {
         "max_concurrent_runs": report.max_concurrent_runs,
         "max_queued_runs": report.max_queued_runs,
         "profiles": profiles,
+        "request_mounts": engine.map(|e| e.request_mounts.describe()),
     });
     if let Some(problem) = &report.problem {
         details["problem"] = json!(problem);

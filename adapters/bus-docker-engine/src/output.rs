@@ -1,0 +1,154 @@
+//! Output and stdin of a driven container: the multiplexed output read
+//! into two bounded [`TailBuffer`]s, and the run's stdin written and
+//! closed.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bus_docker_domain::ports::Stdin;
+use bus_docker_domain::run::TailBuffer;
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// After the exit, how long the output may pause before the reader stops
+/// waiting for its end.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// After the exit, the longest the reader keeps draining in total.
+const DRAIN_MAX: Duration = Duration::from_secs(30);
+
+/// A container's multiplexed output (attach or logs).
+pub(crate) type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+
+/// Reads a multiplexed output stream into two tail buffers.
+pub(crate) struct OutputPump {
+    stream: Output,
+    pub stdout: TailBuffer,
+    pub stderr: TailBuffer,
+    pub done: bool,
+    pub error: Option<BollardError>,
+}
+
+impl OutputPump {
+    pub fn new(stream: Output, cap: usize) -> Self {
+        Self {
+            stream,
+            stdout: TailBuffer::new(cap),
+            stderr: TailBuffer::new(cap),
+            done: false,
+            error: None,
+        }
+    }
+
+    fn accept(&mut self, item: Option<Result<LogOutput, BollardError>>) {
+        match item {
+            Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                self.stdout.push(&message);
+            }
+            Some(Ok(LogOutput::StdErr { message })) => self.stderr.push(&message),
+            Some(Ok(LogOutput::StdIn { .. })) => {}
+            Some(Err(err)) => {
+                self.error = Some(err);
+                self.done = true;
+            }
+            None => self.done = true,
+        }
+    }
+
+    /// Read until the stream ends. Cancel-safe: every chunk is stored as
+    /// soon as it arrives.
+    pub async fn run(&mut self) {
+        while !self.done {
+            let item = self.stream.next().await;
+            self.accept(item);
+        }
+    }
+
+    /// Read what is left after the exit, giving up when the stream pauses
+    /// for [`DRAIN_IDLE`] or after [`DRAIN_MAX`]; `false` when it gave up.
+    pub async fn drain(&mut self) -> bool {
+        let hard = Instant::now() + DRAIN_MAX;
+        while !self.done {
+            let until = (Instant::now() + DRAIN_IDLE).min(hard);
+            match tokio::time::timeout_at(until, self.stream.next()).await {
+                Ok(item) => self.accept(item),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Write the run's stdin, then close it. Errors end the feeding quietly:
+/// a container that stops reading its stdin is its own business.
+pub(crate) async fn feed_stdin(mut input: Pin<Box<dyn AsyncWrite + Send>>, stdin: Stdin, id: &str) {
+    let fed: std::io::Result<()> = async {
+        match stdin {
+            Stdin::Closed => return Ok(()),
+            Stdin::Text(text) => input.write_all(&text).await?,
+            Stdin::Interactive(initial, mut chunks) => {
+                if let Some(text) = initial {
+                    input.write_all(&text).await?;
+                    input.flush().await?;
+                }
+                while let Some(chunk) = chunks.next().await {
+                    input.write_all(&chunk.data).await?;
+                    input.flush().await?;
+                    if chunk.eof {
+                        break;
+                    }
+                }
+            }
+        }
+        // The half-close reaches dockerd, which closes the container's
+        // stdin because it was created with `StdinOnce`.
+        input.shutdown().await
+    }
+    .await;
+    match fed {
+        Ok(()) => tracing::debug!(container = id, "stdin fed"),
+        Err(err) => {
+            tracing::debug!(container = id, error = %err, "stdin ended early: the container stopped reading");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pump_keeps_streams_apart_and_bounded() {
+        let items: Vec<Result<LogOutput, BollardError>> = vec![
+            Ok(LogOutput::StdOut {
+                message: "abc".into(),
+            }),
+            Ok(LogOutput::StdErr {
+                message: "err".into(),
+            }),
+            Ok(LogOutput::StdOut {
+                message: "def".into(),
+            }),
+        ];
+        let mut pump = OutputPump::new(Box::pin(futures_util::stream::iter(items)), 4);
+        pump.run().await;
+        assert!(pump.done);
+        let out = pump.stdout.finish();
+        assert_eq!(
+            (out.text.as_str(), out.total_bytes, out.truncated),
+            ("cdef", 6, true)
+        );
+        assert_eq!(pump.stderr.finish().text, "err");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_gives_up_on_a_stuck_stream() {
+        let stuck = futures_util::stream::pending();
+        let mut pump = OutputPump::new(Box::pin(stuck), 4);
+        let started = Instant::now();
+        assert!(!pump.drain().await);
+        assert_eq!(started.elapsed(), DRAIN_IDLE);
+    }
+}
