@@ -46,6 +46,13 @@ struct Cli {
 enum Command {
     /// Serve the Bus Events API until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Exit 0 when the server at --addr answers `GET /healthz` with 200
+    /// (for container healthchecks: the image has no curl).
+    Health {
+        /// Address of the server.
+        #[arg(long, env = "BUS_EVENTS_ADDR", default_value = "127.0.0.1:8081")]
+        addr: SocketAddr,
+    },
     /// Tokens for this server (and any Bus API sharing its secret).
     Token {
         #[command(subcommand)]
@@ -132,6 +139,8 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the server at {addr} is not healthy: {reason}")]
+    Unhealthy { addr: SocketAddr, reason: String },
     #[error("cannot issue the token")]
     Issue(#[from] IssueError),
     #[error("cannot write the token to {path}")]
@@ -164,6 +173,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Health { addr } => health(addr).await,
         Command::Token {
             command: TokenCommand::Issue(args),
         } => issue_token(&args),
@@ -198,6 +208,32 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     shutdown.cancel();
     server.shutdown().await;
     Ok(())
+}
+
+/// `GET /healthz` over plain HTTP/1.0, within five seconds.
+async fn health(addr: SocketAddr) -> Result<(), CliError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let unhealthy = |reason: String| CliError::Unhealthy { addr, reason };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = vec![0; 32];
+        let n = stream.read(&mut head).await?;
+        head.truncate(n);
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| unhealthy("no answer within 5s".to_owned()))?
+        .map_err(|err| unhealthy(err.to_string()))?;
+    let status_line = String::from_utf8_lossy(&head);
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(unhealthy(format!("answered {status_line:?}"))),
+    }
 }
 
 fn issue_token(args: &IssueArgs) -> Result<(), CliError> {

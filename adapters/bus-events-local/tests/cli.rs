@@ -142,6 +142,13 @@ async fn serve_accepts_issued_tokens_and_stops_on_sigterm() {
     )
     .await;
     assert_eq!(publish(&base_url, &token, "cli").await, 202);
+    let addr = base_url.trim_start_matches("http://").to_owned();
+    let healthy = command()
+        .args(["health", "--addr", &addr])
+        .status()
+        .await
+        .expect("runs");
+    assert!(healthy.success(), "health of a running server");
     assert_eq!(
         publish(&base_url, &token, "bus.docker.status.request").await,
         202
@@ -292,6 +299,9 @@ async fn bad_invocations_are_clear_errors() {
     )
     .await;
     assert!(stderr.contains("BUS_AUTH_HS256_SECRET"), "{stderr}");
+
+    let stderr = failure(&[], &["health", "--addr", "127.0.0.1:9"]).await;
+    assert!(stderr.contains("not healthy"), "{stderr}");
 
     let stderr = failure(&[], &["serve", "--addr", "127.0.0.1:0"]).await;
     assert!(stderr.contains("BUS_API_JWT_SECRET"), "{stderr}");
