@@ -5,7 +5,7 @@
 //! The server enforces the Bus scope rules and filters streams by identity,
 //! so the token is exactly what a worker is given in production
 //! ([`WORKER_SCOPES`]) and callers share the worker's identity
-//! ([`LOCAL_ACCOUNT_ID`]), as in a compose stack.
+//! ([`LOCAL_IDENTITY`]), as in a compose stack.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,9 +20,10 @@ use bus_events_local::{mint_token, serve, MintClaims, RunningServer, Secret, Ser
 pub const WORKER_SCOPES: &str =
     "events:send events:listen container:read container:run container:delete container:admin";
 
-/// The identity every token of the local bus is minted for, like
-/// `BUS_LOCAL_ACCOUNT_ID` in the compose stack.
-pub const LOCAL_ACCOUNT_ID: &str = "00000000-0000-4000-8000-000000000001";
+/// The identity the local bus's token is minted for: the worker and its
+/// callers share it, as every service shares `BUS_LOCAL_ACCOUNT_ID` in the
+/// compose stack.
+pub const LOCAL_IDENTITY: &str = "local-operator";
 
 /// A running local Events API and a token for it.
 pub struct LocalBus {
@@ -77,7 +78,7 @@ impl LocalBus {
         let secret =
             Secret::parse(&random_secret()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
         let server = serve(ServerConfig::new(addr, secret.clone())).await?;
-        let token = mint_token(&secret, &MintClaims::new(LOCAL_ACCOUNT_ID, WORKER_SCOPES))
+        let token = mint_token(&secret, &MintClaims::new(LOCAL_IDENTITY, WORKER_SCOPES))
             .map_err(|e| LocalBusError::Setup(e.to_string()))?;
         Ok(Self {
             server,
