@@ -65,7 +65,8 @@ RUSTFLAGS='-C target-feature=+crt-static' "$CARGO" build --release "${locked[@]}
     --bin bus-integration-docker --bin bus-events-local
 out="$CARGO_TARGET_DIR/$TARGET/release"
 for bin in bus-integration-docker bus-events-local; do
-    if ldd "$out/$bin" >/dev/null 2>&1; then
+    # A static(-pie) binary has no "lib => path" lines in ldd's output.
+    if ldd "$out/$bin" 2>/dev/null | grep -q '=>'; then
         die "$out/$bin is dynamically linked; it cannot run in a FROM scratch image"
     fi
 done
