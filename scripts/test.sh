@@ -4,6 +4,8 @@
 #   1. scripts/docker-engine.sh ensure   (reuses a running engine, or installs
 #      and starts one; a daemon started here is stopped again on exit/INT/TERM)
 #   2. scripts/build-test-images.sh      (bus-test-busybox:local, bus-test-codex:local)
+#      and scripts/build-image.sh when bus-integration-docker:local is absent
+#      (tests start the Events API from it with testcontainers)
 #   3. cargo test --workspace --all-targets [--locked] "$@"
 #      with BUS_TEST_DOCKER=1, BUS_TEST_IMAGE, BUS_TEST_CODEX_IMAGE, DOCKER_HOST
 #      and BUS_TEST_RUN_ID exported
@@ -33,6 +35,10 @@ ensure_engine
 
 # --- images ------------------------------------------------------------------
 scripts/build-test-images.sh >/dev/null
+if ! docker image inspect "${BUS_DOCKER_IMAGE:-bus-integration-docker:local}" >/dev/null 2>&1; then
+    BUS_IMAGE="${BUS_DOCKER_IMAGE:-bus-integration-docker:local}" scripts/build-image.sh >/dev/null
+fi
+export BUS_DOCKER_IMAGE="${BUS_DOCKER_IMAGE:-bus-integration-docker:local}"
 
 export BUS_TEST_DOCKER=1
 export BUS_TEST_IMAGE="${BUS_TEST_IMAGE:-bus-test-busybox:local}"

@@ -9,7 +9,7 @@ use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
 use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen};
 use bus_docker_static::StaticRuntime;
-use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, Secret, TokenSource};
+use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, TokenLookup, TokenSource};
 use tracing::{error, info};
 
 use crate::config::{Provider, Settings};
@@ -52,22 +52,20 @@ pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-/// The token source: `BUS_API_TOKEN`, else the token file.
+/// The token source, first hit wins (contract §1): `--token-file` /
+/// `BUS_API_TOKEN_FILE`, `BUS_API_TOKEN`, then
+/// `$BUS_CONFIG_DIR/auth/api-token` or `~/.config/bus/auth/api-token`.
+/// Logs which source was used, never the token.
 ///
 /// # Errors
-/// `Config` when neither is set.
+/// `Config` when none holds a token.
 pub fn token_source(settings: &Settings) -> Result<TokenSource, AppError> {
-    if let Ok(token) = std::env::var("BUS_API_TOKEN") {
-        if !token.trim().is_empty() {
-            return Ok(TokenSource::Static(Secret::new(token.trim().to_owned())));
-        }
-    }
-    match &settings.events.token_file {
-        Some(path) => Ok(TokenSource::File(path.clone())),
-        None => Err(AppError::Config(
-            "no Events API token: set BUS_API_TOKEN, or --token-file / BUS_API_TOKEN_FILE".into(),
-        )),
-    }
+    let lookup = TokenLookup::from_env(settings.events.token_file.clone());
+    let (source, origin) = lookup
+        .resolve()
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    info!(source = %origin, "events api token");
+    Ok(source)
 }
 
 /// The Events API client from settings.

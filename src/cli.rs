@@ -145,8 +145,9 @@ pub struct WorkerArgs {
     /// Events API base URL: origin, path prefix, or the full `/api/v1/events` URL.
     #[arg(long, env = "BUS_EVENTS_API_URL", global = true)]
     pub events_url: Option<String>,
-    /// File holding the Events API token (re-read on 401). The token itself
-    /// is only read from `BUS_API_TOKEN`, never from a flag.
+    /// File holding the Events API token (re-read on 401); looked up first,
+    /// then `BUS_API_TOKEN`, then `$BUS_CONFIG_DIR/auth/api-token` or
+    /// `~/.config/bus/auth/api-token`. Never the token itself as a flag.
     #[arg(long, env = "BUS_API_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// Event name prefix; `bus.docker` behind the router. Unset: standalone

@@ -113,7 +113,8 @@ impl Default for Config {
 pub struct EventsConfig {
     #[serde(deserialize_with = "de::opt_text::deserialize")]
     pub url: Option<String>,
-    /// The token itself only ever comes from `BUS_API_TOKEN`.
+    /// Looked up before `BUS_API_TOKEN` and the Bus config directory's
+    /// `auth/api-token`; the token itself is never a config value.
     pub token_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::text::deserialize")]
     pub group: String,

@@ -1,6 +1,11 @@
 //! An in-process local Events API (`bus-events-local`) with a fresh secret
 //! and a minted token: what `--self-test`, `demo` and the tests run the
 //! real event path against.
+//!
+//! The server enforces the Bus scope rules and filters streams by identity,
+//! so the token is exactly what a worker is given in production
+//! ([`WORKER_SCOPES`]) and callers share the worker's identity
+//! ([`LOCAL_IDENTITY`]), as in a compose stack.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,6 +14,16 @@ use bus_events_client::{
     ClientConfig, EventsClient, EventsUrl, Secret as ClientSecret, TokenSource,
 };
 use bus_events_local::{mint_token, serve, MintClaims, RunningServer, Secret, ServerConfig};
+
+/// The scopes a worker needs for the default prefixes (`bus.containers`,
+/// `bus.docker`) and for a custom unprotected prefix: no more.
+pub const WORKER_SCOPES: &str =
+    "events:send events:listen container:read container:run container:delete container:admin";
+
+/// The identity the local bus's token is minted for: the worker and its
+/// callers share it, as every service shares `BUS_LOCAL_ACCOUNT_ID` in the
+/// compose stack.
+pub const LOCAL_IDENTITY: &str = "local-operator";
 
 /// A running local Events API and a token for it.
 pub struct LocalBus {
@@ -63,11 +78,8 @@ impl LocalBus {
         let secret =
             Secret::parse(&random_secret()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
         let server = serve(ServerConfig::new(addr, secret.clone())).await?;
-        let token = mint_token(
-            &secret,
-            &MintClaims::new("local-operator", "events:read events:write"),
-        )
-        .map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        let token = mint_token(&secret, &MintClaims::new(LOCAL_IDENTITY, WORKER_SCOPES))
+            .map_err(|e| LocalBusError::Setup(e.to_string()))?;
         Ok(Self {
             server,
             secret,
@@ -87,12 +99,13 @@ impl LocalBus {
         &self.server
     }
 
-    /// A token for another identity (owner tests).
+    /// A token with [`WORKER_SCOPES`] for another identity: its streams
+    /// only see events published with tokens of that identity.
     ///
     /// # Errors
     /// Minting failed.
     pub fn token_for(&self, sub: &str, ttl: Duration) -> Result<String, LocalBusError> {
-        let mut claims = MintClaims::new(sub, "events:read events:write");
+        let mut claims = MintClaims::new(sub, WORKER_SCOPES);
         claims.ttl = ttl;
         mint_token(&self.secret, &claims).map_err(|e| LocalBusError::Setup(e.to_string()))
     }

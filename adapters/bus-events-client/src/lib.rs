@@ -58,7 +58,7 @@
 //! |---|---|
 //! | [`ndjson`] | [`LineFramer`]: bytes → lines, with a maximum length |
 //! | `endpoint` | [`EventsUrl`]: base URL normalisation |
-//! | `token` | [`TokenSource`], [`Secret`]; cached token, re-read on 401 |
+//! | `token` | [`TokenLookup`], [`TokenSource`], [`Secret`]; cached token, re-read on 401 |
 //! | `config` | [`ClientConfig`], [`Backoff`] |
 //! | `envelope` | [`OutboundEvent`], [`Envelope`], [`StreamItem`] decoding |
 //! | `client` | [`EventsClient`]: publish |
@@ -81,5 +81,5 @@ pub use envelope::{Envelope, OutboundEvent, StreamItem};
 pub use error::{BoxError, ClientError, PublishError, RequestFailure, StreamError};
 pub use ndjson::{End, Frame, LineFramer};
 pub use subscription::{DeliveryMode, Subscription};
-pub use token::{Secret, TokenError, TokenSource};
+pub use token::{Secret, TokenError, TokenLookup, TokenOrigin, TokenSource};
 pub use tokio_util::sync::CancellationToken;

@@ -1,5 +1,9 @@
 //! The bearer token: where it comes from, how it is cached and rotated.
 //!
+//! [`TokenLookup`] finds it the Bus way, first hit wins: a token file
+//! (`--token-file` / `BUS_API_TOKEN_FILE`), then `BUS_API_TOKEN`, then
+//! `$BUS_CONFIG_DIR/auth/api-token` or `~/.config/bus/auth/api-token`.
+//!
 //! A token file is read once when the client is built and cached. When the
 //! server answers 401 (or 403 on a stream) the file is read again: if it now
 //! holds a different token the request is retried with it, otherwise the
@@ -56,9 +60,119 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
+/// Where [`TokenLookup::resolve`] found the token; printable, never the
+/// token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// The file given by `--token-file` / `BUS_API_TOKEN_FILE`.
+    TokenFile(PathBuf),
+    /// The `BUS_API_TOKEN` environment variable.
+    Env,
+    /// The Bus CLI's token file under the config directory.
+    ConfigDir(PathBuf),
+}
+
+impl fmt::Display for TokenOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TokenFile(path) => write!(f, "token file {}", path.display()),
+            Self::Env => f.write_str("BUS_API_TOKEN"),
+            Self::ConfigDir(path) => write!(f, "Bus config token file {}", path.display()),
+        }
+    }
+}
+
+/// The inputs of the token lookup, gathered from the environment by
+/// [`TokenLookup::from_env`] (or set directly in tests).
+#[derive(Debug, Clone, Default)]
+pub struct TokenLookup {
+    /// `--token-file` / `BUS_API_TOKEN_FILE` (or the config file's
+    /// `events.token_file`).
+    pub token_file: Option<PathBuf>,
+    /// `BUS_API_TOKEN`; blank counts as unset.
+    pub env_token: Option<Secret>,
+    /// `BUS_CONFIG_DIR`.
+    pub config_dir: Option<PathBuf>,
+    /// `HOME`, for `~/.config/bus` when `BUS_CONFIG_DIR` is unset.
+    pub home: Option<PathBuf>,
+}
+
+impl TokenLookup {
+    /// The lookup for `token_file` with `BUS_API_TOKEN`, `BUS_CONFIG_DIR`
+    /// and `HOME` read from the process environment (empty values unset).
+    pub fn from_env(token_file: Option<PathBuf>) -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        Self {
+            token_file,
+            env_token: std::env::var("BUS_API_TOKEN").ok().map(Secret::new),
+            config_dir: var("BUS_CONFIG_DIR").map(PathBuf::from),
+            home: var("HOME").map(PathBuf::from),
+        }
+    }
+
+    /// `$BUS_CONFIG_DIR/auth/api-token`, else
+    /// `$HOME/.config/bus/auth/api-token`.
+    pub fn config_token_path(&self) -> Option<PathBuf> {
+        let dir = match (&self.config_dir, &self.home) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(home)) => home.join(".config").join("bus"),
+            (None, None) => return None,
+        };
+        Some(dir.join("auth").join("api-token"))
+    }
+
+    /// The first source that is set: the token file (it must then be
+    /// readable when the client is built), `BUS_API_TOKEN`, the config
+    /// directory's file if it exists.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] naming every place that was searched.
+    pub fn resolve(&self) -> Result<(TokenSource, TokenOrigin), TokenError> {
+        if let Some(path) = &self.token_file {
+            return Ok((
+                TokenSource::File(path.clone()),
+                TokenOrigin::TokenFile(path.clone()),
+            ));
+        }
+        if let Some(token) = self
+            .env_token
+            .as_ref()
+            .filter(|token| !token.expose_secret().trim().is_empty())
+        {
+            return Ok((TokenSource::Static(token.clone()), TokenOrigin::Env));
+        }
+        let config_path = self.config_token_path();
+        if let Some(path) = config_path.as_ref().filter(|path| path.is_file()) {
+            return Ok((
+                TokenSource::File(path.clone()),
+                TokenOrigin::ConfigDir(path.clone()),
+            ));
+        }
+        Err(TokenError::NotFound {
+            config_path: config_path.map_or_else(
+                || {
+                    "$BUS_CONFIG_DIR/auth/api-token (neither BUS_CONFIG_DIR nor HOME is set)"
+                        .to_owned()
+                },
+                |path| path.display().to_string(),
+            ),
+        })
+    }
+}
+
 /// Why a token could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// No source holds a token.
+    #[error(
+        "no Events API token: pass --token-file (or BUS_API_TOKEN_FILE), set BUS_API_TOKEN, \
+         or write it to {config_path}"
+    )]
+    NotFound {
+        /// The config-directory path that was looked at.
+        config_path: String,
+    },
     /// The token file could not be read.
     #[error("cannot read token file {path}")]
     Read {
@@ -182,5 +296,96 @@ impl Tokens {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(dir: &Path) -> TokenLookup {
+        TokenLookup {
+            token_file: Some(dir.join("flag-token")),
+            env_token: Some(Secret::new("env-token")),
+            config_dir: Some(dir.join("config")),
+            home: Some(dir.join("home")),
+        }
+    }
+
+    fn write_config_token(dir: &Path, sub: &str) -> PathBuf {
+        let path = dir.join(sub).join("auth").join("api-token");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, "config-token\n").expect("write");
+        path
+    }
+
+    #[test]
+    fn the_token_file_wins_over_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config_token(dir.path(), "config");
+        let (source, origin) = lookup(dir.path()).resolve().expect("found");
+        let flag = dir.path().join("flag-token");
+        assert!(matches!(source, TokenSource::File(path) if path == flag));
+        assert_eq!(origin, TokenOrigin::TokenFile(flag));
+    }
+
+    #[test]
+    fn then_the_environment_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config_token(dir.path(), "config");
+        let mut lookup = lookup(dir.path());
+        lookup.token_file = None;
+        let (source, origin) = lookup.resolve().expect("found");
+        assert!(matches!(source, TokenSource::Static(t) if t.expose_secret() == "env-token"));
+        assert_eq!(origin, TokenOrigin::Env);
+    }
+
+    #[test]
+    fn then_bus_config_dir_then_home() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut lookup = lookup(dir.path());
+        lookup.token_file = None;
+        lookup.env_token = Some(Secret::new("  "));
+        let in_home = write_config_token(dir.path(), "home/.config/bus");
+        // BUS_CONFIG_DIR is set but has no token: HOME is not consulted.
+        assert!(matches!(lookup.resolve(), Err(TokenError::NotFound { .. })));
+
+        let in_config = write_config_token(dir.path(), "config");
+        let (source, origin) = lookup.resolve().expect("found");
+        assert!(matches!(source, TokenSource::File(ref p) if *p == in_config));
+        assert_eq!(origin, TokenOrigin::ConfigDir(in_config));
+
+        lookup.config_dir = None;
+        let (_, origin) = lookup.resolve().expect("found");
+        assert_eq!(origin, TokenOrigin::ConfigDir(in_home));
+    }
+
+    #[test]
+    fn nothing_found_names_every_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lookup = TokenLookup {
+            home: Some(dir.path().to_owned()),
+            ..TokenLookup::default()
+        };
+        let message = lookup.resolve().expect_err("nothing").to_string();
+        for part in [
+            "--token-file",
+            "BUS_API_TOKEN_FILE",
+            "BUS_API_TOKEN",
+            ".config/bus/auth/api-token",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+
+    #[test]
+    fn the_origin_never_prints_the_token() {
+        assert_eq!(TokenOrigin::Env.to_string(), "BUS_API_TOKEN");
+        let lookup = TokenLookup {
+            env_token: Some(Secret::new("very-secret")),
+            ..TokenLookup::default()
+        };
+        let (source, origin) = lookup.resolve().expect("found");
+        assert!(!format!("{origin} {source:?}").contains("very-secret"));
     }
 }

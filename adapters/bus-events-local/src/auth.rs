@@ -3,8 +3,8 @@
 //!
 //! The rules mirror the real Bus Events API: the audience must contain
 //! [`AUDIENCE`], `exp` and `sub` are required, and the space-separated
-//! `scope` claim grants [`SCOPE_READ`] and/or [`SCOPE_WRITE`] (the scopes
-//! `events` and `*` grant both).
+//! `scope` claim lists the scopes granted, each matched exactly (which
+//! operation needs which scope is decided in `acl`).
 
 use std::time::Duration;
 
@@ -15,13 +15,7 @@ use crate::Secret;
 
 /// Audience every token must carry.
 pub const AUDIENCE: &str = "ai.hg.fi/api";
-/// Scope needed to open an event stream.
-pub const SCOPE_READ: &str = "events:read";
-/// Scope needed to publish an event.
-pub const SCOPE_WRITE: &str = "events:write";
-
-/// Scopes that grant both reading and writing.
-const SCOPES_ALL: [&str; 2] = ["events", "*"];
+use crate::acl::{EVENTS_LISTEN, EVENTS_SEND};
 
 /// Clock skew tolerated on `exp`, in seconds.
 const LEEWAY_SECS: u64 = 5;
@@ -33,7 +27,7 @@ pub struct MintClaims {
     pub sub: String,
     /// Audience; the server only accepts [`AUDIENCE`].
     pub aud: String,
-    /// Space-separated scopes, e.g. `"events:read events:write"`.
+    /// Space-separated scopes, e.g. `"events:send events:listen"`.
     pub scope: String,
     /// Lifetime: `exp = iat + ttl`.
     pub ttl: Duration,
@@ -52,12 +46,13 @@ impl MintClaims {
 }
 
 impl Default for MintClaims {
-    /// A read-write token for `local-dev`, valid for one hour.
+    /// A token for `local-dev` that may publish and stream unprotected
+    /// names, valid for one hour.
     fn default() -> Self {
         Self {
             sub: "local-dev".to_owned(),
             aud: AUDIENCE.to_owned(),
-            scope: format!("{SCOPE_READ} {SCOPE_WRITE}"),
+            scope: format!("{EVENTS_SEND} {EVENTS_LISTEN}"),
             ttl: Duration::from_secs(3600),
         }
     }
@@ -92,6 +87,21 @@ struct WireClaims {
 /// [`TokenError::TtlTooLong`] when the expiry overflows, and
 /// [`TokenError::Sign`] when signing fails.
 pub fn mint_token(secret: &Secret, claims: &MintClaims) -> Result<String, TokenError> {
+    mint_timed(secret, claims).map(|minted| minted.token)
+}
+
+/// A signed token with the times written into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Minted {
+    pub(crate) token: String,
+    /// `iat`, seconds since the Unix epoch.
+    pub(crate) issued_at: u64,
+    /// `exp`, seconds since the Unix epoch.
+    pub(crate) expires_at: u64,
+}
+
+/// Like [`mint_token`], also returning `iat` and `exp`.
+pub(crate) fn mint_timed(secret: &Secret, claims: &MintClaims) -> Result<Minted, TokenError> {
     let iat = jsonwebtoken::get_current_timestamp();
     let exp = iat
         .checked_add(claims.ttl.as_secs())
@@ -103,12 +113,17 @@ pub fn mint_token(secret: &Secret, claims: &MintClaims) -> Result<String, TokenE
         iat,
         exp,
     };
-    jsonwebtoken::encode(
+    let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &wire,
         &EncodingKey::from_secret(secret.expose()),
     )
-    .map_err(TokenError::Sign)
+    .map_err(TokenError::Sign)?;
+    Ok(Minted {
+        token,
+        issued_at: iat,
+        expires_at: exp,
+    })
 }
 
 /// A token that passed verification.
@@ -122,9 +137,7 @@ pub(crate) struct Caller {
 impl Caller {
     /// Whether the token's scopes grant `needed`.
     pub(crate) fn has_scope(&self, needed: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|scope| scope == needed || SCOPES_ALL.contains(&scope.as_str()))
+        self.scopes.iter().any(|scope| scope == needed)
     }
 }
 
@@ -231,21 +244,20 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify() {
-        let caller = verify(&MintClaims::new("worker-1", "events:read")).expect("valid");
+        let caller = verify(&MintClaims::new("worker-1", "events:listen")).expect("valid");
         assert_eq!(caller.identity, "worker-1");
-        assert!(caller.has_scope(SCOPE_READ));
-        assert!(!caller.has_scope(SCOPE_WRITE));
+        assert!(caller.has_scope(EVENTS_LISTEN));
+        assert!(!caller.has_scope(EVENTS_SEND));
     }
 
     #[test]
-    fn broad_scopes_grant_both() {
-        for scope in ["events", "*", "other events"] {
+    fn scopes_match_exactly_and_nothing_is_broad() {
+        for scope in ["events", "*", "events:*", "container:*", "events:sendx", ""] {
             let caller = verify(&MintClaims::new("w", scope)).expect("valid");
-            assert!(caller.has_scope(SCOPE_READ), "{scope}");
-            assert!(caller.has_scope(SCOPE_WRITE), "{scope}");
+            assert!(!caller.has_scope(EVENTS_SEND), "{scope}");
+            assert!(!caller.has_scope(EVENTS_LISTEN), "{scope}");
+            assert!(!caller.has_scope("container:run"), "{scope}");
         }
-        let caller = verify(&MintClaims::new("w", "")).expect("valid");
-        assert!(!caller.has_scope(SCOPE_READ));
     }
 
     #[test]

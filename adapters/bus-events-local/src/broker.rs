@@ -1,10 +1,24 @@
 //! The in-memory event store and its two delivery modes.
 //!
-//! Every published event is kept (up to `retention` per name) for broadcast
-//! replay, copied to each broadcast subscriber of its name, and offered once
-//! to every unicast group of its name.
+//! Every published event is kept for broadcast replay and for unicast
+//! groups that do not exist yet, copied to each broadcast subscriber of its
+//! name, and offered once to every unicast group of its name. Every event
+//! carries the identity that published it, and a stream only ever sees
+//! events of its own identity: subscribers and groups are per identity.
 //!
-//! # Unicast hand-off
+//! # Memory
+//!
+//! The history is bounded per name by a count (`retention`) and across all
+//! names by bytes (`history_bytes`, oldest event evicted first); every group
+//! backlog is bounded by a count and by bytes, dropping its oldest event. An
+//! event's bytes are shared between the history and the backlogs holding it.
+//!
+//! # Unicast groups
+//!
+//! A group is created by its first consumer and starts at the oldest event
+//! of its name and identity still in the history, so an event published
+//! before the group's first consumer connected is delivered to it; from then
+//! on the group holds its own backlog (its cursor).
 //!
 //! A [`Group`] holds a backlog and a FIFO of consumers that are waiting for
 //! their next event. A consumer asks for an event only when its HTTP body is
@@ -33,6 +47,9 @@ use tokio::sync::{mpsc, oneshot};
 /// One serialized envelope, `\n` terminated, ready to be written.
 pub(crate) type Line = Bytes;
 
+/// The identity (`sub`) that published an event or opened a stream.
+pub(crate) type Identity = Arc<str>;
+
 /// How many events a unicast group keeps for absent consumers before it
 /// starts dropping the oldest.
 pub const UNICAST_QUEUE_CAPACITY: usize = 100_000;
@@ -47,18 +64,47 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How much the broker may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Events kept per name in the history.
+    pub(crate) retention: usize,
+    /// Bytes kept in the history across all names.
+    pub(crate) history_bytes: usize,
+    /// Events one group backlog keeps.
+    pub(crate) group_events: usize,
+    /// Bytes one group backlog keeps.
+    pub(crate) group_bytes: usize,
+}
+
+/// A stored event: its line and who published it.
+#[derive(Debug, Clone)]
+struct Stored {
+    seq: u64,
+    identity: Identity,
+    line: Line,
+}
+
 /// All topics of one server.
 pub(crate) struct Broker {
-    topics: Mutex<HashMap<String, Topic>>,
-    retention: usize,
-    group_capacity: usize,
+    state: Mutex<State>,
+    limits: Limits,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, Topic>,
+    /// Publish order across names, for evicting the oldest history bytes.
+    order: VecDeque<(u64, String)>,
+    history_bytes: usize,
+    next_seq: u64,
 }
 
 #[derive(Default)]
 struct Topic {
-    history: VecDeque<Line>,
-    subscribers: Vec<mpsc::Sender<Line>>,
-    groups: HashMap<String, Arc<Group>>,
+    history: VecDeque<Stored>,
+    subscribers: Vec<(Identity, mpsc::Sender<Line>)>,
+    groups: HashMap<(String, Identity), Arc<Group>>,
 }
 
 /// A broadcast subscription: the replayed history, then (when following)
@@ -68,88 +114,156 @@ pub(crate) struct Subscription {
     pub(crate) live: Option<mpsc::Receiver<Line>>,
 }
 
-impl Broker {
-    pub(crate) fn new(retention: usize, group_capacity: usize) -> Self {
-        Self {
-            topics: Mutex::new(HashMap::new()),
-            retention,
-            group_capacity: group_capacity.max(1),
-        }
-    }
-
-    /// Stores `line` under `name` and delivers it to every subscriber and
-    /// group of that name.
-    pub(crate) fn publish(&self, name: &str, line: Line) {
-        let mut topics = lock(&self.topics);
-        let topic = topics.entry(name.to_owned()).or_default();
-
-        if self.retention > 0 {
-            if topic.history.len() >= self.retention {
-                topic.history.pop_front();
-            }
-            topic.history.push_back(line.clone());
-        }
-
-        topic
-            .subscribers
-            .retain(|tx| match tx.try_send(line.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        name,
-                        "broadcast subscriber fell too far behind; closing its stream"
-                    );
-                    false
+impl State {
+    /// Drops history until it fits in `limit` bytes, oldest first.
+    fn evict_history(&mut self, limit: usize) {
+        while self.history_bytes > limit {
+            let Some((seq, name)) = self.order.pop_front() else {
+                break;
+            };
+            let Some(topic) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            if topic.history.front().is_some_and(|event| event.seq == seq) {
+                if let Some(event) = topic.history.pop_front() {
+                    self.history_bytes -= event.line.len();
                 }
-            });
+            }
+        }
+    }
+}
 
-        for (group_name, group) in &topic.groups {
-            group.offer(name, group_name, line.clone());
+impl Broker {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            limits: Limits {
+                group_events: limits.group_events.max(1),
+                ..limits
+            },
         }
     }
 
-    /// Subscribes to `name`: a snapshot of the history when `replay`, and a
-    /// live feed when `follow`. Snapshot and registration happen under one
-    /// lock, so nothing is missed or seen twice between them.
-    pub(crate) fn subscribe(&self, name: &str, replay: bool, follow: bool) -> Subscription {
-        let mut topics = lock(&self.topics);
-        let topic = topics.entry(name.to_owned()).or_default();
+    /// Stores `line`, published by `identity`, under `name` and delivers it
+    /// to every subscriber and group of that name and identity.
+    pub(crate) fn publish(&self, name: &str, identity: &str, line: Line) {
+        let mut state = lock(&self.state);
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let identity: Identity = Arc::from(identity);
+        let keep = self.limits.retention > 0 && line.len() <= self.limits.history_bytes;
+        let topic = state.topics.entry(name.to_owned()).or_default();
+        let mut freed = 0;
+        if keep {
+            if topic.history.len() >= self.limits.retention {
+                freed = topic
+                    .history
+                    .pop_front()
+                    .map_or(0, |event| event.line.len());
+            }
+            topic.history.push_back(Stored {
+                seq,
+                identity: Arc::clone(&identity),
+                line: line.clone(),
+            });
+        }
+        deliver(topic, name, &identity, &line);
+        if keep {
+            state.history_bytes = state.history_bytes - freed + line.len();
+            state.order.push_back((seq, name.to_owned()));
+            state.evict_history(self.limits.history_bytes);
+        }
+    }
+
+    /// Subscribes `identity` to `name`: a snapshot of its history when
+    /// `replay`, and a live feed when `follow`. Snapshot and registration
+    /// happen under one lock, so nothing is missed or seen twice.
+    pub(crate) fn subscribe(
+        &self,
+        name: &str,
+        identity: &str,
+        replay: bool,
+        follow: bool,
+    ) -> Subscription {
+        let mut state = lock(&self.state);
+        let topic = state.topics.entry(name.to_owned()).or_default();
         let replay = if replay {
-            topic.history.clone()
+            own_history(topic, identity).collect()
         } else {
             VecDeque::new()
         };
         let live = follow.then(|| {
             let (tx, rx) = mpsc::channel(BROADCAST_BUFFER);
-            topic.subscribers.push(tx);
+            topic.subscribers.push((Arc::from(identity), tx));
             rx
         });
         Subscription { replay, live }
     }
 
-    /// The unicast group `group` of `name`, created if this is its first
-    /// consumer. Only events published from now on reach a new group.
-    pub(crate) fn join(&self, name: &str, group: &str) -> Consumer {
-        let mut topics = lock(&self.topics);
-        let topic = topics.entry(name.to_owned()).or_default();
-        let group = topic
-            .groups
-            .entry(group.to_owned())
-            .or_insert_with(|| {
-                tracing::info!(name, group, "unicast group created");
-                Arc::new(Group::new(self.group_capacity))
-            })
-            .clone();
-        Consumer::new(group)
+    /// The unicast group `group` of `name` for `identity`, created if this
+    /// is its first consumer; a new group starts with the history of its
+    /// name and identity.
+    pub(crate) fn join(&self, name: &str, group: &str, identity: &str) -> Consumer {
+        let mut state = lock(&self.state);
+        let topic = state.topics.entry(name.to_owned()).or_default();
+        let key = (group.to_owned(), Arc::from(identity));
+        if let Some(existing) = topic.groups.get(&key) {
+            return Consumer::new(Arc::clone(existing));
+        }
+        let created = Arc::new(Group::new(self.limits));
+        for line in own_history(topic, identity) {
+            created.offer(name, group, line);
+        }
+        tracing::info!(name, group, identity, "unicast group created");
+        topic.groups.insert(key, Arc::clone(&created));
+        Consumer::new(created)
     }
 
-    /// How many consumers of `group` on `name` have an open stream.
+    /// How many consumers of `group` on `name`, of any identity, have an
+    /// open stream.
     pub(crate) fn connected(&self, name: &str, group: &str) -> usize {
-        lock(&self.topics)
-            .get(name)
-            .and_then(|topic| topic.groups.get(group))
-            .map_or(0, |group| lock(&group.state).connected)
+        lock(&self.state).topics.get(name).map_or(0, |topic| {
+            topic
+                .groups
+                .iter()
+                .filter(|((g, _), _)| g == group)
+                .map(|(_, group)| lock(&group.state).connected)
+                .sum()
+        })
+    }
+}
+
+/// The history lines of `topic` published by `identity`, oldest first.
+fn own_history<'a>(topic: &'a Topic, identity: &'a str) -> impl Iterator<Item = Line> + 'a {
+    topic
+        .history
+        .iter()
+        .filter(move |event| &*event.identity == identity)
+        .map(|event| event.line.clone())
+}
+
+/// Hands a new event to the subscribers and groups of its identity.
+fn deliver(topic: &mut Topic, name: &str, identity: &str, line: &Line) {
+    topic.subscribers.retain(|(owner, tx)| {
+        if &**owner != identity {
+            return !tx.is_closed();
+        }
+        match tx.try_send(line.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    name,
+                    "broadcast subscriber fell too far behind; closing its stream"
+                );
+                false
+            }
+        }
+    });
+    for ((group_name, owner), group) in &topic.groups {
+        if &**owner == identity {
+            group.offer(name, group_name, line.clone());
+        }
     }
 }
 
@@ -161,9 +275,11 @@ pub(crate) struct Group {
 
 struct GroupState {
     backlog: VecDeque<Line>,
+    backlog_bytes: usize,
     waiting: VecDeque<oneshot::Sender<Line>>,
     connected: usize,
-    capacity: usize,
+    max_events: usize,
+    max_bytes: usize,
 }
 
 impl GroupState {
@@ -178,16 +294,43 @@ impl GroupState {
         }
         Some(line)
     }
+
+    fn pop_front(&mut self) -> Option<Line> {
+        let line = self.backlog.pop_front()?;
+        self.backlog_bytes -= line.len();
+        Some(line)
+    }
+
+    /// Queues `line` at the front or the back, then drops the oldest events
+    /// until the backlog fits its limits; returns how many were dropped.
+    fn queue(&mut self, line: Line, front: bool) -> usize {
+        self.backlog_bytes += line.len();
+        if front {
+            self.backlog.push_front(line);
+        } else {
+            self.backlog.push_back(line);
+        }
+        let mut dropped = 0;
+        while self.backlog.len() > self.max_events
+            || (self.backlog_bytes > self.max_bytes && !self.backlog.is_empty())
+        {
+            self.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
 }
 
 impl Group {
-    fn new(capacity: usize) -> Self {
+    fn new(limits: Limits) -> Self {
         Self {
             state: Mutex::new(GroupState {
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 waiting: VecDeque::new(),
                 connected: 0,
-                capacity,
+                max_events: limits.group_events,
+                max_bytes: limits.group_bytes,
             }),
         }
     }
@@ -196,11 +339,15 @@ impl Group {
     fn offer(&self, name: &str, group: &str, line: Line) {
         let mut state = lock(&self.state);
         if let Some(line) = state.hand_off(line) {
-            if state.backlog.len() >= state.capacity {
-                state.backlog.pop_front();
-                tracing::warn!(name, group, "unicast queue full; dropped its oldest event");
+            let dropped = state.queue(line, false);
+            if dropped > 0 {
+                tracing::warn!(
+                    name,
+                    group,
+                    dropped,
+                    "unicast queue full; dropped its oldest events"
+                );
             }
-            state.backlog.push_back(line);
         }
     }
 
@@ -209,14 +356,14 @@ impl Group {
     fn requeue(&self, line: Line) {
         let mut state = lock(&self.state);
         if let Some(line) = state.hand_off(line) {
-            state.backlog.push_front(line);
+            state.queue(line, true);
         }
     }
 
     /// The next queued event, or a place in the waiting line.
     fn take(&self) -> Result<Line, oneshot::Receiver<Line>> {
         let mut state = lock(&self.state);
-        match state.backlog.pop_front() {
+        match state.pop_front() {
             Some(line) => Ok(line),
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -228,7 +375,7 @@ impl Group {
 
     /// The next queued event, without waiting.
     fn try_take(&self) -> Option<Line> {
-        lock(&self.state).backlog.pop_front()
+        lock(&self.state).pop_front()
     }
 }
 
@@ -315,8 +462,23 @@ mod tests {
 
     use super::*;
 
+    const ME: &str = "me";
+
     fn line(n: u32) -> Line {
         Bytes::from(format!("{n}\n"))
+    }
+
+    fn limits(retention: usize, group_events: usize) -> Limits {
+        Limits {
+            retention,
+            history_bytes: usize::MAX,
+            group_events,
+            group_bytes: usize::MAX,
+        }
+    }
+
+    fn broker(retention: usize, group_events: usize) -> Broker {
+        Broker::new(limits(retention, group_events))
     }
 
     async fn next_within(consumer: &mut Consumer) -> Option<Line> {
@@ -327,22 +489,54 @@ mod tests {
 
     #[test]
     fn history_is_bounded_by_retention() {
-        let broker = Broker::new(2, 10);
+        let broker = broker(2, 10);
         for n in 0..3 {
-            broker.publish("a", line(n));
+            broker.publish("a", ME, line(n));
         }
-        let sub = broker.subscribe("a", true, false);
+        let sub = broker.subscribe("a", ME, true, false);
         assert_eq!(sub.replay, vec![line(1), line(2)]);
         assert!(sub.live.is_none());
     }
 
+    #[test]
+    fn history_is_bounded_by_bytes_across_names_oldest_first() {
+        // Each line is 2 bytes; 5 bytes hold two of them.
+        let broker = Broker::new(Limits {
+            history_bytes: 5,
+            ..limits(10, 10)
+        });
+        broker.publish("a", ME, line(1));
+        broker.publish("b", ME, line(2));
+        broker.publish("a", ME, line(3));
+        assert_eq!(broker.subscribe("a", ME, true, false).replay, vec![line(3)]);
+        assert_eq!(broker.subscribe("b", ME, true, false).replay, vec![line(2)]);
+        assert!(lock(&broker.state).history_bytes <= 5);
+    }
+
+    #[test]
+    fn a_group_backlog_is_bounded_by_bytes() {
+        let broker = Broker::new(Limits {
+            group_bytes: 4,
+            ..limits(0, 10)
+        });
+        let mut consumer = broker.join("a", "g", ME);
+        for n in 0..3 {
+            broker.publish("a", ME, line(n));
+        }
+        assert_eq!(consumer.next_queued(), Some(line(1)));
+        assert_eq!(consumer.next_queued(), Some(line(2)));
+        assert_eq!(consumer.next_queued(), None);
+    }
+
     #[tokio::test]
-    async fn subscribe_sees_replay_then_live() {
-        let broker = Broker::new(10, 10);
-        broker.publish("a", line(1));
-        broker.publish("b", line(99));
-        let mut sub = broker.subscribe("a", true, true);
-        broker.publish("a", line(2));
+    async fn subscribe_sees_replay_then_live_of_its_own_identity_only() {
+        let broker = broker(10, 10);
+        broker.publish("a", ME, line(1));
+        broker.publish("a", "other", line(7));
+        broker.publish("b", ME, line(99));
+        let mut sub = broker.subscribe("a", ME, true, true);
+        broker.publish("a", "other", line(8));
+        broker.publish("a", ME, line(2));
         assert_eq!(sub.replay, vec![line(1)]);
         let live = sub.live.as_mut().expect("following");
         assert_eq!(live.recv().await, Some(line(2)));
@@ -350,23 +544,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn groups_only_see_events_published_after_they_exist() {
-        let broker = Broker::new(10, 10);
-        broker.publish("a", line(1));
-        let mut consumer = broker.join("a", "g");
+    async fn a_new_group_starts_with_the_retained_events_of_its_identity() {
+        let broker = broker(10, 10);
+        broker.publish("a", ME, line(1));
+        broker.publish("a", "other", line(5));
+        let mut consumer = broker.join("a", "g", ME);
+        assert_eq!(consumer.next_queued(), Some(line(1)));
         assert_eq!(consumer.next_queued(), None);
-        broker.publish("a", line(2));
+        broker.publish("a", "other", line(6));
+        broker.publish("a", ME, line(2));
         assert_eq!(next_within(&mut consumer).await, Some(line(2)));
+        assert_eq!(consumer.next_queued(), None);
+    }
+
+    #[tokio::test]
+    async fn an_existing_group_does_not_see_history_again() {
+        let broker = broker(10, 10);
+        broker.publish("a", ME, line(1));
+        let mut first = broker.join("a", "g", ME);
+        assert_eq!(first.next_queued(), Some(line(1)));
+        drop(first);
+        let mut again = broker.join("a", "g", ME);
+        assert_eq!(again.next_queued(), None);
     }
 
     #[tokio::test]
     async fn queued_events_wait_for_a_consumer() {
-        let broker = Broker::new(10, 10);
-        drop(broker.join("a", "g"));
+        let broker = broker(0, 10);
+        drop(broker.join("a", "g", ME));
         assert_eq!(broker.connected("a", "g"), 0);
-        broker.publish("a", line(1));
-        broker.publish("a", line(2));
-        let mut consumer = broker.join("a", "g");
+        broker.publish("a", ME, line(1));
+        broker.publish("a", ME, line(2));
+        let mut consumer = broker.join("a", "g", ME);
         assert_eq!(broker.connected("a", "g"), 1);
         assert_eq!(next_within(&mut consumer).await, Some(line(1)));
         assert_eq!(next_within(&mut consumer).await, Some(line(2)));
@@ -375,58 +584,58 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_consumers_take_turns() {
-        let broker = Broker::new(10, 10);
-        let mut first = broker.join("a", "g");
-        let mut second = broker.join("a", "g");
+        let broker = broker(10, 10);
+        let mut first = broker.join("a", "g", ME);
+        let mut second = broker.join("a", "g", ME);
         // Both park in the waiting line (first, then second).
         assert_eq!(next_within(&mut first).await, None);
         assert_eq!(next_within(&mut second).await, None);
-        broker.publish("a", line(1));
-        broker.publish("a", line(2));
+        broker.publish("a", ME, line(1));
+        broker.publish("a", ME, line(2));
         assert_eq!(next_within(&mut first).await, Some(line(1)));
         assert_eq!(next_within(&mut second).await, Some(line(2)));
     }
 
     #[tokio::test]
     async fn an_event_handed_to_a_departed_consumer_is_requeued() {
-        let broker = Broker::new(10, 10);
-        let mut leaving = broker.join("a", "g");
+        let broker = broker(10, 10);
+        let mut leaving = broker.join("a", "g", ME);
         assert_eq!(next_within(&mut leaving).await, None);
         // The event is handed to `leaving`, which goes away without reading it.
-        broker.publish("a", line(1));
+        broker.publish("a", ME, line(1));
         drop(leaving);
-        let mut staying = broker.join("a", "g");
+        let mut staying = broker.join("a", "g", ME);
         assert_eq!(next_within(&mut staying).await, Some(line(1)));
     }
 
     #[tokio::test]
     async fn a_requeued_event_goes_to_a_waiting_consumer_first() {
-        let broker = Broker::new(10, 10);
-        let mut leaving = broker.join("a", "g");
-        let mut staying = broker.join("a", "g");
+        let broker = broker(10, 10);
+        let mut leaving = broker.join("a", "g", ME);
+        let mut staying = broker.join("a", "g", ME);
         assert_eq!(next_within(&mut leaving).await, None);
         assert_eq!(next_within(&mut staying).await, None);
-        broker.publish("a", line(1)); // handed to `leaving`
+        broker.publish("a", ME, line(1)); // handed to `leaving`
         drop(leaving);
         assert_eq!(next_within(&mut staying).await, Some(line(1)));
     }
 
     #[tokio::test]
     async fn different_groups_each_get_every_event() {
-        let broker = Broker::new(10, 10);
-        let mut one = broker.join("a", "one");
-        let mut two = broker.join("a", "two");
-        broker.publish("a", line(1));
+        let broker = broker(10, 10);
+        let mut one = broker.join("a", "one", ME);
+        let mut two = broker.join("a", "two", ME);
+        broker.publish("a", ME, line(1));
         assert_eq!(next_within(&mut one).await, Some(line(1)));
         assert_eq!(next_within(&mut two).await, Some(line(1)));
     }
 
     #[test]
     fn a_full_queue_drops_its_oldest_event() {
-        let broker = Broker::new(0, 2);
-        let mut consumer = broker.join("a", "g");
+        let broker = broker(0, 2);
+        let mut consumer = broker.join("a", "g", ME);
         for n in 0..3 {
-            broker.publish("a", line(n));
+            broker.publish("a", ME, line(n));
         }
         assert_eq!(consumer.next_queued(), Some(line(1)));
         assert_eq!(consumer.next_queued(), Some(line(2)));

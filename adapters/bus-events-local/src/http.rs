@@ -1,9 +1,11 @@
 //! The HTTP face of the server: routes, request validation, error bodies and
 //! the NDJSON stream.
 //!
-//! Every check runs in the order authentication (401), authorization (403),
-//! then request validation (400/413), so a caller without a valid token
-//! learns nothing about the request itself.
+//! Every request is authenticated first (401), so a caller without a valid
+//! token learns nothing about the request itself; then the request is read
+//! (400/413), because the scope it needs depends on the event name; then
+//! the scope is checked (403). A stream only ever carries events published
+//! by the caller's own identity.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -24,7 +26,8 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, Caller, Verifier, SCOPE_READ, SCOPE_WRITE};
+use crate::acl::{required_scope, Access};
+use crate::auth::{AuthError, Caller, Verifier};
 use crate::broker::{Broker, Consumer, Line};
 use crate::envelope::{EventIds, InvalidEvent, NewEvent};
 
@@ -81,13 +84,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// A refused request, answered as `{"error":{"code":..,"message":..}}`.
+/// A refused request, answered as `{"error":{"type":..,"message":..}}`.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
-    #[error("token lacks the `{0}` scope")]
-    Forbidden(&'static str),
+    #[error("the token lacks the `{scope}` scope needed to {access} `{name}`")]
+    Forbidden {
+        scope: &'static str,
+        access: &'static str,
+        name: String,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("event body is larger than {0} bytes")]
@@ -99,10 +106,10 @@ pub(crate) enum ApiError {
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_auth"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -117,7 +124,7 @@ impl From<InvalidEvent> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let body = Json(json!({"error": {"type": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -128,23 +135,32 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Verifies the bearer token and that it grants `scope`.
-fn authorize(
-    shared: &Shared,
-    headers: &HeaderMap,
-    scope: &'static str,
-) -> Result<Caller, ApiError> {
+/// Verifies the bearer token.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().map_err(|_| AuthError::Malformed))
         .transpose()?;
-    let caller = shared.verifier.verify_header(header).inspect_err(|err| {
+    Ok(shared.verifier.verify_header(header).inspect_err(|err| {
         tracing::debug!(error = %err, "refused credentials");
-    })?;
-    if !caller.has_scope(scope) {
-        return Err(ApiError::Forbidden(scope));
+    })?)
+}
+
+/// Checks that `caller` may `access` the event `name`.
+fn authorize(caller: &Caller, name: &str, access: Access) -> Result<(), ApiError> {
+    let scope = required_scope(name, access);
+    if caller.has_scope(scope) {
+        return Ok(());
     }
-    Ok(caller)
+    tracing::info!(name, scope, identity = %caller.identity, ?access, "refused: missing scope");
+    Err(ApiError::Forbidden {
+        scope,
+        access: match access {
+            Access::Publish => "publish",
+            Access::Listen => "listen to",
+        },
+        name: name.to_owned(),
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -156,7 +172,7 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&shared, &headers, SCOPE_WRITE)?;
+    let caller = authenticate(&shared, &headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(shared.max_event_bytes)
@@ -165,6 +181,7 @@ async fn publish(
         }
     })?;
     let event = NewEvent::parse(&body)?;
+    authorize(&caller, &event.name, Access::Publish)?;
     let id = shared.ids.next_id();
     let name = event.name.clone();
     let line = event
@@ -173,7 +190,7 @@ async fn publish(
             tracing::error!(error = %err, "failed to build an envelope");
             ApiError::Internal
         })?;
-    shared.broker.publish(&name, line);
+    shared.broker.publish(&name, &caller.identity, line);
     tracing::info!(%name, %id, identity = %caller.identity, "event published");
     Ok((
         StatusCode::ACCEPTED,
@@ -267,24 +284,28 @@ async fn stream(
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&shared, &headers, SCOPE_READ)?;
+    let caller = authenticate(&shared, &headers)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let request = StreamRequest::try_from(query)?;
+    authorize(&caller, &request.name, Access::Listen)?;
 
     // Subscribe before answering: once the client sees the response head,
     // every later publish reaches this stream.
     let source = match &request.delivery {
         Delivery::Broadcast => {
-            let sub = shared
-                .broker
-                .subscribe(&request.name, request.replay, request.follow);
+            let sub = shared.broker.subscribe(
+                &request.name,
+                &caller.identity,
+                request.replay,
+                request.follow,
+            );
             Source::Broadcast {
                 replay: sub.replay,
                 live: sub.live,
             }
         }
         Delivery::Unicast { group } => Source::Unicast {
-            consumer: shared.broker.join(&request.name, group),
+            consumer: shared.broker.join(&request.name, group, &caller.identity),
             follow: request.follow,
         },
     };

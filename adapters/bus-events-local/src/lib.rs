@@ -8,10 +8,15 @@
 //!   with `broadcast` delivery (every subscriber gets every event, with
 //!   optional replay) or `unicast`/`work` delivery (each event goes to one
 //!   connected consumer of each group, and waits for one while none is);
-//! * HS256 bearer tokens with audience [`AUDIENCE`] and the scopes
-//!   [`SCOPE_READ`] / [`SCOPE_WRITE`] guard both; [`mint_token`] issues them.
+//! * HS256 bearer tokens with audience [`AUDIENCE`] guard both, with the Bus
+//!   scope rules of [`acl`]: `events:send` / `events:listen` for ordinary
+//!   names, `container:read|run|delete|admin` for `bus.containers.*` and
+//!   `bus.docker.*`; [`mint_token`] issues them;
+//! * every stream is filtered by identity: it carries only events published
+//!   with a token of the listener's own `sub` (stamped as `identity_id`).
 //!
-//! Nothing is persisted: a restart forgets every event and group. It depends
+//! Nothing is persisted (the only backend is `memory`, bounded by bytes): a
+//! restart forgets every event and group. It depends
 //! on no other crate of the workspace, and nothing in the worker's domain
 //! depends on it; tests and the binaries start it with [`serve`].
 //!
@@ -22,7 +27,8 @@
 //! let secret = Secret::parse("dev-secret").expect("non-empty");
 //! let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
 //! let server = serve(ServerConfig::new(bind, secret.clone())).await?;
-//! let token = mint_token(&secret, &MintClaims::new("me", "events")).expect("signable");
+//! let token = mint_token(&secret, &MintClaims::new("me", "events:send events:listen"))
+//!     .expect("signable");
 //! println!("{} with {token}", server.base_url());
 //! server.shutdown().await;
 //! # Ok(()) }
@@ -31,16 +37,20 @@
 //! Layout:
 //!
 //! * `secret` — [`Secret`], never printed;
+//! * [`acl`] — which scope each event name needs;
 //! * `auth` — token minting and verification;
+//! * [`issue`] — `token issue`: claims from the command line, output formats;
 //! * `envelope` — the publish body and the stored envelope;
 //! * `broker` — history, broadcast fan-out and unicast groups;
 //! * `http` — axum routes, error bodies and the NDJSON stream;
 //! * this file — configuration and the server's lifecycle.
 
+pub mod acl;
 mod auth;
 mod broker;
 mod envelope;
 mod http;
+pub mod issue;
 mod secret;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -50,14 +60,18 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{mint_token, MintClaims, TokenError, AUDIENCE, SCOPE_READ, SCOPE_WRITE};
+pub use auth::{mint_token, MintClaims, TokenError, AUDIENCE};
 pub use broker::{BROADCAST_BUFFER, UNICAST_QUEUE_CAPACITY};
 pub use secret::{Secret, SecretError};
 
 /// Default largest accepted publish body: 4 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
-/// Default number of events kept per name for replay.
+/// Default number of events kept per name for replay and new groups.
 pub const DEFAULT_RETENTION: usize = 10_000;
+/// Default bytes of history kept across all names: 256 MiB.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 * 1024 * 1024;
+/// Default bytes one unicast group may hold for absent consumers: 64 MiB.
+pub const DEFAULT_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// Default idle time after which a stream sends a blank keep-alive line.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -71,8 +85,13 @@ pub struct ServerConfig {
     pub secret: Secret,
     /// Largest accepted publish body; larger ones get 413.
     pub max_event_bytes: usize,
-    /// Events kept per name for `replay=true`; 0 keeps none.
+    /// Events kept per name for `replay=true` and for unicast groups that
+    /// have no consumer yet; 0 keeps none.
     pub retention: usize,
+    /// Bytes of history kept across all names (oldest evicted first).
+    pub history_bytes: usize,
+    /// Bytes one unicast group keeps for absent consumers (oldest dropped).
+    pub group_bytes: usize,
     /// Idle time after which a stream sends a blank line (`\n`); zero
     /// disables keep-alives.
     pub keepalive: Duration,
@@ -86,6 +105,8 @@ impl ServerConfig {
             secret,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retention: DEFAULT_RETENTION,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            group_bytes: DEFAULT_GROUP_BYTES,
             keepalive: DEFAULT_KEEPALIVE,
         }
     }
@@ -174,7 +195,12 @@ pub async fn serve_with_shutdown(
     // token, while cancelling the caller's token stops this server.
     let stop = shutdown.child_token();
     let shared = Arc::new(http::Shared {
-        broker: broker::Broker::new(config.retention, UNICAST_QUEUE_CAPACITY),
+        broker: broker::Broker::new(broker::Limits {
+            retention: config.retention,
+            history_bytes: config.history_bytes,
+            group_events: UNICAST_QUEUE_CAPACITY,
+            group_bytes: config.group_bytes,
+        }),
         verifier: auth::Verifier::new(&config.secret),
         ids: envelope::EventIds::new(),
         keepalive: config.keepalive,

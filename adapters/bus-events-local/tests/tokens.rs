@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bus_events_local::{
-    mint_token, serve, MintClaims, Secret, ServerConfig, AUDIENCE, SCOPE_READ, SCOPE_WRITE,
-};
+use bus_events_local::{mint_token, serve, MintClaims, Secret, ServerConfig, AUDIENCE};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
@@ -26,14 +24,14 @@ fn minted_claims_round_trip() {
     let claims = MintClaims {
         sub: "worker-7".to_owned(),
         aud: AUDIENCE.to_owned(),
-        scope: format!("{SCOPE_READ} {SCOPE_WRITE}"),
+        scope: "events:send events:listen".to_owned(),
         ttl: Duration::from_secs(90),
     };
     let token = mint_token(&secret, &claims).expect("mint");
     let decoded = decode(&token, b"round-trip");
     assert_eq!(decoded["sub"], "worker-7");
     assert_eq!(decoded["aud"], AUDIENCE);
-    assert_eq!(decoded["scope"], "events:read events:write");
+    assert_eq!(decoded["scope"], "events:send events:listen");
     let iat = decoded["iat"].as_u64().expect("iat");
     let exp = decoded["exp"].as_u64().expect("exp");
     assert_eq!(exp - iat, 90);
@@ -42,11 +40,11 @@ fn minted_claims_round_trip() {
 }
 
 #[test]
-fn defaults_are_read_write_for_an_hour_at_the_api_audience() {
-    let claims = MintClaims::new("me", "events");
+fn defaults_send_and_listen_for_an_hour_at_the_api_audience() {
+    let claims = MintClaims::new("me", "events:send");
     assert_eq!(claims.aud, AUDIENCE);
     assert_eq!(claims.ttl, Duration::from_secs(3600));
-    assert_eq!(MintClaims::default().scope, "events:read events:write");
+    assert_eq!(MintClaims::default().scope, "events:send events:listen");
 }
 
 #[test]
@@ -71,7 +69,7 @@ async fn a_server_with_a_base64_secret_accepts_tokens_for_the_raw_bytes() {
     let server = serve(config).await.expect("binds");
     let token = mint_token(
         &Secret::parse("shared bytes").expect("secret"),
-        &MintClaims::new("b64", "events:write"),
+        &MintClaims::new("b64", "events:send"),
     )
     .expect("mint");
 

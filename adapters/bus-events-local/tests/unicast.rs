@@ -96,14 +96,19 @@ async fn every_group_and_every_broadcast_subscriber_get_each_event() {
 }
 
 #[tokio::test]
-async fn events_from_before_the_group_existed_are_not_delivered() {
+async fn events_from_before_the_groups_first_consumer_are_delivered_to_it() {
     let app = spawn_server().await;
-    app.publish(numbered("late", 0)).await;
-    let mut stream = app
-        .open_stream("name=late&delivery=unicast&group=g&replay=true")
-        .await;
-    app.publish(numbered("late", 1)).await;
+    app.publish(numbered("early", 0)).await;
+    let mut stream = app.open_stream("name=early&delivery=unicast&group=g").await;
+    app.publish(numbered("early", 1)).await;
+    assert_eq!(seq_of(&stream.next_event().await), 0);
     assert_eq!(seq_of(&stream.next_event().await), 1);
+    drop(stream);
+
+    // The group exists now: its cursor is past both, nothing comes again.
+    let mut again = app.open_stream("name=early&delivery=unicast&group=g").await;
+    app.publish(numbered("early", 2)).await;
+    assert_eq!(seq_of(&again.next_event().await), 2);
 }
 
 #[tokio::test]

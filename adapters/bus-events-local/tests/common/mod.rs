@@ -52,7 +52,7 @@ impl TestServer {
     pub async fn publish_raw(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/v1/events"))
-            .bearer_auth(self.token("events:write"))
+            .bearer_auth(self.token("events:send"))
             .json(body)
             .send()
             .await
@@ -87,7 +87,7 @@ impl TestServer {
     /// registered the subscription.
     pub async fn open_stream(&self, query: &str) -> Lines {
         let response = self
-            .stream_raw(query, Some(&self.token("events:read")))
+            .stream_raw(query, Some(&self.token("events:listen")))
             .await;
         assert_eq!(response.status(), 200, "stream {query}");
         assert_eq!(
