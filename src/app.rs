@@ -220,6 +220,12 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
                     info!("shutdown requested: no new requests, running runs get {:?}", self.shutdown_grace);
                     break;
                 }
+                () = self.worker.refused() => {
+                    let message = "publishing responses was refused (401/403): stopped taking requests".to_owned();
+                    error!("{message}");
+                    fatal = Some(message);
+                    break;
+                }
                 item = self.source.next_inbound() => match item {
                     Some(Ok(inbound)) => self.worker.dispatch(inbound),
                     Some(Err(SourceError::Fatal(message))) => {

@@ -102,3 +102,24 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
     handle2.await.unwrap().unwrap();
     let _ = bus;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_publish_stops_intake_with_a_clear_error() {
+    let s = common::settings("provider = \"static\"\nshutdown_grace = \"2s\"\n");
+    let runtime = StaticRuntime::new();
+    let (bus, _stop, handle) = common::spawn_memory_worker(&s, &runtime);
+    bus.send(run("before", "before-1", &["echo", "ok"]));
+    bus.wait_for(|r| r.len() == 1).await;
+    bus.refuse_publishing();
+    bus.send(run("refused", "refused-1", &["echo", "lost"]));
+    let stopped = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the worker stops taking requests instead of running on")
+        .unwrap();
+    let err = stopped.expect_err("a refused token is fatal");
+    assert!(err.to_string().contains("401/403"), "{err}");
+    // Nothing more is taken: a request sent now is never run.
+    bus.send(run("after", "after-1", &["echo", "never"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bus.published().len(), 1);
+}

@@ -191,6 +191,10 @@ pub enum PublishError {
     /// The Events API refused the event for good (a 4xx other than 429).
     #[error("events api rejected the event: {0}")]
     Rejected(String),
+    /// The Events API refused the worker's token for good (401/403 after
+    /// re-reading a token file): no response can be delivered any more.
+    #[error("events api refused the worker's token: {0}")]
+    Unauthorized(String),
     /// Publishing was abandoned because the worker is stopping.
     #[error("publish abandoned at shutdown: {0}")]
     Abandoned(String),

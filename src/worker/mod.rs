@@ -134,6 +134,9 @@ struct Inner<R, P> {
     table: Mutex<RunTable>,
     /// Every request handler and run driver, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Cancelled when the Events API refuses the worker's token on publish:
+    /// the app loop stops intake (nothing taken now could be answered).
+    refused: CancellationToken,
     /// The engine version for run reports, fetched once (an engine upgrade
     /// restarts the daemon, and `runner.status` refreshes it).
     engine_version: Mutex<Option<String>>,
@@ -217,6 +220,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 slots,
                 table,
                 tasks: TaskTracker::new(),
+                refused: CancellationToken::new(),
                 engine_version: Mutex::new(None),
             }),
         }
@@ -315,7 +319,18 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 error!(correlation = %response.correlation, event = %response.event, error = %err, "response rejected by the events api");
                 false
             }
+            Err(err @ PublishError::Unauthorized(_)) => {
+                error!(correlation = %response.correlation, event = %response.event, error = %err, "the events api refuses this worker's token: no more requests are taken (check the token and its scopes)");
+                self.inner.refused.cancel();
+                false
+            }
         }
+    }
+
+    /// Resolves when the Events API refused the worker's token on publish;
+    /// the app loop then stops taking requests it could not answer.
+    pub async fn refused(&self) {
+        self.inner.refused.cancelled().await;
     }
 
     /// The engine's container of `run_id`, when `owner` may see it; used

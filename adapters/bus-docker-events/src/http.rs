@@ -68,6 +68,8 @@ impl HttpPublisher {
     fn publish_error(&self, err: &bus_events_client::PublishError) -> PublishError {
         if self.abandon.is_cancelled() {
             PublishError::Abandoned(err.to_string())
+        } else if matches!(err.status(), Some(401 | 403)) {
+            PublishError::Unauthorized(err.to_string())
         } else {
             PublishError::Rejected(err.to_string())
         }

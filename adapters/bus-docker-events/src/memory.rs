@@ -2,6 +2,7 @@
 //! above the transport. Requests go in through a [`MemoryBus`] handle;
 //! published responses come out of it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bus_docker_domain::error::{PublishError, SourceError};
@@ -16,6 +17,7 @@ pub struct MemoryBus {
     requests: mpsc::UnboundedSender<Inbound>,
     published: Arc<Mutex<Vec<Response>>>,
     notify: Arc<Notify>,
+    refuse: Arc<AtomicBool>,
 }
 
 /// The worker's inbound side.
@@ -28,6 +30,7 @@ pub struct MemorySource {
 pub struct MemoryPublisher {
     published: Arc<Mutex<Vec<Response>>>,
     notify: Arc<Notify>,
+    refuse: Arc<AtomicBool>,
 }
 
 /// A connected bus, source and publisher.
@@ -35,14 +38,20 @@ pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
     let (tx, rx) = mpsc::unbounded_channel();
     let published = Arc::new(Mutex::new(Vec::new()));
     let notify = Arc::new(Notify::new());
+    let refuse = Arc::new(AtomicBool::new(false));
     (
         MemoryBus {
             requests: tx,
             published: Arc::clone(&published),
             notify: Arc::clone(&notify),
+            refuse: Arc::clone(&refuse),
         },
         MemorySource { rx },
-        MemoryPublisher { published, notify },
+        MemoryPublisher {
+            published,
+            notify,
+            refuse,
+        },
     )
 }
 
@@ -50,6 +59,12 @@ impl MemoryBus {
     /// Deliver a request to the worker.
     pub fn send(&self, inbound: Inbound) {
         let _ = self.requests.send(inbound);
+    }
+
+    /// From now on, refuse every publish as an Events API that no longer
+    /// accepts the worker's token would (401/403).
+    pub fn refuse_publishing(&self) {
+        self.refuse.store(true, Ordering::SeqCst);
     }
 
     /// Every response published so far.
@@ -86,6 +101,9 @@ impl EventSource for MemorySource {
 
 impl EventPublisher for MemoryPublisher {
     async fn publish(&self, response: &Response) -> Result<(), PublishError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(PublishError::Unauthorized("HTTP 401 (memory bus)".into()));
+        }
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,0 +1,293 @@
+//! Configuration.
+//!
+//! Layering, lowest to highest precedence — written down once, here and in
+//! the README:
+//!
+//! 1. built-in defaults (the `Default` impls below);
+//! 2. the TOML config file (`--config` / `BUS_DOCKER_CONFIG`);
+//! 3. environment: any key as `BUS_DOCKER__<SECTION>__<KEY>` (e.g.
+//!    `BUS_DOCKER__POLICY__MAX_TIMEOUT=10m`), plus the contract's own env
+//!    vars (`BUS_EVENTS_API_URL`, `BUS_DOCKER_CODEX_*`, ...) which clap reads;
+//! 4. command-line flags.
+//!
+//! Unknown keys are rejected with the key named. `config.example.toml`
+//! documents every key and a test parses it. Env values are text, so every
+//! field accepts its text form: booleans `1/true/yes/on`/`0/false/no/off`,
+//! durations `250ms`, `5s`, `30m` or bare seconds, strings that look like
+//! numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bus_docker_domain::mount::{HostPaths, ProtectedPath, RealHostPaths};
+use bus_docker_domain::profile::{Profile, Profiles};
+use bus_docker_domain::{EventPrefix, FieldError};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::de;
+use crate::worker::WorkerSettings;
+
+mod sections;
+
+pub use sections::{
+    CodexConfig, DockerConfig, EventsConfig, HardeningConfig, MountConfig, PolicyConfig,
+    ProfileConfig,
+};
+
+/// Env prefix for any config key: `BUS_DOCKER__POLICY__MAX_TIMEOUT`.
+pub const ENV_PREFIX: &str = "BUS_DOCKER__";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Docker,
+    Static,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The whole configuration as the file spells it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub provider: Provider,
+    /// Unset: standalone mode on `bus.containers`.
+    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    pub event_prefix: Option<String>,
+    /// Default `docker@<hostname>`.
+    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    pub runner_name: Option<String>,
+    pub log_format: LogFormat,
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub shutdown_grace: Duration,
+    /// Delete and timeout: SIGTERM, then SIGKILL after this long (capped
+    /// by `policy.max_stop_grace`).
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub stop_grace: Duration,
+    /// Finished runs stay in `status` (and their containers stay as
+    /// tombstones that stop redelivered duplicates) this long.
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub run_retention: Duration,
+    pub max_concurrent_runs: usize,
+    pub max_queued_runs: usize,
+    pub response_cache: usize,
+    pub response_cache_bytes: usize,
+    pub events: EventsConfig,
+    pub docker: DockerConfig,
+    pub policy: PolicyConfig,
+    pub codex: CodexConfig,
+    pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            provider: Provider::Docker,
+            event_prefix: None,
+            runner_name: None,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            run_retention: Duration::from_secs(15 * 60),
+            max_concurrent_runs: 4,
+            max_queued_runs: 64,
+            response_cache: 1024,
+            response_cache_bytes: 64 * 1024 * 1024,
+            events: EventsConfig::default(),
+            docker: DockerConfig::default(),
+            policy: PolicyConfig::default(),
+            codex: CodexConfig::default(),
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn field(key: &str) -> impl Fn(FieldError) -> ConfigError + '_ {
+    move |e| invalid(key, e.to_string())
+}
+
+/// Load: defaults → file → `BUS_DOCKER__*` env → `overrides` (flags and
+/// the contract's env vars, as dotted keys).
+///
+/// # Errors
+/// The file cannot be read or parsed, a key is unknown, a value has the
+/// wrong form.
+pub fn load(
+    file: Option<&Path>,
+    overrides: &[(String, OverrideValue)],
+) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(invalid(
+                "config",
+                format!("config file {} does not exist", path.display()),
+            ));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    for (key, value) in overrides {
+        figment = figment.merge(Serialized::global(key, value));
+    }
+    Ok(figment.extract()?)
+}
+
+/// A value given on the command line (or its env var).
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum OverrideValue {
+    Text(String),
+    Bool(bool),
+    Number(u64),
+}
+
+/// Everything the composition root needs, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub worker: WorkerSettings,
+    pub provider: Provider,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    pub events: EventsConfig,
+    pub docker_host: Option<String>,
+    /// Where request mounts are pinned (`docker.mount_staging_dir`).
+    pub mount_staging_dir: PathBuf,
+}
+
+fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
+    let env = std::env::var("DOCKER_HOST").ok();
+    let host = host.map(ToOwned::to_owned).or(env)?;
+    host.strip_prefix("unix://").map(PathBuf::from)
+}
+
+/// Host paths that no mount may expose: the Docker socket, resolved once so
+/// that its identity (device and inode) is known and any hard link to it
+/// is recognised. A spelling that does not resolve is still guarded by
+/// path.
+fn protected_paths(docker_host: Option<&str>) -> Vec<ProtectedPath> {
+    let mut spelled: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    spelled.extend(docker_socket(docker_host));
+    let mut protected: Vec<ProtectedPath> = Vec::new();
+    for path in spelled {
+        let entry = match RealHostPaths.resolve(&path) {
+            Ok(resolved) => ProtectedPath::resolved(resolved),
+            Err(_) => ProtectedPath::spelled(path.clone()),
+        };
+        if !protected.contains(&entry) {
+            protected.push(entry);
+        }
+        // The spelling too: a directory on the way to it is refused by path.
+        let spelled = ProtectedPath::spelled(path);
+        if !protected.iter().any(|p| p.path() == spelled.path()) {
+            protected.push(spelled);
+        }
+    }
+    protected
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn host_name() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn default_runner_name() -> String {
+    format!("docker@{}", host_name())
+}
+
+impl Config {
+    /// Validate and turn into domain settings.
+    ///
+    /// # Errors
+    /// `Invalid` naming the key for any value the domain refuses.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let prefix = match &self.event_prefix {
+            Some(p) => EventPrefix::parse(p).map_err(field("event_prefix"))?,
+            None => EventPrefix::standalone(),
+        };
+        if self.max_concurrent_runs == 0 {
+            return Err(invalid("max_concurrent_runs", "must be at least 1"));
+        }
+        // The engine socket by identity: never mountable, by requests or
+        // by the operator's own profiles.
+        let protected = protected_paths(self.docker.host.as_deref());
+        let policy = self.policy.policy(protected)?;
+        let mut profiles = Vec::new();
+        if let Some(codex) = self.codex.profile(&policy)? {
+            profiles.push(codex);
+        }
+        for (name, pc) in &self.profiles {
+            let profile = pc.profile(name, &policy)?;
+            if profiles.iter().any(|p: &Profile| p.name == profile.name) {
+                return Err(invalid(
+                    format!("profiles.{name}.name"),
+                    "the codex profile is configured by [codex]; remove one",
+                ));
+            }
+            profiles.push(profile);
+        }
+        let runner_name = self.runner_name.clone().unwrap_or_else(default_runner_name);
+        let mount_staging_dir = self
+            .docker
+            .mount_staging_dir
+            .clone()
+            .unwrap_or_else(|| bus_docker_engine::pinning::default_staging_dir(&runner_name));
+        Ok(Settings {
+            worker: WorkerSettings {
+                prefix,
+                runner_name,
+                profiles: Profiles::new(profiles),
+                policy,
+                max_concurrent_runs: self.max_concurrent_runs,
+                max_queued_runs: self.max_queued_runs,
+                response_cache: self.response_cache.max(1),
+                response_cache_bytes: self.response_cache_bytes,
+                stop_grace: self.stop_grace.min(self.policy.max_stop_grace),
+                run_retention: self.run_retention,
+            },
+            provider: self.provider,
+            log_format: self.log_format,
+            shutdown_grace: self.shutdown_grace,
+            events: self.events.clone(),
+            docker_host: self.docker.host.clone(),
+            mount_staging_dir,
+        })
+    }
+}
