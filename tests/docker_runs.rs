@@ -153,11 +153,29 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
     let worker = spawn_worker(&bus, &s, "w1").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let run_id = unique("hard");
+    // Privilege fields are refused naming the field, not silently dropped.
+    for (field, value) in [
+        ("privileged", json!(true)),
+        ("cap_add", json!(["SYS_ADMIN"])),
+        ("pid_mode", json!("host")),
+    ] {
+        let mut payload = json!({"run_id": run_id, "image": test_image(), "command": ["true"]});
+        payload[field] = value;
+        let refused = caller.call(Operation::Run, payload).await;
+        assert_eq!(code(&refused), "forbidden", "{field}: {refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{refused}"
+        );
+    }
     let mut runs = caller.waiter(Operation::Run).await;
     let c = caller
         .publish(
             Operation::Run,
-            json!({"run_id": run_id, "image": test_image(), "privileged": true, "cap_add": ["SYS_ADMIN"], "pid_mode": "host",
+            json!({"run_id": run_id, "image": test_image(),
                    "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; ls /sys/class/net; sleep 2"]}),
         )
         .await;

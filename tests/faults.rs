@@ -46,6 +46,9 @@ fn spawn_worker_process(
         .env("BUS_DOCKER_EVENT_PREFIX", prefix)
         .env("BUS_DOCKER_RUNNER_NAME", runner)
         .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", "8")
+        // Answered containers go at once, so "no container left" is exact
+        // (tombstones have their own test in tests/trust.rs).
+        .env("BUS_DOCKER__RUN_RETENTION", "0s")
         .env("BUS_EVENTS_LISTENER_RETRY_MIN", "50ms")
         .env("BUS_EVENTS_LISTENER_RETRY_MAX", "500ms")
         .env("RUST_LOG", "info")

@@ -66,7 +66,7 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_and_a_late_redelivery_no
     let got = common::collect(&mut runs, 1, Duration::from_millis(1500), WAIT).await;
     let answers = &got[&format!("{tag}-dup")];
     assert_eq!(answers.len(), 1, "exactly one response: {answers:?}");
-    assert_eq!(answers[0]["stdout"], "once\n");
+    assert_eq!(answers[0]["stdout"], "once\n", "{}", answers[0]);
     assert_eq!(
         starts_since(&docker, &ra, since).await + starts_since(&docker, &rb, since).await,
         1,

@@ -15,7 +15,7 @@
 //! 4. a slot, the image, the container; then `answer.rs` drives it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bus_docker_domain::mount::RealHostPaths;
 use bus_docker_domain::ports::{
@@ -27,7 +27,7 @@ use bus_docker_domain::run::{ContainerRef, RunState};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -35,6 +35,11 @@ use tracing::{debug, info, warn};
 use super::answer::{DriveJob, RunFacts};
 use super::table::{Admission, Capacity, LiveRun};
 use super::{input_channel, Worker};
+
+/// How long a refused create looks for the container holding its name
+/// (one being created by another worker is not listed yet), and how often.
+const NAME_HOLDER_WAIT: Duration = Duration::from_secs(5);
+const NAME_HOLDER_POLL: Duration = Duration::from_millis(50);
 
 /// The run id of a request that did not choose one: `run_` and the first
 /// 24 hex digits of the SHA-256 of its correlation id (contract §5). Every
@@ -154,32 +159,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         received: Instant,
     ) {
         let facts = RunFacts::of_spec(&spec);
-        let lifecycle = &self.inner.lifecycle;
-        let permit = tokio::select! {
-            permit = Arc::clone(&self.inner.slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return self.fail_run(&facts, OperationError::Unexpected("run slots closed".into())).await,
-            },
-            () = cancel.cancelled() => {
-                return self.fail_run(&facts, OperationError::Canceled("deleted while queued".into())).await;
-            }
-            () = lifecycle.stopping_signal() => {
-                return self.fail_run(&facts, OperationError::Canceled("the worker shut down before the run started".into())).await;
-            }
-        };
-        self.table()
-            .set_state(&spec.run_id, RunState::Creating, None);
-        let image_id = tokio::select! {
-            pulled = self.inner.runtime.ensure_image(&spec.image, spec.pull_policy) => match pulled {
-                Ok(id) => Some(id),
-                Err(err) => return self.fail_run(&facts, err.into()).await,
-            },
-            () = cancel.cancelled() => {
-                return self.fail_run(&facts, OperationError::Canceled("deleted while its image was being pulled".into())).await;
-            }
-            () = lifecycle.stopping_signal() => {
-                return self.fail_run(&facts, OperationError::Canceled("the worker shut down while the run's image was being pulled".into())).await;
-            }
+        let Some((permit, image_id)) = self.slot_and_image(&facts, &spec, &cancel).await else {
+            return;
         };
         if cancel.is_cancelled() {
             return self
@@ -230,6 +211,47 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.drive_and_answer(job, stdin).await;
     }
 
+    /// Wait for a run slot, then make the image present; both give way to
+    /// a delete and to shutdown. `None` when the run was answered already
+    /// (canceled, or the image is unavailable).
+    async fn slot_and_image(
+        &self,
+        facts: &RunFacts,
+        spec: &RunSpec,
+        cancel: &CancellationToken,
+    ) -> Option<(OwnedSemaphorePermit, Option<String>)> {
+        let lifecycle = &self.inner.lifecycle;
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.inner.slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => {
+                    self.fail_run(facts, OperationError::Unexpected("run slots closed".into())).await;
+                    return None;
+                }
+            },
+            () = cancel.cancelled() => {
+                self.fail_run(facts, OperationError::Canceled("deleted while queued".into())).await;
+                return None;
+            }
+            () = lifecycle.stopping_signal() => {
+                self.fail_run(facts, OperationError::Canceled("the worker shut down before the run started".into())).await;
+                return None;
+            }
+        };
+        self.table()
+            .set_state(&spec.run_id, RunState::Creating, None);
+        let refusal = tokio::select! {
+            pulled = self.inner.runtime.ensure_image(&spec.image, spec.pull_policy) => match pulled {
+                Ok(id) => return Some((permit, Some(id))),
+                Err(err) => err.into(),
+            },
+            () = cancel.cancelled() => OperationError::Canceled("deleted while its image was being pulled".into()),
+            () = lifecycle.stopping_signal() => OperationError::Canceled("the worker shut down while the run's image was being pulled".into()),
+        };
+        self.fail_run(facts, refusal).await;
+        None
+    }
+
     /// After a create: is there another container of this run id — a
     /// tombstone (`.answered`) or a deleted run of an earlier delivery,
     /// whose `bus-run-<id>` name is free again? Then this delivery must not
@@ -252,6 +274,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let Some(earlier) = earlier else {
             return false;
         };
+        debug!(earlier = %earlier.container.name, mark = ?earlier.mark, holder = ?earlier.correlation, "another container of this run id exists");
         if let Err(err) = self.inner.runtime.remove(ours).await {
             warn!(container = %ours.name, error = %err, "cannot remove the unstarted duplicate container");
         }
@@ -274,22 +297,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// silently, so no error races the winner's result. Otherwise the run
     /// id is taken by another request.
     async fn name_conflict(&self, facts: &RunFacts, name: String) {
-        let owner = match self
-            .inner
-            .runtime
-            .list_managed(&ManagedFilter::run(facts.run_id.clone()))
-            .await
-        {
-            Ok(list) => list
-                .into_iter()
-                .find(|c| c.container.name == name)
-                .and_then(|c| c.correlation),
-            Err(err) => {
-                warn!(error = %err, "cannot inspect the conflicting container");
-                None
-            }
-        };
-        if owner.as_ref() == Some(&facts.correlation) {
+        let holder = self.name_holder(&facts.run_id, &name).await;
+        debug!(container = %name, holder = ?holder, "create refused: the name exists");
+        if holder.as_ref() == Some(&facts.correlation) {
             info!(run_id = %facts.run_id, "duplicate delivery: another worker runs this request");
             self.table().remove(&facts.run_id);
             return;
@@ -299,6 +309,28 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             facts.run_id
         ));
         self.fail_run(facts, err).await;
+    }
+
+    /// The correlation id of the container holding `name`. The engine
+    /// reserves a name before the container shows in its lists, so a
+    /// create that raced another delivery looks again for a short while.
+    async fn name_holder(&self, run_id: &RunId, name: &str) -> Option<CorrelationId> {
+        let filter = ManagedFilter::run(run_id.clone());
+        let deadline = tokio::time::Instant::now() + NAME_HOLDER_WAIT;
+        loop {
+            match self.inner.runtime.list_managed(&filter).await {
+                Ok(list) => {
+                    if let Some(c) = list.into_iter().find(|c| c.container.name == name) {
+                        return c.correlation;
+                    }
+                }
+                Err(err) => warn!(error = %err, "cannot look up the conflicting container"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(NAME_HOLDER_POLL).await;
+        }
     }
 }
 

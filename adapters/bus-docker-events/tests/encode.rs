@@ -9,8 +9,8 @@ use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
-    CapturedOutput, EngineInfo, Finished, ProfileImage, RunReport, RunState, RunStatus, RunSummary,
-    RunnerReport, RunnerState, RuntimeDetails,
+    CapturedOutput, EngineInfo, Finished, ProfileImage, RequestMounts, RunReport, RunState,
+    RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails,
 };
 use bus_docker_events::codec::{encode, encode_minimal, Encoded, STREAM_HEADROOM_BYTES};
 use serde_json::{json, Value};
@@ -82,7 +82,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
             api_version: "1.46".into(),
             os: "linux".into(),
             arch: "x86_64".into(),
-            ..EngineInfo::default()
+            request_mounts: RequestMounts::Pinned,
         }),
         problem: problem.map(str::to_owned),
         active_runs: 1,
@@ -103,7 +103,8 @@ fn details_json(problem: Option<&str>) -> Value {
     let mut details = json!({
         "engine_version": "27.0.3", "api_version": "1.46", "os": "linux", "arch": "x86_64",
         "active_runs": 1, "queued_runs": 2, "max_concurrent_runs": 4, "max_queued_runs": 16,
-        "profiles": {"codex": {"image": "codex:latest", "present": true}}
+        "profiles": {"codex": {"image": "codex:latest", "present": true}},
+        "request_mounts": "pinned"
     });
     if let Some(problem) = problem {
         details["problem"] = json!(problem);
@@ -132,6 +133,7 @@ fn run_report_json() -> Value {
         "started_at": "2024-05-01T12:00:00.005Z",
         "finished_at": "2024-05-01T12:00:00.417Z",
         "duration_ms": 412,
+        "oom_killed": false,
         "runtime": {
             "provider": "docker",
             "engine_version": "27.0.3",

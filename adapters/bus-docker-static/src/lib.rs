@@ -70,6 +70,35 @@ fn image_id(image: &ImageRef) -> String {
 }
 
 impl StaticRuntime {
+    /// `cat`: stdout is the stdin text, or for interactive runs the input
+    /// data (from the run's stream or `write_input`) until `eof`.
+    async fn cat(&self, id: &str, stdin: Stdin, stdout: &mut TailBuffer) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if let Some(e) = self.lock().containers.get_mut(id) {
+            e.input = Some(tx);
+        }
+        match stdin {
+            Stdin::Closed => {}
+            Stdin::Text(text) => stdout.push(&text),
+            Stdin::Interactive(initial, mut stream) => {
+                if let Some(text) = initial {
+                    stdout.push(&text);
+                }
+                loop {
+                    let chunk = tokio::select! {
+                        Some(c) = stream.next() => c,
+                        Some(c) = rx.recv() => c,
+                        else => break,
+                    };
+                    stdout.push(&chunk.data);
+                    if chunk.eof {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -263,30 +292,7 @@ impl ContainerRuntime for StaticRuntime {
                     0
                 }
                 Program::Cat => {
-                    let (tx, mut rx) = mpsc::unbounded_channel();
-                    if let Some(e) = self.lock().containers.get_mut(&container.id) {
-                        e.input = Some(tx);
-                    }
-                    match io.stdin {
-                        Stdin::Closed => {}
-                        Stdin::Text(text) => stdout.push(&text),
-                        Stdin::Interactive(initial, mut stream) => {
-                            if let Some(text) = initial {
-                                stdout.push(&text);
-                            }
-                            loop {
-                                let chunk = tokio::select! {
-                                    Some(c) = stream.next() => c,
-                                    Some(c) = rx.recv() => c,
-                                    else => break,
-                                };
-                                stdout.push(&chunk.data);
-                                if chunk.eof {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    self.cat(&container.id, io.stdin, &mut stdout).await;
                     0
                 }
             }
