@@ -156,3 +156,56 @@ async fn cleanup(docker: &bollard::Docker, runners: &[&str]) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_delete_cancels_only_its_own_runs_and_counts_what_it_removed() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let tag = unique("trustrd");
+    let (ra, rb) = (format!("{tag}-a"), format!("{tag}-b"));
+    let a = worker_settings(
+        &ra,
+        &format!("bus.t.{tag}-a"),
+        "g",
+        "run_retention = \"0s\"",
+    );
+    let b = worker_settings(
+        &rb,
+        &format!("bus.t.{tag}-b"),
+        "g",
+        "run_retention = \"0s\"",
+    );
+    let wa = spawn_worker(&bus, &a, "wa").await;
+    let wb = spawn_worker(&bus, &b, "wb").await;
+    let via_a = Caller::new(&bus, &a.worker.prefix);
+    let via_b = Caller::new(&bus, &b.worker.prefix);
+    let mut runs_a = via_a.waiter(Operation::Run).await;
+    let mut runs_b = via_b.waiter(Operation::Run).await;
+    let sleeper = json!({"image": test_image(), "command": ["sleep", "60"]});
+    let (ida, idb) = (format!("{tag}-ra"), format!("{tag}-rb"));
+    let mut mine = sleeper.clone();
+    mine["run_id"] = json!(ida);
+    let mut theirs = sleeper;
+    theirs["run_id"] = json!(idb);
+    let ca = via_a.publish(Operation::Run, mine).await;
+    let cb = via_b.publish(Operation::Run, theirs).await;
+    common::wait_running(&via_a, &ida).await;
+    common::wait_running(&via_b, &idb).await;
+
+    let deleted = via_a.call(Operation::RunnerDelete, json!({})).await;
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    assert_eq!(deleted["removed_containers"], 1, "{deleted}");
+    let r = runs_a.wait(&ca, WAIT).await.unwrap();
+    assert_eq!(r["status"], "canceled", "{r}");
+    // The other runner's run is untouched: still running, on the engine.
+    let st = via_b.call(Operation::Status, json!({"run_id": idb})).await;
+    assert_eq!(st["items"][0]["state"], "running", "{st}");
+    assert_eq!(common::containers_of(&docker, &rb).await.len(), 1);
+    assert!(common::containers_of(&docker, &ra).await.is_empty());
+
+    via_b.call(Operation::Delete, json!({"run_id": idb})).await;
+    assert_eq!(runs_b.wait(&cb, WAIT).await.unwrap()["status"], "canceled");
+    wa.stop().await.unwrap();
+    wb.stop().await.unwrap();
+    cleanup(&docker, &[&ra, &rb]).await;
+}

@@ -562,4 +562,38 @@ mod tests {
             "forgotten after two more"
         );
     }
+
+    #[test]
+    fn a_cached_run_weighs_its_echoed_args_too() {
+        use bus_docker_domain::run::{RunReport, RunStatus, RuntimeDetails};
+        let run = |args: Vec<String>| {
+            let report = RunReport {
+                run_id: id("r1"),
+                owner: None,
+                runner_name: "w".into(),
+                profile: None,
+                image: bus_docker_domain::ImageRef::parse("img:1").unwrap(),
+                image_id: None,
+                args,
+                status: RunStatus::Succeeded,
+                exit_code: Some(0),
+                stdout: Default::default(),
+                stderr: Default::default(),
+                started_at: None,
+                finished_at: None,
+                duration: None,
+                oom_killed: false,
+                runtime: RuntimeDetails::default(),
+            };
+            Response::success(
+                Operation::Run,
+                "x".into(),
+                CorrelationId::parse("c").unwrap(),
+                Reply::Run(Box::new(report)),
+            )
+        };
+        let small = weight(&run(vec!["a".into()]));
+        let big = weight(&run(vec!["a".into(), "b".repeat(100_000)]));
+        assert_eq!(big - small, 100_000, "a 100 kB command line is not free");
+    }
 }
