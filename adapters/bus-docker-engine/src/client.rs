@@ -61,7 +61,7 @@ impl Default for EngineOptions {
 }
 
 /// The resolved host: the option, else `DOCKER_HOST`, else the default.
-pub(crate) fn resolve_host(option: Option<&str>) -> String {
+pub fn resolve_host(option: Option<&str>) -> String {
     option
         .map(str::to_owned)
         .filter(|h| !h.trim().is_empty())
