@@ -122,6 +122,7 @@ pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
                     .iter()
                     .map(|p| p.path().to_owned())
                     .collect(),
+                pull_timeout: settings.pull_timeout,
                 ..EngineOptions::default()
             })
             .map_err(|e| AppError::Docker(Box::new(e)))?,
