@@ -144,7 +144,9 @@ fn default_consumer() -> String {
 fn engine_label(settings: &Settings) -> String {
     match settings.provider {
         Provider::Static => "static".into(),
-        Provider::Docker => bus_docker_engine::client::resolve_host(settings.docker_host.as_deref()),
+        Provider::Docker => {
+            bus_docker_engine::client::resolve_host(settings.docker_host.as_deref())
+        }
     }
 }
 

@@ -252,17 +252,26 @@ mod tests {
             stream_reconnects: 3,
         });
         assert_eq!(
-            value(&text, r#"bus_docker_requests_total{op="status",result="not_found"}"#),
+            value(
+                &text,
+                r#"bus_docker_requests_total{op="status",result="not_found"}"#
+            ),
             Some(1.0),
             "{text}"
         );
         assert_eq!(value(&text, "bus_docker_publish_failures_total"), Some(1.0));
         assert_eq!(value(&text, "bus_docker_runs_active"), Some(2.0));
         assert_eq!(value(&text, "bus_docker_runs_queued"), Some(1.0));
-        assert_eq!(value(&text, "bus_docker_stream_reconnects_total"), Some(3.0));
+        assert_eq!(
+            value(&text, "bus_docker_stream_reconnects_total"),
+            Some(3.0)
+        );
         // A counter mirrored from its owner never goes back.
         let text = m.encode(Sample::default());
-        assert_eq!(value(&text, "bus_docker_stream_reconnects_total"), Some(3.0));
+        assert_eq!(
+            value(&text, "bus_docker_stream_reconnects_total"),
+            Some(3.0)
+        );
         assert!(text.contains("# TYPE bus_docker_run_duration_seconds histogram"));
         assert!(text.trim_end().ends_with("# EOF"));
     }

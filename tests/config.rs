@@ -127,10 +127,19 @@ fn invalid_values_name_their_key() {
 #[test]
 fn metrics_addr_and_pull_timeout_are_checked_naming_the_key() {
     let flag = |v: &str| vec![("metrics_addr".to_owned(), OverrideValue::Text(v.into()))];
-    let settings = load(None, &flag("localhost:9100")).unwrap().settings().unwrap();
+    let settings = load(None, &flag("localhost:9100"))
+        .unwrap()
+        .settings()
+        .unwrap();
     assert_eq!(settings.metrics_addr.map(|a| a.port()), Some(9100));
-    assert_eq!(load(None, &[]).unwrap().settings().unwrap().metrics_addr, None);
-    let err = load(None, &flag("nine-thousand")).unwrap().settings().unwrap_err();
+    assert_eq!(
+        load(None, &[]).unwrap().settings().unwrap().metrics_addr,
+        None
+    );
+    let err = load(None, &flag("nine-thousand"))
+        .unwrap()
+        .settings()
+        .unwrap_err();
     assert!(err.to_string().contains("metrics_addr"), "{err}");
     let zero = vec![("pull_timeout".to_owned(), OverrideValue::Text("0s".into()))];
     let err = load(None, &zero).unwrap().settings().unwrap_err();

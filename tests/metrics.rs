@@ -102,11 +102,17 @@ async fn counters_move_and_readyz_follows_the_events_api() {
 
     let caller = Caller::new(&bus, &s.worker.prefix);
     let ok = caller
-        .call(Operation::Run, json!({"image": "img:1", "command": ["echo", "hi"]}))
+        .call(
+            Operation::Run,
+            json!({"image": "img:1", "command": ["echo", "hi"]}),
+        )
         .await;
     assert_eq!(ok["status"], "succeeded", "{ok}");
     let failed = caller
-        .call(Operation::Run, json!({"image": "img:1", "command": ["exit", "3"]}))
+        .call(
+            Operation::Run,
+            json!({"image": "img:1", "command": ["exit", "3"]}),
+        )
         .await;
     assert_eq!(failed["status"], "failed", "{failed}");
     let missing = caller
@@ -133,7 +139,10 @@ async fn counters_move_and_readyz_follows_the_events_api() {
     ] {
         assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
     }
-    assert!(!text.contains("run_id") && !text.contains("owner"), "{text}");
+    assert!(
+        !text.contains("run_id") && !text.contains("owner"),
+        "{text}"
+    );
 
     // The Events API goes away: not ready, naming the streams; back: ready,
     // and every request stream counted one reconnect.
@@ -150,7 +159,10 @@ async fn counters_move_and_readyz_follows_the_events_api() {
     );
 
     worker.stop().await.unwrap();
-    assert!(get(addr, "/healthz").await.is_none(), "the listener stops with the worker");
+    assert!(
+        get(addr, "/healthz").await.is_none(),
+        "the listener stops with the worker"
+    );
     drop(bus);
 }
 
@@ -207,5 +219,7 @@ async fn run_metrics_and_readyz_follow_the_engine() {
 
     worker.stop().await.unwrap();
     proxy.stop().await;
-    assert!(common::no_containers_left(&docker, &runner).await.is_empty());
+    assert!(common::no_containers_left(&docker, &runner)
+        .await
+        .is_empty());
 }

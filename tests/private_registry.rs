@@ -155,7 +155,10 @@ async fn pulls_authenticate_from_the_docker_client_config() {
     let docker = common::require_engine().await;
     let (_registry, addr) = start_registry().await;
     let image = push_test_image(&docker, &addr, &common::unique("t")).await;
-    assert!(docker.inspect_image(&image).await.is_err(), "only the registry has it");
+    assert!(
+        docker.inspect_image(&image).await.is_err(),
+        "only the registry has it"
+    );
 
     // Good credentials (base64 `auth`, keyed with a scheme as `docker login` may).
     let auth = base64_of(&format!("{USER}:{PASS}"));
@@ -168,18 +171,27 @@ async fn pulls_authenticate_from_the_docker_client_config() {
 
     // No credentials, then wrong ones: image_unavailable naming the registry.
     let none = docker_config(&json!({}));
-    let wrong = docker_config(
-        &json!({"auths": {addr.clone(): {"username": USER, "password": WRONG}}}),
-    );
+    let wrong =
+        docker_config(&json!({"auths": {addr.clone(): {"username": USER, "password": WRONG}}}));
     for (what, dir) in [("without credentials", &none), ("with wrong ones", &wrong)] {
         let refused = run_through_worker(dir.path(), &image, "2m").await;
-        assert_eq!(common::code(&refused), "image_unavailable", "{what}: {refused}");
+        assert_eq!(
+            common::code(&refused),
+            "image_unavailable",
+            "{what}: {refused}"
+        );
         let message = refused["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(&addr), "{what}: names the registry: {message}");
+        assert!(
+            message.contains(&addr),
+            "{what}: names the registry: {message}"
+        );
         println!("{what}: {message}");
         assert_no_secret(&refused);
     }
-    assert!(docker.inspect_image(&image).await.is_err(), "nothing was pulled");
+    assert!(
+        docker.inspect_image(&image).await.is_err(),
+        "nothing was pulled"
+    );
 }
 
 #[tokio::test]
@@ -203,6 +215,10 @@ async fn a_pull_that_does_not_finish_in_time_is_image_unavailable() {
     assert!(message.contains("pull_timeout"), "{message}");
     println!("stuck: {message}");
     assert!(message.contains(&addr.to_string()), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(25), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
     held.abort();
 }

@@ -139,13 +139,13 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
-    /// `POST /images/create`; `auth` says how the worker authenticated
-    /// (anonymously, or where the credentials came from; never what they are).
-    #[error("pulling image {image} from registry {registry} ({auth})")]
+    /// `POST /images/create`; `from` names the registry and how the worker
+    /// authenticated (anonymously, or where the credentials came from;
+    /// never what they are).
+    #[error("pulling image {image} from {from}")]
     Pull {
         image: String,
-        registry: String,
-        auth: String,
+        from: String,
         #[source]
         source: BollardError,
     },
@@ -397,8 +397,7 @@ mod tests {
     fn pull_failures_name_the_image_even_on_timeouts() {
         let err = DockerError::Pull {
             image: "nope:1".into(),
-            registry: "docker.io".into(),
-            auth: "anonymously".into(),
+            from: "registry docker.io (anonymously)".into(),
             source: BollardError::RequestTimeoutError,
         };
         assert!(matches!(
@@ -407,8 +406,7 @@ mod tests {
         ));
         let err = DockerError::Pull {
             image: "nope:1".into(),
-            registry: "docker.io".into(),
-            auth: "anonymously".into(),
+            from: "registry docker.io (anonymously)".into(),
             source: BollardError::SocketNotFoundError("/x".into()),
         };
         assert!(matches!(err.into_runtime(), RuntimeError::Unavailable(_)));

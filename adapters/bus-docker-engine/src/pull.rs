@@ -48,10 +48,10 @@ pub(crate) async fn pull(
         },
     };
     tracing::info!(image = %image, %registry, auth = %auth, "pulling image");
+    let from = format!("registry {registry} ({auth})");
     let fail = |source| DockerError::Pull {
         image: image.to_string(),
-        registry: registry.to_string(),
-        auth: auth.clone(),
+        from: from.clone(),
         source,
     };
     let (from_image, tag) = pull_parts(image.as_str());
@@ -60,7 +60,9 @@ pub(crate) async fn pull(
         tag,
         ..CreateImageOptions::default()
     };
-    let engine_auth = credentials.as_ref().map(crate::registry::RegistryAuth::to_engine);
+    let engine_auth = credentials
+        .as_ref()
+        .map(crate::registry::RegistryAuth::to_engine);
     let mut progress = docker.create_image(Some(options), None, engine_auth);
     let drain = async {
         loop {

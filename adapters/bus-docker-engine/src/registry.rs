@@ -285,16 +285,13 @@ fn from_auths(
     path: &Path,
     key: &str,
 ) -> Result<Option<RegistryAuth>, CredentialError> {
-    let entry = config
-        .auths
-        .get(key)
-        .or_else(|| {
-            config
-                .auths
-                .iter()
-                .find(|(k, _)| same_registry(k, key))
-                .map(|(_, v)| v)
-        });
+    let entry = config.auths.get(key).or_else(|| {
+        config
+            .auths
+            .iter()
+            .find(|(k, _)| same_registry(k, key))
+            .map(|(_, v)| v)
+    });
     let Some(entry) = entry else {
         return Ok(None);
     };
@@ -316,7 +313,11 @@ fn from_auths(
         }
         None => (entry.username.clone(), entry.password.clone().map(Secret)),
     };
-    let identity_token = entry.identitytoken.clone().filter(|t| !t.is_empty()).map(Secret);
+    let identity_token = entry
+        .identitytoken
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(Secret);
     if username.is_none() && identity_token.is_none() {
         return Ok(None);
     }
