@@ -145,3 +145,19 @@ fn metrics_addr_and_pull_timeout_are_checked_naming_the_key() {
     let err = load(None, &zero).unwrap().settings().unwrap_err();
     assert!(err.to_string().contains("pull_timeout"), "{err}");
 }
+
+#[test]
+fn the_metrics_addr_flag_overrides_the_file() {
+    use bus_integration_docker::cli::Cli;
+    use clap::Parser;
+    let cli = Cli::try_parse_from(["bus-integration-docker", "--metrics-addr", "127.0.0.1:9464"])
+        .expect("flag parses");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "metrics_addr = \"127.0.0.1:1\"\n").unwrap();
+    let settings = load(Some(&path), &cli.worker.overrides())
+        .unwrap()
+        .settings()
+        .unwrap();
+    assert_eq!(settings.metrics_addr.map(|a| a.port()), Some(9464));
+}
