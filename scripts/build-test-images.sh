@@ -7,6 +7,11 @@
 #                           into /bin), /tmp, minimal /etc/passwd, CMD ["/bin/sh"]
 #   bus-test-codex:local    the same plus /workspace and /root (stand-in for the
 #                           codex image)
+#   bus-test-registry:local FROM scratch + Debian's docker-registry (and the
+#                           libraries ldd lists for it) with htpasswd basic auth
+#                           (user bus-test, password bus-test-pass); the
+#                           private-registry tests run it on the host network
+#                           with REGISTRY_HTTP_ADDR=127.0.0.1:<free port>
 #
 # No registry, network, git or ssh access is needed: FROM scratch never pulls,
 # the build context is a local temp dir, RUN steps get --network=none, and the
@@ -137,3 +142,83 @@ build_one() {
 
 build_one busybox
 build_one codex
+
+# --- the private registry -------------------------------------------------
+REGISTRY_BIN=/usr/bin/docker-registry
+REGISTRY_USER=bus-test
+REGISTRY_PASS=bus-test-pass
+if [[ ! -x "$REGISTRY_BIN" ]] || ! command -v htpasswd >/dev/null 2>&1; then
+    apt_install docker-registry apache2-utils
+fi
+[[ -x "$REGISTRY_BIN" ]] || die "$REGISTRY_BIN missing (apt-get install docker-registry)"
+
+registry_config() {
+    cat <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+auth:
+  htpasswd:
+    realm: bus-test
+    path: /etc/docker/registry/htpasswd
+EOF
+}
+
+# The binary and every library ldd resolves for it (none when static), at
+# their own paths: FROM scratch has no libc of its own.
+registry_context() {
+    local dir="$CTX/registry" lib
+    mkdir -p "$dir/root/usr/bin" "$dir/root/etc/docker/registry" "$dir/root/tmp" "$dir/root/var/lib/registry"
+    cp "$REGISTRY_BIN" "$dir/root/usr/bin/docker-registry"
+    while read -r lib; do
+        mkdir -p "$dir/root$(dirname "$lib")"
+        cp -L "$lib" "$dir/root$lib"
+    done < <(ldd "$REGISTRY_BIN" 2>/dev/null | grep -o '/[^ ]*' | sort -u)
+    registry_config >"$dir/root/etc/docker/registry/config.yml"
+    htpasswd -Bbn "$REGISTRY_USER" "$REGISTRY_PASS" >"$dir/root/etc/docker/registry/htpasswd"
+    cat >"$dir/Dockerfile" <<'EOF'
+FROM scratch
+COPY root/ /
+ENTRYPOINT ["/usr/bin/docker-registry"]
+CMD ["serve", "/etc/docker/registry/config.yml"]
+EOF
+}
+
+build_registry() {
+    local tag=bus-test-registry:local old_id new_id recipe_sha out
+    registry_context
+    # The htpasswd line is salted anew each time: the recipe is what it says.
+    recipe_sha="$( (
+        sha256sum "$REGISTRY_BIN" | cut -d' ' -f1
+        ldd "$REGISTRY_BIN" 2>/dev/null | grep -o "/[^ ]*" | sort -u | xargs -r sha256sum || true
+        registry_config
+        cat "$CTX/registry/Dockerfile"
+        echo "$REGISTRY_USER:$REGISTRY_PASS"
+    ) | sha256sum | cut -d' ' -f1)"
+    old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
+    if ((FORCE)) || [[ -z "$old_id" || "$(label "$tag" bus.test.recipe-sha256)" != "$recipe_sha" ]]; then
+        log "building $tag"
+        DOCKER_BUILDKIT=0 docker build --network=none --rm --force-rm \
+            --label bus.test.image=registry --label "bus.test.recipe-sha256=$recipe_sha" \
+            --tag "$tag" "$CTX/registry" >&2 || die "docker build of $tag failed (see output above)"
+        new_id="$(docker image inspect --format '{{.Id}}' "$tag")"
+        if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
+            docker image rm "$old_id" >/dev/null 2>&1 || true
+        fi
+        printf '%s\n' "$tag"
+    else
+        log "$tag is up to date (${old_id:7:12})"
+    fi
+    out="$(docker run --rm --network none "$tag" --version 2>&1)" ||
+        die "smoke test of $tag failed: $out"
+    [[ "$out" == *distribution* ]] || die "smoke test of $tag printed '$out'"
+}
+
+build_registry

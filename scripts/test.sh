@@ -3,7 +3,8 @@
 #
 #   1. scripts/docker-engine.sh ensure   (reuses a running engine, or installs
 #      and starts one; a daemon started here is stopped again on exit/INT/TERM)
-#   2. scripts/build-test-images.sh      (bus-test-busybox:local, bus-test-codex:local)
+#   2. scripts/build-test-images.sh      (bus-test-busybox:local, bus-test-codex:local,
+#      bus-test-registry:local)
 #      and scripts/build-image.sh when bus-integration-docker:local is absent
 #      (tests start the Events API from it with testcontainers)
 #   3. cargo test --workspace --all-targets [--locked] "$@"

@@ -2,14 +2,16 @@
 //! intake loop until shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, EventSource};
 use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
-use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen};
+use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen, StreamsHealth};
 use bus_docker_static::StaticRuntime;
 use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, TokenLookup, TokenSource};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Provider, Settings};
@@ -34,6 +36,12 @@ pub enum AppError {
     Events(#[source] bus_events_client::ClientError),
     #[error("the events api refused this worker (check the token and its scopes): {0}")]
     Unauthorized(String),
+    #[error("metrics_addr {addr}: cannot listen")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An error and its causes on one line: `outer: cause: root cause`.
@@ -114,6 +122,7 @@ pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
                     .iter()
                     .map(|p| p.path().to_owned())
                     .collect(),
+                pull_timeout: settings.pull_timeout,
                 ..EngineOptions::default()
             })
             .map_err(|e| AppError::Docker(Box::new(e)))?,
@@ -130,11 +139,32 @@ fn default_consumer() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The `bus_docker_engine_up` label: the Docker host the runtime talks
+/// to, or the provider's name when it has none.
+fn engine_label(settings: &Settings) -> String {
+    match settings.provider {
+        Provider::Static => "static".into(),
+        Provider::Docker => {
+            bus_docker_engine::client::resolve_host(settings.docker_host.as_deref())
+        }
+    }
+}
+
 /// A wired worker and its event source.
 pub struct App<R, S, P> {
     worker: Worker<R, P>,
     source: S,
     shutdown_grace: Duration,
+    ops: Ops,
+}
+
+/// The opt-in metrics and health listener, and what it watches.
+struct Ops {
+    addr: Option<SocketAddr>,
+    listener: Option<std::net::TcpListener>,
+    streams: Option<StreamsHealth>,
+    engine_host: String,
+    stop: CancellationToken,
 }
 
 impl App<AnyRuntime, HttpSource, HttpPublisher> {
@@ -177,7 +207,10 @@ impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
             &lifecycle.abandoned(),
         );
         info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
-        Self::build_with(settings, runtime, source, publisher, lifecycle)
+        let streams = source.health();
+        let mut app = Self::build_with(settings, runtime, source, publisher, lifecycle);
+        app.ops.streams = Some(streams);
+        app
     }
 }
 
@@ -192,12 +225,60 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
         publisher: P,
         lifecycle: Lifecycle,
     ) -> Self {
+        let ops = Ops {
+            addr: settings.metrics_addr,
+            listener: None,
+            streams: None,
+            engine_host: engine_label(settings),
+            stop: lifecycle.stopping(),
+        };
         let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle);
         Self {
             worker,
             source,
             shutdown_grace: settings.shutdown_grace,
+            ops,
         }
+    }
+
+    /// Open the metrics listener when `metrics_addr` is set (once; `run_until`
+    /// does it too) and return its address: with port 0 the bound one.
+    ///
+    /// # Errors
+    /// `Metrics` when the address cannot be bound.
+    pub fn bind_metrics(&mut self) -> Result<Option<SocketAddr>, AppError> {
+        if self.ops.listener.is_none() {
+            if let Some(addr) = self.ops.addr {
+                let listener = crate::health::bind(addr)
+                    .map_err(|source| AppError::Metrics { addr, source })?;
+                self.ops.listener = Some(listener);
+            }
+        }
+        self.ops
+            .listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(|source| AppError::Metrics {
+                addr: self.ops.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                source,
+            })
+    }
+
+    /// Start the metrics and health listener, if configured.
+    fn serve_metrics(&mut self) -> Result<(), AppError> {
+        self.bind_metrics()?;
+        let Some(listener) = self.ops.listener.take() else {
+            return Ok(());
+        };
+        let addr = self.ops.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        let watch = crate::health::Watch {
+            streams: self.ops.streams.clone(),
+            engine_host: self.ops.engine_host.clone(),
+            stop: self.ops.stop.clone(),
+        };
+        crate::health::spawn(listener, &self.worker, watch)
+            .map_err(|source| AppError::Metrics { addr, source })
     }
 
     pub fn worker(&self) -> &Worker<R, P> {
@@ -209,8 +290,10 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// gracefully.
     ///
     /// # Errors
-    /// `Unauthorized` when the Events API refused the worker.
+    /// `Unauthorized` when the Events API refused the worker;
+    /// `Metrics` when the metrics listener cannot be opened.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+        self.serve_metrics()?;
         self.worker.start_background();
         tokio::pin!(shutdown);
         let mut fatal = None;

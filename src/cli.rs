@@ -176,6 +176,10 @@ pub struct WorkerArgs {
     /// Maximum runs waiting for a slot; beyond it, `capacity`.
     #[arg(long, env = "BUS_DOCKER_MAX_QUEUED_RUNS", global = true)]
     pub max_queued_runs: Option<u64>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on HOST:PORT (unset: no
+    /// listener).
+    #[arg(long, env = "BUS_DOCKER_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<String>,
     /// `text` or `json` logs (stderr).
     #[arg(long, value_enum, env = "BUS_DOCKER_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -229,6 +233,7 @@ impl WorkerArgs {
         text("events.listener_retry_min", self.listener_retry_min.clone());
         text("events.listener_retry_max", self.listener_retry_max.clone());
         text("runner_name", self.runner_name.clone());
+        text("metrics_addr", self.metrics_addr.clone());
         text(
             "log_format",
             self.log_format.map(|f| format!("{f:?}").to_lowercase()),

@@ -67,6 +67,9 @@ async fn one_request(
     let client = bus.client().map_err(fail)?;
     let mut local = settings.clone();
     local.shutdown_grace = Duration::from_secs(5);
+    // A one-shot command never listens: the worker it sits beside may
+    // hold the metrics address.
+    local.metrics_addr = None;
     // A runner name of its own: this short-lived worker must not adopt the
     // containers of a real worker on the same engine at start-up.
     local.worker.runner_name = format!(

@@ -11,6 +11,8 @@
 //! * [`app`]: building adapters and the intake loop (`App::run_until`).
 //! * [`worker`]: the service: dedupe, queue, runs, recovery, shutdown.
 //! * [`runtime`]: the `--provider` enum forwarding to an adapter.
+//! * [`metrics`], [`health`]: what the worker counts, and the opt-in
+//!   `/metrics`, `/healthz`, `/readyz` listener.
 //! * [`local`], [`request`], [`commands`]: the in-process local Events
 //!   API, request/response helpers, and the one-shot commands.
 
@@ -19,7 +21,9 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 mod de;
+pub mod health;
 pub mod local;
+pub mod metrics;
 pub mod request;
 pub mod runtime;
 pub mod telemetry;

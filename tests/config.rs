@@ -26,6 +26,11 @@ fn the_example_config_parses_and_validates() {
         .map(|p| p.name.to_string())
         .collect();
     assert_eq!(names, vec!["codex", "shell"]);
+    assert_eq!(
+        settings.metrics_addr,
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+    );
+    assert_eq!(settings.pull_timeout, Duration::from_secs(600));
     let shell = settings
         .worker
         .profiles
@@ -117,4 +122,42 @@ fn invalid_values_name_their_key() {
     std::fs::write(&path, "shutdown_grace = \"soon\"\n").unwrap();
     let err = load(Some(&path), &[]).unwrap_err().to_string();
     assert!(err.contains("soon"), "{err}");
+}
+
+#[test]
+fn metrics_addr_and_pull_timeout_are_checked_naming_the_key() {
+    let flag = |v: &str| vec![("metrics_addr".to_owned(), OverrideValue::Text(v.into()))];
+    let settings = load(None, &flag("localhost:9100"))
+        .unwrap()
+        .settings()
+        .unwrap();
+    assert_eq!(settings.metrics_addr.map(|a| a.port()), Some(9100));
+    assert_eq!(
+        load(None, &[]).unwrap().settings().unwrap().metrics_addr,
+        None
+    );
+    let err = load(None, &flag("nine-thousand"))
+        .unwrap()
+        .settings()
+        .unwrap_err();
+    assert!(err.to_string().contains("metrics_addr"), "{err}");
+    let zero = vec![("pull_timeout".to_owned(), OverrideValue::Text("0s".into()))];
+    let err = load(None, &zero).unwrap().settings().unwrap_err();
+    assert!(err.to_string().contains("pull_timeout"), "{err}");
+}
+
+#[test]
+fn the_metrics_addr_flag_overrides_the_file() {
+    use bus_integration_docker::cli::Cli;
+    use clap::Parser;
+    let cli = Cli::try_parse_from(["bus-integration-docker", "--metrics-addr", "127.0.0.1:9464"])
+        .expect("flag parses");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "metrics_addr = \"127.0.0.1:1\"\n").unwrap();
+    let settings = load(Some(&path), &cli.worker.overrides())
+        .unwrap()
+        .settings()
+        .unwrap();
+    assert_eq!(settings.metrics_addr.map(|a| a.port()), Some(9464));
 }

@@ -82,6 +82,13 @@ pub struct Config {
     pub max_queued_runs: usize,
     pub response_cache: usize,
     pub response_cache_bytes: usize,
+    /// `HOST:PORT` of the `/metrics`, `/healthz`, `/readyz` listener;
+    /// unset: no listener.
+    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    pub metrics_addr: Option<String>,
+    /// The longest an image pull may take (then `image_unavailable`).
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub pull_timeout: Duration,
     pub events: EventsConfig,
     pub docker: DockerConfig,
     pub policy: PolicyConfig,
@@ -103,6 +110,8 @@ impl Default for Config {
             max_queued_runs: 64,
             response_cache: 1024,
             response_cache_bytes: 64 * 1024 * 1024,
+            metrics_addr: None,
+            pull_timeout: Duration::from_secs(10 * 60),
             events: EventsConfig::default(),
             docker: DockerConfig::default(),
             policy: PolicyConfig::default(),
@@ -185,6 +194,22 @@ pub struct Settings {
     pub docker_host: Option<String>,
     /// Where request mounts are pinned (`docker.mount_staging_dir`).
     pub mount_staging_dir: PathBuf,
+    /// The metrics and health listener's address (`metrics_addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The deadline of one image pull (`pull_timeout`).
+    pub pull_timeout: Duration,
+}
+
+/// `HOST:PORT`: an IP address, or a name resolved once at start-up.
+fn socket_addr(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| invalid(key, format!("{text:?} is not HOST:PORT: {e}")))?
+        .next()
+        .ok_or_else(|| invalid(key, format!("{text:?} resolves to no address")))
 }
 
 fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
@@ -245,6 +270,14 @@ impl Config {
         if self.max_concurrent_runs == 0 {
             return Err(invalid("max_concurrent_runs", "must be at least 1"));
         }
+        if self.pull_timeout.is_zero() {
+            return Err(invalid("pull_timeout", "must be more than 0"));
+        }
+        let metrics_addr = self
+            .metrics_addr
+            .as_deref()
+            .map(|a| socket_addr("metrics_addr", a))
+            .transpose()?;
         // The engine socket by identity: never mountable, by requests or
         // by the operator's own profiles.
         let protected = protected_paths(self.docker.host.as_deref());
@@ -288,6 +321,8 @@ impl Config {
             events: self.events.clone(),
             docker_host: self.docker.host.clone(),
             mount_staging_dir,
+            metrics_addr,
+            pull_timeout: self.pull_timeout,
         })
     }
 }

@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
+use crate::metrics::{Metrics, Sample};
 pub use shutdown::Lifecycle;
 use table::RunTable;
 
@@ -140,6 +141,8 @@ struct Inner<R, P> {
     /// The engine version for run reports, fetched once (an engine upgrade
     /// restarts the daemon, and `runner.status` refreshes it).
     engine_version: Mutex<Option<String>>,
+    /// What the worker counts (exposed only with `--metrics-addr`).
+    metrics: Metrics,
 }
 
 /// Why an operation other than `run` failed: the error code, and whatever
@@ -222,6 +225,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 tasks: TaskTracker::new(),
                 refused: CancellationToken::new(),
                 engine_version: Mutex::new(None),
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -232,6 +236,22 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     pub fn settings(&self) -> &WorkerSettings {
         &self.inner.settings
+    }
+
+    /// The worker's metrics recorder.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Runs in flight now, for metrics scraped elsewhere (stream
+    /// reconnects are the event adapter's to fill in).
+    pub fn sample(&self) -> Sample {
+        let table = self.table();
+        Sample {
+            active: table.active(),
+            queued: table.queued(),
+            stream_reconnects: 0,
+        }
     }
 
     fn table(&self) -> MutexGuard<'_, RunTable> {
@@ -308,8 +328,16 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.publish(&response).await;
     }
 
+    /// Publish a response; every response passes here, so this is where
+    /// requests and runs are counted.
     async fn publish(&self, response: &Response) -> bool {
-        match self.inner.publisher.publish(response).await {
+        let published = self.inner.publisher.publish(response).await;
+        let metrics = &self.inner.metrics;
+        metrics.answered(response);
+        if published.is_err() {
+            metrics.publish_failed();
+        }
+        match published {
             Ok(()) => true,
             Err(PublishError::Abandoned(m)) => {
                 warn!(correlation = %response.correlation, event = %response.event, "response not published before shutdown: {m}");

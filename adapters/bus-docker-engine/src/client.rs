@@ -46,7 +46,15 @@ pub struct EngineOptions {
     /// Files no request mount may be (by device and inode), besides the
     /// engine socket, which is always protected.
     pub protected_paths: Vec<PathBuf>,
+    /// The longest one image pull may take (`pull_timeout`).
+    pub pull_timeout: Duration,
+    /// The Docker client config directory that holds registry credentials
+    /// (`config.json`). `None`: `DOCKER_CONFIG`, else `~/.docker`.
+    pub docker_config_dir: Option<PathBuf>,
 }
+
+/// The default `pull_timeout`.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -56,12 +64,14 @@ impl Default for EngineOptions {
             mount_staging_dir: None,
             allowed_mount_roots: Vec::new(),
             protected_paths: Vec::new(),
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
+            docker_config_dir: None,
         }
     }
 }
 
 /// The resolved host: the option, else `DOCKER_HOST`, else the default.
-pub(crate) fn resolve_host(option: Option<&str>) -> String {
+pub fn resolve_host(option: Option<&str>) -> String {
     option
         .map(str::to_owned)
         .filter(|h| !h.trim().is_empty())

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions,
-};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
@@ -17,16 +15,16 @@ use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts, RunMark};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
-use futures_util::StreamExt;
 
 use crate::client::{Connection, EngineOptions};
-use crate::config::{container_body, pull_parts, ImageSeen};
+use crate::config::{container_body, ImageSeen};
 use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
 use crate::input::{InputError, InputSessions};
 use crate::pinning::{run_of, Pinning};
 use crate::records::{self, Marked};
+use crate::registry::ClientConfig;
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///
@@ -51,6 +49,9 @@ struct Inner {
     /// whether their stdin is open: their first drive skips an inspect.
     created: std::sync::Mutex<HashMap<String, bool>>,
     pins: Pinning,
+    /// Where registry credentials are looked up at each pull.
+    registry_config: ClientConfig,
+    pull_timeout: Duration,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -85,6 +86,8 @@ impl DockerEngine {
                 inputs: InputSessions::new(),
                 images: std::sync::Mutex::new(HashMap::new()),
                 created: std::sync::Mutex::new(HashMap::new()),
+                registry_config: ClientConfig::locate(opts.docker_config_dir.as_deref()),
+                pull_timeout: opts.pull_timeout,
             }),
         })
     }
@@ -121,34 +124,11 @@ impl DockerEngine {
     }
 
     async fn pull(&self, docker: &Docker, image: &ImageRef) -> Result<(), DockerError> {
-        let (from_image, tag) = pull_parts(image.as_str());
-        let options = CreateImageOptions {
-            from_image: Some(from_image),
-            tag,
-            ..CreateImageOptions::default()
+        let limits = crate::pull::PullLimits {
+            idle: self.inner.conn.request_timeout(),
+            deadline: self.inner.pull_timeout,
         };
-        let mut progress = docker.create_image(Some(options), None, None);
-        // A registry that stops answering must not hold a run forever: the
-        // pull fails when no progress arrives for a request timeout.
-        let idle = self.inner.conn.request_timeout();
-        loop {
-            match tokio::time::timeout(idle, progress.next()).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(source))) => {
-                    return Err(DockerError::Pull {
-                        image: image.to_string(),
-                        source,
-                    })
-                }
-                Err(_) => {
-                    return Err(DockerError::Pull {
-                        image: image.to_string(),
-                        source: bollard::errors::Error::RequestTimeoutError,
-                    })
-                }
-            }
-        }
+        crate::pull::pull(docker, image, &self.inner.registry_config, limits).await
     }
 
     /// The image's id, `None` when it is not present.
@@ -266,7 +246,6 @@ impl DockerEngine {
         if policy == PullPolicy::Never {
             return Err(RuntimeError::ImageMissing(image.to_string()));
         }
-        tracing::info!(image = %image, policy = policy.as_str(), "pulling image");
         if let Err(err) = self.pull(&docker, image).await {
             return Err(self.fail(err).await);
         }

@@ -14,7 +14,7 @@
 //! | 409 on a rename (the mark's name is taken) | `NameConflict` |
 //! | a wait that ends while the container still runs (`StillRunning`) | `Unavailable` (the driver re-attaches) |
 //! | a container gone before it reported its exit (`Vanished`) | `ContainerGone` |
-//! | any failure of a pull | `PullFailed` (unless the engine itself is unreachable) |
+//! | any failure of a pull, its deadline (`pull_timeout`) or its credentials | `PullFailed` naming the registry (unless the engine itself is unreachable) |
 //! | anything else, including 500 | `Engine` with the cause chain |
 //!
 //! A plain 500 stays `Engine`: dockerd answers 500 for many request-specific
@@ -139,11 +139,30 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
-    #[error("pulling image {image}")]
+    /// `POST /images/create`; `from` names the registry and how the worker
+    /// authenticated (anonymously, or where the credentials came from;
+    /// never what they are).
+    #[error("pulling image {image} from {from}")]
     Pull {
         image: String,
+        from: String,
         #[source]
         source: BollardError,
+    },
+    /// The pull did not finish within `pull_timeout`.
+    #[error("pulling image {image} from registry {registry}: not done within pull_timeout ({}s)", after.as_secs())]
+    PullDeadline {
+        image: String,
+        registry: String,
+        after: std::time::Duration,
+    },
+    /// The registry's credentials could not be read.
+    #[error("pulling image {image}: credentials for registry {registry}")]
+    Credentials {
+        image: String,
+        registry: String,
+        #[source]
+        source: crate::registry::CredentialError,
     },
     /// The mount staging directory is unsafe (a configuration error).
     #[error("preparing the mount staging directory")]
@@ -217,6 +236,8 @@ impl DockerError {
             | Self::InspectImage { source, .. }
             | Self::Pull { source, .. } => Some(source),
             Self::Stdin { .. }
+            | Self::PullDeadline { .. }
+            | Self::Credentials { .. }
             | Self::Staging { .. }
             | Self::StillRunning { .. }
             | Self::Vanished { .. } => None,
@@ -262,7 +283,12 @@ impl DockerError {
         let chain = cause_chain(&self);
         let mapped = match (self.class(), &self) {
             (Class::Unreachable, _) => RuntimeError::Unavailable(chain.clone()),
-            (_, Self::Pull { image, .. }) => RuntimeError::PullFailed {
+            (
+                _,
+                Self::Pull { image, .. }
+                | Self::PullDeadline { image, .. }
+                | Self::Credentials { image, .. },
+            ) => RuntimeError::PullFailed {
                 image: image.clone(),
                 reason: chain.clone(),
             },
@@ -371,6 +397,7 @@ mod tests {
     fn pull_failures_name_the_image_even_on_timeouts() {
         let err = DockerError::Pull {
             image: "nope:1".into(),
+            from: "registry docker.io (anonymously)".into(),
             source: BollardError::RequestTimeoutError,
         };
         assert!(matches!(
@@ -379,9 +406,19 @@ mod tests {
         ));
         let err = DockerError::Pull {
             image: "nope:1".into(),
+            from: "registry docker.io (anonymously)".into(),
             source: BollardError::SocketNotFoundError("/x".into()),
         };
         assert!(matches!(err.into_runtime(), RuntimeError::Unavailable(_)));
+        let err = DockerError::PullDeadline {
+            image: "big:1".into(),
+            registry: "r.io".into(),
+            after: std::time::Duration::from_secs(600),
+        };
+        assert!(matches!(
+            err.into_runtime(),
+            RuntimeError::PullFailed { reason, .. } if reason.contains("r.io") && reason.contains("pull_timeout (600s)")
+        ));
     }
 
     #[test]

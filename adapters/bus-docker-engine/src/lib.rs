@@ -18,11 +18,14 @@
 //! * `records.rs`: the engine as the record of runs: filtered listing,
 //!   reading one container in full, run marks (renames).
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
+//! * `pull.rs`: pulls with credentials, an idle limit and a deadline.
 //! * `config.rs`: create bodies, pull references, engine timestamps.
 //! * [`pinning`]: request mounts pinned to what was checked
 //!   (`bus-host-mounts`), or refused where this worker cannot pin.
 //! * [`labels`]: the labels that make a container the durable record of a
 //!   run, and reading them back.
+//! * [`registry`]: registry credentials from the Docker client config
+//!   (`auths`, `credsStore`, `credHelpers`) for pulls.
 //! * [`error`]: `DockerError` (one variant per Engine call) and its
 //!   mapping to `RuntimeError`.
 //!
@@ -41,9 +44,11 @@ mod input;
 pub mod labels;
 mod output;
 pub mod pinning;
+mod pull;
 mod records;
+pub mod registry;
 
-pub use client::{EngineOptions, CONNECT_TIMEOUT};
+pub use client::{EngineOptions, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT};
 pub use engine::DockerEngine;
 pub use error::DockerError;
 

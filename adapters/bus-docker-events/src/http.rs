@@ -11,7 +11,9 @@ use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
 use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
-use bus_events_client::{EventsClient, StreamError, StreamItem};
+use std::sync::Arc;
+
+use bus_events_client::{EventsClient, StreamError, StreamItem, StreamStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -30,6 +32,34 @@ pub struct Listen {
 pub struct HttpSource {
     prefix: EventPrefix,
     rx: mpsc::Receiver<Result<StreamItem, StreamError>>,
+    streams: StreamsHealth,
+}
+
+/// The request streams' connections, read by readiness probes and
+/// metrics. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct StreamsHealth {
+    streams: Arc<[(String, StreamStatus)]>,
+}
+
+impl StreamsHealth {
+    /// The request names whose stream is not connected right now.
+    pub fn disconnected(&self) -> Vec<&str> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.is_open())
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// How many times a request stream was connected again after its
+    /// first connection.
+    pub fn reconnects(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|(_, s)| s.connections().saturating_sub(1))
+            .sum()
+    }
 }
 
 /// The outbound side: publishes responses, retrying until accepted or
@@ -85,9 +115,11 @@ pub fn connect(
     abandon: &CancellationToken,
 ) -> (HttpSource, HttpPublisher) {
     let (tx, rx) = mpsc::channel(64);
+    let mut streams = Vec::new();
     for op in Operation::ALL {
         let name = listen.prefix.request_name(op);
         let mut sub = client.subscribe(&name, &listen.group, &listen.consumer, stop.clone());
+        streams.push((name.clone(), sub.status()));
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(item) = sub.recv().await {
@@ -102,12 +134,20 @@ pub fn connect(
         HttpSource {
             prefix: listen.prefix.clone(),
             rx,
+            streams: StreamsHealth {
+                streams: streams.into(),
+            },
         },
         HttpPublisher::new(client, abandon, bus_events_client::DEFAULT_MAX_LINE_BYTES),
     )
 }
 
 impl HttpSource {
+    /// A watch on the request streams' connections.
+    pub fn health(&self) -> StreamsHealth {
+        self.streams.clone()
+    }
+
     fn inbound_of(&self, item: StreamItem) -> Option<Inbound> {
         match item {
             StreamItem::Event(env) => {
@@ -218,6 +258,7 @@ mod tests {
         HttpSource {
             prefix: EventPrefix::parse("bus.docker").unwrap(),
             rx,
+            streams: StreamsHealth::default(),
         }
     }
 

@@ -80,6 +80,6 @@ pub use endpoint::{EventsUrl, UrlError};
 pub use envelope::{Envelope, OutboundEvent, StreamItem};
 pub use error::{BoxError, ClientError, PublishError, RequestFailure, StreamError};
 pub use ndjson::{End, Frame, LineFramer};
-pub use subscription::{DeliveryMode, Subscription};
+pub use subscription::{DeliveryMode, StreamStatus, Subscription};
 pub use token::{Secret, TokenError, TokenLookup, TokenOrigin, TokenSource};
 pub use tokio_util::sync::CancellationToken;

@@ -81,6 +81,29 @@ pub struct Subscription {
 struct Shared {
     connections: AtomicU64,
     work_mode: AtomicBool,
+    /// A stream is open right now (accepted, body being read).
+    open: AtomicBool,
+}
+
+/// A watch on one subscription's connection, for readiness probes and
+/// metrics; it outlives nothing (a dropped subscription reads as closed).
+#[derive(Clone, Debug)]
+pub struct StreamStatus {
+    shared: Arc<Shared>,
+}
+
+impl StreamStatus {
+    /// Whether the server has accepted the stream and it has not ended.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// How many times the server accepted the stream (2xx) so far.
+    #[must_use]
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
 }
 
 impl Shared {
@@ -109,6 +132,15 @@ impl Subscription {
     #[must_use]
     pub fn delivery_mode(&self) -> DeliveryMode {
         self.shared.mode()
+    }
+
+    /// A watch on this subscription's connection that can be kept after
+    /// the subscription moves into a task.
+    #[must_use]
+    pub fn status(&self) -> StreamStatus {
+        StreamStatus {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -150,7 +182,12 @@ pub(crate) fn spawn(
         tx,
         stop: stop.clone(),
     };
-    tokio::spawn(task.run());
+    let ended = Arc::clone(&shared);
+    tokio::spawn(async move {
+        task.run().await;
+        // Stopped mid-read: the stream is closed with the task.
+        ended.open.store(false, Ordering::Relaxed);
+    });
     Subscription {
         items,
         shared,
@@ -256,8 +293,11 @@ impl StreamTask {
         let status = response.status();
         if status.is_success() {
             self.shared.connections.fetch_add(1, Ordering::Relaxed);
+            self.shared.open.store(true, Ordering::Relaxed);
             tracing::debug!(event = %self.name, delivery = mode.as_str(), "event stream open");
-            return self.read_body(response).await;
+            let next = self.read_body(response).await;
+            self.shared.open.store(false, Ordering::Relaxed);
+            return next;
         }
         let message = tokio::time::timeout(inner.request_timeout, error_message(response))
             .await

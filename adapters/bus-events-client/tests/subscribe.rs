@@ -355,3 +355,34 @@ async fn an_array_holding_a_valid_looking_run_envelope_is_skipped_not_delivered(
     }
     assert_eq!(next_event_id(&mut subscription).await, "c-after");
 }
+
+#[tokio::test]
+async fn the_status_says_whether_the_stream_is_open() {
+    let mut fake = FakeEvents::start().await;
+    let client = client(fake.url(), static_token("tok"));
+    let cancel = CancellationToken::new();
+    let mut subscription = client.subscribe(NAME, "g", "c", cancel.clone());
+    let status = subscription.status();
+    assert!(!status.is_open(), "not before the server accepted it");
+
+    let first = fake.next_stream().await;
+    first.send_line(&request_line("c-1")).await;
+    assert_eq!(next_event_id(&mut subscription).await, "c-1");
+    assert!(status.is_open());
+    first.close();
+    // Closed until the next connection is accepted: read it before that.
+    let second = fake.next_stream().await;
+    second.send_line(&request_line("c-2")).await;
+    assert_eq!(next_event_id(&mut subscription).await, "c-2");
+    assert!(status.is_open());
+    assert_eq!(status.connections(), 2);
+
+    cancel.cancel();
+    assert!(within(subscription.next()).await.is_none());
+    within(async {
+        while status.is_open() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
