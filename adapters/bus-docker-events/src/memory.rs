@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Notify};
 pub struct PublishedOutput {
     pub output: OutputEvent,
     pub responses_before: usize,
+    /// When it was published (tokio's clock: paused in tests that pause it).
+    pub published_at: tokio::time::Instant,
 }
 
 /// The test's side of the in-memory bus.
@@ -132,6 +134,7 @@ impl EventPublisher for MemoryPublisher {
             .push(PublishedOutput {
                 output: output.clone(),
                 responses_before,
+                published_at: tokio::time::Instant::now(),
             });
         Ok(())
     }
