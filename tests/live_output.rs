@@ -244,3 +244,44 @@ async fn a_fast_writer_gets_bounded_events_and_a_note() {
     assert!(elapsed < Duration::from_secs(20), "answered after {elapsed:?}");
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_run_keeps_streaming_with_a_higher_seq() {
+    require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let s = docker_settings(&unique("liverec"), "");
+    let first = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let mut outputs =
+        ResponseWaiter::open_name(&caller.client, &s.worker.prefix.output_name(), WAIT)
+            .await
+            .unwrap();
+    let mut responses = caller.waiter(Operation::Run).await;
+    // Outlives the first worker's 5 s shutdown grace.
+    let script = "echo before; sleep 7; echo after";
+    let correlation = caller
+        .publish(
+            Operation::Run,
+            json!({"image": test_image(), "command": ["sh", "-c", script], "stream_output": true}),
+        )
+        .await;
+    let (c, early) = outputs.next_any(WAIT).await.unwrap().expect("first output");
+    assert_eq!((c.as_str(), early["seq"].as_u64()), (correlation.as_str(), Some(0)));
+    assert_eq!(early["data"], "before\n");
+    first.stop().await.unwrap();
+
+    let second = spawn_worker(&bus, &s, "w2").await;
+    let r = responses.wait(&correlation, WAIT).await.unwrap();
+    assert_eq!(r["stdout"], "before\nafter\n", "{r}");
+    let mut later = Vec::new();
+    while let Some((c, event)) = outputs.next_any(Duration::from_millis(500)).await.unwrap() {
+        if c == correlation {
+            later.push(event);
+        }
+    }
+    // Only what the container printed after the re-attach, numbered from
+    // above anything the first worker can have used (~5 s: 50 periods).
+    assert_eq!(joined(&later, "stdout"), "after\n", "{later:?}");
+    assert!(later[0]["seq"].as_u64().unwrap() > 50, "{later:?}");
+    second.stop().await.unwrap();
+}
