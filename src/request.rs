@@ -166,7 +166,15 @@ pub async fn run_following(
     let mut outputs = ResponseWaiter::open_name(client, &prefix.output_name(), timeout).await?;
     let mut responses = ResponseWaiter::open(client, prefix, Operation::Run, timeout).await?;
     let correlation = correlation_id();
-    publish(client, prefix, Operation::Run, &correlation, payload, timeout).await?;
+    publish(
+        client,
+        prefix,
+        Operation::Run,
+        &correlation,
+        payload,
+        timeout,
+    )
+    .await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let response = loop {
         tokio::select! {

@@ -11,8 +11,8 @@ mod common;
 
 use std::time::Duration;
 
-use bus_docker_domain::request::{InputRequest, Request, RunRequest};
 use bus_docker_domain::request::Inbound;
+use bus_docker_domain::request::{InputRequest, Request, RunRequest};
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::{CorrelationId, ImageRef, Operation, RunId};
 use bus_docker_events::memory::PublishedOutput;
@@ -79,12 +79,7 @@ async fn output_is_coalesced_paced_numbered_and_precedes_the_response() {
     let big = "x".repeat(200 * 1024);
     bus.send(inbound("i3", input("live-1", &big, true)));
     let published = bus
-        .wait_for(|r| {
-            r.iter()
-                .filter(|r| r.operation == Operation::Run)
-                .count()
-                == 2
-        })
+        .wait_for(|r| r.iter().filter(|r| r.operation == Operation::Run).count() == 2)
         .await;
     let response = published
         .iter()
@@ -94,7 +89,10 @@ async fn output_is_coalesced_paced_numbered_and_precedes_the_response() {
         panic!("not a run reply: {response:?}");
     };
     let outputs = bus.outputs();
-    assert!(of_run(&outputs, "quiet").is_empty(), "no events unless asked");
+    assert!(
+        of_run(&outputs, "quiet").is_empty(),
+        "no events unless asked"
+    );
     let live = of_run(&outputs, "live");
     let seqs: Vec<u64> = live.iter().map(|o| o.output.seq).collect();
     assert_eq!(seqs, (0..live.len() as u64).collect::<Vec<_>>());
@@ -115,7 +113,9 @@ async fn output_is_coalesced_paced_numbered_and_precedes_the_response() {
         .position(|r| r.correlation.as_str() == "live")
         .unwrap();
     assert!(live.iter().all(|o| o.responses_before <= run_index));
-    assert!(live.iter().all(|o| o.output.event == "bus.containers.run.output"));
+    assert!(live
+        .iter()
+        .all(|o| o.output.event == "bus.containers.run.output"));
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -217,11 +217,16 @@ async fn a_fast_writer_gets_bounded_events_and_a_note() {
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["stdout_bytes"], 20_000_000u64);
     assert_numbered(&events);
-    assert!(events.iter().all(|e| e["data"].as_str().unwrap().len() <= 64 * 1024));
+    assert!(events
+        .iter()
+        .all(|e| e["data"].as_str().unwrap().len() <= 64 * 1024));
     // The stream is an exact prefix of the output, then a note.
     let last = events.last().expect("events");
     assert_eq!(last["truncated"], true, "{last}");
-    assert!(last["note"].as_str().unwrap().contains("live output stopped"));
+    assert!(last["note"]
+        .as_str()
+        .unwrap()
+        .contains("live output stopped"));
     let streamed = joined(&events, "stdout");
     // What was taken: at most the backlog (max_output_bytes) beyond what
     // had been published when the stop came.
@@ -241,7 +246,10 @@ async fn a_fast_writer_gets_bounded_events_and_a_note() {
     // and the response waits at most for the backlog (1 MiB at 640 KiB/s).
     let duration_ms = r["duration_ms"].as_u64().unwrap();
     assert!(duration_ms < 10_000, "run took {duration_ms} ms");
-    assert!(elapsed < Duration::from_secs(20), "answered after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "answered after {elapsed:?}"
+    );
     worker.stop().await.unwrap();
 }
 
@@ -266,7 +274,10 @@ async fn a_recovered_run_keeps_streaming_with_a_higher_seq() {
         )
         .await;
     let (c, early) = outputs.next_any(WAIT).await.unwrap().expect("first output");
-    assert_eq!((c.as_str(), early["seq"].as_u64()), (correlation.as_str(), Some(0)));
+    assert_eq!(
+        (c.as_str(), early["seq"].as_u64()),
+        (correlation.as_str(), Some(0))
+    );
     assert_eq!(early["data"], "before\n");
     first.stop().await.unwrap();
 

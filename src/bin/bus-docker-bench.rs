@@ -327,7 +327,9 @@ async fn live_output(bench: &Bench, figures: &mut Figures) -> Result<(), BenchEr
     if pairs == 0 {
         return Ok(());
     }
-    progress(format!("live output: {pairs} pairs of 100 MiB runs, with and without stream_output"));
+    progress(format!(
+        "live output: {pairs} pairs of 100 MiB runs, with and without stream_output"
+    ));
     let image = bench.args.image.as_str();
     let hundred = format!("yes 0123456789abcdef | head -c {HUNDRED_MIB}");
     let command = ["sh", "-c", hundred.as_str()];

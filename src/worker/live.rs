@@ -120,8 +120,8 @@ fn decode(mut bytes: &[u8], last: bool) -> (String, Vec<u8>) {
             }
             Err(err) => {
                 let (valid, rest) = bytes.split_at(err.valid_up_to());
-                // SAFETY-free: `valid_up_to` bytes are valid UTF-8.
-                text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                // The first `valid_up_to` bytes are valid UTF-8.
+                text.push_str(&String::from_utf8_lossy(valid));
                 match err.error_len() {
                     Some(bad) => {
                         text.push(char::REPLACEMENT_CHARACTER);
@@ -268,9 +268,7 @@ impl Coalescer {
 
     /// Finished, and everything (the note included) handed out.
     fn is_done(&self) -> bool {
-        self.finished
-            && self.queue.is_empty()
-            && self.stopped.as_ref().is_none_or(|s| s.announced)
+        self.finished && self.queue.is_empty() && self.stopped.as_ref().is_none_or(|s| s.announced)
     }
 }
 
@@ -342,10 +340,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// everything taken is out (or the shutdown grace ends). The caller
     /// publishes the run's response only after this returns.
     pub(super) async fn stream_live(&self, live: &LiveOutput, facts: &RunFacts) {
-        let event = output_event_name(
-            &facts.reply_event,
-            self.inner.settings.prefix.output_name(),
-        );
+        let event = output_event_name(&facts.reply_event, self.inner.settings.prefix.output_name());
         let start = tokio::time::Instant::now();
         let mut ticks = tokio::time::interval_at(start + EVENT_PERIOD, EVENT_PERIOD);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -47,7 +47,9 @@ impl LiveSink {
             OutputStream::Stdout => &mut self.skip_stdout,
             OutputStream::Stderr => &mut self.skip_stderr,
         };
-        let skipped = usize::try_from(*skip).unwrap_or(usize::MAX).min(bytes.len());
+        let skipped = usize::try_from(*skip)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         *skip -= skipped as u64;
         if skipped < bytes.len() {
             self.sink.write(stream, &bytes[skipped..]);

@@ -7,8 +7,8 @@
 //! an `Inbound` with a `bad_request` error so the caller gets an answer.
 
 use bus_docker_domain::error::{FieldError, PublishError, SourceError};
-use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::output::OutputEvent;
+use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
 use bus_docker_domain::{CorrelationId, EventPrefix, Operation};

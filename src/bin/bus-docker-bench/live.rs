@@ -50,7 +50,10 @@ impl LiveFigures {
 
     /// Streamed over plain peak RSS, medians.
     pub fn rss_ratio(&self) -> Option<f64> {
-        ratio(median(&self.streamed_peak_mib), median(&self.plain_peak_mib))
+        ratio(
+            median(&self.streamed_peak_mib),
+            median(&self.plain_peak_mib),
+        )
     }
 
     /// Table rows: `(label, n, value, unit, note)`.
@@ -59,13 +62,48 @@ impl LiveFigures {
         let events = median_usize(&self.events).unwrap_or_default();
         let bytes = median_usize(&self.streamed_bytes).unwrap_or_default() / 1024.0;
         vec![
-            ("100 MiB run, no live output (p50)".into(), n.clone(), self.plain.p50(), "ms", String::new()),
-            ("100 MiB run, stream_output (p50)".into(), n.clone(), self.streamed.p50(), "ms",
-             format!("{events:.0} events, {bytes:.0} KiB streamed before the stop note")),
-            ("  time ratio stream/plain".into(), n.clone(), self.time_ratio(), "×", String::new()),
-            ("worker peak RSS, 100 MiB, no live output".into(), n.clone(), median(&self.plain_peak_mib), "MiB", String::new()),
-            ("worker peak RSS, 100 MiB, stream_output".into(), n.clone(), median(&self.streamed_peak_mib), "MiB", String::new()),
-            ("  peak RSS ratio stream/plain".into(), n, self.rss_ratio(), "×", String::new()),
+            (
+                "100 MiB run, no live output (p50)".into(),
+                n.clone(),
+                self.plain.p50(),
+                "ms",
+                String::new(),
+            ),
+            (
+                "100 MiB run, stream_output (p50)".into(),
+                n.clone(),
+                self.streamed.p50(),
+                "ms",
+                format!("{events:.0} events, {bytes:.0} KiB streamed before the stop note"),
+            ),
+            (
+                "  time ratio stream/plain".into(),
+                n.clone(),
+                self.time_ratio(),
+                "×",
+                String::new(),
+            ),
+            (
+                "worker peak RSS, 100 MiB, no live output".into(),
+                n.clone(),
+                median(&self.plain_peak_mib),
+                "MiB",
+                String::new(),
+            ),
+            (
+                "worker peak RSS, 100 MiB, stream_output".into(),
+                n.clone(),
+                median(&self.streamed_peak_mib),
+                "MiB",
+                String::new(),
+            ),
+            (
+                "  peak RSS ratio stream/plain".into(),
+                n,
+                self.rss_ratio(),
+                "×",
+                String::new(),
+            ),
         ]
     }
 

@@ -60,7 +60,12 @@ fn a_character_split_across_writes_is_held_until_complete() {
 
 #[test]
 fn invalid_bytes_are_replaced_like_the_final_output() {
-    let inputs: [&[u8]; 4] = [b"a\xffb", b"\xe2\x98", b"\xe2\x98z", b"\xf0\x9f\x98\x80\xc0"];
+    let inputs: [&[u8]; 4] = [
+        b"a\xffb",
+        b"\xe2\x98",
+        b"\xe2\x98z",
+        b"\xf0\x9f\x98\x80\xc0",
+    ];
     for bytes in inputs {
         let mut c = Coalescer::new(1 << 20, 0);
         // One byte at a time: the worst split there is.
