@@ -317,10 +317,12 @@ impl Caller {
         };
         let response = loop {
             tokio::select! {
-                out = outputs.next_any(RUN_TIMEOUT) => match out {
-                    Ok(Some((c, payload))) => count(&c, &payload),
-                    Ok(None) | Err(_) => {}
-                },
+                out = outputs.next_any(RUN_TIMEOUT) => {
+                    let out = out.map_err(|e| BenchError::new(format!("output stream: {e}")))?;
+                    if let Some((c, payload)) = out {
+                        count(&c, &payload);
+                    }
+                }
                 r = self.waiter.wait(run_id, RUN_TIMEOUT) => {
                     break r.map_err(|e| BenchError::new(format!("run {run_id}: {e}")))?;
                 }
