@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
+use crate::report::Figures;
 use crate::stats::Samples;
+use crate::{expect_bytes, progress, Bench, BenchError, HUNDRED_MIB};
 
 /// What the live output scenario measured.
 #[derive(Debug, Default)]
@@ -119,4 +121,49 @@ impl LiveFigures {
             "peak_rss_ratio_median": self.rss_ratio(),
         })
     }
+}
+
+/// A run printing 100 MiB with and without `stream_output`, alternated
+/// pair by pair, each on a fresh worker (its `VmHWM` is that run's).
+pub async fn scenario(bench: &Bench, figures: &mut Figures) -> Result<(), BenchError> {
+    let pairs = bench.args.live_pairs;
+    if pairs == 0 {
+        return Ok(());
+    }
+    progress(format!(
+        "live output: {pairs} pairs of 100 MiB runs, with and without stream_output"
+    ));
+    let image = bench.args.image.as_str();
+    let hundred = format!("yes 0123456789abcdef | head -c {HUNDRED_MIB}");
+    let command = ["sh", "-c", hundred.as_str()];
+    let mut live = LiveFigures::default();
+    for i in 0..pairs {
+        for streamed in [false, true] {
+            let scenario = if streamed { "live" } else { "plain" };
+            let (worker, mut caller) = bench.worker(&format!("{scenario}{i}"), 1).await?;
+            let run_id = bench.run_id(scenario, i);
+            let response = if streamed {
+                let (elapsed, response, events, bytes) =
+                    caller.run_streaming(&run_id, image, &command).await?;
+                live.streamed.push(elapsed);
+                live.events.push(events);
+                live.streamed_bytes.push(bytes);
+                response
+            } else {
+                let (elapsed, response) = caller.run(&run_id, image, &command).await?;
+                live.plain.push(elapsed);
+                response
+            };
+            expect_bytes(&response, HUNDRED_MIB)?;
+            let peak = worker.memory_mib("VmHWM")?;
+            if streamed {
+                live.streamed_peak_mib.push(peak);
+            } else {
+                live.plain_peak_mib.push(peak);
+            }
+            worker.stop().await?;
+        }
+    }
+    figures.live = Some(live);
+    Ok(())
 }
