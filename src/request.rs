@@ -144,10 +144,11 @@ impl Drop for ResponseWaiter {
     }
 }
 
-/// After the response, how long [`run_following`] keeps reading output
-/// events that are still on their way (they were published before the
-/// response, but travel on another stream).
-const OUTPUT_SETTLE: Duration = Duration::from_millis(300);
+/// After the response, [`run_following`] keeps reading output events
+/// until none came for this long: they were all published before the
+/// response, but travel on another stream, which a loaded machine can
+/// deliver later than the response's.
+const OUTPUT_SETTLE: Duration = Duration::from_secs(1);
 
 /// Publish a run request with `stream_output: true`, hand each of its
 /// `run.output` payloads to `on_output` as it arrives, and return the

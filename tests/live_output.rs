@@ -140,7 +140,7 @@ async fn run_streaming(caller: &Caller, command: Value) -> (Vec<Value>, Value) {
     // Every output event was accepted by the Events API before the
     // response was published: they are all on the output stream already.
     let mut events = Vec::new();
-    while let Some((c, payload)) = outputs.next_any(Duration::from_millis(500)).await.unwrap() {
+    while let Some((c, payload)) = outputs.next_any(Duration::from_secs(2)).await.unwrap() {
         if c == correlation {
             events.push(payload);
         }
@@ -194,7 +194,7 @@ async fn engine_output_events_add_up_to_the_output() {
         .await;
     let plain = responses.wait(&quiet, WAIT).await.unwrap();
     assert_eq!(plain["stdout"], "quiet\n");
-    while let Some((c, event)) = outputs.next_any(Duration::from_millis(500)).await.unwrap() {
+    while let Some((c, event)) = outputs.next_any(Duration::from_secs(1)).await.unwrap() {
         assert_ne!(c, quiet, "no events unless asked: {event}");
     }
     worker.stop().await.unwrap();
@@ -285,7 +285,7 @@ async fn a_recovered_run_keeps_streaming_with_a_higher_seq() {
     let r = responses.wait(&correlation, WAIT).await.unwrap();
     assert_eq!(r["stdout"], "before\nafter\n", "{r}");
     let mut later = Vec::new();
-    while let Some((c, event)) = outputs.next_any(Duration::from_millis(500)).await.unwrap() {
+    while let Some((c, event)) = outputs.next_any(Duration::from_secs(2)).await.unwrap() {
         if c == correlation {
             later.push(event);
         }
@@ -295,4 +295,60 @@ async fn a_recovered_run_keeps_streaming_with_a_higher_seq() {
     assert_eq!(joined(&later, "stdout"), "after\n", "{later:?}");
     assert!(later[0]["seq"].as_u64().unwrap() > 50, "{later:?}");
     second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_follow_prints_the_output_live_then_the_response() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let s = docker_settings(&unique("livecli"), "");
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
+        .env_remove("BUS_DOCKER_CONFIG")
+        .env("BUS_EVENTS_API_URL", bus.url())
+        .env("BUS_API_TOKEN", bus.token())
+        .args([
+            "client",
+            "--event-prefix",
+            s.worker.prefix.as_str(),
+            "run",
+            "--follow",
+        ])
+        .args(["--image", &test_image(), "--timeout", "60s", "--"])
+        .args(["sh", "-c", "echo one; echo err >&2; sleep 3; echo two"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::time::timeout(WAIT, stdout.read_line(&mut first))
+        .await
+        .expect("first line in time")
+        .unwrap();
+    assert_eq!(first, "one\n");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "printed while the run still goes"
+    );
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).await.unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(child.wait().await.unwrap().success(), "{stderr}");
+    let (live, response) = rest.split_once('{').expect("the response follows");
+    assert_eq!(live, "two\n");
+    let r: Value = serde_json::from_str(&format!("{{{response}")).unwrap();
+    assert_eq!(r["stdout"], "one\ntwo\n");
+    assert!(stderr.contains("err\n"), "{stderr}");
+    worker.stop().await.unwrap();
 }
