@@ -115,6 +115,11 @@ pub struct ClientArgs {
     /// `run`: the run's timeout in seconds.
     #[arg(long)]
     pub timeout_seconds: Option<u64>,
+    /// `run`: ask for live output (`stream_output: true`) and print it as
+    /// it comes (the container's stdout on stdout, its stderr on stderr),
+    /// then the response.
+    #[arg(long)]
+    pub follow: bool,
     /// How long to wait for the response (`30s`, `5m`, seconds).
     #[arg(long, default_value = "60s", value_parser = duration)]
     pub timeout: Duration,

@@ -10,7 +10,7 @@ use crate::app::{self, App, AppError};
 use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
 use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
-use crate::request::{operation, request};
+use crate::request::{operation, request, run_following};
 use crate::runtime::AnyRuntime;
 
 /// A command's failure: printed with its cause chain, exit code 1.
@@ -262,7 +262,38 @@ pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, Com
         }
     }
     let client = app::events_client(settings).map_err(|e: AppError| fail(e))?;
+    if args.follow && op == Operation::Run {
+        return run_following(
+            &client,
+            &settings.worker.prefix,
+            payload,
+            args.timeout,
+            print_output,
+        )
+        .await
+        .map_err(fail);
+    }
     request(&client, &settings.worker.prefix, op, payload, args.timeout)
         .await
         .map_err(fail)
+}
+
+/// Print one `run.output` payload as it comes: its data on the stream it
+/// came from, a note (live output stopped early) on stderr.
+fn print_output(output: &Value) {
+    use std::io::Write;
+    let data = output["data"].as_str().unwrap_or_default();
+    let written = if output["stream"] == "stderr" {
+        let mut err = std::io::stderr().lock();
+        err.write_all(data.as_bytes()).and_then(|()| err.flush())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(data.as_bytes()).and_then(|()| out.flush())
+    };
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "cannot print live output");
+    }
+    if let Some(note) = output["note"].as_str() {
+        eprintln!("[{note}]");
+    }
 }

@@ -58,9 +58,22 @@ impl ResponseWaiter {
         op: Operation,
         timeout: Duration,
     ) -> Result<Self, RequestError> {
+        Self::open_name(client, &prefix.response_name(op), timeout).await
+    }
+
+    /// Subscribe to the events named `name` (e.g. `<prefix>.run.output`)
+    /// in a private group.
+    ///
+    /// # Errors
+    /// `Stream` when the stream does not connect within `timeout`.
+    pub async fn open_name(
+        client: &EventsClient,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Self, RequestError> {
         let cancel = CancellationToken::new();
         let group = format!("client-{}", correlation_id());
-        let sub = client.subscribe(&prefix.response_name(op), &group, "client", cancel.clone());
+        let sub = client.subscribe(name, &group, "client", cancel.clone());
         let deadline = Instant::now() + timeout;
         while sub.connections() == 0 {
             if Instant::now() > deadline {
@@ -131,6 +144,78 @@ impl Drop for ResponseWaiter {
     }
 }
 
+/// After the response, [`run_following`] keeps reading output events
+/// until none came for this long: they were all published before the
+/// response, but travel on another stream, which a loaded machine can
+/// deliver later than the response's.
+const OUTPUT_SETTLE: Duration = Duration::from_secs(1);
+
+/// Publish a run request with `stream_output: true`, hand each of its
+/// `run.output` payloads to `on_output` as it arrives, and return the
+/// response payload.
+///
+/// # Errors
+/// `Publish`, `Stream`, `Timeout`.
+pub async fn run_following(
+    client: &EventsClient,
+    prefix: &EventPrefix,
+    mut payload: Value,
+    timeout: Duration,
+    mut on_output: impl FnMut(&Value),
+) -> Result<Value, RequestError> {
+    payload["stream_output"] = Value::Bool(true);
+    let mut outputs = ResponseWaiter::open_name(client, &prefix.output_name(), timeout).await?;
+    let mut responses = ResponseWaiter::open(client, prefix, Operation::Run, timeout).await?;
+    let correlation = correlation_id();
+    publish(
+        client,
+        prefix,
+        Operation::Run,
+        &correlation,
+        payload,
+        timeout,
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = loop {
+        tokio::select! {
+            output = outputs.next_any(timeout) => match output? {
+                Some((c, out)) if c == correlation => on_output(&out),
+                Some(_) | None => {}
+            },
+            response = responses.wait(&correlation, timeout) => break response?,
+            () = tokio::time::sleep_until(deadline) => return Err(RequestError::Timeout(timeout)),
+        }
+    };
+    while let Some((c, out)) = outputs.next_any(OUTPUT_SETTLE).await? {
+        if c == correlation {
+            on_output(&out);
+        }
+    }
+    Ok(response)
+}
+
+async fn publish(
+    client: &EventsClient,
+    prefix: &EventPrefix,
+    op: Operation,
+    correlation: &str,
+    payload: Value,
+    timeout: Duration,
+) -> Result<(), RequestError> {
+    let event = OutboundEvent {
+        name: prefix.request_name(op),
+        correlation_id: correlation.to_owned(),
+        payload,
+        error: None,
+    };
+    let cancel = CancellationToken::new();
+    tokio::time::timeout(timeout, client.publish(&event, &cancel))
+        .await
+        .map_err(|_| RequestError::Timeout(timeout))?
+        .map_err(|e| RequestError::Publish(e.to_string()))
+}
+
 /// Publish a request and wait for its response payload.
 ///
 /// # Errors
@@ -144,16 +229,6 @@ pub async fn request(
 ) -> Result<Value, RequestError> {
     let mut waiter = ResponseWaiter::open(client, prefix, op, timeout).await?;
     let correlation = correlation_id();
-    let event = OutboundEvent {
-        name: prefix.request_name(op),
-        correlation_id: correlation.clone(),
-        payload,
-        error: None,
-    };
-    let cancel = CancellationToken::new();
-    tokio::time::timeout(timeout, client.publish(&event, &cancel))
-        .await
-        .map_err(|_| RequestError::Timeout(timeout))?
-        .map_err(|e| RequestError::Publish(e.to_string()))?;
+    publish(client, prefix, op, &correlation, payload, timeout).await?;
     waiter.wait(&correlation, timeout).await
 }

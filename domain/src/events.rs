@@ -94,6 +94,11 @@ impl EventPrefix {
         format!("{}.{}.response", self.0, op.as_str())
     }
 
+    /// `<prefix>.run.output`: live output of a run (contract §2).
+    pub fn output_name(&self) -> String {
+        format!("{}.run.output", self.0)
+    }
+
     /// The operation a request event name stands for, if it is one of ours.
     pub fn operation_of(&self, event_name: &str) -> Option<Operation> {
         Operation::ALL
@@ -132,6 +137,7 @@ mod tests {
         );
         assert_eq!(p.operation_of("bus.containers.run.request"), None);
         assert_eq!(EventPrefix::default().as_str(), "bus.containers");
+        assert_eq!(p.output_name(), "bus.docker.run.output");
     }
 
     #[test]

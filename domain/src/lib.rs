@@ -12,6 +12,7 @@
 //! * [`mount`], [`profile`], [`spec`]: mounts, profiles, policy, and
 //!   [`spec::resolve`] turning a request into a [`spec::RunSpec`].
 //! * [`request`], [`response`], [`run`]: what flows in and out.
+//! * [`output`]: live output (`OutputSink`, `OutputEvent`).
 //! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
 //! * [`error`]: errors and the wire codes they map to.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod mount;
+pub mod output;
 pub mod ports;
 pub mod profile;
 pub mod request;

@@ -6,12 +6,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_core::Stream;
 
 use crate::error::{PublishError, RuntimeError, SourceError};
 use crate::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
+use crate::output::{OutputEvent, OutputSink};
 use crate::profile::PullPolicy;
 use crate::request::Inbound;
 use crate::response::Response;
@@ -55,6 +57,11 @@ pub struct RunIo {
     /// gets SIGTERM and, `stop_grace` later, SIGKILL; what it prints in
     /// between is captured.
     pub stop_grace: Duration,
+    /// Live output: when set, every chunk the container writes is also
+    /// handed to the sink as it arrives. A re-attached container (after a
+    /// restart) feeds only what it writes from the re-attach on, not the
+    /// replay of its earlier log; a collected (exited) one feeds nothing.
+    pub output: Option<Arc<dyn OutputSink>>,
 }
 
 /// The engine's view of a container.
@@ -130,6 +137,8 @@ pub struct ManagedContainer {
     pub image_id: Option<String>,
     pub args: Vec<String>,
     pub interactive: bool,
+    /// The request asked for live output (`bus.stream-output`).
+    pub stream_output: bool,
     pub timeout: Option<Duration>,
     pub state: ContainerState,
     /// Only an inspect gives the start time: `None` from
@@ -282,7 +291,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
-/// Publishes responses.
+/// Publishes responses and live output.
 pub trait EventPublisher: Send + Sync + 'static {
     /// Publish one response, retrying transient failures until it is
     /// accepted.
@@ -292,6 +301,17 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// when the worker is stopping before it could be published.
     fn publish(&self, response: &Response)
         -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// Publish one live output event, retrying transient failures like
+    /// [`EventPublisher::publish`].
+    ///
+    /// # Errors
+    /// `Rejected` when the Events API refuses it for good, `Abandoned`
+    /// when the worker is stopping before it could be published.
+    fn publish_output(
+        &self,
+        output: &OutputEvent,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// Delivers inbound requests.

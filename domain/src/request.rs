@@ -24,6 +24,8 @@ pub struct RunRequest {
     pub interactive: bool,
     pub timeout_seconds: Option<u64>,
     pub labels: BTreeMap<String, String>,
+    /// Publish `run.output` events while the run goes.
+    pub stream_output: bool,
     /// Fields the request named that would change the container's
     /// privileges, namespaces, devices or limits (as spelled on the wire,
     /// e.g. `capAdd` or `mounts[0].propagation`). Only the operator decides

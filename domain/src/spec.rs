@@ -109,6 +109,8 @@ pub struct RunSpec {
     pub labels: BTreeMap<String, String>,
     pub hardening: Hardening,
     pub max_output_bytes: usize,
+    /// Publish `run.output` events while the run goes.
+    pub stream_output: bool,
 }
 
 impl RunSpec {
@@ -205,6 +207,7 @@ pub fn resolve(
         labels: req.labels.clone(),
         hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
         max_output_bytes: policy.max_output_bytes,
+        stream_output: req.stream_output,
     })
 }
 

@@ -20,6 +20,8 @@
 
 #[path = "bus-docker-bench/engine.rs"]
 mod engine;
+#[path = "bus-docker-bench/live.rs"]
+mod live;
 #[path = "bus-docker-bench/machine.rs"]
 mod machine;
 #[path = "bus-docker-bench/report.rs"]
@@ -77,6 +79,13 @@ struct Args {
     /// raise it to see what finished runs' output keeps in memory.
     #[arg(long, default_value_t = 8)]
     output_runs: usize,
+    /// Pairs of 100 MiB runs (one with `stream_output`, one without) in
+    /// the live output scenario; 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    live_pairs: usize,
+    /// Only the live output scenario (a short run for its figure).
+    #[arg(long)]
+    live_only: bool,
     /// Untimed runs before each scenario.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -301,11 +310,14 @@ async fn run(args: Args) -> Result<(), BenchError> {
 }
 
 async fn scenarios(bench: &Bench, figures: &mut Figures) -> Result<(), BenchError> {
-    sequential(bench, figures).await?;
-    for &c in &bench.args.concurrency {
-        throughput(bench, figures, c).await?;
+    if !bench.args.live_only {
+        sequential(bench, figures).await?;
+        for &c in &bench.args.concurrency {
+            throughput(bench, figures, c).await?;
+        }
+        memory(bench, &mut figures.memory).await?;
     }
-    memory(bench, &mut figures.memory).await
+    live::scenario(bench, figures).await
 }
 
 /// Raw engine, CLI and worker, N runs each, interleaved run by run so a

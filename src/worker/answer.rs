@@ -3,8 +3,10 @@
 //! durable record until the answer is out). Shared by fresh runs
 //! (`run.rs`) and recovered ones (`recover.rs`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bus_docker_domain::output::OutputSink;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, RunIo, Stdin};
 use bus_docker_domain::response::{Reply, Response};
 use bus_docker_domain::run::{ContainerRef, Ending, Exit, RunReport, RunStatus, RuntimeDetails};
@@ -16,6 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::live::LiveOutput;
 use super::{sleep_or_stop, Worker, REATTACH_BACKOFF};
 
 /// Facts about a run needed to write its response, from a spec or from a
@@ -55,6 +58,9 @@ pub(crate) struct DriveJob {
     /// Fires on `delete`/`runner.delete`.
     pub cancel: CancellationToken,
     pub image_id: Option<String>,
+    /// Live output: publish `run.output` events starting at this `seq`
+    /// (0 for a fresh run); `None` when the request did not ask.
+    pub live_from_seq: Option<u64>,
     /// The concurrency slot the run holds until it is answered.
     pub _slot: Option<OwnedSemaphorePermit>,
 }
@@ -65,7 +71,25 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// the record: re-attach with backoff until it is back, unless the
     /// shutdown grace ends first (then the next start-up recovers it).
     pub(super) async fn drive_and_answer(&self, job: DriveJob, stdin: Stdin) {
-        let Some(result) = self.drive_until_done(&job, stdin).await else {
+        let live = job
+            .live_from_seq
+            .map(|seq| Arc::new(LiveOutput::new(job.max_output_bytes, seq)));
+        let driving = async {
+            let sink = live.clone().map(|l| l as Arc<dyn OutputSink>);
+            let result = self.drive_until_done(&job, stdin, sink).await;
+            if let Some(live) = &live {
+                live.finish();
+            }
+            result
+        };
+        // Every output event is out before the response is published.
+        let streaming = async {
+            if let Some(live) = &live {
+                self.stream_live(live, &job.facts).await;
+            }
+        };
+        let (result, ()) = tokio::join!(driving, streaming);
+        let Some(result) = result else {
             info!(run_id = %job.facts.run_id, container = %job.container.name, "shutdown grace over: leaving the run to the next start-up");
             self.table().remove(&job.facts.run_id);
             return;
@@ -112,6 +136,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         &self,
         job: &DriveJob,
         stdin: Stdin,
+        output: Option<Arc<dyn OutputSink>>,
     ) -> Option<Result<Exit, RuntimeError>> {
         let lifecycle = &self.inner.lifecycle;
         let mut stdin = Some(stdin);
@@ -123,6 +148,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 cancel: Box::pin(job.cancel.clone().cancelled_owned()),
                 max_output_bytes: job.max_output_bytes,
                 stop_grace: self.inner.settings.stop_grace,
+                output: output.clone(),
             };
             let attempt = tokio::select! {
                 r = self.inner.runtime.drive(&job.container, io) => r,

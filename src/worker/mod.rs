@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `run` (intake, admission, container creation) | `run.rs` |
 //! | finishing a run: drive, answer, remove | `answer.rs` |
+//! | live output: coalescing, pacing, publishing `run.output` | `live.rs` |
 //! | start-up recovery | `recover.rs` |
 //! | `status` | `status.rs` |
 //! | `input` | `input.rs` |
@@ -32,6 +33,7 @@
 mod answer;
 mod delete;
 mod input;
+mod live;
 mod recover;
 mod retention;
 mod run;

@@ -2,6 +2,11 @@
 //! restarted worker re-attaches to the containers its runner name left
 //! behind. Running ones are driven to their end, exited ones collected;
 //! each is answered once and then removed (contract §5).
+//!
+//! A recovered run that asked for live output (`bus.stream-output`) keeps
+//! streaming what the container prints from the re-attach on, with `seq`
+//! starting above anything the earlier worker can have published
+//! ([`recovered_first_seq`]).
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::answer::{DriveJob, RunFacts};
+use super::live::recovered_first_seq;
 use super::table::LiveRun;
 use super::{input_channel, sleep_or_stop, Worker, RECOVERY_BACKOFF};
 
@@ -116,6 +122,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             max_output_bytes: self.inner.settings.policy.max_output_bytes,
             cancel,
             image_id: managed.image_id.clone(),
+            live_from_seq: managed
+                .stream_output
+                .then(|| recovered_first_seq(managed.started_at, std::time::SystemTime::now())),
             _slot: slot,
         };
         let this = self.clone();

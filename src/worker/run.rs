@@ -206,6 +206,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             max_output_bytes: spec.max_output_bytes,
             cancel,
             image_id,
+            live_from_seq: spec.stream_output.then_some(0),
             _slot: Some(permit),
         };
         self.drive_and_answer(job, stdin).await;

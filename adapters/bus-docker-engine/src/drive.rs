@@ -28,7 +28,11 @@
 //!   127 (126) as a shell would, and its message becomes the stderr.
 //!
 //! Output goes into two [`TailBuffer`]s, so memory stays bounded by
-//! `max_output_bytes` whatever the container prints.
+//! `max_output_bytes` whatever the container prints. With a live output
+//! sink (`RunIo::output`) every chunk is also handed to the sink as it
+//! arrives; a re-attached container's log is counted first (one read of
+//! the log) and that many bytes of the replay are held back from the sink,
+//! so the sink gets only what the container writes from the re-attach on.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -44,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::control::{inspect, stop, wait_exit, Killed, Observed};
 use crate::error::{Class, DockerError};
-use crate::output::{feed_stdin, Output, OutputPump};
+use crate::output::{count_log, feed_stdin, LiveSink, LogBytes, Output, OutputPump};
 
 /// The instant `timeout` after the container started (now when unknown),
 /// so a re-attached run keeps its original deadline.
@@ -205,7 +209,13 @@ async fn live(
         cancel,
         max_output_bytes,
         stop_grace,
+        output: sink,
     } = io;
+    let live_sink = match sink {
+        Some(sink) if fresh => Some(LiveSink::new(sink, LogBytes::default())),
+        Some(sink) => Some(LiveSink::new(sink, logged_so_far(docker, id).await?)),
+        None => None,
+    };
     let stdin = usable_stdin(stdin, seen.open_stdin, id);
     let wants_stdin = !matches!(stdin, Stdin::Closed);
     let (output, input) = attach(docker, id, fresh, wants_stdin).await?;
@@ -229,7 +239,7 @@ async fn live(
         seen.started_at
     };
 
-    let mut pump = OutputPump::new(output, max_output_bytes);
+    let mut pump = OutputPump::new(output, max_output_bytes).with_live(live_sink);
     let feeder = feed_stdin(input, stdin, id);
     let stopping = Stopping {
         deadline: deadline(started_at, timeout),
@@ -258,6 +268,23 @@ async fn live(
         tracing::warn!(container = id, error = %err, "output stream broke; the captured tail may be incomplete");
     }
     read_exit(docker, id, outcome?, started_at, pump).await
+}
+
+/// How many bytes of each stream a re-attached container has logged so
+/// far: the replay the attach is about to give, held back from the sink.
+async fn logged_so_far(docker: &Docker, id: &str) -> Result<LogBytes, DockerError> {
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        follow: false,
+        ..LogsOptions::default()
+    };
+    count_log(Box::pin(docker.logs(id, Some(options))))
+        .await
+        .map_err(|source| DockerError::Logs {
+            id: id.to_owned(),
+            source,
+        })
 }
 
 /// A start the engine refused. When dockerd recorded the status a shell

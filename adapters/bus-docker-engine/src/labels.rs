@@ -3,8 +3,8 @@
 //!
 //! Besides the contract's labels the adapter stores what recovery needs to
 //! answer a run after a worker restart without any local state: the
-//! profile, the requested image, the command, whether stdin is interactive
-//! and the timeout.
+//! profile, the requested image, the command, whether stdin is interactive,
+//! whether the request asked for live output, and the timeout.
 //!
 //! Only labels the worker wrote count. Docker merges the image's labels
 //! into the container's, so an image carrying `LABEL bus.profile=…` would
@@ -36,6 +36,8 @@ pub const IMAGE: &str = "bus.image";
 pub const ARGS: &str = "bus.args";
 /// `true` or `false`.
 pub const INTERACTIVE: &str = "bus.interactive";
+/// `true` when the request asked for live output (absent otherwise).
+pub const STREAM_OUTPUT: &str = "bus.stream-output";
 /// Whole seconds.
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
 /// Prefix of the request's own labels.
@@ -87,6 +89,9 @@ pub fn for_run(
     put(IMAGE, spec.image.as_str().to_owned());
     put(ARGS, args_label(&spec.command));
     put(INTERACTIVE, spec.interactive.to_string());
+    if spec.stream_output {
+        put(STREAM_OUTPUT, "true".to_owned());
+    }
     put(TIMEOUT_SECONDS, spec.timeout.as_secs().to_string());
     for (key, value) in &spec.labels {
         labels.insert(format!("{USER_PREFIX}{key}"), value.clone());
@@ -177,6 +182,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         image_id: listed.image_id.map(str::to_owned),
         args,
         interactive: get(INTERACTIVE) == Some("true"),
+        stream_output: get(STREAM_OUTPUT) == Some("true"),
         timeout: get(TIMEOUT_SECONDS)
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs),
@@ -207,6 +213,27 @@ mod tests {
         assert_eq!(labels[INTERACTIVE], "false");
         assert_eq!(labels[TIMEOUT_SECONDS], "60");
         assert_eq!(labels["bus.user.bus.task.ref"], "t-9");
+        assert!(!labels.contains_key(STREAM_OUTPUT));
+    }
+
+    #[test]
+    fn the_live_output_choice_survives_in_a_label() {
+        let mut spec = test_spec();
+        spec.stream_output = true;
+        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        assert_eq!(labels[STREAM_OUTPUT], "true");
+        let listed = |labels| Listed {
+            id: "abc",
+            name: "bus-run-r1",
+            labels,
+            image_id: None,
+            state: ContainerState::Running,
+            started_at: None,
+            created_at: None,
+        };
+        assert!(managed(listed(&labels)).unwrap().stream_output);
+        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        assert!(!managed(listed(&plain)).unwrap().stream_output);
     }
 
     #[test]

@@ -79,5 +79,6 @@ pub(crate) fn test_spec() -> bus_docker_domain::spec::RunSpec {
         labels: BTreeMap::from([("bus.task.ref".to_owned(), "t-9".to_owned())]),
         hardening: Hardening::default(),
         max_output_bytes: 1024,
+        stream_output: false,
     }
 }

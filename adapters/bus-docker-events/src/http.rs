@@ -7,6 +7,7 @@
 //! an `Inbound` with a `bad_request` error so the caller gets an answer.
 
 use bus_docker_domain::error::{FieldError, PublishError, SourceError};
+use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
@@ -243,6 +244,14 @@ impl EventPublisher for HttpPublisher {
         let minimal = codec::encode_minimal(response, why);
         self.client
             .publish(&minimal, &self.abandon)
+            .await
+            .map_err(|err| self.publish_error(&err))
+    }
+
+    async fn publish_output(&self, output: &OutputEvent) -> Result<(), PublishError> {
+        let event = codec::encode_output(output);
+        self.client
+            .publish(&event, &self.abandon)
             .await
             .map_err(|err| self.publish_error(&err))
     }

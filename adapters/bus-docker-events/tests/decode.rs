@@ -92,8 +92,10 @@ fn run_request_decodes_every_field() {
         "interactive": true,
         "timeout_seconds": 300,
         "labels": {"bus.task.ref": "T-1"},
+        "stream_output": true,
         "some_future_field": {"ignored": [1, 2, 3]}
     }));
+    assert!(run.stream_output);
     assert_eq!(run.run_id, Some(RunId::parse("build-42").unwrap()));
     assert_eq!(run.owner, Some(OwnerId::parse("user-7").unwrap()));
     assert_eq!(run.profile, Some(ProfileName::parse("codex").unwrap()));
@@ -148,6 +150,7 @@ fn minimal_and_empty_run_requests_use_defaults() {
     assert_eq!(run.run_id, None);
     assert_eq!(run.owner, None);
     assert!(!run.interactive);
+    assert!(!run.stream_output, "no live output unless asked");
     assert_eq!(run.timeout_seconds, None);
     assert!(run.env.is_empty() && run.mounts.is_empty() && run.labels.is_empty());
 
@@ -156,8 +159,9 @@ fn minimal_and_empty_run_requests_use_defaults() {
     let run = run_request(json!({
         "run_id": "", "owner_identity_id": "", "profile": null, "image": "alpine",
         "command": null, "env": null, "mounts": null, "interactive": null,
-        "timeout_seconds": null, "labels": null
+        "timeout_seconds": null, "labels": null, "stream_output": null
     }));
+    assert!(!run.stream_output);
     assert_eq!(run.run_id, None);
     assert_eq!(run.owner, None);
     assert_eq!(run.command, None);
@@ -596,4 +600,13 @@ fn images_follow_dockers_grammar_at_the_boundary() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn stream_output_must_be_a_boolean() {
+    let err = field_error(
+        "run",
+        json!({"image": "alpine", "command": ["true"], "stream_output": "yes"}),
+    );
+    assert_eq!(err.field(), "stream_output");
 }

@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bus_docker_domain::error::{ErrorCode, FieldError, OperationError};
 use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
+use bus_docker_domain::output::{OutputEvent, OutputStream};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
     CapturedOutput, EngineInfo, Finished, ProfileImage, RequestMounts, RunReport, RunState,
     RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails,
 };
-use bus_docker_events::codec::{encode, encode_minimal, Encoded, STREAM_HEADROOM_BYTES};
+use bus_docker_events::codec::{
+    encode, encode_minimal, encode_output, Encoded, STREAM_HEADROOM_BYTES,
+};
 use serde_json::{json, Value};
 
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
@@ -646,4 +649,31 @@ fn the_minimal_response_keeps_the_correlation_and_the_run_facts() {
         .as_str()
         .unwrap()
         .ends_with("; too large"));
+}
+
+#[test]
+fn live_output_events_carry_the_run_request_correlation_and_their_chunk() {
+    let mut output = OutputEvent {
+        event: prefix().output_name(),
+        correlation: CorrelationId::parse("c-run").unwrap(),
+        run_id: RunId::parse("run_1").unwrap(),
+        seq: 7,
+        stream: OutputStream::Stderr,
+        data: "☃\n".into(),
+        note: None,
+    };
+    let e = encode_output(&output);
+    assert_eq!(e.name, "bus.docker.run.output");
+    assert_eq!(e.correlation_id, "c-run");
+    assert_eq!(e.error, None);
+    assert_eq!(
+        e.payload,
+        json!({"run_id": "run_1", "seq": 7, "stream": "stderr", "data": "☃\n"})
+    );
+    output.data.clear();
+    output.note = Some("live output stopped".into());
+    let e = encode_output(&output);
+    assert_eq!(e.payload["truncated"], true);
+    assert_eq!(e.payload["note"], "live output stopped");
+    assert_eq!(e.payload["data"], "");
 }

@@ -5,7 +5,8 @@
 //! What a run does is fixed by its command (README "The static provider"):
 //! * `exit N` exits with code N and no output;
 //! * `sleep S` waits S seconds (honouring timeout and cancel), exit 0;
-//! * `cat` copies stdin (text, or interactive input until `eof`) to stdout;
+//! * `cat` copies stdin (text, or interactive input until `eof`) to stdout,
+//!   each chunk as it arrives (live output gets it at once);
 //! * anything else prints its arguments joined by spaces plus `\n`, exit 0.
 //!
 //! Images whose reference starts with `missing/` are absent and cannot be
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bus_docker_domain::output::{OutputSink, OutputStream};
 use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, InputChunk, ManagedContainer, ManagedFilter, RunIo, Stdin,
 };
@@ -59,6 +61,21 @@ struct Entry {
     exit: Option<Exit>,
 }
 
+/// A run's stdout: its tail, and the live output sink when there is one.
+struct Stdout {
+    tail: TailBuffer,
+    sink: Option<Arc<dyn OutputSink>>,
+}
+
+impl Stdout {
+    fn push(&mut self, bytes: &[u8]) {
+        self.tail.push(bytes);
+        if let Some(sink) = &self.sink {
+            sink.write(OutputStream::Stdout, bytes);
+        }
+    }
+}
+
 /// A deterministic image id: FNV-1a of the reference, repeated to 64 hex.
 fn image_id(image: &ImageRef) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -72,7 +89,7 @@ fn image_id(image: &ImageRef) -> String {
 impl StaticRuntime {
     /// `cat`: stdout is the stdin text, or for interactive runs the input
     /// data (from the run's stream or `write_input`) until `eof`.
-    async fn cat(&self, id: &str, stdin: Stdin, stdout: &mut TailBuffer) {
+    async fn cat(&self, id: &str, stdin: Stdin, stdout: &mut Stdout) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Some(e) = self.lock().containers.get_mut(id) {
             e.input = Some(tx);
@@ -238,6 +255,7 @@ impl ContainerRuntime for StaticRuntime {
             image_id: Some(image_id(&spec.image)),
             args: spec.command.clone(),
             interactive: spec.interactive,
+            stream_output: spec.stream_output,
             timeout: Some(spec.timeout),
             state: ContainerState::Created,
             started_at: None,
@@ -272,7 +290,10 @@ impl ContainerRuntime for StaticRuntime {
             entry.halt = Some(halted_tx);
             (entry.managed.args.clone(), started)
         };
-        let mut stdout = TailBuffer::new(io.max_output_bytes);
+        let mut stdout = Stdout {
+            tail: TailBuffer::new(io.max_output_bytes),
+            sink: io.output,
+        };
         let stderr = TailBuffer::new(io.max_output_bytes);
         let elapsed = SystemTime::now()
             .duration_since(started_at)
@@ -319,7 +340,7 @@ impl ContainerRuntime for StaticRuntime {
         let exit = Exit {
             ending,
             exit_code: Some(exit_code),
-            stdout: stdout.finish(),
+            stdout: stdout.tail.finish(),
             stderr: stderr.finish(),
             started_at: Some(started_at),
             finished_at: Some(SystemTime::now()),
@@ -450,6 +471,7 @@ mod tests {
             labels: Default::default(),
             hardening: Hardening::default(),
             max_output_bytes: 1024,
+            stream_output: false,
         }
     }
 
@@ -460,6 +482,7 @@ mod tests {
             cancel: Box::pin(std::future::pending()),
             max_output_bytes: 1024,
             stop_grace: Duration::from_secs(10),
+            output: None,
         }
     }
 

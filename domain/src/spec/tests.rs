@@ -433,3 +433,13 @@ fn check_stdin_and_check_labels_bound_the_text() {
     r.labels.insert("é".into(), "v".into());
     assert!(check_labels(&r).is_err());
 }
+
+#[test]
+fn live_output_is_carried_only_when_asked() {
+    assert!(!run(&image_run()).unwrap().stream_output);
+    let asked = RunRequest {
+        stream_output: true,
+        ..image_run()
+    };
+    assert!(run(&asked).unwrap().stream_output);
+}

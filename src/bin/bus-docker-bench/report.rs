@@ -67,6 +67,8 @@ pub struct Figures {
     pub worker_cpu_ms_per_run: Option<f64>,
     pub throughput: Vec<Throughput>,
     pub memory: Memory,
+    /// The live output scenario, when it ran.
+    pub live: Option<crate::live::LiveFigures>,
     pub notes: Vec<String>,
 }
 
@@ -368,6 +370,9 @@ impl Figures {
                 .map(|a| format!("VmRSS {a:.1} MiB once answered"))
                 .unwrap_or_default(),
         ));
+        for (label, n, value, unit, note) in self.live.iter().flat_map(|l| l.rows()) {
+            rows.push(single(&label, &n, value, unit, None, &note));
+        }
         align(&rows)
     }
 
@@ -425,6 +430,7 @@ impl Figures {
                 "peak_1_run_100mib": round3(m.peak_100mib),
                 "after_1_run_100mib": round3(m.after_100mib),
             },
+            "live_output_100mib": self.live.as_ref().map_or(Value::Null, crate::live::LiveFigures::to_json),
             "targets": targets,
             "notes": self.notes,
         })

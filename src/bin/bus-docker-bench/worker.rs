@@ -246,10 +246,22 @@ impl Caller {
         image: &str,
         command: &[&str],
     ) -> Result<(), BenchError> {
+        self.publish_with(run_id, image, command, false).await
+    }
+
+    /// [`Caller::publish`], asking for live output when `stream_output`.
+    pub async fn publish_with(
+        &self,
+        run_id: &str,
+        image: &str,
+        command: &[&str],
+        stream_output: bool,
+    ) -> Result<(), BenchError> {
         let event = OutboundEvent {
             name: self.prefix.request_name(Operation::Run),
             correlation_id: run_id.to_owned(),
-            payload: json!({"run_id": run_id, "image": image, "command": command, "network": "none"}),
+            payload: json!({"run_id": run_id, "image": image, "command": command, "network": "none",
+                            "stream_output": stream_output}),
             error: None,
         };
         self.client
@@ -279,6 +291,51 @@ impl Caller {
         let elapsed = started.elapsed();
         check_succeeded(run_id, &response)?;
         Ok((elapsed, response))
+    }
+
+    /// Publish with live output, read its `run.output` events while
+    /// waiting for the response: the end-to-end latency, the response,
+    /// and how many events and bytes of data arrived for it.
+    pub async fn run_streaming(
+        &mut self,
+        run_id: &str,
+        image: &str,
+        command: &[&str],
+    ) -> Result<(Duration, Value, usize, usize), BenchError> {
+        let name = self.prefix.output_name();
+        let mut outputs = ResponseWaiter::open_name(&self.client, &name, Duration::from_secs(30))
+            .await
+            .map_err(|e| BenchError::new(e.to_string()))?;
+        let started = Instant::now();
+        self.publish_with(run_id, image, command, true).await?;
+        let (mut events, mut bytes) = (0, 0);
+        let mut count = |c: &str, payload: &Value| {
+            if c == run_id {
+                events += 1;
+                bytes += payload["data"].as_str().map_or(0, str::len);
+            }
+        };
+        let response = loop {
+            tokio::select! {
+                out = outputs.next_any(RUN_TIMEOUT) => {
+                    let out = out.map_err(|e| BenchError::new(format!("output stream: {e}")))?;
+                    if let Some((c, payload)) = out {
+                        count(&c, &payload);
+                    }
+                }
+                r = self.waiter.wait(run_id, RUN_TIMEOUT) => {
+                    break r.map_err(|e| BenchError::new(format!("run {run_id}: {e}")))?;
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        // Output events were published before the response; take the ones
+        // still on their way.
+        while let Ok(Some((c, payload))) = outputs.next_any(Duration::from_millis(300)).await {
+            count(&c, &payload);
+        }
+        check_succeeded(run_id, &response)?;
+        Ok((elapsed, response, events, bytes))
     }
 
     /// Wait for responses to all of `run_ids` (any order); each must

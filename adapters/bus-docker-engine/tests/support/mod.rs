@@ -75,6 +75,7 @@ pub fn spec(test: &str, command: &[&str]) -> RunSpec {
         labels: BTreeMap::new(),
         hardening: Hardening::default(),
         max_output_bytes: MIB,
+        stream_output: false,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn io(timeout: Duration) -> RunIo {
         cancel: Box::pin(std::future::pending()),
         max_output_bytes: MIB,
         stop_grace: Duration::ZERO,
+        output: None,
     }
 }
 

@@ -118,6 +118,7 @@ struct RunDto {
     interactive: Option<bool>,
     timeout_seconds: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
+    stream_output: Option<bool>,
 }
 
 impl RunDto {
@@ -161,6 +162,7 @@ impl RunDto {
             interactive: self.interactive.unwrap_or(false),
             timeout_seconds: self.timeout_seconds,
             labels: self.labels.unwrap_or_default(),
+            stream_output: self.stream_output.unwrap_or(false),
             privilege_fields: Vec::new(),
         })
     }

@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::ids::{OwnerId, ProfileName};
+use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{CapturedOutput, RunReport, RunStatus, RunSummary, RunnerReport};
 use serde_json::{json, Map, Value};
@@ -68,6 +69,25 @@ pub(super) fn response(response: &Response, max_event_bytes: usize) -> Encoded {
         );
     }
     result
+}
+
+pub(super) fn output(output: &OutputEvent) -> Encoded {
+    let mut payload = json!({
+        "run_id": output.run_id.as_str(),
+        "seq": output.seq,
+        "stream": output.stream.as_str(),
+        "data": output.data,
+    });
+    if let Some(note) = &output.note {
+        payload["note"] = json!(note);
+        payload["truncated"] = json!(true);
+    }
+    Encoded {
+        name: output.event.clone(),
+        correlation_id: output.correlation.as_str().to_owned(),
+        payload,
+        error: None,
+    }
 }
 
 pub(super) fn minimal(response: &Response, why: &str) -> Encoded {

@@ -21,6 +21,9 @@
 //!   `identity_id` and `account_id` for `owner_identity_id`, `readonly` and
 //!   `readOnly` for `read_only`.
 //!
+//! Live output events ([`encode_output`]) carry the run request's
+//! correlation id and `{"run_id", "seq", "stream", "data"}`.
+//!
 //! Output always carries both owner spellings (`null` when the owner is
 //! unknown) and the whole encoded event stays under the event size limit:
 //! a run report's echoed `args` are cut first (`args_truncated: true`),
@@ -34,6 +37,7 @@ mod encode;
 
 use bus_docker_domain::events::EventPrefix;
 use bus_docker_domain::ids::{CorrelationId, OwnerId};
+use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
 use serde_json::Value;
@@ -134,6 +138,15 @@ pub fn decode(prefix: &EventPrefix, raw: RawInbound<'_>) -> Decoded {
 /// [`encode_minimal`] for the last resort.
 pub fn encode(response: &Response, max_event_bytes: usize) -> Encoded {
     encode::response(response, max_event_bytes)
+}
+
+/// Encode one live output event (`<prefix>.run.output`, contract §2/§4):
+/// payload `{"run_id", "seq", "stream", "data"}`, plus `"note"` and
+/// `"truncated": true` on the event that says live output stopped early.
+/// `data` is at most 64 KiB of text, so the event is always far below the
+/// size limit.
+pub fn encode_output(output: &OutputEvent) -> Encoded {
+    encode::output(output)
 }
 
 /// The smallest answer to `response`: its correlation id, the run id when
