@@ -422,3 +422,49 @@ async fn an_unauthorized_worker_fails_fast() {
     assert!(err.to_string().contains("refused"), "{err}");
     let _ = spawn_worker_with_token;
 }
+
+#[tokio::test]
+async fn finished_runs_stay_in_status_for_the_retention_then_go() {
+    let bus = LocalBus::start().await.unwrap();
+    let s = settings(&format!("{STATIC}run_retention = \"2s\"\n"));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": "ret-1", "image": "a:1", "command": ["exit", "3"], "owner_identity_id": "alice"}),
+        )
+        .await;
+    assert_eq!(r["status"], "failed", "{r}");
+    let st = caller
+        .call(
+            Operation::Status,
+            json!({"run_id": "ret-1", "owner_identity_id": "alice"}),
+        )
+        .await;
+    let item = &st["items"][0];
+    assert_eq!(item["state"], "exited", "{st}");
+    assert_eq!(item["details"]["status"], "failed", "{st}");
+    assert_eq!(item["details"]["exit_code"], 3, "{st}");
+    assert!(item["details"]["finished_at"].is_string(), "{st}");
+    let bob = caller
+        .call(Operation::Status, json!({"owner_identity_id": "bob"}))
+        .await;
+    assert_eq!(bob["items"], json!([]), "owner-filtered like the rest");
+    // Past the retention the run and its tombstone are gone.
+    common::eventually(
+        "the retained run expires",
+        Duration::from_secs(15),
+        || async {
+            let st = caller
+                .call(
+                    Operation::Status,
+                    json!({"run_id": "ret-1", "owner_identity_id": "alice"}),
+                )
+                .await;
+            (st["items"] == json!([])).then_some(())
+        },
+    )
+    .await;
+    worker.stop().await.unwrap();
+}
