@@ -57,6 +57,17 @@ free_port() {
 # --- one run ----------------------------------------------------------------------
 CURRENT_COMPOSE=()
 SHARED_DIR=""
+# The smoke worker's run containers: answered runs stay as `.answered`
+# tombstones for run_retention, which a smoke test must not leave behind.
+remove_runs() {
+    local ids
+    [[ -n "${BUS_DOCKER_RUNNER_NAME:-}" ]] || return 0
+    ids="$(docker ps -aq --filter "label=bus.runner=$BUS_DOCKER_RUNNER_NAME" 2>/dev/null || true)"
+    if [[ -n "$ids" ]]; then
+        # shellcheck disable=SC2086  # one id per word
+        docker rm -f -v $ids >/dev/null || warn "could not remove the smoke run containers"
+    fi
+}
 cleanup() {
     local rc=$?
     if ((${#CURRENT_COMPOSE[@]} > 0)); then
@@ -65,6 +76,7 @@ cleanup() {
             warn "compose down failed"
         CURRENT_COMPOSE=()
     fi
+    remove_runs
     if [[ -n "$SHARED_DIR" ]]; then
         rm -rf "$SHARED_DIR"
         SHARED_DIR=""
@@ -110,6 +122,7 @@ smoke() {
     log "[$tool] down"
     "${CURRENT_COMPOSE[@]}" --profile cli down -v --remove-orphans >&2
     CURRENT_COMPOSE=()
+    remove_runs
     rm -rf "$SHARED_DIR"
     SHARED_DIR=""
     log "[$tool] compose smoke OK"

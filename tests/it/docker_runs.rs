@@ -2,7 +2,8 @@
 //! Docker Engine: exit codes, streams, timeout, cancel, stdin, interactive
 //! input, the codex mounts, pull policies, runner operations, hardening.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

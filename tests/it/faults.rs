@@ -3,7 +3,8 @@
 //! Each checks that every request got exactly one response and that no
 //! managed container remains. Figures are printed (`--nocapture`).
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //! Events API → HttpSource → worker → StaticRuntime → HttpPublisher →
 //! caller. Every operation's response shape, errors, groups, reconnects.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

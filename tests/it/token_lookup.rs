@@ -2,7 +2,8 @@
 //! source it used (never the token), and writes no ANSI colour to a stderr
 //! that is not a terminal.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

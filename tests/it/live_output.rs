@@ -7,7 +7,8 @@
 //!   64 KiB per event at a bounded rate and stops with a note; UTF-8
 //!   characters cut between writes arrive whole; no events unless asked.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::time::Duration;
 

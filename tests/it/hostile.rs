@@ -2,7 +2,8 @@
 //! each gets its documented error (or is skipped with a log line), the
 //! worker never panics, and no container starts for any of them.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;

@@ -2,7 +2,8 @@
 //! move with requests and runs, and `/readyz` following the Events API
 //! and the engine.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

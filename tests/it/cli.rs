@@ -1,7 +1,8 @@
 //! The binary's one-shot commands: `--events`, `--self-test`, `client`,
 //! and configuration errors.
 
-mod common;
+#[allow(unused_imports)]
+use crate::common;
 
 use std::process::Command;
 
