@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, EventSource};
+use bus_docker_domain::run::EngineId;
 use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
 use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen, StreamsHealth};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Provider, Settings};
+use crate::pool::EnginePool;
 use crate::runtime::AnyRuntime;
 use crate::worker::{Lifecycle, Worker};
 
@@ -103,31 +105,38 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
     EventsClient::new(config).map_err(AppError::Events)
 }
 
-/// The runtime chosen by `provider`.
+/// The engines chosen by `provider`: for `docker`, one [`DockerEngine`] per
+/// configured host, in order (the engine pool, contract v2 §5); for
+/// `static`, the deterministic runtime alone.
 ///
 /// # Errors
-/// `Docker` when the engine client cannot be built (not when the engine
-/// is merely down: that is reported per request).
-pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
+/// `Docker` when an engine client cannot be built (not when an engine is
+/// merely down: that is reported per request and in `runner.status`).
+pub fn runtime(settings: &Settings) -> Result<EnginePool<AnyRuntime>, AppError> {
     let mounts = &settings.worker.policy.mounts;
-    Ok(match settings.provider {
-        Provider::Static => AnyRuntime::Static(StaticRuntime::new()),
-        Provider::Docker => AnyRuntime::Docker(
-            DockerEngine::connect(EngineOptions {
-                docker_host: settings.docker_host.clone(),
-                mount_staging_dir: Some(settings.mount_staging_dir.clone()),
-                allowed_mount_roots: mounts.allowed_roots().to_vec(),
-                protected_paths: mounts
-                    .protected()
-                    .iter()
-                    .map(|p| p.path().to_owned())
-                    .collect(),
-                pull_timeout: settings.pull_timeout,
-                ..EngineOptions::default()
-            })
-            .map_err(|e| AppError::Docker(Box::new(e)))?,
-        ),
-    })
+    if settings.provider == Provider::Static {
+        return Ok(EnginePool::from(AnyRuntime::Static(StaticRuntime::new())));
+    }
+    let hosts = [settings.docker_host.clone()];
+    let mut engines = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let url = bus_docker_engine::client::resolve_host(host.as_deref());
+        let engine = DockerEngine::connect(EngineOptions {
+            docker_host: Some(url.clone()),
+            mount_staging_dir: Some(settings.mount_staging_dir.clone()),
+            allowed_mount_roots: mounts.allowed_roots().to_vec(),
+            protected_paths: mounts
+                .protected()
+                .iter()
+                .map(|p| p.path().to_owned())
+                .collect(),
+            pull_timeout: settings.pull_timeout,
+            ..EngineOptions::default()
+        })
+        .map_err(|e| AppError::Docker(Box::new(e)))?;
+        engines.push((EngineId::new(url), AnyRuntime::Docker(engine)));
+    }
+    Ok(EnginePool::new(engines, None))
 }
 
 fn default_consumer() -> String {
@@ -190,7 +199,7 @@ impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
     /// build sequence for the service, the one-shot commands and tests.
     pub fn over_http(
         settings: &Settings,
-        runtime: R,
+        runtime: impl Into<EnginePool<R>>,
         client: &EventsClient,
         consumer: String,
     ) -> Self {
@@ -206,7 +215,9 @@ impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
             &lifecycle.stopping(),
             &lifecycle.abandoned(),
         );
-        info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), "worker listening");
+        let runtime = runtime.into();
+        let engines: Vec<String> = runtime.engines().map(ToString::to_string).collect();
+        info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), engines = ?engines, "worker listening");
         let streams = source.health();
         let mut app = Self::build_with(settings, runtime, source, publisher, lifecycle);
         app.ops.streams = Some(streams);
@@ -220,7 +231,7 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// `lifecycle.abandon` fires.
     pub fn build_with(
         settings: &Settings,
-        runtime: R,
+        runtime: impl Into<EnginePool<R>>,
         source: S,
         publisher: P,
         lifecycle: Lifecycle,

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use bus_docker_domain::ports::ContainerRuntime;
 use bus_docker_domain::{ImageRef, Operation};
 use serde_json::{json, Value};
 
@@ -10,6 +9,7 @@ use crate::app::{self, App, AppError};
 use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
 use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
+use crate::pool::EnginePool;
 use crate::request::{operation, request, run_following};
 use crate::runtime::AnyRuntime;
 
@@ -58,7 +58,7 @@ pub fn list_events(settings: &Settings, format: OutputFormat) -> String {
 /// send one request, return its response payload.
 async fn one_request(
     settings: &Settings,
-    runtime: AnyRuntime,
+    runtime: EnginePool<AnyRuntime>,
     op: Operation,
     payload: Value,
     timeout: Duration,
@@ -155,8 +155,8 @@ async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<S
         ..settings.clone()
     };
     let rt = app::runtime(&docker).map_err(|e| e.to_string())?;
-    let reachable = tokio::time::timeout(Duration::from_secs(5), rt.engine_info()).await;
-    if !matches!(reachable, Ok(Ok(_))) {
+    let reachable = rt.ping_all(Duration::from_secs(5)).await;
+    if !reachable.iter().any(|(_, answer)| answer.is_ok()) {
         return Err(
             "no Docker Engine reachable: scripts/docker-engine.sh ensure starts one".into(),
         );
@@ -170,11 +170,14 @@ async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<S
         let image = ImageRef::parse(candidate).map_err(|e| e.to_string())?;
         let ensured = tokio::time::timeout(
             Duration::from_secs(120),
-            rt.ensure_image(&image, bus_docker_domain::profile::PullPolicy::IfNotPresent),
+            rt.ensure_image_everywhere(
+                &image,
+                bus_docker_domain::profile::PullPolicy::IfNotPresent,
+            ),
         )
         .await;
         match ensured {
-            Ok(Ok(_)) => return Ok(candidate.to_owned()),
+            Ok(Ok(())) => return Ok(candidate.to_owned()),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = format!("pulling {candidate} took too long"),
         }

@@ -3,12 +3,14 @@
 //! * `GET /metrics`: the worker's [`Metrics`] as Prometheus text;
 //! * `GET /healthz`: 200 while the process runs;
 //! * `GET /readyz`: 200 when every request stream is connected and the
-//!   engine answered its last probe; 503 with a one-line reason otherwise.
+//!   engine (any engine of the pool) answered its last probe; 503 with a
+//!   one-line reason otherwise.
 //!
 //! Without `--metrics-addr` none of this exists: no socket is opened. The
 //! engine is probed (`engine_info`, the cheapest call the runtime port
-//! has) every [`ENGINE_PROBE_INTERVAL`], and the result feeds both
-//! `/readyz` and `bus_docker_engine_up`. The listener and the probe stop
+//! has) every [`ENGINE_PROBE_INTERVAL`], each engine of the pool at once,
+//! and the result feeds both `/readyz` and `bus_docker_engine_up` (one
+//! series per engine). The listener and the probe stop
 //! when the worker starts stopping: a draining worker takes no requests.
 
 use std::net::{SocketAddr, TcpListener};
@@ -120,17 +122,29 @@ async fn probe_engine<R: ContainerRuntime, P: EventPublisher>(
     stop: CancellationToken,
 ) {
     loop {
-        let probe = tokio::time::timeout(ENGINE_PROBE_TIMEOUT, worker.runtime().engine_info());
-        let result = tokio::select! {
+        let probes = tokio::select! {
             () = stop.cancelled() => return,
-            result = probe => match result {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err(format!("no answer within {ENGINE_PROBE_TIMEOUT:?}")),
-            },
+            probes = worker.pool().ping_all(ENGINE_PROBE_TIMEOUT) => probes,
         };
-        shared.metrics.engine_up(&host, result.is_ok());
-        *shared.engine.lock().unwrap_or_else(PoisonError::into_inner) = result;
+        let mut down = Vec::new();
+        for (engine, result) in &probes {
+            let label = if engine.is_unnamed() {
+                host.clone()
+            } else {
+                engine.to_string()
+            };
+            shared.metrics.engine_up(&label, result.is_ok());
+            if let Err(why) = result {
+                down.push(format!("{label}: {why}"));
+            }
+        }
+        // Ready while any engine of the pool can take runs.
+        let verdict = if down.len() < probes.len() {
+            Ok(())
+        } else {
+            Err(down.join("; "))
+        };
+        *shared.engine.lock().unwrap_or_else(PoisonError::into_inner) = verdict;
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(ENGINE_PROBE_INTERVAL) => {}

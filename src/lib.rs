@@ -24,6 +24,7 @@ mod de;
 pub mod health;
 pub mod local;
 pub mod metrics;
+pub mod pool;
 pub mod request;
 pub mod runtime;
 pub mod telemetry;

@@ -14,6 +14,7 @@
 //! * [`request`], [`response`], [`run`]: what flows in and out.
 //! * [`output`]: live output (`OutputSink`, `OutputEvent`).
 //! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
+//! * [`placement`]: which engine of the pool a new run goes to.
 //! * [`error`]: errors and the wire codes they map to.
 
 pub mod error;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod ids;
 pub mod mount;
 pub mod output;
+pub mod placement;
 pub mod ports;
 pub mod profile;
 pub mod request;

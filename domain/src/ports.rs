@@ -74,6 +74,18 @@ pub enum ContainerState {
     Other(String),
 }
 
+impl ContainerState {
+    /// Created, running, paused or restarting: the container holds (or
+    /// is about to hold) a place on its engine.
+    pub fn is_active(&self) -> bool {
+        match self {
+            Self::Created | Self::Running => true,
+            Self::Exited => false,
+            Self::Other(s) => s == "paused" || s == "restarting",
+        }
+    }
+}
+
 /// Which managed containers a listing returns; the runtime turns it into
 /// the engine's own filters, so a listing costs one call however many
 /// containers the engine holds.
@@ -83,6 +95,9 @@ pub struct ManagedFilter {
     pub runner: Option<String>,
     /// Only the containers of this run (`bus.run-id`), whatever their mark.
     pub run_id: Option<RunId>,
+    /// Only containers that are active: created, running, paused or
+    /// restarting (what placement counts).
+    pub active_only: bool,
 }
 
 impl ManagedFilter {
@@ -95,15 +110,23 @@ impl ManagedFilter {
     pub fn runner(runner: impl Into<String>) -> Self {
         Self {
             runner: Some(runner.into()),
-            run_id: None,
+            ..Self::default()
         }
     }
 
     /// The containers of one run.
     pub fn run(run_id: RunId) -> Self {
         Self {
-            runner: None,
             run_id: Some(run_id),
+            ..Self::default()
+        }
+    }
+
+    /// The active containers of every runner (placement counts them).
+    pub fn active() -> Self {
+        Self {
+            active_only: true,
+            ..Self::default()
         }
     }
 
@@ -114,6 +137,7 @@ impl ManagedFilter {
             .as_deref()
             .is_none_or(|r| managed.runner.as_deref() == Some(r))
             && self.run_id.as_ref().is_none_or(|id| *id == managed.run_id)
+            && (!self.active_only || managed.state.is_active())
     }
 }
 

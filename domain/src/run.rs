@@ -2,6 +2,8 @@
 //! reports about runs and the runner.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::ErrorCode;
@@ -140,12 +142,60 @@ impl RunStatus {
     }
 }
 
-/// Where a run lives in the engine. Runtimes address containers by `id`;
-/// `name` is the name when the reference was made (a mark renames it).
+/// Which engine of the worker's pool holds a container: the engine's URL
+/// as configured, without credentials (what `runtime.docker_host` shows).
+/// Runtimes leave it empty ([`EngineId::default`]); the pool stamps it on
+/// every reference it hands out, and routes calls on a reference by it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EngineId(Arc<str>);
+
+impl EngineId {
+    pub fn new(url: impl AsRef<str>) -> Self {
+        Self(Arc::from(url.as_ref()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no engine was named (a runtime outside a pool).
+    pub fn is_unnamed(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Default for EngineId {
+    fn default() -> Self {
+        Self(Arc::from(""))
+    }
+}
+
+impl fmt::Display for EngineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a run lives: the engine, and the container there. Runtimes
+/// address containers by `id`; `name` is the name when the reference was
+/// made (a mark renames it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerRef {
     pub id: String,
     pub name: String,
+    pub engine: EngineId,
+}
+
+impl ContainerRef {
+    /// A reference on an engine not named yet (runtimes create these; the
+    /// pool names the engine).
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            engine: EngineId::default(),
+        }
+    }
 }
 
 /// What a run's container name says (contract §4/§5: the engine is the
@@ -204,6 +254,9 @@ impl RunMark {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeDetails {
     pub provider: String,
+    /// The engine of the pool the run was placed on (its URL without
+    /// credentials); `None` for the `static` provider.
+    pub docker_host: Option<String>,
     pub engine_version: Option<String>,
     pub container_id: Option<String>,
     pub container_name: Option<String>,
@@ -366,6 +419,23 @@ pub struct RunnerReport {
     pub max_concurrent_runs: usize,
     pub max_queued_runs: usize,
     pub profiles: BTreeMap<String, ProfileImage>,
+    /// Every engine of the pool, in configured order.
+    pub engines: Vec<EngineReport>,
+}
+
+/// One engine of the pool in `runner.status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineReport {
+    /// The engine's URL without credentials.
+    pub docker_host: String,
+    /// Whether it answered this time.
+    pub reachable: bool,
+    pub engine_version: Option<String>,
+    /// Active (created or running) managed containers on it, from every
+    /// worker; `None` when it could not be listed.
+    pub active_runs: Option<usize>,
+    /// Why it is unreachable.
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn retire(&self, container: &ContainerRef) {
         let retention = self.inner.settings.run_retention;
         if !retention.is_zero() {
-            match self.inner.runtime.mark_answered(container).await {
+            match self.inner.pool.mark_answered(container).await {
                 Ok(()) => {
                     let until = Instant::now() + retention;
                     self.table().tombstones.push((container.clone(), until));
@@ -124,7 +124,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 }
             }
         }
-        if let Err(err) = self.inner.runtime.remove(container).await {
+        if let Err(err) = self.inner.pool.remove(container).await {
             warn!(container = %container.name, error = %err, "could not remove the container after answering; it will be collected at the next start-up");
         }
     }
@@ -151,7 +151,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 output: output.clone(),
             };
             let attempt = tokio::select! {
-                r = self.inner.runtime.drive(&job.container, io) => r,
+                r = self.inner.pool.drive(&job.container, io) => r,
                 () = lifecycle.abandon_signal() => return None,
             };
             match attempt {
@@ -170,9 +170,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// The run response for a drive's result.
     async fn run_response(&self, job: &DriveJob, result: Result<Exit, RuntimeError>) -> Response {
         let facts = &job.facts;
+        let engine = &job.container.engine;
         let details = RuntimeDetails {
-            provider: self.inner.runtime.provider().into(),
-            engine_version: self.engine_version().await,
+            provider: self.inner.pool.provider().into(),
+            docker_host: self.docker_host(engine),
+            engine_version: self.inner.pool.engine_version(engine).await,
             container_id: Some(job.container.id.clone()),
             container_name: Some(job.container.name.clone()),
         };
@@ -224,7 +226,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             None,
             None,
             RuntimeDetails {
-                provider: self.inner.runtime.provider().into(),
+                provider: self.inner.pool.provider().into(),
                 ..RuntimeDetails::default()
             },
         );

@@ -40,12 +40,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                     // worker's drive sees the mark and answers `canceled`.
                     RunMark::Live => {
                         let grace = self.inner.settings.stop_grace;
-                        self.inner.runtime.delete_run(&c.container, grace).await?;
+                        self.inner.pool.delete_run(&c.container, grace).await?;
                     }
                     // Being deleted already: nothing more to do.
                     RunMark::Deleted => {}
                     // Finished and answered: delete drops its record.
-                    RunMark::Answered => self.inner.runtime.remove(&c.container).await?,
+                    RunMark::Answered => self.inner.pool.remove(&c.container).await?,
                 }
                 c.owner
             }

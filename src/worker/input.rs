@@ -64,7 +64,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 if !c.interactive || c.state != ContainerState::Running || c.mark != RunMark::Live {
                     return Err(not_accepting(&req.run_id).into());
                 }
-                self.inner.runtime.write_input(&c.container, chunk).await?;
+                self.inner.pool.write_input(&c.container, chunk).await?;
                 Ok(Reply::Input {
                     run_id: req.run_id,
                     bytes,

@@ -53,7 +53,7 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::profile::Profiles;
 use bus_docker_domain::request::{Inbound, Request};
 use bus_docker_domain::response::{Reply, Response};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::run::{EngineId, RunMark};
 use bus_docker_domain::spec::Policy;
 use bus_docker_domain::{EventPrefix, Operation, OperationError, OwnerId, PublishError, RunId};
 use tokio::sync::{mpsc, Semaphore};
@@ -62,6 +62,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
 use crate::metrics::{Metrics, Sample};
+use crate::pool::EnginePool;
 pub use shutdown::Lifecycle;
 use table::RunTable;
 
@@ -122,8 +123,8 @@ impl<R, P> Clone for Worker<R, P> {
 }
 
 struct Inner<R, P> {
-    /// The driven port that runs containers.
-    runtime: R,
+    /// The engines that run containers (the driven port, once per engine).
+    pool: EnginePool<R>,
     /// The driven port that publishes responses.
     publisher: P,
     settings: WorkerSettings,
@@ -140,9 +141,6 @@ struct Inner<R, P> {
     /// Cancelled when the Events API refuses the worker's token on publish:
     /// the app loop stops intake (nothing taken now could be answered).
     refused: CancellationToken,
-    /// The engine version for run reports, fetched once (an engine upgrade
-    /// restarts the daemon, and `runner.status` refreshes it).
-    engine_version: Mutex<Option<String>>,
     /// What the worker counts (exposed only with `--metrics-addr`).
     metrics: Metrics,
 }
@@ -210,7 +208,13 @@ fn visible(owner: Option<&OwnerId>, run_owner: Option<&OwnerId>) -> bool {
 }
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
-    pub fn new(runtime: R, publisher: P, settings: WorkerSettings, lifecycle: Lifecycle) -> Self {
+    /// A worker on `engines`: an [`EnginePool`], or one runtime.
+    pub fn new(
+        engines: impl Into<EnginePool<R>>,
+        publisher: P,
+        settings: WorkerSettings,
+        lifecycle: Lifecycle,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1)));
         let table = Mutex::new(RunTable::new(
             settings.response_cache,
@@ -218,7 +222,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         ));
         Self {
             inner: Arc::new(Inner {
-                runtime,
+                pool: engines.into(),
                 publisher,
                 settings,
                 lifecycle,
@@ -226,14 +230,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 table,
                 tasks: TaskTracker::new(),
                 refused: CancellationToken::new(),
-                engine_version: Mutex::new(None),
                 metrics: Metrics::new(),
             }),
         }
     }
 
-    pub fn runtime(&self) -> &R {
-        &self.inner.runtime
+    /// The engines this worker runs containers on.
+    pub fn pool(&self) -> &EnginePool<R> {
+        &self.inner.pool
     }
 
     pub fn settings(&self) -> &WorkerSettings {
@@ -363,58 +367,38 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner.refused.cancelled().await;
     }
 
-    /// The engine's container of `run_id`, when `owner` may see it; used
-    /// by input and delete for runs another worker drives. One list call
-    /// filtered by run id; a live container wins over a deleted one, and
-    /// that over an answered tombstone.
+    /// The container of `run_id` on whichever engine holds it, when
+    /// `owner` may see it; used by input and delete for runs another worker
+    /// drives. One list call per engine, filtered by run id; a live
+    /// container wins over a deleted one, and that over an answered
+    /// tombstone. A run missing while an engine cannot be asked is
+    /// `runtime_unavailable`, not `not_found`.
     async fn find_in_engine(
         &self,
         run_id: &RunId,
         owner: Option<&OwnerId>,
     ) -> Result<ManagedContainer, OperationError> {
-        let list = self
+        let listing = self
             .inner
-            .runtime
+            .pool
             .list_managed(&ManagedFilter::run(run_id.clone()))
             .await?;
-        list.into_iter()
+        let missing = listing.missing(run_id.as_str());
+        listing
+            .containers
+            .into_iter()
             .filter(|c| c.run_id == *run_id && visible(owner, c.owner.as_ref()))
             .min_by_key(|c| match c.mark {
                 RunMark::Live => 0,
                 RunMark::Deleted => 1,
                 RunMark::Answered => 2,
             })
-            .ok_or_else(|| OperationError::NotFound(run_id.to_string()))
+            .ok_or(missing)
     }
 
-    async fn engine_version(&self) -> Option<String> {
-        let cached = self
-            .inner
-            .engine_version
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if cached.is_some() {
-            return cached;
-        }
-        let version = self
-            .inner
-            .runtime
-            .engine_info()
-            .await
-            .ok()
-            .map(|i| i.engine_version);
-        self.remember_engine_version(version.clone());
-        version
-    }
-
-    fn remember_engine_version(&self, version: Option<String>) {
-        if version.is_some() {
-            *self
-                .inner
-                .engine_version
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = version;
-        }
+    /// What a response shows as `runtime.docker_host` for a run on
+    /// `engine`: its URL without credentials (none for `static`).
+    fn docker_host(&self, engine: &EngineId) -> Option<String> {
+        (self.inner.pool.provider() == "docker" && !engine.is_unnamed()).then(|| engine.to_string())
     }
 }

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use bus_docker_domain::ports::{
     ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter, Stdin,
 };
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::run::{EngineId, RunMark};
 use bus_docker_domain::ImageRef;
+use futures_util::future::join_all;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,19 +24,29 @@ use super::answer::{DriveJob, RunFacts};
 use super::live::recovered_first_seq;
 use super::table::LiveRun;
 use super::{input_channel, sleep_or_stop, Worker, RECOVERY_BACKOFF};
+use crate::pool::PROBE_INTERVAL;
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
-    /// Re-attach to the containers this runner left behind. Retries until
-    /// the engine answers or the worker stops; returns how many runs it
-    /// adopted.
+    /// Re-attach to the containers this runner left behind, on every
+    /// engine of the pool at once. Each engine is retried until it answers
+    /// or the worker stops (an engine down at start-up is recovered when
+    /// it comes back); returns how many runs were adopted.
     pub async fn recover(&self) -> usize {
+        let engines: Vec<EngineId> = self.inner.pool.engines().cloned().collect();
+        join_all(engines.iter().map(|e| self.recover_engine(e)))
+            .await
+            .into_iter()
+            .sum()
+    }
+
+    async fn recover_engine(&self, engine: &EngineId) -> usize {
         let mut backoff = RECOVERY_BACKOFF.first;
         let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
         let list = loop {
-            match self.inner.runtime.list_managed(&mine).await {
+            match self.inner.pool.list_on(engine, &mine).await {
                 Ok(list) => break list,
                 Err(err) => {
-                    warn!(error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
+                    warn!(docker_host = %engine, error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
                     if !sleep_or_stop(backoff, self.inner.lifecycle.stopping_token()).await {
                         return 0;
                     }
@@ -53,7 +64,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 continue;
             }
             // The list has no start time; deadlines count from the start.
-            let managed = match self.inner.runtime.inspect_managed(&listed.container).await {
+            let managed = match self.inner.pool.inspect_managed(&listed.container).await {
                 Ok(m) => m,
                 Err(err) => {
                     warn!(container = %listed.container.name, error = %err, "recovery: cannot read the container; skipped");
@@ -65,7 +76,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
         }
         if recovered > 0 {
-            info!(recovered, "recovered runs left by an earlier worker");
+            info!(recovered, docker_host = %engine, "recovered runs left by an earlier worker");
         }
         recovered
     }
@@ -78,7 +89,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             (managed.correlation.clone(), managed.reply_event.clone())
         else {
             warn!(container = %managed.container.name, "managed container without correlation labels cannot be answered; removing it");
-            if let Err(err) = self.inner.runtime.remove(&managed.container).await {
+            if let Err(err) = self.inner.pool.remove(&managed.container).await {
                 warn!(error = %err, "removing unanswerable container failed");
             }
             return false;
@@ -140,5 +151,16 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner.tasks.spawn(async move {
             this.recover().await;
         });
+    }
+
+    /// Probe the engines known to be down every [`PROBE_INTERVAL`] until the
+    /// worker stops, so that one that comes back takes new runs again.
+    pub(super) async fn watch_engines(&self) {
+        if self.inner.pool.len() < 2 {
+            return;
+        }
+        while sleep_or_stop(PROBE_INTERVAL, self.inner.lifecycle.stopping_token()).await {
+            self.inner.pool.probe_down().await;
+        }
     }
 }

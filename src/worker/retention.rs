@@ -27,7 +27,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         while sleep_or_stop(every, self.inner.lifecycle.stopping_token()).await {
             let expired = self.table().expired_tombstones(std::time::Instant::now());
             for container in expired {
-                match self.inner.runtime.remove(&container).await {
+                match self.inner.pool.remove(&container).await {
                     Ok(()) => {
                         debug!(container = %container.name, "retention over: tombstone removed")
                     }
@@ -42,12 +42,17 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// Start the background work of a worker: recovery of left-behind runs
-    /// and the tombstone sweep. Both end when the worker stops.
+    /// the tombstone sweep, and the probe of engines that are down. All end
+    /// when the worker stops.
     pub fn start_background(&self) {
         self.spawn_recovery();
         let this = self.clone();
         self.inner
             .tasks
             .spawn(async move { this.sweep_tombstones().await });
+        let this = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { this.watch_engines().await });
     }
 }

@@ -12,18 +12,20 @@
 //!    correlation id, so that the engine's unique container names stop a
 //!    duplicate delivered to another worker;
 //! 3. admission into the run table (`conflict`, `capacity`, `canceled`);
-//! 4. a slot, the image, the container; then `answer.rs` drives it.
+//! 4. a slot, an engine of the pool (`pool.rs`: the fewest active runs),
+//!    the image there, the container — alone of its run id on every
+//!    engine; then `answer.rs` drives it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_docker_domain::mount::RealHostPaths;
 use bus_docker_domain::ports::{
-    ContainerRuntime, EventPublisher, InputChunk, ManagedFilter, Stdin,
+    ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedFilter, Stdin,
 };
 use bus_docker_domain::request::RunRequest;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::run::{ContainerRef, RunState};
+use bus_docker_domain::run::{ContainerRef, EngineId, RunMark, RunState};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
 use sha2::{Digest, Sha256};
@@ -35,11 +37,17 @@ use tracing::{debug, info, warn};
 use super::answer::{DriveJob, RunFacts};
 use super::table::{Admission, Capacity, LiveRun};
 use super::{input_channel, Worker};
+use crate::pool::Placement;
 
 /// How long a refused create looks for the container holding its name
 /// (one being created by another worker is not listed yet), and how often.
 const NAME_HOLDER_WAIT: Duration = Duration::from_secs(5);
 const NAME_HOLDER_POLL: Duration = Duration::from_millis(50);
+
+/// How often a delivery that meets an unstarted twin on another engine
+/// backs off and tries again, and the unit of its random pause.
+const TWIN_ATTEMPTS: u32 = 8;
+const TWIN_BACKOFF: Duration = Duration::from_millis(25);
 
 /// The run id of a request that did not choose one: `run_` and the first
 /// 24 hex digits of the SHA-256 of its correlation id (contract §5). Every
@@ -148,9 +156,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         })
     }
 
-    /// Wait for a slot, make the image present, create the container and
-    /// hand it to the driver. Each wait gives way to a delete and to
-    /// shutdown.
+    /// Wait for a slot, place the run on an engine, make the image present
+    /// there, create the container and hand it to the driver. Each wait
+    /// gives way to a delete and to shutdown.
     async fn execute(
         &self,
         spec: RunSpec,
@@ -159,7 +167,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         received: Instant,
     ) {
         let facts = RunFacts::of_spec(&spec);
-        let Some((permit, image_id)) = self.slot_and_image(&facts, &spec, &cancel).await else {
+        let Some((permit, placement, image_id)) = self.slot_and_image(&facts, &spec, &cancel).await
+        else {
             return;
         };
         if cancel.is_cancelled() {
@@ -173,20 +182,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         // From the request reaching the worker to the create call: the
         // benchmark reads this line (target `bus_integration_docker::dispatch`).
         let dispatch = received.elapsed();
-        debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
-        let container = match self
-            .inner
-            .runtime
-            .create(&spec, &self.inner.settings.runner_name)
-            .await
-        {
-            Ok(c) => c,
-            Err(RuntimeError::NameConflict(name)) => return self.name_conflict(&facts, name).await,
-            Err(err) => return self.fail_run(&facts, err.into()).await,
-        };
-        if self.answered_elsewhere(&facts, &container).await {
+        debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, docker_host = %placement.engine, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
+        let Some(container) = self.create_alone(&facts, &spec, &placement).await else {
             return;
-        }
+        };
+        drop(placement);
         self.table()
             .set_state(&spec.run_id, RunState::Running, Some(&container));
         let stdin = match (spec.interactive, input) {
@@ -212,15 +212,16 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.drive_and_answer(job, stdin).await;
     }
 
-    /// Wait for a run slot, then make the image present; both give way to
-    /// a delete and to shutdown. `None` when the run was answered already
-    /// (canceled, or the image is unavailable).
+    /// Wait for a run slot, then choose the engine and make the image
+    /// present there; each step gives way to a delete and to shutdown.
+    /// `None` when the run was answered already (canceled, no engine, or
+    /// the image is unavailable).
     async fn slot_and_image(
         &self,
         facts: &RunFacts,
         spec: &RunSpec,
         cancel: &CancellationToken,
-    ) -> Option<(OwnedSemaphorePermit, Option<String>)> {
+    ) -> Option<(OwnedSemaphorePermit, Placement, Option<String>)> {
         let lifecycle = &self.inner.lifecycle;
         let permit = tokio::select! {
             permit = Arc::clone(&self.inner.slots).acquire_owned() => match permit {
@@ -241,9 +242,16 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         self.table()
             .set_state(&spec.run_id, RunState::Creating, None);
+        let placement = match self.inner.pool.place().await {
+            Ok(p) => p,
+            Err(err) => {
+                self.fail_run(facts, err).await;
+                return None;
+            }
+        };
         let refusal = tokio::select! {
-            pulled = self.inner.runtime.ensure_image(&spec.image, spec.pull_policy) => match pulled {
-                Ok(id) => return Some((permit, Some(id))),
+            pulled = self.inner.pool.ensure_image(&placement, &spec.image, spec.pull_policy) => match pulled {
+                Ok(id) => return Some((permit, placement, Some(id))),
                 Err(err) => err.into(),
             },
             () = cancel.cancelled() => OperationError::Canceled("deleted while its image was being pulled".into()),
@@ -253,52 +261,115 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         None
     }
 
-    /// After a create: is there another container of this run id — a
-    /// tombstone (`.answered`) or a deleted run of an earlier delivery,
-    /// whose `bus-run-<id>` name is free again? Then this delivery must not
-    /// run: its container is removed unstarted, and it is dropped silently
-    /// when it is the same request (answered already) or refused `conflict`
-    /// when another request used the run id. Only with retention on: without
-    /// tombstones there is nothing to find.
-    async fn answered_elsewhere(&self, facts: &RunFacts, ours: &ContainerRef) -> bool {
-        if self.inner.settings.run_retention.is_zero() {
-            return false;
-        }
-        let filter = ManagedFilter::run(facts.run_id.clone());
-        let earlier = match self.inner.runtime.list_managed(&filter).await {
-            Ok(list) => list.into_iter().find(|c| c.container.id != ours.id),
-            Err(err) => {
-                warn!(error = %err, "cannot look for earlier deliveries of this run; running it");
-                None
+    /// Create the run's container on the placed engine, making sure it is
+    /// the only one of this run (contract §5: a duplicate must not run
+    /// twice, across engines too). The engine's unique names settle
+    /// duplicates on one engine (a 409, [`Self::name_conflict`]); across
+    /// engines, each delivery looks on every engine after its create and
+    /// before its start ([`Self::twins`]). A delivery that sees an
+    /// unstarted twin backs off (removes its container, waits a random
+    /// moment, creates again): two deliveries never both start, since each
+    /// created before it looked. `None` when this delivery must not run
+    /// (answered or dropped already).
+    async fn create_alone(
+        &self,
+        facts: &RunFacts,
+        spec: &RunSpec,
+        placement: &Placement,
+    ) -> Option<ContainerRef> {
+        let runner = &self.inner.settings.runner_name;
+        for attempt in 1..=TWIN_ATTEMPTS {
+            let container = match self.inner.pool.create(placement, spec, runner).await {
+                Ok(c) => c,
+                Err(RuntimeError::NameConflict(name)) => {
+                    self.name_conflict(facts, &placement.engine, name).await;
+                    return None;
+                }
+                Err(err) => {
+                    self.fail_run(facts, err.into()).await;
+                    return None;
+                }
+            };
+            let twin = self.twins(facts, &container).await;
+            if twin == Twin::None {
+                return Some(container);
             }
-        };
-        let Some(earlier) = earlier else {
-            return false;
-        };
-        debug!(earlier = %earlier.container.name, mark = ?earlier.mark, holder = ?earlier.correlation, "another container of this run id exists");
-        if let Err(err) = self.inner.runtime.remove(ours).await {
-            warn!(container = %ours.name, error = %err, "cannot remove the unstarted duplicate container");
+            if let Err(err) = self.inner.pool.remove(&container).await {
+                warn!(container = %container.name, error = %err, "cannot remove the unstarted duplicate container");
+            }
+            match twin {
+                Twin::None => unreachable!("handled above"),
+                Twin::Ran => {
+                    info!(run_id = %facts.run_id, "duplicate delivery of a request another delivery runs or ran: dropped (no second run, no second response)");
+                    self.table().remove(&facts.run_id);
+                    return None;
+                }
+                Twin::OtherRequest => {
+                    let err = OperationError::Conflict(format!(
+                        "run_id {} is already used by another request",
+                        facts.run_id
+                    ));
+                    self.fail_run(facts, err).await;
+                    return None;
+                }
+                Twin::Unstarted if attempt == TWIN_ATTEMPTS => {
+                    info!(run_id = %facts.run_id, "another delivery of this request holds an unstarted container after {TWIN_ATTEMPTS} tries: left to it");
+                    self.table().remove(&facts.run_id);
+                    return None;
+                }
+                Twin::Unstarted => {
+                    let pause =
+                        TWIN_BACKOFF * attempt + TWIN_BACKOFF.mul_f64(rand::random::<f64>() * 4.0);
+                    debug!(run_id = %facts.run_id, attempt, ?pause, "another delivery of this request created a container too: backing off");
+                    tokio::time::sleep(pause).await;
+                }
+            }
         }
-        if earlier.correlation.as_ref() == Some(&facts.correlation) {
-            info!(run_id = %facts.run_id, mark = ?earlier.mark, "duplicate delivery of a request another delivery ran: dropped (no second run, no second response)");
-            self.table().remove(&facts.run_id);
-        } else {
-            let err = OperationError::Conflict(format!(
-                "run_id {} is already used by another request",
-                facts.run_id
-            ));
-            self.fail_run(facts, err).await;
-        }
-        true
+        None
     }
 
-    /// A create refused with 409: the name `bus-run-<run_id>` exists. When
-    /// it carries our correlation id another delivery of this very request
-    /// owns it (on another worker), and that one answers: drop this one
-    /// silently, so no error races the winner's result. Otherwise the run
-    /// id is taken by another request.
-    async fn name_conflict(&self, facts: &RunFacts, name: String) {
-        let holder = self.name_holder(&facts.run_id, &name).await;
+    /// Another container of this run id, anywhere in the pool, besides
+    /// `ours`. Looked up only where one can exist: with more than one
+    /// engine, or with tombstones (`run_retention`), whose `.answered` /
+    /// `.deleted` names free `bus-run-<id>` on one engine.
+    async fn twins(&self, facts: &RunFacts, ours: &ContainerRef) -> Twin {
+        if self.inner.settings.run_retention.is_zero() && self.inner.pool.len() < 2 {
+            return Twin::None;
+        }
+        let filter = ManagedFilter::run(facts.run_id.clone());
+        let listing = match self.inner.pool.list_managed(&filter).await {
+            Ok(listing) => listing,
+            Err(err) => {
+                warn!(error = %err, "cannot look for other deliveries of this run; running it");
+                return Twin::None;
+            }
+        };
+        let others = listing
+            .containers
+            .into_iter()
+            .filter(|c| !(c.container.engine == ours.engine && c.container.id == ours.id));
+        let mut found = Twin::None;
+        for other in others {
+            debug!(other = %other.container.name, docker_host = %other.container.engine, mark = ?other.mark, state = ?other.state, "another container of this run id exists");
+            let twin = if other.correlation.as_ref() != Some(&facts.correlation) {
+                Twin::OtherRequest
+            } else if other.mark == RunMark::Live && other.state == ContainerState::Created {
+                Twin::Unstarted
+            } else {
+                Twin::Ran
+            };
+            found = found.max(twin);
+        }
+        found
+    }
+
+    /// A create refused with 409: the name `bus-run-<run_id>` exists on
+    /// `engine`. When it carries our correlation id another delivery of
+    /// this very request owns it (on another worker), and that one answers:
+    /// drop this one silently, so no error races the winner's result.
+    /// Otherwise the run id is taken by another request.
+    async fn name_conflict(&self, facts: &RunFacts, engine: &EngineId, name: String) {
+        let holder = self.name_holder(engine, &facts.run_id, &name).await;
         debug!(container = %name, holder = ?holder, "create refused: the name exists");
         if holder.as_ref() == Some(&facts.correlation) {
             info!(run_id = %facts.run_id, "duplicate delivery: another worker runs this request");
@@ -312,14 +383,19 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.fail_run(facts, err).await;
     }
 
-    /// The correlation id of the container holding `name`. The engine
-    /// reserves a name before the container shows in its lists, so a
-    /// create that raced another delivery looks again for a short while.
-    async fn name_holder(&self, run_id: &RunId, name: &str) -> Option<CorrelationId> {
+    /// The correlation id of the container holding `name` on `engine`. The
+    /// engine reserves a name before the container shows in its lists, so
+    /// a create that raced another delivery looks again for a short while.
+    async fn name_holder(
+        &self,
+        engine: &EngineId,
+        run_id: &RunId,
+        name: &str,
+    ) -> Option<CorrelationId> {
         let filter = ManagedFilter::run(run_id.clone());
         let deadline = tokio::time::Instant::now() + NAME_HOLDER_WAIT;
         loop {
-            match self.inner.runtime.list_managed(&filter).await {
+            match self.inner.pool.list_on(engine, &filter).await {
                 Ok(list) => {
                     if let Some(c) = list.into_iter().find(|c| c.container.name == name) {
                         return c.correlation;
@@ -333,6 +409,22 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             tokio::time::sleep(NAME_HOLDER_POLL).await;
         }
     }
+}
+
+/// What another container of the same run id means for a fresh one,
+/// weakest first (the strongest found decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Twin {
+    /// None: run it.
+    None,
+    /// Another delivery of this request created a container and has not
+    /// started it: back off and look again.
+    Unstarted,
+    /// Another delivery of this request runs it, or ran it (a tombstone):
+    /// drop this one without an answer.
+    Ran,
+    /// Another request uses this run id: `conflict`.
+    OtherRequest,
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let grace = self.inner.settings.stop_grace;
         for c in before.iter().filter(|c| !local.contains(&c.run_id)) {
             let done = match c.mark {
-                RunMark::Answered => self.inner.runtime.remove(&c.container).await,
-                _ => self.inner.runtime.delete_run(&c.container, grace).await,
+                RunMark::Answered => self.inner.pool.remove(&c.container).await,
+                _ => self.inner.pool.delete_run(&c.container, grace).await,
             };
             if let Err(err) = done {
                 warn!(container = %c.container.name, error = %err, "runner delete: cannot stop or remove container");
@@ -51,8 +51,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         // deleted runner keeps none.
         let mut after = HashSet::new();
         for c in self.runner_containers().await? {
-            let removed = c.mark == RunMark::Answered
-                && self.inner.runtime.remove(&c.container).await.is_ok();
+            let removed =
+                c.mark == RunMark::Answered && self.inner.pool.remove(&c.container).await.is_ok();
             if !removed {
                 after.insert(c.container.id);
             }
@@ -70,7 +70,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// The managed containers carrying this worker's runner name.
     async fn runner_containers(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
         let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
-        self.inner.runtime.list_managed(&mine).await
+        let listing = self.inner.pool.list_managed(&mine).await?;
+        for (engine, why) in &listing.unreachable {
+            warn!(docker_host = %engine, error = %why, "runner delete: engine unreachable; its containers of this runner stay until it is back");
+        }
+        Ok(listing.containers)
     }
 
     /// Wait (bounded) until none of `runs` is live any more: each driver

@@ -1,8 +1,10 @@
 //! `runner.start.request`: make the runner ready — check the engine and
-//! make every profile image present where the pull policy allows.
+//! make every profile image present on every reachable engine of the
+//! pool where the pull policy allows.
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::response::Reply;
+use bus_docker_domain::run::RunnerState;
 use bus_docker_domain::OperationError;
 use tracing::warn;
 
@@ -10,10 +12,11 @@ use super::{Answer, Refusal, Worker};
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn runner_start(&self) -> Answer {
-        if let Err(err) = self.inner.runtime.engine_info().await {
-            let report = self.runner_status().await;
+        let report = self.runner_status().await;
+        if report.state == RunnerState::Unavailable {
+            let why = report.problem.clone().unwrap_or_default();
             return Err(Refusal::with_partial(
-                err.into(),
+                OperationError::RuntimeUnavailable(why),
                 Reply::RunnerStart(Box::new(report)),
             ));
         }
@@ -21,8 +24,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         for p in self.inner.settings.profiles.iter() {
             if let Err(err) = self
                 .inner
-                .runtime
-                .ensure_image(&p.image, p.pull_policy)
+                .pool
+                .ensure_image_everywhere(&p.image, p.pull_policy)
                 .await
             {
                 warn!(profile = %p.name, image = %p.image, error = %err, "runner start: profile image unavailable");

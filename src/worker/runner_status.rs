@@ -1,8 +1,14 @@
-//! `runner.status.request`: the runner's state, its engine, its load and
+//! `runner.status.request`: the runner's state, its engines, its load and
 //! whether each profile's image is present.
+//!
+//! Every engine of the pool is asked (this is also a probe: an engine that
+//! came back counts again at once). All engines unreachable: `unavailable`;
+//! some: `degraded`, naming them; a profile image missing on a reachable
+//! engine: `degraded` too. The top-level engine facts are the first
+//! reachable engine's; `engines` lists each one.
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
-use bus_docker_domain::run::{ProfileImage, RunnerReport, RunnerState};
+use bus_docker_domain::run::{EngineReport, ProfileImage, RunnerReport, RunnerState};
 
 use super::Worker;
 
@@ -15,7 +21,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let s = &self.inner.settings;
         let mut report = RunnerReport {
             state: RunnerState::Ready,
-            provider: self.inner.runtime.provider().into(),
+            provider: self.inner.pool.provider().into(),
             engine: None,
             problem: None,
             active_runs: active,
@@ -23,26 +29,46 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             max_concurrent_runs: s.max_concurrent_runs,
             max_queued_runs: s.max_queued_runs,
             profiles: Default::default(),
+            engines: Vec::new(),
         };
-        match self.inner.runtime.engine_info().await {
-            Ok(info) => {
-                self.remember_engine_version(Some(info.engine_version.clone()));
-                report.engine = Some(info);
+        let mut down = Vec::new();
+        for probe in self.inner.pool.probe_all().await {
+            let docker_host = probe.engine.to_string();
+            let mut engine = EngineReport {
+                docker_host,
+                reachable: probe.info.is_ok(),
+                engine_version: None,
+                active_runs: probe.active_runs,
+                error: None,
+            };
+            match probe.info {
+                Ok(info) => {
+                    engine.engine_version = Some(info.engine_version.clone());
+                    report.engine.get_or_insert(info);
+                }
+                Err(err) => {
+                    down.push(if engine.docker_host.is_empty() {
+                        err.to_string()
+                    } else {
+                        format!("{} ({err})", engine.docker_host)
+                    });
+                    engine.error = Some(err.to_string());
+                }
             }
-            Err(err) => {
-                report.state = RunnerState::Unavailable;
-                report.problem = Some(err.to_string());
-                return report;
-            }
+            report.engines.push(engine);
+        }
+        if report.engine.is_none() {
+            report.state = RunnerState::Unavailable;
+            report.problem = Some(down.join("; "));
+            return report;
+        }
+        let mut problems = Vec::new();
+        if !down.is_empty() {
+            problems.push(format!("engines unreachable: {}", down.join(", ")));
         }
         let mut missing = Vec::new();
         for p in s.profiles.iter() {
-            let present = self
-                .inner
-                .runtime
-                .image_present(&p.image)
-                .await
-                .unwrap_or(false);
+            let present = self.inner.pool.image_present_everywhere(&p.image).await;
             if !present {
                 missing.push(p.image.to_string());
             }
@@ -55,11 +81,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             );
         }
         if !missing.is_empty() {
-            report.state = RunnerState::Degraded;
-            report.problem = Some(format!(
+            problems.push(format!(
                 "profile images not present: {}",
                 missing.join(", ")
             ));
+        }
+        if !problems.is_empty() {
+            report.state = RunnerState::Degraded;
+            report.problem = Some(problems.join("; "));
         }
         report
     }

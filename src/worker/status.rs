@@ -1,14 +1,16 @@
 //! `status.request`: the runs an owner can see — this worker's live runs,
 //! the runs it answered within `run_retention` (`state: exited` with their
 //! outcome), and every managed container on the engine (runs other workers
-//! drive, and their `.answered` tombstones). One engine list call, filtered
-//! by run id when the request names one.
+//! drive, and their `.answered` tombstones) on every reachable engine of
+//! the pool. One list call per engine, filtered by run id when the request
+//! names one: no call per container.
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter};
 use bus_docker_domain::request::StatusQuery;
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::run::{Finished, RunMark, RunState, RunStatus, RunSummary};
 use bus_docker_domain::OwnerId;
+use tracing::debug;
 
 use super::{visible, Answer, Worker};
 
@@ -58,7 +60,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             .run_id
             .clone()
             .map_or_else(ManagedFilter::all, ManagedFilter::run);
-        for c in self.inner.runtime.list_managed(&filter).await? {
+        let listing = self.inner.pool.list_managed(&filter).await?;
+        for (engine, why) in &listing.unreachable {
+            debug!(docker_host = %engine, error = %why, "status: engine unreachable, its runs are not listed");
+        }
+        for c in listing.containers {
             if !items.iter().any(|i| i.run_id == c.run_id) {
                 items.push(engine_summary(c));
             }

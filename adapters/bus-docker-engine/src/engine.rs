@@ -192,10 +192,7 @@ impl DockerEngine {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(created.id.clone(), crate::config::wants_stdin(spec));
-                Ok(ContainerRef {
-                    id: created.id,
-                    name,
-                })
+                Ok(ContainerRef::new(created.id, name))
             }
             Err(source) => Err(self
                 .fail(DockerError::Create {

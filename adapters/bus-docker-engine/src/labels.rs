@@ -56,7 +56,13 @@ pub fn filters(filter: &ManagedFilter) -> HashMap<String, Vec<String>> {
     if let Some(run_id) = &filter.run_id {
         labels.push(format!("{RUN_ID}={run_id}"));
     }
-    HashMap::from([("label".to_owned(), labels)])
+    let mut filters = HashMap::from([("label".to_owned(), labels)]);
+    if filter.active_only {
+        // Values of one filter key are alternatives (OR).
+        let active = ["created", "running", "paused", "restarting"];
+        filters.insert("status".to_owned(), active.map(str::to_owned).to_vec());
+    }
+    filters
 }
 
 /// Every label of the run's container. `image` holds the labels of the
@@ -167,10 +173,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
         .unwrap_or_default();
     Some(ManagedContainer {
-        container: ContainerRef {
-            id: listed.id.to_owned(),
-            name: listed.name.to_owned(),
-        },
+        container: ContainerRef::new(listed.id, listed.name),
         run_id,
         mark,
         owner: get(OWNER).and_then(|v| OwnerId::parse(v).ok()),
@@ -370,6 +373,12 @@ mod tests {
         assert!(labels.contains(&"bus.runner=docker@h".to_owned()));
         assert!(labels.contains(&"bus.run-id=r9".to_owned()));
         assert_eq!(labels.len(), 3);
+        assert!(!filters(&both).contains_key("status"));
+        let active = filters(&ManagedFilter::active());
+        assert_eq!(
+            active["status"],
+            ["created", "running", "paused", "restarting"].map(str::to_owned)
+        );
     }
 
     #[test]

@@ -374,10 +374,7 @@ async fn an_unreachable_engine_is_unavailable_quickly() {
             "{host}: {result:?}"
         );
         assert!(took < Duration::from_secs(5), "{host} took {took:?}");
-        let container = ContainerRef {
-            id: "x".into(),
-            name: "bus-run-x".into(),
-        };
+        let container = ContainerRef::new("x", "bus-run-x");
         assert!(matches!(
             engine.list_managed(&ManagedFilter::all()).await,
             Err(RuntimeError::Unavailable(_))

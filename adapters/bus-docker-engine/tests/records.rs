@@ -158,10 +158,39 @@ async fn listings_are_filtered_by_runner_and_run() {
     let both = ManagedFilter {
         runner: Some(runner_a.clone()),
         run_id: Some(b.run_id.clone()),
+        active_only: false,
     };
     assert!(engine.list_managed(&both).await.unwrap().is_empty());
     let all = ids(engine.list_managed(&ManagedFilter::all()).await.unwrap());
     assert!(all.contains(&a.run_id) && all.contains(&b.run_id));
+
+    // Placement counts active containers: a created one is, an exited one
+    // is not.
+    let of_b_active = |active_only| ManagedFilter {
+        run_id: Some(b.run_id.clone()),
+        active_only,
+        ..ManagedFilter::all()
+    };
+    assert_eq!(
+        ids(engine.list_managed(&of_b_active(true)).await.unwrap()),
+        vec![b.run_id.clone()]
+    );
+    let b_ref = engine.list_managed(&of_b_active(false)).await.unwrap()[0]
+        .container
+        .clone();
+    engine
+        .drive(&b_ref, io(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(engine
+        .list_managed(&of_b_active(true))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(engine.list_managed(&of_b_active(false)).await.unwrap()),
+        vec![b.run_id.clone()]
+    );
 }
 
 /// Wait until the container runs (another worker's `delete_run` must

@@ -10,8 +10,8 @@ use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunI
 use bus_docker_domain::output::{OutputEvent, OutputStream};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
-    CapturedOutput, EngineInfo, Finished, ProfileImage, RequestMounts, RunReport, RunState,
-    RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails,
+    CapturedOutput, EngineInfo, EngineReport, Finished, ProfileImage, RequestMounts, RunReport,
+    RunState, RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails,
 };
 use bus_docker_events::codec::{
     encode, encode_minimal, encode_output, Encoded, STREAM_HEADROOM_BYTES,
@@ -51,6 +51,7 @@ fn report() -> RunReport {
         oom_killed: false,
         runtime: RuntimeDetails {
             provider: "docker".into(),
+            docker_host: Some("tcp://10.0.0.2:2376".into()),
             engine_version: Some("27.0.3".into()),
             container_id: Some("0123abcd".into()),
             container_name: Some("bus-run-run_1".into()),
@@ -99,6 +100,22 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
                 present: true,
             },
         )]),
+        engines: vec![
+            EngineReport {
+                docker_host: "unix:///var/run/docker.sock".into(),
+                reachable: true,
+                engine_version: Some("27.0.3".into()),
+                active_runs: Some(1),
+                error: None,
+            },
+            EngineReport {
+                docker_host: "tcp://10.0.0.2:2376".into(),
+                reachable: false,
+                engine_version: None,
+                active_runs: None,
+                error: Some("engine unreachable: connection refused".into()),
+            },
+        ],
     }
 }
 
@@ -107,7 +124,13 @@ fn details_json(problem: Option<&str>) -> Value {
         "engine_version": "27.0.3", "api_version": "1.46", "os": "linux", "arch": "x86_64",
         "active_runs": 1, "queued_runs": 2, "max_concurrent_runs": 4, "max_queued_runs": 16,
         "profiles": {"codex": {"image": "codex:latest", "present": true}},
-        "request_mounts": "pinned"
+        "request_mounts": "pinned",
+        "engines": [
+            {"docker_host": "unix:///var/run/docker.sock", "state": "up", "engine_version": "27.0.3",
+             "active_runs": 1, "error": null},
+            {"docker_host": "tcp://10.0.0.2:2376", "state": "down", "engine_version": null,
+             "active_runs": null, "error": "engine unreachable: connection refused"}
+        ]
     });
     if let Some(problem) = problem {
         details["problem"] = json!(problem);
@@ -139,6 +162,7 @@ fn run_report_json() -> Value {
         "oom_killed": false,
         "runtime": {
             "provider": "docker",
+            "docker_host": "tcp://10.0.0.2:2376",
             "engine_version": "27.0.3",
             "container_id": "0123abcd",
             "container_name": "bus-run-run_1"
@@ -184,7 +208,7 @@ fn run_response_without_optional_parts_uses_nulls() {
     assert_eq!(p["status"], "error");
     assert_eq!(
         p["runtime"],
-        json!({"provider": "docker", "engine_version": null, "container_id": null, "container_name": null})
+        json!({"provider": "docker", "docker_host": null, "engine_version": null, "container_id": null, "container_name": null})
     );
 
     // duration_ms falls back to the timestamps when no duration was given.

@@ -238,10 +238,7 @@ impl ContainerRuntime for StaticRuntime {
             return Err(RuntimeError::NameConflict(name));
         }
         state.next_id += 1;
-        let container = ContainerRef {
-            id: format!("static-{:012}", state.next_id),
-            name,
-        };
+        let container = ContainerRef::new(format!("static-{:012}", state.next_id), name);
         let managed = ManagedContainer {
             container: container.clone(),
             run_id: spec.run_id.clone(),

@@ -146,10 +146,7 @@ impl Drop for Cleanup {
                 })
                 .expect("cleanup engine");
                 for name in names {
-                    let container = ContainerRef {
-                        id: name.clone(),
-                        name,
-                    };
+                    let container = ContainerRef::new(name.clone(), name);
                     if let Err(err) = engine.remove(&container).await {
                         eprintln!("cleanup: removing {} failed: {err}", container.name);
                     }

@@ -374,6 +374,7 @@ fn run_json(
         "oom_killed": report.oom_killed,
         "runtime": {
             "provider": report.runtime.provider,
+            "docker_host": report.runtime.docker_host,
             "engine_version": report.runtime.engine_version,
             "container_id": report.runtime.container_id,
             "container_name": report.runtime.container_name,
@@ -431,6 +432,13 @@ fn runner_details(report: &RunnerReport) -> Value {
         "max_queued_runs": report.max_queued_runs,
         "profiles": profiles,
         "request_mounts": engine.map(|e| e.request_mounts.describe()),
+        "engines": report.engines.iter().map(|e| json!({
+            "docker_host": e.docker_host,
+            "state": if e.reachable { "up" } else { "down" },
+            "engine_version": e.engine_version,
+            "active_runs": e.active_runs,
+            "error": e.error,
+        })).collect::<Vec<_>>(),
     });
     if let Some(problem) = &report.problem {
         details["problem"] = json!(problem);

@@ -1,0 +1,555 @@
+//! The engine pool (contract v2 §5): the engines a worker runs containers
+//! on, each a [`ContainerRuntime`], and what spans them — placement of new
+//! runs ([`bus_docker_domain::placement`]), listings that look on every
+//! engine, routing a call on a container to the engine holding it, and
+//! each engine's health.
+//!
+//! Health: an engine that answers a call `Unavailable` is *down*; a down
+//! engine is skipped for placement and listings (no call waits for its
+//! connect timeout) until a call or the background probe
+//! ([`EnginePool::probe_down`]) reaches it again. When every engine is
+//! down, each call tries them all: a pool of one behaves as a single
+//! engine always did.
+//!
+//! The pool stamps [`ContainerRef::engine`] on every container it hands
+//! out; runtimes never see engine ids.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bus_docker_domain::placement::{choose, EngineLoad, NoRoom};
+use bus_docker_domain::ports::{
+    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
+};
+use bus_docker_domain::profile::PullPolicy;
+use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit};
+use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
+use futures_util::future::join_all;
+use tracing::{info, warn};
+
+/// How often down engines are probed in the background.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the pool knows about one engine's reachability.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Health {
+    /// Not called yet.
+    #[default]
+    Unknown,
+    Up,
+    Down(String),
+}
+
+struct Member<R> {
+    id: EngineId,
+    runtime: R,
+    health: Mutex<Health>,
+    /// The engine's version, once read.
+    version: Mutex<Option<String>>,
+    /// Runs placed here and not created yet.
+    reserved: Arc<AtomicUsize>,
+}
+
+impl<R> Member<R> {
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn is_down(&self) -> bool {
+        matches!(self.health(), Health::Down(_))
+    }
+
+    /// Record what a call says about reachability; logs transitions.
+    fn note<T>(&self, result: &Result<T, RuntimeError>) {
+        let next = match result {
+            Err(RuntimeError::Unavailable(why)) => Health::Down(why.clone()),
+            // Any answer, even a refusal, proves the engine is there.
+            _ => Health::Up,
+        };
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&*health, &next) {
+            (Health::Down(_), Health::Up) => {
+                info!(docker_host = %self.id, "engine reachable again");
+            }
+            (Health::Up | Health::Unknown, Health::Down(why)) => {
+                warn!(docker_host = %self.id, error = %why, "engine unreachable: skipped for new runs until it answers again");
+            }
+            _ => {}
+        }
+        *health = next;
+    }
+}
+
+/// What a listing across the pool found, and which engines it could not
+/// ask.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub containers: Vec<ManagedContainer>,
+    /// Engines skipped or failing, with why.
+    pub unreachable: Vec<(EngineId, String)>,
+}
+
+impl Listing {
+    /// `not_found` for a run missing from the listing, or
+    /// `runtime_unavailable` when an engine that may hold it was not asked.
+    pub fn missing(&self, what: &str) -> OperationError {
+        if self.unreachable.is_empty() {
+            return OperationError::NotFound(what.to_owned());
+        }
+        OperationError::RuntimeUnavailable(format!(
+            "run {what} is not on any reachable engine, and these engines cannot be reached: {}",
+            describe(&self.unreachable)
+        ))
+    }
+}
+
+fn describe(engines: &[(EngineId, String)]) -> String {
+    engines
+        .iter()
+        .map(|(id, why)| format!("{id} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An engine chosen for a run. It counts as an active run there until it
+/// is dropped (after the container was created, or the run gave up).
+pub struct Placement {
+    pub engine: EngineId,
+    index: usize,
+    reserved: Arc<AtomicUsize>,
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One engine's answer to a `runner.status` probe.
+pub struct EngineProbe {
+    pub engine: EngineId,
+    pub info: Result<EngineInfo, RuntimeError>,
+    /// Active managed containers, from every worker.
+    pub active_runs: Option<usize>,
+}
+
+/// The engines of one worker, in configured order.
+pub struct EnginePool<R> {
+    members: Vec<Member<R>>,
+    /// At most this many active runs per engine (`max_runs_per_engine`).
+    cap: Option<NonZeroUsize>,
+}
+
+impl<R: ContainerRuntime> From<R> for EnginePool<R> {
+    /// A pool of one unnamed engine (tests, the `static` provider).
+    fn from(runtime: R) -> Self {
+        Self::new(vec![(EngineId::default(), runtime)], None)
+    }
+}
+
+impl<R: ContainerRuntime> EnginePool<R> {
+    /// A pool of these engines, in this order (ties in placement go to the
+    /// first). `engines` must not be empty.
+    ///
+    /// # Panics
+    /// When `engines` is empty (configuration always yields one).
+    pub fn new(engines: Vec<(EngineId, R)>, cap: Option<NonZeroUsize>) -> Self {
+        assert!(!engines.is_empty(), "an engine pool needs an engine");
+        let members = engines
+            .into_iter()
+            .map(|(id, runtime)| Member {
+                id,
+                runtime,
+                health: Mutex::new(Health::Unknown),
+                version: Mutex::new(None),
+                reserved: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect();
+        Self { members, cap }
+    }
+
+    /// `docker` or `static`.
+    pub fn provider(&self) -> &'static str {
+        self.members[0].runtime.provider()
+    }
+
+    /// How many engines the pool has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Never: a pool has at least one engine.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The engines, in configured order.
+    pub fn engines(&self) -> impl Iterator<Item = &EngineId> {
+        self.members.iter().map(|m| &m.id)
+    }
+
+    /// The first engine's runtime (tests and tools that drive it directly).
+    pub fn first(&self) -> &R {
+        &self.members[0].runtime
+    }
+
+    /// The engine holding `container`. A pool of one holds everything.
+    fn member(&self, engine: &EngineId) -> Result<&Member<R>, RuntimeError> {
+        if let [only] = self.members.as_slice() {
+            return Ok(only);
+        }
+        self.members
+            .iter()
+            .find(|m| m.id == *engine)
+            .ok_or_else(|| {
+                RuntimeError::Engine(format!("engine {engine:?} is not in this worker's pool"))
+            })
+    }
+
+    /// The members a fan-out asks: the ones not known to be down, or all
+    /// of them when every one is down.
+    fn askable(&self) -> (Vec<&Member<R>>, Vec<(EngineId, String)>) {
+        let (mut ask, mut skipped) = (Vec::new(), Vec::new());
+        for m in &self.members {
+            match m.health() {
+                Health::Down(why) => skipped.push((m, why)),
+                _ => ask.push(m),
+            }
+        }
+        if ask.is_empty() {
+            return (skipped.into_iter().map(|(m, _)| m).collect(), Vec::new());
+        }
+        let skipped = skipped.into_iter().map(|(m, why)| (m.id.clone(), why));
+        (ask, skipped.collect())
+    }
+
+    /// The managed containers passing `filter` on every reachable engine,
+    /// each stamped with its engine.
+    ///
+    /// # Errors
+    /// The first engine's error when no engine could be listed.
+    pub async fn list_managed(&self, filter: &ManagedFilter) -> Result<Listing, RuntimeError> {
+        let (ask, mut unreachable) = self.askable();
+        let results = join_all(ask.iter().map(|m| self.list_on_member(m, filter))).await;
+        let mut containers = Vec::new();
+        let mut first_error = None;
+        let mut answered = false;
+        for (m, result) in ask.iter().zip(results) {
+            match result {
+                Ok(list) => {
+                    answered = true;
+                    containers.extend(list);
+                }
+                Err(err) => {
+                    unreachable.push((m.id.clone(), err.to_string()));
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) if !answered => Err(err),
+            _ => Ok(Listing {
+                containers,
+                unreachable,
+            }),
+        }
+    }
+
+    /// One engine's managed containers passing `filter`.
+    ///
+    /// # Errors
+    /// The engine's error; `Engine` for an engine not in the pool.
+    pub async fn list_on(
+        &self,
+        engine: &EngineId,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        self.list_on_member(self.member(engine)?, filter).await
+    }
+
+    async fn list_on_member(
+        &self,
+        m: &Member<R>,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let result = m.runtime.list_managed(filter).await;
+        m.note(&result);
+        let mut list = result?;
+        for c in &mut list {
+            c.container.engine = m.id.clone();
+        }
+        Ok(list)
+    }
+
+    /// Choose the engine for a new run: the reachable one with the fewest
+    /// active runs (one filtered list call per engine; none for a pool of
+    /// one), ties to the first configured.
+    ///
+    /// # Errors
+    /// `Unavailable` when no engine can be reached; `Capacity` (as an
+    /// operation error) when every reachable engine is at the cap.
+    pub async fn place(&self) -> Result<Placement, OperationError> {
+        let loads: Vec<EngineLoad> = if self.members.len() == 1 && self.cap.is_none() {
+            vec![EngineLoad {
+                reachable: true,
+                active: 0,
+            }]
+        } else {
+            let all_down = self.members.iter().all(Member::is_down);
+            let counts = join_all(self.members.iter().map(|m| async move {
+                if m.is_down() && !all_down {
+                    return None;
+                }
+                let listed = self.list_on_member(m, &ManagedFilter::active()).await;
+                listed.ok().map(|l| l.len())
+            }))
+            .await;
+            self.members
+                .iter()
+                .zip(counts)
+                .map(|(m, count)| EngineLoad {
+                    reachable: count.is_some(),
+                    active: count.unwrap_or(0) + m.reserved.load(Ordering::Relaxed),
+                })
+                .collect()
+        };
+        match choose(&loads, self.cap) {
+            Ok(index) => {
+                let m = &self.members[index];
+                m.reserved.fetch_add(1, Ordering::Relaxed);
+                Ok(Placement {
+                    engine: m.id.clone(),
+                    index,
+                    reserved: Arc::clone(&m.reserved),
+                })
+            }
+            Err(NoRoom::Full { cap }) => Err(OperationError::Capacity(format!(
+                "every reachable engine of the pool holds max_runs_per_engine ({cap}) active runs"
+            ))),
+            Err(NoRoom::Unreachable) => {
+                let why = self
+                    .members
+                    .iter()
+                    .map(|m| match m.health() {
+                        Health::Down(why) => (m.id.clone(), why),
+                        _ => (m.id.clone(), "did not answer".to_owned()),
+                    })
+                    .collect::<Vec<_>>();
+                Err(OperationError::RuntimeUnavailable(format!(
+                    "no engine of the pool can be reached: {}",
+                    describe(&why)
+                )))
+            }
+        }
+    }
+
+    /// Make the image present on the placed engine; returns its id there.
+    ///
+    /// # Errors
+    /// As [`ContainerRuntime::ensure_image`].
+    pub async fn ensure_image(
+        &self,
+        on: &Placement,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<String, RuntimeError> {
+        let m = &self.members[on.index];
+        let result = m.runtime.ensure_image(image, policy).await;
+        m.note(&result);
+        result
+    }
+
+    /// Create the run's container on the placed engine.
+    ///
+    /// # Errors
+    /// As [`ContainerRuntime::create`].
+    pub async fn create(
+        &self,
+        on: &Placement,
+        spec: &RunSpec,
+        runner: &str,
+    ) -> Result<ContainerRef, RuntimeError> {
+        let m = &self.members[on.index];
+        let result = m.runtime.create(spec, runner).await;
+        m.note(&result);
+        let mut container = result?;
+        container.engine = m.id.clone();
+        Ok(container)
+    }
+
+    /// Make `image` present on every reachable engine (`runner.start`).
+    ///
+    /// # Errors
+    /// The first engine's failure, as [`ContainerRuntime::ensure_image`].
+    pub async fn ensure_image_everywhere(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<(), RuntimeError> {
+        let (ask, _) = self.askable();
+        let results = join_all(ask.iter().map(|m| async {
+            let result = m.runtime.ensure_image(image, policy).await;
+            m.note(&result);
+            result
+        }))
+        .await;
+        results.into_iter().try_for_each(|r| r.map(drop))
+    }
+
+    /// Whether `image` is present on every reachable engine.
+    pub async fn image_present_everywhere(&self, image: &ImageRef) -> bool {
+        let (ask, _) = self.askable();
+        let present = join_all(ask.iter().map(|m| async {
+            let result = m.runtime.image_present(image).await;
+            m.note(&result);
+            result.unwrap_or(false)
+        }))
+        .await;
+        present.into_iter().all(|p| p)
+    }
+
+    /// Ask every engine for its version and load (for `runner.status`):
+    /// also a probe, so it revives engines that came back.
+    pub async fn probe_all(&self) -> Vec<EngineProbe> {
+        join_all(self.members.iter().map(|m| async {
+            let info = m.runtime.engine_info().await;
+            m.note(&info);
+            let active_runs = match &info {
+                Ok(i) => {
+                    self.remember_version(m, &i.engine_version);
+                    self.list_on_member(m, &ManagedFilter::active())
+                        .await
+                        .ok()
+                        .map(|l| l.len())
+                }
+                Err(_) => None,
+            };
+            EngineProbe {
+                engine: m.id.clone(),
+                info,
+                active_runs,
+            }
+        }))
+        .await
+    }
+
+    /// Ask every engine whether it answers, within `timeout` each (the
+    /// health listener's probe).
+    pub async fn ping_all(&self, timeout: Duration) -> Vec<(EngineId, Result<(), String>)> {
+        join_all(self.members.iter().map(|m| async move {
+            let answer = match tokio::time::timeout(timeout, m.runtime.engine_info()).await {
+                Ok(info) => {
+                    m.note(&info);
+                    info.map(drop).map_err(|e| e.to_string())
+                }
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            (m.id.clone(), answer)
+        }))
+        .await
+    }
+
+    /// Probe the engines known to be down; returns the ones that answer
+    /// again (recovery then looks for this runner's containers on them).
+    pub async fn probe_down(&self) -> Vec<EngineId> {
+        let down = self.members.iter().filter(|m| m.is_down());
+        let revived = join_all(down.map(|m| async {
+            let info = m.runtime.engine_info().await;
+            m.note(&info);
+            info.ok().map(|i| {
+                self.remember_version(m, &i.engine_version);
+                m.id.clone()
+            })
+        }))
+        .await;
+        revived.into_iter().flatten().collect()
+    }
+
+    fn remember_version(&self, m: &Member<R>, version: &str) {
+        *m.version.lock().unwrap_or_else(PoisonError::into_inner) = Some(version.to_owned());
+    }
+
+    /// The version of the engine holding `container` (read once).
+    pub async fn engine_version(&self, engine: &EngineId) -> Option<String> {
+        let m = self.member(engine).ok()?;
+        let cached = m
+            .version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if cached.is_some() {
+            return cached;
+        }
+        let info = m.runtime.engine_info().await;
+        m.note(&info);
+        let version = info.ok()?.engine_version;
+        self.remember_version(m, &version);
+        Some(version)
+    }
+}
+
+/// Calls on one container, routed to the engine holding it.
+macro_rules! routed {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// As the [`ContainerRuntime`] method of the same name; `Engine`
+        /// for a container on an engine outside the pool.
+        pub async fn $name(&self, container: &ContainerRef $(, $arg: $ty)*) -> Result<$out, RuntimeError> {
+            let m = self.member(&container.engine)?;
+            let result = m.runtime.$name(container $(, $arg)*).await;
+            m.note(&result);
+            result
+        }
+    };
+}
+
+impl<R: ContainerRuntime> EnginePool<R> {
+    routed!(
+        /// Drive the container to its end on its engine.
+        drive(io: RunIo) -> Exit
+    );
+    routed!(
+        /// Kill the container.
+        kill() -> ()
+    );
+    routed!(
+        /// Remove the container.
+        remove() -> ()
+    );
+    routed!(
+        /// Mark the run deleted and stop it.
+        delete_run(grace: Duration) -> ()
+    );
+    routed!(
+        /// Mark the run answered.
+        mark_answered() -> ()
+    );
+    routed!(
+        /// Write to the stdin of a run another worker drives.
+        write_input(chunk: InputChunk) -> ()
+    );
+
+    /// One container read in full, stamped with its engine.
+    ///
+    /// # Errors
+    /// As [`ContainerRuntime::inspect_managed`].
+    pub async fn inspect_managed(
+        &self,
+        container: &ContainerRef,
+    ) -> Result<ManagedContainer, RuntimeError> {
+        let m = self.member(&container.engine)?;
+        let result = m.runtime.inspect_managed(container).await;
+        m.note(&result);
+        let mut managed = result?;
+        managed.container.engine = m.id.clone();
+        Ok(managed)
+    }
+}
