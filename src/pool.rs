@@ -144,6 +144,9 @@ pub struct EnginePool<R> {
     members: Vec<Member<R>>,
     /// At most this many active runs per engine (`max_runs_per_engine`).
     cap: Option<NonZeroUsize>,
+    /// One placement at a time: counting and reserving must not interleave,
+    /// or a burst would see the same counts and pile onto one engine.
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl<R: ContainerRuntime> From<R> for EnginePool<R> {
@@ -171,7 +174,11 @@ impl<R: ContainerRuntime> EnginePool<R> {
                 reserved: Arc::new(AtomicUsize::new(0)),
             })
             .collect();
-        Self { members, cap }
+        Self {
+            members,
+            cap,
+            placing: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// `docker` or `static`.
@@ -295,6 +302,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
     /// `Unavailable` when no engine can be reached; `Capacity` (as an
     /// operation error) when every reachable engine is at the cap.
     pub async fn place(&self) -> Result<Placement, OperationError> {
+        let _one_at_a_time = self.placing.lock().await;
         let loads: Vec<EngineLoad> = if self.members.len() == 1 && self.cap.is_none() {
             vec![EngineLoad {
                 reachable: true,

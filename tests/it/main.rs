@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod live_output;
 mod metrics;
+mod pool;
 mod private_registry;
 mod shutdown;
 mod token_lookup;
