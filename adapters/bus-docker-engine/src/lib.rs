@@ -48,7 +48,9 @@ mod pull;
 mod records;
 pub mod registry;
 
-pub use client::{EngineOptions, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT};
+pub use client::{
+    display_host, EngineOptions, TlsError, TlsFiles, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT,
+};
 pub use engine::DockerEngine;
 pub use error::DockerError;
 
