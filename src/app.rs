@@ -114,7 +114,8 @@ pub fn runtime(settings: &Settings) -> Result<AnyRuntime, AppError> {
         Provider::Static => AnyRuntime::Static(StaticRuntime::new()),
         Provider::Docker => AnyRuntime::Docker(
             DockerEngine::connect(EngineOptions {
-                docker_host: settings.docker_host.clone(),
+                docker_host: Some(settings.docker_hosts[0].url.clone()),
+                tls: settings.docker_hosts[0].tls.clone(),
                 mount_staging_dir: Some(settings.mount_staging_dir.clone()),
                 allowed_mount_roots: mounts.allowed_roots().to_vec(),
                 protected_paths: mounts
@@ -144,9 +145,7 @@ fn default_consumer() -> String {
 fn engine_label(settings: &Settings) -> String {
     match settings.provider {
         Provider::Static => "static".into(),
-        Provider::Docker => {
-            bus_docker_engine::client::resolve_host(settings.docker_host.as_deref())
-        }
+        Provider::Docker => bus_docker_engine::display_host(&settings.docker_hosts[0].url),
     }
 }
 
