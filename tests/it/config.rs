@@ -31,6 +31,13 @@ fn the_example_config_parses_and_validates() {
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
     );
     assert_eq!(settings.pull_timeout, Duration::from_secs(600));
+    let hosts: Vec<&str> = settings
+        .docker_hosts
+        .iter()
+        .map(|h| h.url.as_str())
+        .collect();
+    assert_eq!(hosts, ["unix:///var/run/docker.sock"]);
+    assert_eq!(settings.max_runs_per_engine.map(|n| n.get()), Some(4));
     let shell = settings
         .worker
         .profiles
