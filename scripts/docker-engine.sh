@@ -14,6 +14,22 @@
 #           BUS_DOCKERD_STOP_TIMEOUT=20 s, then KILL); never touches other daemons.
 #   status  Print what is running; exit 0 if the engine answers, 1 if not.
 #
+#   ensure2 The second test engine (for engine-pool tests), beside the first and
+#           never touching it: a dockerd of its own with socket
+#           $BUS_STATE_DIR/engine2/docker.sock, --data-root/--exec-root/--pidfile
+#           under $BUS_STATE_DIR/engine2, the same --bridge=none --iptables=false
+#           --ip6tables=false, log $BUS_STATE_DIR/engine2/dockerd.log, and ALSO
+#           listening on tcp://127.0.0.1:$BUS_ENGINE2_TLS_PORT with --tlsverify.
+#           Its CA, server and client certificates are made with openssl into
+#           $BUS_STATE_DIR/engine2/tls once (remade when missing, expiring or not
+#           matching); the client's ca.pem, cert.pem and key.pem are there. The
+#           test images are loaded into it from the first engine when missing.
+#           Prints "started" or "reused" like ensure; stale pid files and sockets
+#           of an earlier run are cleaned up.
+#   stop2   Stop the second engine recorded in $BUS_STATE_DIR/engine2/dockerd.pid.
+#   env2    Print the second engine's test variables as shell assignments:
+#           BUS_TEST_DOCKER_HOST_2, BUS_TEST_DOCKER_TLS_HOST, BUS_TEST_DOCKER_TLS_DIR.
+#
 # Environment:
 #   DOCKER_HOST                default unix:///var/run/docker.sock (must be unix:// to start one)
 #   BUS_STATE_DIR              default .ci/state (relative paths: from the repo root)
@@ -21,6 +37,10 @@
 #   BUS_DOCKERD_STOP_TIMEOUT   seconds to wait after TERM (default 20)
 #   BUS_DOCKERD_ARGS           extra dockerd arguments (whitespace separated),
 #                              e.g. "--storage-driver=vfs" where overlay2 is unavailable
+#                              (the second engine gets them too)
+#   BUS_ENGINE2_TLS_PORT       loopback TCP port of the second engine (default 23762)
+#   BUS_TEST_IMAGES            images copied into the second engine
+#                              (default "bus-test-busybox:local bus-test-codex:local")
 #
 # stdout carries only the machine-readable result ("started"/"reused", status
 # report); all diagnostics go to stderr.
@@ -343,13 +363,19 @@ cmd_status() {
     return "$rc"
 }
 
+# shellcheck source-path=SCRIPTDIR source=engine2.sh
+source "$(dirname "${BASH_SOURCE[0]}")/engine2.sh"
+
 case "${1:-}" in
     ensure) cmd_ensure ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    ensure2) cmd_ensure2 ;;
+    stop2) cmd_stop2 ;;
+    env2) cmd_env2 ;;
     -h | --help | help) usage ;;
     *)
         usage
-        die "unknown or missing subcommand '${1:-}' (expected ensure, stop or status)"
+        die "unknown or missing subcommand '${1:-}' (expected ensure, stop, status, ensure2, stop2 or env2)"
         ;;
 esac

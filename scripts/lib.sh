@@ -13,6 +13,9 @@
 #   need_cmd CMD [HINT] die unless CMD is on PATH
 #   docker_ok           true if `docker info` answers (DOCKER_HOST) within 10 s
 #   bus_state_dir       print the absolute state dir (BUS_STATE_DIR, default .ci/state)
+#   on_exit FN          run FN when the script exits (also on INT/TERM)
+#   ensure_engine       the first engine (reused or started; see below)
+#   ensure_engine2      the second test engine, and its BUS_TEST_DOCKER_* variables
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     echo "scripts/lib.sh holds helpers for the other scripts; source it, don't run it" >&2
@@ -100,6 +103,25 @@ apt_install() {
     log "installed: $*"
 }
 
+# Cleanups run by one EXIT trap, last registered first (engine 2 stops before
+# engine 1). INT/TERM exit with 130/143 so that EXIT runs too.
+_BUS_ON_EXIT=()
+on_exit() {
+    _BUS_ON_EXIT+=("$1")
+    trap _bus_run_on_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2317  # only reached through the EXIT trap
+_bus_run_on_exit() {
+    local rc=$? i
+    for ((i = ${#_BUS_ON_EXIT[@]} - 1; i >= 0; i--)); do
+        "${_BUS_ON_EXIT[i]}" || true
+    done
+    exit "$rc"
+}
+
 # Reuse a reachable Docker Engine or start one (scripts/docker-engine.sh
 # ensure). Sets ENGINE to "started" or "reused"; a daemon started here is
 # stopped when the calling script exits (also on INT/TERM).
@@ -107,11 +129,7 @@ ensure_engine() {
     ENGINE="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" ensure)" ||
         die "no docker engine available (see messages above)"
     case "$ENGINE" in
-        started)
-            trap _stop_started_engine EXIT
-            trap 'exit 130' INT
-            trap 'exit 143' TERM
-            ;;
+        started) on_exit _stop_started_engine ;;
         reused) ;;
         *) die "unexpected output from docker-engine.sh ensure: '$ENGINE'" ;;
     esac
@@ -119,8 +137,31 @@ ensure_engine() {
 
 # shellcheck disable=SC2317  # only reached through the EXIT trap
 _stop_started_engine() {
-    local rc=$?
     log "stopping the dockerd this run started"
     "$BUS_REPO_ROOT/scripts/docker-engine.sh" stop || warn "scripts/docker-engine.sh stop failed"
-    exit "$rc"
+}
+
+# The second test engine beside the first (scripts/docker-engine.sh ensure2;
+# needs the test images on the first). Sets ENGINE2 to "started" or "reused"
+# and exports BUS_TEST_DOCKER_HOST_2 (its unix socket), BUS_TEST_DOCKER_TLS_HOST
+# (its tcp+TLS address) and BUS_TEST_DOCKER_TLS_DIR (ca.pem, cert.pem, key.pem).
+# A daemon started here is stopped when the calling script exits.
+ensure_engine2() {
+    local vars
+    ENGINE2="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" ensure2)" ||
+        die "the second test engine did not start (see messages above)"
+    case "$ENGINE2" in
+        started) on_exit _stop_started_engine2 ;;
+        reused) ;;
+        *) die "unexpected output from docker-engine.sh ensure2: '$ENGINE2'" ;;
+    esac
+    vars="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" env2)" || die "docker-engine.sh env2 failed"
+    eval "$vars"
+    export BUS_TEST_DOCKER_HOST_2 BUS_TEST_DOCKER_TLS_HOST BUS_TEST_DOCKER_TLS_DIR
+}
+
+# shellcheck disable=SC2317  # only reached through the EXIT trap
+_stop_started_engine2() {
+    log "stopping the second dockerd this run started"
+    "$BUS_REPO_ROOT/scripts/docker-engine.sh" stop2 || warn "scripts/docker-engine.sh stop2 failed"
 }

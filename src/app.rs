@@ -117,12 +117,11 @@ pub fn runtime(settings: &Settings) -> Result<EnginePool<AnyRuntime>, AppError> 
     if settings.provider == Provider::Static {
         return Ok(EnginePool::from(AnyRuntime::Static(StaticRuntime::new())));
     }
-    let hosts = [settings.docker_host.clone()];
-    let mut engines = Vec::with_capacity(hosts.len());
-    for host in hosts {
-        let url = bus_docker_engine::client::resolve_host(host.as_deref());
+    let mut engines = Vec::with_capacity(settings.docker_hosts.len());
+    for host in &settings.docker_hosts {
         let engine = DockerEngine::connect(EngineOptions {
-            docker_host: Some(url.clone()),
+            docker_host: Some(host.url.clone()),
+            tls: host.tls.clone(),
             mount_staging_dir: Some(settings.mount_staging_dir.clone()),
             allowed_mount_roots: mounts.allowed_roots().to_vec(),
             protected_paths: mounts
@@ -134,9 +133,10 @@ pub fn runtime(settings: &Settings) -> Result<EnginePool<AnyRuntime>, AppError> 
             ..EngineOptions::default()
         })
         .map_err(|e| AppError::Docker(Box::new(e)))?;
-        engines.push((EngineId::new(url), AnyRuntime::Docker(engine)));
+        let id = EngineId::new(bus_docker_engine::display_host(&host.url));
+        engines.push((id, AnyRuntime::Docker(engine)));
     }
-    Ok(EnginePool::new(engines, None))
+    Ok(EnginePool::new(engines, settings.max_runs_per_engine))
 }
 
 fn default_consumer() -> String {
@@ -153,9 +153,7 @@ fn default_consumer() -> String {
 fn engine_label(settings: &Settings) -> String {
     match settings.provider {
         Provider::Static => "static".into(),
-        Provider::Docker => {
-            bus_docker_engine::client::resolve_host(settings.docker_host.as_deref())
-        }
+        Provider::Docker => bus_docker_engine::display_host(&settings.docker_hosts[0].url),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{LogFormat, OverrideValue, Provider};
 use crate::de::parse_duration;
@@ -185,6 +185,16 @@ pub struct WorkerArgs {
     /// listener).
     #[arg(long, env = "BUS_DOCKER_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<String>,
+    /// A Docker Engine of the pool (repeat for several; the env var takes
+    /// comma-separated URLs). Unset: `docker.hosts`, else the one
+    /// `docker.host` / `DOCKER_HOST`. Per-engine TLS files: config file.
+    #[arg(long = "docker-host", env = "BUS_DOCKER_DOCKER_HOSTS", global = true,
+          action = ArgAction::Append, value_delimiter = ',')]
+    pub docker_hosts: Vec<String>,
+    /// At most this many runs at once on any one engine (unset: no
+    /// per-engine cap).
+    #[arg(long, env = "BUS_DOCKER_MAX_RUNS_PER_ENGINE", global = true)]
+    pub max_runs_per_engine: Option<u64>,
     /// `text` or `json` logs (stderr).
     #[arg(long, value_enum, env = "BUS_DOCKER_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -264,6 +274,23 @@ impl WorkerArgs {
         }
         if let Some(n) = self.max_concurrent_runs {
             out.push(("max_concurrent_runs".into(), OverrideValue::Number(n)));
+        }
+        if let Some(n) = self.max_runs_per_engine {
+            out.push((
+                "docker.max_runs_per_engine".into(),
+                OverrideValue::Number(n),
+            ));
+        }
+        // Blank entries (`a,,b`, a trailing comma) are ignored.
+        let hosts: Vec<String> = self
+            .docker_hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !hosts.is_empty() {
+            out.push(("docker.hosts".into(), OverrideValue::List(hosts)));
         }
         if let Some(n) = self.max_queued_runs {
             out.push(("max_queued_runs".into(), OverrideValue::Number(n)));

@@ -17,6 +17,7 @@
 //! numbers.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ use serde::Deserialize;
 use crate::de;
 use crate::worker::WorkerSettings;
 
+mod hosts;
 mod sections;
 
+pub use hosts::{DockerHostSettings, HostEntry, HostTable};
 pub use sections::{
     CodexConfig, DockerConfig, EventsConfig, HardeningConfig, MountConfig, PolicyConfig,
     ProfileConfig,
@@ -181,6 +184,7 @@ pub enum OverrideValue {
     Text(String),
     Bool(bool),
     Number(u64),
+    List(Vec<String>),
 }
 
 /// Everything the composition root needs, validated.
@@ -191,7 +195,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub events: EventsConfig,
-    pub docker_host: Option<String>,
+    /// The engines of the pool, never empty (`docker.hosts`, else the one
+    /// `docker.host` / `DOCKER_HOST` / local socket).
+    pub docker_hosts: Vec<DockerHostSettings>,
+    /// At most this many runs at once on one engine
+    /// (`docker.max_runs_per_engine`); `None`: no per-engine cap.
+    pub max_runs_per_engine: Option<NonZeroUsize>,
     /// Where request mounts are pinned (`docker.mount_staging_dir`).
     pub mount_staging_dir: PathBuf,
     /// The metrics and health listener's address (`metrics_addr`).
@@ -212,22 +221,16 @@ fn socket_addr(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigErro
         .ok_or_else(|| invalid(key, format!("{text:?} resolves to no address")))
 }
 
-fn docker_socket(host: Option<&str>) -> Option<PathBuf> {
-    let env = std::env::var("DOCKER_HOST").ok();
-    let host = host.map(ToOwned::to_owned).or(env)?;
-    host.strip_prefix("unix://").map(PathBuf::from)
-}
-
-/// Host paths that no mount may expose: the Docker socket, resolved once so
-/// that its identity (device and inode) is known and any hard link to it
-/// is recognised. A spelling that does not resolve is still guarded by
-/// path.
-fn protected_paths(docker_host: Option<&str>) -> Vec<ProtectedPath> {
+/// Host paths that no mount may expose: the socket of every unix engine
+/// of the pool (and Docker's default sockets), resolved once so that its
+/// identity (device and inode) is known and any hard link to it is
+/// recognised. A spelling that does not resolve is still guarded by path.
+fn protected_paths(hosts: &[DockerHostSettings]) -> Vec<ProtectedPath> {
     let mut spelled: Vec<PathBuf> = ["/var/run/docker.sock", "/run/docker.sock"]
         .iter()
         .map(PathBuf::from)
         .collect();
-    spelled.extend(docker_socket(docker_host));
+    spelled.extend(hosts.iter().filter_map(DockerHostSettings::socket));
     let mut protected: Vec<ProtectedPath> = Vec::new();
     for path in spelled {
         let entry = match RealHostPaths.resolve(&path) {
@@ -278,9 +281,15 @@ impl Config {
             .as_deref()
             .map(|a| socket_addr("metrics_addr", a))
             .transpose()?;
-        // The engine socket by identity: never mountable, by requests or
+        let docker_hosts = hosts::docker_hosts(
+            self.docker.host.as_deref(),
+            &self.docker.hosts,
+            self.provider == Provider::Docker,
+        )?;
+        let max_runs_per_engine = hosts::per_engine_cap(self.docker.max_runs_per_engine)?;
+        // Every engine socket by identity: never mountable, by requests or
         // by the operator's own profiles.
-        let protected = protected_paths(self.docker.host.as_deref());
+        let protected = protected_paths(&docker_hosts);
         let policy = self.policy.policy(protected)?;
         let mut profiles = Vec::new();
         if let Some(codex) = self.codex.profile(&policy)? {
@@ -319,7 +328,8 @@ impl Config {
             log_format: self.log_format,
             shutdown_grace: self.shutdown_grace,
             events: self.events.clone(),
-            docker_host: self.docker.host.clone(),
+            docker_hosts,
+            max_runs_per_engine,
             mount_staging_dir,
             metrics_addr,
             pull_timeout: self.pull_timeout,

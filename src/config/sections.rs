@@ -14,6 +14,7 @@ use bus_docker_domain::spec::{ImagePolicy, Policy};
 use bus_docker_domain::{FieldError, ImageRef, NetworkName, ProfileName};
 use serde::Deserialize;
 
+use super::hosts::HostEntry;
 use super::{field, invalid, ConfigError};
 use crate::de;
 
@@ -59,9 +60,17 @@ impl Default for EventsConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {
-    /// Default: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    /// The one engine when `hosts` is empty. Default: `DOCKER_HOST`, else
+    /// `unix:///var/run/docker.sock`.
     #[serde(deserialize_with = "de::opt_text::deserialize")]
     pub host: Option<String>,
+    /// The engines of the pool: URLs, or tables with the engine's own TLS
+    /// files (see [`super::hosts`]). Empty: the one `host`.
+    #[serde(deserialize_with = "super::hosts::deserialize")]
+    pub hosts: Vec<HostEntry>,
+    /// At most this many runs at once on any one engine (unset: only
+    /// `max_concurrent_runs` limits).
+    pub max_runs_per_engine: Option<usize>,
     /// Where request mounts are pinned; default
     /// `/run/bus-integration-docker/mounts/<runner name>`.
     pub mount_staging_dir: Option<PathBuf>,

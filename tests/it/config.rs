@@ -31,6 +31,13 @@ fn the_example_config_parses_and_validates() {
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
     );
     assert_eq!(settings.pull_timeout, Duration::from_secs(600));
+    let hosts: Vec<&str> = settings
+        .docker_hosts
+        .iter()
+        .map(|h| h.url.as_str())
+        .collect();
+    assert_eq!(hosts, ["unix:///var/run/docker.sock"]);
+    assert_eq!(settings.max_runs_per_engine.map(|n| n.get()), Some(4));
     let shell = settings
         .worker
         .profiles
@@ -160,4 +167,232 @@ fn the_metrics_addr_flag_overrides_the_file() {
         .settings()
         .unwrap();
     assert_eq!(settings.metrics_addr.map(|a| a.port()), Some(9464));
+}
+
+// --- engines: docker.hosts, --docker-host, BUS_DOCKER_DOCKER_HOSTS -----------
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A Docker cert directory: `ca.pem`, `cert.pem`, `key.pem`.
+fn cert_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::write(certs.join(name), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    }
+    certs
+}
+
+fn cli_overrides(args: &[&str]) -> Vec<(String, OverrideValue)> {
+    use bus_integration_docker::cli::Cli;
+    use clap::Parser;
+    let argv = std::iter::once("bus-integration-docker").chain(args.iter().copied());
+    Cli::try_parse_from(argv)
+        .expect("flags parse")
+        .worker
+        .overrides()
+}
+
+fn urls(settings: &bus_integration_docker::config::Settings) -> Vec<&str> {
+    settings
+        .docker_hosts
+        .iter()
+        .map(|h| h.url.as_str())
+        .collect()
+}
+
+#[test]
+fn docker_hosts_take_urls_and_tables_with_tls_files() {
+    use bus_docker_engine::TlsFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = cert_dir(dir.path());
+    let c = certs.display();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[docker]\nmax_runs_per_engine = 3\nhosts = [\n  \"unix:///run/e1.sock\",\n  \
+             {{ url = \"tcp://10.0.0.2:2376\", tls_cert_path = \"{c}\" }},\n  \
+             {{ url = \"https://10.0.0.3:2376\", tls_ca = \"{c}/ca.pem\", \
+             tls_cert = \"{c}/cert.pem\", tls_key = \"{c}/key.pem\" }},\n]\n"
+        ),
+    );
+    let settings = load(Some(&path), &[]).unwrap().settings().unwrap();
+    assert_eq!(
+        urls(&settings),
+        [
+            "unix:///run/e1.sock",
+            "tcp://10.0.0.2:2376",
+            "https://10.0.0.3:2376"
+        ]
+    );
+    let tls: Vec<Option<TlsFiles>> = settings
+        .docker_hosts
+        .iter()
+        .map(|h| h.tls.clone())
+        .collect();
+    let expected = TlsFiles::in_dir(&certs);
+    assert_eq!(tls, [None, Some(expected.clone()), Some(expected)]);
+    assert_eq!(settings.max_runs_per_engine.map(|n| n.get()), Some(3));
+}
+
+#[test]
+fn the_docker_host_flag_repeats_and_beats_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[docker]\nhosts = [\"unix:///run/file.sock\"]\nmax_runs_per_engine = 3\n",
+    );
+    let flags = cli_overrides(&[
+        "--docker-host",
+        "unix:///run/a.sock",
+        "--docker-host",
+        "tcp://b:2375,,",
+        "--max-runs-per-engine",
+        "5",
+    ]);
+    let settings = load(Some(&path), &flags).unwrap().settings().unwrap();
+    assert_eq!(urls(&settings), ["unix:///run/a.sock", "tcp://b:2375"]);
+    assert_eq!(settings.max_runs_per_engine.map(|n| n.get()), Some(5));
+    // No flag: the file's list.
+    let settings = load(Some(&path), &[]).unwrap().settings().unwrap();
+    assert_eq!(urls(&settings), ["unix:///run/file.sock"]);
+}
+
+#[test]
+fn without_hosts_the_pool_is_the_one_docker_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[docker]\nhost = \"tcp://10.0.0.9:2375\"\n");
+    let settings = load(Some(&path), &[]).unwrap().settings().unwrap();
+    assert_eq!(urls(&settings), ["tcp://10.0.0.9:2375"]);
+    assert_eq!(settings.max_runs_per_engine, None);
+    let settings = load(None, &[]).unwrap().settings().unwrap();
+    assert_eq!(settings.docker_hosts.len(), 1, "never empty");
+    // docker.host and a host list together: ambiguous, refused.
+    let flags = cli_overrides(&["--docker-host", "unix:///run/a.sock"]);
+    let err = load(Some(&path), &flags).unwrap().settings().unwrap_err();
+    assert!(err.to_string().contains("docker.host"), "{err}");
+}
+
+#[test]
+fn duplicate_hosts_bad_schemes_and_a_zero_cap_name_their_key() {
+    let settings_err = |flags: &[&str]| {
+        load(None, &cli_overrides(flags))
+            .unwrap()
+            .settings()
+            .unwrap_err()
+            .to_string()
+    };
+    let err = settings_err(&["--docker-host", "tcp://a:2375/,tcp://a:2375"]);
+    assert!(
+        err.contains("docker.hosts[1]") && err.contains("docker.hosts[0]"),
+        "{err}"
+    );
+    let err = settings_err(&["--docker-host", "unix:///a.sock,ssh://u:secret@b"]);
+    assert!(
+        err.contains("docker.hosts[1]") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "credentials never shown: {err}");
+    let err = settings_err(&["--max-runs-per-engine", "0"]);
+    assert!(err.contains("docker.max_runs_per_engine"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[docker]\nhosts = [{ url = \"tcp://a:2376\", tls_cert_path = \"/nonexistent\" }]\n",
+    );
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("docker.hosts[0].tls_cert_path"), "{err}");
+    let path = write_config(
+        dir.path(),
+        "[docker]\nhosts = [{ url = \"tcp://a:2376\", tls = 1 }]\n",
+    );
+    let err = load(Some(&path), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("tls"),
+        "unknown keys of an entry are named: {err}"
+    );
+}
+
+#[test]
+fn the_hosts_env_var_is_comma_separated_and_below_the_flag() {
+    // Through the binary: the env var is read by clap in that process
+    // only. Blank entries are skipped, so the bad URL is entry [1].
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
+            .args(["--provider", "static", "--events-url", "http://127.0.0.1:9"])
+            .args(args)
+            .env("BUS_API_TOKEN", "x.y.z")
+            .env("BUS_DOCKER_DOCKER_HOSTS", "unix:///a.sock, ,ftp://from-env")
+            .env_remove("BUS_DOCKER_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("docker.hosts[1]") && stderr.contains("ftp://from-env"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--docker-host", "ftp://from-flag"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("docker.hosts[0]") && stderr.contains("ftp://from-flag"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_unix_engine_socket_is_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("engines")).unwrap();
+    let e1 = dir.path().join("e1.sock");
+    let e2 = root.join("engines/e2.sock");
+    let _l1 = std::os::unix::net::UnixListener::bind(&e1).unwrap();
+    let _l2 = std::os::unix::net::UnixListener::bind(&e2).unwrap();
+    let profile = |source: &std::path::Path| {
+        format!(
+            "[docker]\nhosts = [\"unix://{}\", \"unix://{}\"]\n\
+             [profiles.tools]\nimage = \"alpine:3.20\"\n\
+             mounts = [{{ source = \"{}\", target = \"/data\" }}]\n",
+            e1.display(),
+            e2.display(),
+            source.display()
+        )
+    };
+    let path = write_config(dir.path(), &profile(&root.join("engines")));
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("profiles.tools.mounts[0].source"), "{err}");
+    assert!(
+        err.contains("e2.sock"),
+        "the second engine's socket is named: {err}"
+    );
+    // A hard link to the second socket is that socket.
+    let link = root.join("innocent");
+    std::fs::hard_link(&e2, &link).unwrap();
+    let path = write_config(dir.path(), &profile(&link));
+    assert!(load(Some(&path), &[]).unwrap().settings().is_err());
+    std::fs::remove_file(&link).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let path = write_config(dir.path(), &profile(&root.join("data")));
+    load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .expect("a directory without a socket mounts");
 }

@@ -7,8 +7,9 @@
 //!
 //! Layout:
 //! * [`engine`]: `DockerEngine`, the port implementation.
-//! * [`client`]: `EngineOptions` and the lazily built, version-negotiated
-//!   client (the engine may be down at start-up and come back later).
+//! * [`client`]: `EngineOptions` (with the engine's own `TlsFiles`) and the
+//!   lazily built, version-negotiated client (the engine may be down at
+//!   start-up and come back later); `display_host` for what logs show.
 //! * `drive.rs`: attach/start, re-attach after a restart, collecting an
 //!   exited container; deadline, cancellation (graceful stop), run marks,
 //!   OOM kills and commands that cannot start, read from the final inspect.
@@ -32,7 +33,10 @@
 //! Tests: unit tests beside the code; live tests against the real engine
 //! under `tests/` (`engine.rs`: runs, graceful stop, OOM, missing
 //! executables; `lifecycle.rs`: the record, images, reachability;
-//! `records.rs`: image labels, filtered listings, run marks across workers). They fail, never skip, when no engine is reachable.
+//! `records.rs`: image labels, filtered listings, run marks across workers;
+//! `tls.rs`: an engine over tcp+TLS with its own files, the second test
+//! engine of `scripts/test.sh`). They fail, never skip, when no engine is
+//! reachable (`tls.rs` skips only without `BUS_TEST_DOCKER`).
 
 pub mod client;
 mod config;
@@ -48,7 +52,9 @@ mod pull;
 mod records;
 pub mod registry;
 
-pub use client::{EngineOptions, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT};
+pub use client::{
+    display_host, EngineOptions, TlsError, TlsFiles, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT,
+};
 pub use engine::DockerEngine;
 pub use error::DockerError;
 
