@@ -12,6 +12,8 @@ use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::intake::Intake;
+
 /// A run this process is responsible for right now.
 pub(crate) struct LiveRun {
     /// Who may see, feed and delete it.
@@ -254,6 +256,8 @@ pub(crate) struct RunTable {
     /// `.answered` containers this worker keeps for `run_retention`, with
     /// the instant each expires.
     pub tombstones: Vec<(ContainerRef, Instant)>,
+    /// Open while `live` has room; follows every insert and remove.
+    pub intake: Intake,
 }
 
 impl RunTable {
@@ -264,7 +268,15 @@ impl RunTable {
             done: ResponseCache::new(cache, cache_bytes),
             seen: SeenRequests::new(cache),
             tombstones: Vec::new(),
+            intake: Intake::new(usize::MAX),
         }
+    }
+
+    /// Close run intake at `limit` live runs (see [`Intake`]).
+    pub fn with_intake_limit(mut self, limit: usize) -> Self {
+        self.intake = Intake::new(limit);
+        self.intake.update(self.live.len());
+        self
     }
 
     /// Admit a run: refuse a `run_id` another request uses (`conflict`),
@@ -339,6 +351,7 @@ impl RunTable {
         self.by_correlation
             .insert(run.correlation.clone(), run_id.clone());
         self.live.insert(run_id, run);
+        self.intake.update(self.live.len());
     }
 
     pub fn remove(&mut self, run_id: &RunId) -> Option<LiveRun> {
@@ -346,6 +359,7 @@ impl RunTable {
         if self.by_correlation.get(&run.correlation) == Some(run_id) {
             self.by_correlation.remove(&run.correlation);
         }
+        self.intake.update(self.live.len());
         Some(run)
     }
 
@@ -519,6 +533,20 @@ mod tests {
         let got = t.admit(&id("r1"), live("c1", RunState::Queued), stopping);
         assert!(matches!(got, Err(OperationError::Canceled(_))));
         assert!(t.live.is_empty());
+    }
+
+    #[test]
+    fn intake_closes_when_admitted_runs_fill_the_limit_and_opens_when_one_retires() {
+        let mut t = RunTable::new(8, usize::MAX).with_intake_limit(2);
+        let watch = t.intake.watch();
+        t.admit(&id("r1"), live("c1", RunState::Queued), room())
+            .unwrap();
+        assert!(*watch.borrow(), "one of two");
+        t.admit(&id("r2"), live("c2", RunState::Queued), room())
+            .unwrap();
+        assert!(!*watch.borrow(), "full: intake paused");
+        t.remove(&id("r1"));
+        assert!(*watch.borrow(), "a run retired: open again");
     }
 
     #[test]
