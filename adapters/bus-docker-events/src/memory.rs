@@ -252,3 +252,82 @@ impl EventPublisher for MemoryPublisher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bus_docker_domain::request::Request;
+    use bus_docker_domain::CorrelationId;
+
+    use super::*;
+
+    fn inbound(correlation: &str, request: Request) -> Inbound {
+        Inbound {
+            operation: request.operation(),
+            correlation: CorrelationId::parse(correlation).unwrap(),
+            stamped_owner: None,
+            request: Ok(request),
+        }
+    }
+
+    fn run(correlation: &str) -> Inbound {
+        inbound(correlation, Request::Run(Box::default()))
+    }
+
+    async fn next(source: &mut MemorySource) -> Option<String> {
+        tokio::time::timeout(Duration::from_millis(200), source.next_inbound())
+            .await
+            .ok()
+            .flatten()
+            .map(|taken| taken.unwrap().correlation.as_str().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_closed_intake_leaves_run_requests_on_the_bus_and_opening_delivers_them() {
+        let (bus, mut source, _publisher) = memory_events();
+        let (intake, watch) = watch::channel(false);
+        source.follow_intake(watch);
+        bus.send(run("r-1"));
+        bus.send(inbound("s-1", Request::RunnerStatus));
+
+        assert_eq!(next(&mut source).await.as_deref(), Some("s-1"), "other requests flow");
+        assert_eq!(next(&mut source).await, None, "the run is not taken");
+        let untaken: Vec<_> = bus.untaken().into_iter().map(|i| i.correlation).collect();
+        assert_eq!(untaken, [CorrelationId::parse("r-1").unwrap()]);
+
+        // Opening wakes a source already waiting.
+        let waiting = tokio::spawn(async move { (next(&mut source).await, source) });
+        tokio::task::yield_now().await;
+        intake.send_replace(true);
+        let (taken, mut source) = waiting.await.unwrap();
+        assert_eq!(taken.as_deref(), Some("r-1"));
+        assert!(bus.untaken().is_empty());
+
+        bus.send(run("r-2"));
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-2"));
+    }
+
+    #[tokio::test]
+    async fn without_intake_every_request_flows_in_order_and_a_dropped_bus_ends_the_source() {
+        let (bus, mut source, _publisher) = memory_events();
+        bus.send(run("r-1"));
+        bus.send(inbound("s-1", Request::RunnerStatus));
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-1"));
+        assert_eq!(next(&mut source).await.as_deref(), Some("s-1"));
+        drop(bus);
+        let ended = tokio::time::timeout(Duration::from_secs(1), source.next_inbound()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_goes_away_leaves_intake_open() {
+        let (bus, mut source, _publisher) = memory_events();
+        let (intake, watch) = watch::channel(false);
+        source.follow_intake(watch);
+        bus.send(run("r-1"));
+        assert_eq!(next(&mut source).await, None);
+        drop(intake);
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-1"));
+    }
+}
