@@ -264,9 +264,7 @@ async fn refusals_carry_the_documented_codes() {
         )
         .await;
     common::wait_running(&caller, "cap-1").await;
-    let st = caller
-        .call(Operation::RunnerStatus, json!({}))
-        .await;
+    let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["details"]["intake"], "paused", "{st}");
     let second = caller
         .publish(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
@@ -282,7 +280,10 @@ async fn refusals_carry_the_documented_codes() {
         .await;
     assert_eq!(runs.wait(&first, WAIT).await.unwrap()["status"], "canceled");
     let second = runs.wait(&second, WAIT).await.unwrap();
-    assert_eq!(second["status"], "succeeded", "taken once the slot freed: {second}");
+    assert_eq!(
+        second["status"], "succeeded",
+        "taken once the slot freed: {second}"
+    );
     let dup = caller
         .call(
             Operation::Run,

@@ -34,13 +34,19 @@ async fn a_full_worker_leaves_runs_to_the_one_with_room() {
     let wa = spawn_worker(&bus, &small, "small").await;
     let wb = spawn_worker(&bus, &large, "large").await;
     let run_name = small.worker.prefix.request_name(Operation::Run);
-    assert!(bus.wait_consumers(&run_name, &tag, 2, Duration::from_secs(20)).await);
+    assert!(
+        bus.wait_consumers(&run_name, &tag, 2, Duration::from_secs(20))
+            .await
+    );
 
     let caller = Caller::new(&bus, &small.worker.prefix);
     let mut runs = caller.waiter(Operation::Run).await;
     for _ in 0..RUNS {
         caller
-            .publish(Operation::Run, json!({"image": "a:1", "command": ["sleep", SLEEP]}))
+            .publish(
+                Operation::Run,
+                json!({"image": "a:1", "command": ["sleep", SLEEP]}),
+            )
             .await;
         tokio::time::sleep(GAP).await;
     }
@@ -50,7 +56,12 @@ async fn a_full_worker_leaves_runs_to_the_one_with_room() {
     assert_eq!(answers.len(), RUNS, "one answer per run: {got:?}");
     let refused: Vec<_> = answers.iter().filter(|a| !code(a).is_empty()).collect();
     assert!(refused.is_empty(), "no run refused (capacity): {refused:?}");
-    let ran_on = |runner: &str| answers.iter().filter(|a| a["runner_name"] == runner).count();
+    let ran_on = |runner: &str| {
+        answers
+            .iter()
+            .filter(|a| a["runner_name"] == runner)
+            .count()
+    };
     let (on_small, on_large) = (ran_on("small"), ran_on("large"));
     assert_eq!(on_small + on_large, RUNS, "{answers:?}");
     assert!(

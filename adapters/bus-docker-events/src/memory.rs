@@ -291,7 +291,11 @@ mod tests {
         bus.send(run("r-1"));
         bus.send(inbound("s-1", Request::RunnerStatus));
 
-        assert_eq!(next(&mut source).await.as_deref(), Some("s-1"), "other requests flow");
+        assert_eq!(
+            next(&mut source).await.as_deref(),
+            Some("s-1"),
+            "other requests flow"
+        );
         assert_eq!(next(&mut source).await, None, "the run is not taken");
         let untaken: Vec<_> = bus.untaken().into_iter().map(|i| i.correlation).collect();
         assert_eq!(untaken, [CorrelationId::parse("r-1").unwrap()]);

@@ -52,10 +52,8 @@ impl GatedStatus {
     fn paused(&self) {
         self.paused.store(true, Ordering::Relaxed);
         if let Some(ended) = self.lock().take() {
-            self.past_reconnects.fetch_add(
-                ended.connections().saturating_sub(1),
-                Ordering::Relaxed,
-            );
+            self.past_reconnects
+                .fetch_add(ended.connections().saturating_sub(1), Ordering::Relaxed);
         }
     }
 

@@ -36,8 +36,11 @@ impl Bus {
         ))
         .await
         .unwrap();
-        let token =
-            mint_token(&secret, &MintClaims::new("tester", "events:send events:listen")).unwrap();
+        let token = mint_token(
+            &secret,
+            &MintClaims::new("tester", "events:send events:listen"),
+        )
+        .unwrap();
         let mut config = ClientConfig::new(
             EventsUrl::parse(&server.base_url()).unwrap(),
             TokenSource::Static(bus_events_client::Secret::new(token)),
@@ -126,12 +129,23 @@ async fn a_closed_run_intake_takes_no_run_requests_and_opening_delivers_them() {
         Some((Operation::Status, "s-1".into())),
         "other requests flow while intake is closed"
     );
-    assert_eq!(taken(&mut a, NOT_WITHIN).await, None, "the run waits in the group");
+    assert_eq!(
+        taken(&mut a, NOT_WITHIN).await,
+        None,
+        "the run waits in the group"
+    );
 
     intake.send_replace(true);
-    assert_eq!(taken(&mut a, SOON).await, Some((Operation::Run, "r-1".into())));
+    assert_eq!(
+        taken(&mut a, SOON).await,
+        Some((Operation::Run, "r-1".into()))
+    );
     let health = a.health();
-    assert!(health.disconnected().is_empty(), "{:?}", health.disconnected());
+    assert!(
+        health.disconnected().is_empty(),
+        "{:?}",
+        health.disconnected()
+    );
 
     // Closed again: a run published now goes to another consumer of the
     // group, and this one never sees it.
@@ -144,7 +158,10 @@ async fn a_closed_run_intake_takes_no_run_requests_and_opening_delivers_them() {
     );
     bus.publish(Operation::Run, "r-2").await;
     let mut b = bus.source("b");
-    assert_eq!(taken(&mut b, SOON).await, Some((Operation::Run, "r-2".into())));
+    assert_eq!(
+        taken(&mut b, SOON).await,
+        Some((Operation::Run, "r-2".into()))
+    );
     assert_eq!(taken(&mut a, NOT_WITHIN).await, None);
     assert_eq!(health.reconnects(), 0, "pausing is not reconnecting");
     bus.stop.cancel();
