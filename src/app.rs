@@ -10,6 +10,7 @@ use bus_docker_domain::run::EngineId;
 use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
 use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen, StreamsHealth};
+use bus_docker_events::intake::FollowsIntake;
 use bus_docker_static::StaticRuntime;
 use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, TokenLookup, TokenSource};
 use tokio_util::sync::CancellationToken;
@@ -223,14 +224,15 @@ impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
     }
 }
 
-impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
+impl<R: ContainerRuntime, S: EventSource + FollowsIntake, P: EventPublisher> App<R, S, P> {
     /// Wire given adapters (tests inject fakes here). The source must stop
     /// when `lifecycle.stopping` fires; the publisher must give up when
-    /// `lifecycle.abandon` fires.
+    /// `lifecycle.abandon` fires. The source takes run requests only while
+    /// the worker has room for them (intake follows capacity, contract §5).
     pub fn build_with(
         settings: &Settings,
         runtime: impl Into<EnginePool<R>>,
-        source: S,
+        mut source: S,
         publisher: P,
         lifecycle: Lifecycle,
     ) -> Self {
@@ -242,6 +244,7 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
             stop: lifecycle.stopping(),
         };
         let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle);
+        source.follow_intake(worker.intake());
         Self {
             worker,
             source,

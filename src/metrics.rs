@@ -53,6 +53,8 @@ pub struct Sample {
     pub active: usize,
     /// Runs admitted and waiting for a slot.
     pub queued: usize,
+    /// Whether the worker reads the run request stream (contract §5).
+    pub intake_open: bool,
     /// Request streams connected again after their first connection.
     pub stream_reconnects: u64,
 }
@@ -70,6 +72,7 @@ struct Inner {
     run_duration: Histogram,
     active: Gauge,
     queued: Gauge,
+    intake_open: Gauge,
     requests: Family<RequestLabels, Counter>,
     engine_up: Family<HostLabel, Gauge>,
     reconnects: Counter,
@@ -99,6 +102,7 @@ impl Metrics {
         let run_duration = Histogram::new(DURATION_BUCKETS);
         let active = Gauge::default();
         let queued = Gauge::default();
+        let intake_open = Gauge::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let engine_up = Family::<HostLabel, Gauge>::default();
         let reconnects = Counter::default();
@@ -122,6 +126,11 @@ impl Metrics {
             "bus_docker_runs_queued",
             "Runs waiting for a slot",
             queued.clone(),
+        );
+        registry.register(
+            "bus_docker_run_intake_open",
+            "Whether the worker reads run requests (1) or paused intake because its queue is full (0)",
+            intake_open.clone(),
         );
         registry.register(
             "bus_docker_requests",
@@ -150,6 +159,7 @@ impl Metrics {
                 run_duration,
                 active,
                 queued,
+                intake_open,
                 requests,
                 engine_up,
                 reconnects,
@@ -214,6 +224,7 @@ impl Metrics {
         inner
             .queued
             .set(i64::try_from(sample.queued).unwrap_or(i64::MAX));
+        inner.intake_open.set(i64::from(sample.intake_open));
         let seen = inner
             .reconnects_seen
             .fetch_max(sample.stream_reconnects, Ordering::Relaxed);
@@ -249,6 +260,7 @@ mod tests {
         let text = m.encode(Sample {
             active: 2,
             queued: 1,
+            intake_open: true,
             stream_reconnects: 3,
         });
         assert_eq!(
@@ -262,12 +274,14 @@ mod tests {
         assert_eq!(value(&text, "bus_docker_publish_failures_total"), Some(1.0));
         assert_eq!(value(&text, "bus_docker_runs_active"), Some(2.0));
         assert_eq!(value(&text, "bus_docker_runs_queued"), Some(1.0));
+        assert_eq!(value(&text, "bus_docker_run_intake_open"), Some(1.0));
         assert_eq!(
             value(&text, "bus_docker_stream_reconnects_total"),
             Some(3.0)
         );
         // A counter mirrored from its owner never goes back.
         let text = m.encode(Sample::default());
+        assert_eq!(value(&text, "bus_docker_run_intake_open"), Some(0.0));
         assert_eq!(
             value(&text, "bus_docker_stream_reconnects_total"),
             Some(3.0)

@@ -418,6 +418,9 @@ pub struct RunnerReport {
     pub queued_runs: usize,
     pub max_concurrent_runs: usize,
     pub max_queued_runs: usize,
+    /// Whether the worker reads run requests now; `false` while its queue
+    /// is full (intake follows capacity, contract §5).
+    pub intake_open: bool,
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,

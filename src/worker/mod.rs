@@ -29,10 +29,12 @@
 //! | `runner.status` / `runner.start` / `runner.delete` | `runner_status.rs`, `runner_start.rs`, `runner_delete.rs` |
 //! | stop: `Lifecycle` and `shutdown` | `shutdown.rs` |
 //! | the in-memory run table | `table.rs` |
+//! | intake follows capacity: the "room for a run" signal | `intake.rs` |
 
 mod answer;
 mod delete;
 mod input;
+mod intake;
 mod live;
 mod recover;
 mod retention;
@@ -216,10 +218,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         lifecycle: Lifecycle,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1)));
-        let table = Mutex::new(RunTable::new(
-            settings.response_cache,
-            settings.response_cache_bytes,
-        ));
+        let intake_limit = settings
+            .max_concurrent_runs
+            .max(1)
+            .saturating_add(settings.max_queued_runs);
+        let table = Mutex::new(
+            RunTable::new(settings.response_cache, settings.response_cache_bytes)
+                .with_intake_limit(intake_limit),
+        );
         Self {
             inner: Arc::new(Inner {
                 pool: engines.into(),
@@ -256,8 +262,17 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         Sample {
             active: table.active(),
             queued: table.queued(),
+            intake_open: table.intake.is_open(),
             stream_reconnects: 0,
         }
+    }
+
+    /// "Run intake open" (contract §5): `true` while fewer runs are
+    /// admitted than `max_concurrent_runs` + `max_queued_runs`. The event
+    /// source stops pulling run requests while it reads `false`, so the
+    /// group hands them to a worker with room.
+    pub fn intake(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.table().intake.watch()
     }
 
     fn table(&self) -> MutexGuard<'_, RunTable> {

@@ -14,9 +14,9 @@ use super::Worker;
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn runner_status(&self) -> RunnerReport {
-        let (active, queued) = {
+        let (active, queued, intake_open) = {
             let t = self.table();
-            (t.active(), t.queued())
+            (t.active(), t.queued(), t.intake.is_open())
         };
         let s = &self.inner.settings;
         let mut report = RunnerReport {
@@ -28,6 +28,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             queued_runs: queued,
             max_concurrent_runs: s.max_concurrent_runs,
             max_queued_runs: s.max_queued_runs,
+            intake_open,
             profiles: Default::default(),
             engines: Vec::new(),
         };

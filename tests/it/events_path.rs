@@ -254,7 +254,8 @@ async fn refusals_carry_the_documented_codes() {
         );
     }
 
-    // Capacity: one slot, no queue.
+    // One slot, no queue: while it is taken the worker pauses run intake
+    // (contract §5) and the next run waits in the group, not `capacity`.
     let mut runs = caller.waiter(Operation::Run).await;
     let first = caller
         .publish(
@@ -263,17 +264,13 @@ async fn refusals_carry_the_documented_codes() {
         )
         .await;
     common::wait_running(&caller, "cap-1").await;
+    let st = caller.call(Operation::RunnerStatus, json!({})).await;
+    assert_eq!(st["status"]["details"]["intake"], "paused", "{st}");
     let second = caller
-        .call(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
+        .publish(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
         .await;
-    assert_eq!(code(&second), "capacity", "{second}");
-    let dup = caller
-        .call(
-            Operation::Run,
-            json!({"run_id": "cap-1", "image": "a:1", "command": ["true"]}),
-        )
-        .await;
-    assert_eq!(code(&dup), "conflict", "{dup}");
+    let early = runs.wait(&second, Duration::from_millis(500)).await;
+    assert!(early.is_err(), "not taken while full: {early:?}");
     let not_interactive = caller
         .call(Operation::Input, json!({"run_id": "cap-1", "data": "x"}))
         .await;
@@ -282,6 +279,18 @@ async fn refusals_carry_the_documented_codes() {
         .call(Operation::Delete, json!({"run_id": "cap-1"}))
         .await;
     assert_eq!(runs.wait(&first, WAIT).await.unwrap()["status"], "canceled");
+    let second = runs.wait(&second, WAIT).await.unwrap();
+    assert_eq!(
+        second["status"], "succeeded",
+        "taken once the slot freed: {second}"
+    );
+    let dup = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": "cap-1", "image": "a:1", "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(code(&dup), "conflict", "{dup}");
 
     worker.stop().await.unwrap();
 }

@@ -13,6 +13,7 @@ mod events_image;
 mod events_path;
 mod faults;
 mod hostile;
+mod intake;
 mod live_output;
 mod metrics;
 mod pool;

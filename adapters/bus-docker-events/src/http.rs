@@ -2,7 +2,9 @@
 //! transport client `bus-events-client`.
 //!
 //! The source opens one unicast subscription per request name and merges
-//! them; each line is decoded by [`crate::codec`]. A line that cannot be
+//! them; each line is decoded by [`crate::codec`]. The run request stream
+//! follows the worker's intake ([`crate::intake`]): it is connected only
+//! while the worker has room for a run. A line that cannot be
 //! used but still names one of our requests and a correlation id becomes
 //! an `Inbound` with a `bad_request` error so the caller gets an answer.
 
@@ -15,11 +17,13 @@ use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
 use std::sync::Arc;
 
 use bus_events_client::{EventsClient, StreamError, StreamItem, StreamStatus};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::codec::{self, Decoded, RawInbound};
+use crate::intake::FollowsIntake;
+use crate::run_stream::{forward_intake, GatedStatus, RunStream};
 
 /// Where a worker listens.
 #[derive(Clone, Debug)]
@@ -34,32 +38,58 @@ pub struct HttpSource {
     prefix: EventPrefix,
     rx: mpsc::Receiver<Result<StreamItem, StreamError>>,
     streams: StreamsHealth,
+    /// Open while the run stream may be connected; starts open and follows
+    /// the worker's intake once [`FollowsIntake::follow_intake`] is called.
+    run_gate: Arc<watch::Sender<bool>>,
+}
+
+/// One request stream's connection.
+#[derive(Debug)]
+enum Watched {
+    Always(StreamStatus),
+    /// The run stream: closed on purpose while intake is paused.
+    Gated(Arc<GatedStatus>),
+}
+
+impl Watched {
+    fn is_disconnected(&self) -> bool {
+        match self {
+            Self::Always(s) => !s.is_open(),
+            Self::Gated(g) => g.is_disconnected(),
+        }
+    }
+
+    fn reconnects(&self) -> u64 {
+        match self {
+            Self::Always(s) => s.connections().saturating_sub(1),
+            Self::Gated(g) => g.reconnects(),
+        }
+    }
 }
 
 /// The request streams' connections, read by readiness probes and
 /// metrics. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct StreamsHealth {
-    streams: Arc<[(String, StreamStatus)]>,
+    streams: Arc<[(String, Watched)]>,
 }
 
 impl StreamsHealth {
-    /// The request names whose stream is not connected right now.
+    /// The request names whose stream is not connected right now. A run
+    /// stream closed because intake is paused (the worker is full) is not
+    /// counted: that is the worker working as intended.
     pub fn disconnected(&self) -> Vec<&str> {
         self.streams
             .iter()
-            .filter(|(_, s)| !s.is_open())
+            .filter(|(_, s)| s.is_disconnected())
             .map(|(name, _)| name.as_str())
             .collect()
     }
 
     /// How many times a request stream was connected again after its
-    /// first connection.
+    /// first connection (resuming after a paused intake is not counted).
     pub fn reconnects(&self) -> u64 {
-        self.streams
-            .iter()
-            .map(|(_, s)| s.connections().saturating_sub(1))
-            .sum()
+        self.streams.iter().map(|(_, s)| s.reconnects()).sum()
     }
 }
 
@@ -117,10 +147,26 @@ pub fn connect(
 ) -> (HttpSource, HttpPublisher) {
     let (tx, rx) = mpsc::channel(64);
     let mut streams = Vec::new();
+    let run_gate = Arc::new(watch::Sender::new(true));
     for op in Operation::ALL {
         let name = listen.prefix.request_name(op);
+        if op == Operation::Run {
+            let status = Arc::new(GatedStatus::default());
+            streams.push((name.clone(), Watched::Gated(Arc::clone(&status))));
+            let task = RunStream {
+                client: client.clone(),
+                name,
+                listen: listen.clone(),
+                stop: stop.clone(),
+                gate: run_gate.subscribe(),
+                tx: tx.clone(),
+                status,
+            };
+            tokio::spawn(task.run());
+            continue;
+        }
         let mut sub = client.subscribe(&name, &listen.group, &listen.consumer, stop.clone());
-        streams.push((name.clone(), sub.status()));
+        streams.push((name.clone(), Watched::Always(sub.status())));
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(item) = sub.recv().await {
@@ -138,6 +184,7 @@ pub fn connect(
             streams: StreamsHealth {
                 streams: streams.into(),
             },
+            run_gate,
         },
         HttpPublisher::new(client, abandon, bus_events_client::DEFAULT_MAX_LINE_BYTES),
     )
@@ -196,6 +243,12 @@ impl HttpSource {
                 }
             }
         }
+    }
+}
+
+impl FollowsIntake for HttpSource {
+    fn follow_intake(&mut self, intake: watch::Receiver<bool>) {
+        forward_intake(intake, Arc::clone(&self.run_gate));
     }
 }
 
@@ -268,6 +321,7 @@ mod tests {
             prefix: EventPrefix::parse("bus.docker").unwrap(),
             rx,
             streams: StreamsHealth::default(),
+            run_gate: Arc::new(watch::Sender::new(true)),
         }
     }
 

@@ -1,7 +1,13 @@
 //! `MemoryEvents`: the event ports in memory, for tests of everything
 //! above the transport. Requests go in through a [`MemoryBus`] handle;
 //! published responses come out of it.
+//!
+//! Requests wait on the bus until the worker takes them, in the order they
+//! were sent; a source following the worker's intake
+//! ([`FollowsIntake`]) passes over run requests while intake is closed,
+//! leaving them on the bus, and keeps taking every other request.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -10,7 +16,10 @@ use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
-use tokio::sync::{mpsc, Notify};
+use bus_docker_domain::Operation;
+use tokio::sync::{watch, Notify};
+
+use crate::intake::FollowsIntake;
 
 /// A live output event as the bus saw it: with how many responses had
 /// been published before it (to check that a run's output events precede
@@ -26,16 +35,45 @@ pub struct PublishedOutput {
 /// The test's side of the in-memory bus.
 #[derive(Clone)]
 pub struct MemoryBus {
-    requests: mpsc::UnboundedSender<Inbound>,
+    requests: Arc<Senders>,
     published: Arc<Mutex<Vec<Response>>>,
     outputs: Arc<Mutex<Vec<PublishedOutput>>>,
     notify: Arc<Notify>,
     refuse: Arc<AtomicBool>,
 }
 
+/// Requests sent and not yet taken.
+#[derive(Default)]
+struct Requests {
+    waiting: Mutex<VecDeque<Inbound>>,
+    /// Every bus handle is gone: nothing more will be sent.
+    closed: AtomicBool,
+    /// A request was sent, or the bus closed.
+    sent: Notify,
+}
+
+impl Requests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Inbound>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Shared by the clones of one [`MemoryBus`]: the last one to go closes
+/// the bus, as dropping every sender of a channel does.
+struct Senders(Arc<Requests>);
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.sent.notify_one();
+    }
+}
+
 /// The worker's inbound side.
 pub struct MemorySource {
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    requests: Arc<Requests>,
+    /// The worker's run intake, once followed.
+    intake: Option<watch::Receiver<bool>>,
 }
 
 /// The worker's outbound side.
@@ -49,20 +87,23 @@ pub struct MemoryPublisher {
 
 /// A connected bus, source and publisher.
 pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let requests = Arc::new(Requests::default());
     let published = Arc::new(Mutex::new(Vec::new()));
     let outputs = Arc::new(Mutex::new(Vec::new()));
     let notify = Arc::new(Notify::new());
     let refuse = Arc::new(AtomicBool::new(false));
     (
         MemoryBus {
-            requests: tx,
+            requests: Arc::new(Senders(Arc::clone(&requests))),
             published: Arc::clone(&published),
             outputs: Arc::clone(&outputs),
             notify: Arc::clone(&notify),
             refuse: Arc::clone(&refuse),
         },
-        MemorySource { rx },
+        MemorySource {
+            requests,
+            intake: None,
+        },
         MemoryPublisher {
             published,
             outputs,
@@ -75,7 +116,14 @@ pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
 impl MemoryBus {
     /// Deliver a request to the worker.
     pub fn send(&self, inbound: Inbound) {
-        let _ = self.requests.send(inbound);
+        let requests = &self.requests.0;
+        requests.lock().push_back(inbound);
+        requests.sent.notify_one();
+    }
+
+    /// Requests sent and not yet taken by the worker.
+    pub fn untaken(&self) -> Vec<Inbound> {
+        self.requests.0.lock().iter().cloned().collect()
     }
 
     /// From now on, refuse every publish as an Events API that no longer
@@ -118,9 +166,59 @@ impl MemoryBus {
     }
 }
 
+impl MemorySource {
+    /// Whether run requests may be taken now.
+    fn intake_open(&mut self) -> bool {
+        self.intake
+            .as_mut()
+            .is_none_or(|intake| *intake.borrow_and_update())
+    }
+
+    /// The first waiting request that may be taken now; `Err(true)` when
+    /// none is waiting and the bus is closed.
+    fn take(&mut self) -> Result<Inbound, bool> {
+        let runs = self.intake_open();
+        let mut waiting = self.requests.lock();
+        let first = waiting
+            .iter()
+            .position(|inbound| runs || inbound.operation != Operation::Run);
+        match first.and_then(|at| waiting.remove(at)) {
+            Some(inbound) => Ok(inbound),
+            None => Err(waiting.is_empty() && self.requests.closed.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+impl FollowsIntake for MemorySource {
+    fn follow_intake(&mut self, intake: watch::Receiver<bool>) {
+        self.intake = Some(intake);
+    }
+}
+
 impl EventSource for MemorySource {
+    /// Cancel safe: a request is taken only when it is returned.
     async fn next_inbound(&mut self) -> Option<Result<Inbound, SourceError>> {
-        self.rx.recv().await.map(Ok)
+        loop {
+            match self.take() {
+                Ok(inbound) => return Some(Ok(inbound)),
+                Err(true) => return None,
+                Err(false) => {}
+            }
+            let requests = Arc::clone(&self.requests);
+            let intake_changed = async {
+                match self.intake.as_mut() {
+                    Some(intake) => intake.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = requests.sent.notified() => {}
+                alive = intake_changed => if !alive {
+                    // The worker went away: run requests flow again.
+                    self.intake = None;
+                },
+            }
+        }
     }
 }
 
@@ -152,5 +250,88 @@ impl EventPublisher for MemoryPublisher {
                 published_at: tokio::time::Instant::now(),
             });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bus_docker_domain::request::Request;
+    use bus_docker_domain::CorrelationId;
+
+    use super::*;
+
+    fn inbound(correlation: &str, request: Request) -> Inbound {
+        Inbound {
+            operation: request.operation(),
+            correlation: CorrelationId::parse(correlation).unwrap(),
+            stamped_owner: None,
+            request: Ok(request),
+        }
+    }
+
+    fn run(correlation: &str) -> Inbound {
+        inbound(correlation, Request::Run(Box::default()))
+    }
+
+    async fn next(source: &mut MemorySource) -> Option<String> {
+        tokio::time::timeout(Duration::from_millis(200), source.next_inbound())
+            .await
+            .ok()
+            .flatten()
+            .map(|taken| taken.unwrap().correlation.as_str().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_closed_intake_leaves_run_requests_on_the_bus_and_opening_delivers_them() {
+        let (bus, mut source, _publisher) = memory_events();
+        let (intake, watch) = watch::channel(false);
+        source.follow_intake(watch);
+        bus.send(run("r-1"));
+        bus.send(inbound("s-1", Request::RunnerStatus));
+
+        assert_eq!(
+            next(&mut source).await.as_deref(),
+            Some("s-1"),
+            "other requests flow"
+        );
+        assert_eq!(next(&mut source).await, None, "the run is not taken");
+        let untaken: Vec<_> = bus.untaken().into_iter().map(|i| i.correlation).collect();
+        assert_eq!(untaken, [CorrelationId::parse("r-1").unwrap()]);
+
+        // Opening wakes a source already waiting.
+        let waiting = tokio::spawn(async move { (next(&mut source).await, source) });
+        tokio::task::yield_now().await;
+        intake.send_replace(true);
+        let (taken, mut source) = waiting.await.unwrap();
+        assert_eq!(taken.as_deref(), Some("r-1"));
+        assert!(bus.untaken().is_empty());
+
+        bus.send(run("r-2"));
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-2"));
+    }
+
+    #[tokio::test]
+    async fn without_intake_every_request_flows_in_order_and_a_dropped_bus_ends_the_source() {
+        let (bus, mut source, _publisher) = memory_events();
+        bus.send(run("r-1"));
+        bus.send(inbound("s-1", Request::RunnerStatus));
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-1"));
+        assert_eq!(next(&mut source).await.as_deref(), Some("s-1"));
+        drop(bus);
+        let ended = tokio::time::timeout(Duration::from_secs(1), source.next_inbound()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_goes_away_leaves_intake_open() {
+        let (bus, mut source, _publisher) = memory_events();
+        let (intake, watch) = watch::channel(false);
+        source.follow_intake(watch);
+        bus.send(run("r-1"));
+        assert_eq!(next(&mut source).await, None);
+        drop(intake);
+        assert_eq!(next(&mut source).await.as_deref(), Some("r-1"));
     }
 }

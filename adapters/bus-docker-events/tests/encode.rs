@@ -93,6 +93,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
         queued_runs: 2,
         max_concurrent_runs: 4,
         max_queued_runs: 16,
+        intake_open: true,
         profiles: BTreeMap::from([(
             "codex".to_owned(),
             ProfileImage {
@@ -123,6 +124,7 @@ fn details_json(problem: Option<&str>) -> Value {
     let mut details = json!({
         "engine_version": "27.0.3", "api_version": "1.46", "os": "linux", "arch": "x86_64",
         "active_runs": 1, "queued_runs": 2, "max_concurrent_runs": 4, "max_queued_runs": 16,
+        "intake": "open",
         "profiles": {"codex": {"image": "codex:latest", "present": true}},
         "request_mounts": "pinned",
         "engines": [
@@ -347,6 +349,11 @@ fn runner_responses() {
         assert_eq!(details[key], Value::Null, "{key}");
     }
     assert_eq!(details["problem"], "engine unreachable");
+
+    let mut full = runner_report(RunnerState::Ready, None);
+    full.intake_open = false;
+    let e = encoded(Operation::RunnerStatus, Reply::RunnerStatus(Box::new(full)));
+    assert_eq!(e.payload["status"]["details"]["intake"], "paused");
 
     let e = encoded(
         Operation::RunnerStart,

@@ -430,6 +430,7 @@ fn runner_details(report: &RunnerReport) -> Value {
         "queued_runs": report.queued_runs,
         "max_concurrent_runs": report.max_concurrent_runs,
         "max_queued_runs": report.max_queued_runs,
+        "intake": if report.intake_open { "open" } else { "paused" },
         "profiles": profiles,
         "request_mounts": engine.map(|e| e.request_mounts.describe()),
         "engines": report.engines.iter().map(|e| json!({
