@@ -29,6 +29,11 @@
 #   stop2   Stop the second engine recorded in $BUS_STATE_DIR/engine2/dockerd.pid.
 #   env2    Print the second engine's test variables as shell assignments:
 #           BUS_TEST_DOCKER_HOST_2, BUS_TEST_DOCKER_TLS_HOST, BUS_TEST_DOCKER_TLS_DIR.
+#   ensure3 / stop3 / env3
+#           The same for a third test engine ($BUS_STATE_DIR/engine3, TLS port
+#           $BUS_ENGINE3_TLS_PORT, default 23763); env3 prints BUS_TEST_DOCKER_HOST_3.
+#           The engine-pool tests run on engines 2 and 3, which no other test
+#           uses, so placement counts are theirs alone.
 #
 # Environment:
 #   DOCKER_HOST                default unix:///var/run/docker.sock (must be unix:// to start one)
@@ -373,9 +378,12 @@ case "${1:-}" in
     ensure2) cmd_ensure2 ;;
     stop2) cmd_stop2 ;;
     env2) cmd_env2 ;;
+    ensure3) e2_select 3 && cmd_ensure2 ;;
+    stop3) e2_select 3 && cmd_stop2 ;;
+    env3) e2_select 3 && cmd_env3 ;;
     -h | --help | help) usage ;;
     *)
         usage
-        die "unknown or missing subcommand '${1:-}' (expected ensure, stop, status, ensure2, stop2 or env2)"
+        die "unknown or missing subcommand '${1:-}' (expected ensure, stop, status, ensure2, stop2, env2, ensure3, stop3 or env3)"
         ;;
 esac

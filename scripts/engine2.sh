@@ -13,21 +13,28 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     exit 2
 fi
 
-E2_DIR="$STATE_DIR/engine2"
-E2_SOCK="$E2_DIR/docker.sock"
-E2_HOST="unix://$E2_SOCK"
-E2_PORT="${BUS_ENGINE2_TLS_PORT:-23762}"
-E2_TLS_HOST="tcp://127.0.0.1:$E2_PORT"
-E2_TLS="$E2_DIR/tls"
-E2_PID_FILE="$E2_DIR/dockerd.pid"       # written by this script
-E2_DOCKERD_PID_FILE="$E2_DIR/docker.pid" # written by dockerd (--pidfile)
-E2_LOG="$E2_DIR/dockerd.log"
-E2_LOCK="$E2_DIR/engine2.lock"
-E2_EXEC_ROOT="$E2_DIR/exec"
-E2_CONTAINERD_PID_FILE="$E2_EXEC_ROOT/containerd/containerd.pid"
+# e2_select N: point every E2_* variable at test engine N (2 or 3): state in
+# $STATE_DIR/engineN, TLS port $BUS_ENGINE<N>_TLS_PORT (default 2376N).
+e2_select() {
+    E2_N="$1"
+    local port_var="BUS_ENGINE${E2_N}_TLS_PORT"
+    E2_DIR="$STATE_DIR/engine$E2_N"
+    E2_SOCK="$E2_DIR/docker.sock"
+    E2_HOST="unix://$E2_SOCK"
+    E2_PORT="${!port_var:-2376$E2_N}"
+    E2_TLS_HOST="tcp://127.0.0.1:$E2_PORT"
+    E2_TLS="$E2_DIR/tls"
+    E2_PID_FILE="$E2_DIR/dockerd.pid"       # written by this script
+    E2_DOCKERD_PID_FILE="$E2_DIR/docker.pid" # written by dockerd (--pidfile)
+    E2_LOG="$E2_DIR/dockerd.log"
+    E2_LOCK="$E2_DIR/engine$E2_N.lock"
+    E2_EXEC_ROOT="$E2_DIR/exec"
+    E2_CONTAINERD_PID_FILE="$E2_EXEC_ROOT/containerd/containerd.pid"
+}
+e2_select 2
 read -r -a E2_IMAGES <<<"${BUS_TEST_IMAGES:-bus-test-busybox:local bus-test-codex:local}"
 
-# e2_docker ARGS...: the docker CLI on the second engine's socket (plain, even
+# e2_docker ARGS...: the docker CLI on test engine $E2_N's socket (plain, even
 # when the caller's environment asks the CLI for TLS).
 e2_docker() {
     env -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH docker -H "$E2_HOST" "$@"
@@ -39,7 +46,7 @@ e2_tls_docker() {
         --tlscacert "$E2_TLS/ca.pem" --tlscert "$E2_TLS/cert.pem" --tlskey "$E2_TLS/key.pem" "$@"
 }
 
-# e2_ok: the second engine answers on its socket and over TLS within 10 s each.
+# e2_ok: test engine $E2_N answers on its socket and over TLS within 10 s each.
 e2_ok() {
     command -v docker >/dev/null 2>&1 || return 1
     # `timeout` runs programs, not shell functions: run them in a new bash.
@@ -91,7 +98,7 @@ e2_generate() {
     umask 077
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca-key.pem || return 1
     openssl req -x509 -new -key ca-key.pem -sha256 -days 3650 \
-        -subj "/CN=bus-integration-docker test engine2 CA" \
+        -subj "/CN=bus-integration-docker test engine$E2_N CA" \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem || return 1
     e2_sign server localhost "$(printf '%s\n' \
@@ -109,7 +116,7 @@ e2_generate() {
 
 e2_make_certs() {
     need_cmd openssl "apt-get install openssl"
-    log "generating the second engine's CA, server and client certificates in $E2_TLS"
+    log "generating test engine $E2_N's CA, server and client certificates in $E2_TLS"
     local tmp
     tmp="$(mktemp -d "$E2_DIR/tls.new.XXXXXX")" || die "cannot create a directory in $E2_DIR"
     if ! (e2_generate "$tmp") >"$E2_DIR/openssl.log" 2>&1; then
@@ -130,13 +137,13 @@ e2_clean_stale() {
     local pid
     pid="$(read_pid "$E2_PID_FILE")"
     if [[ -n "$pid" ]] && proc_is "$pid" dockerd; then
-        warn "second engine dockerd pid $pid (from an earlier run) is alive but does not answer; stopping it"
+        warn "test engine $E2_N dockerd pid $pid (from an earlier run) is alive but does not answer; stopping it"
         terminate "$pid" dockerd "$STOP_TIMEOUT"
     fi
     rm -f "$E2_PID_FILE"
     pid="$(read_pid "$E2_DOCKERD_PID_FILE")"
     if [[ -n "$pid" ]] && proc_is "$pid" dockerd; then
-        die "a dockerd (pid $pid, $E2_DOCKERD_PID_FILE) not recorded by this script runs on the second engine's state; stop it first"
+        die "a dockerd (pid $pid, $E2_DOCKERD_PID_FILE) not recorded by this script runs on test engine $E2_N's state; stop it first"
     fi
     rm -f "$E2_DOCKERD_PID_FILE"
     pid="$(read_pid "$E2_CONTAINERD_PID_FILE")"
@@ -156,7 +163,7 @@ e2_clean_stale() {
 E2_STARTING_PID=""
 e2_abort_start() {
     if [[ -n "$E2_STARTING_PID" ]] && proc_alive "$E2_STARTING_PID"; then
-        log "aborting: stopping the second dockerd we were starting (pid $E2_STARTING_PID)"
+        log "aborting: stopping the dockerd of test engine $E2_N we were starting (pid $E2_STARTING_PID)"
         terminate "$E2_STARTING_PID" dockerd 10 || true
     fi
     [[ -z "$E2_STARTING_PID" ]] || rm -f "$E2_PID_FILE"
@@ -179,7 +186,7 @@ e2_start() {
         mv -f "$E2_LOG" "$E2_LOG.prev"
     fi
     printf '### %s: dockerd %s\n' "$(date -u +%FT%TZ)" "${args[*]}" >"$E2_LOG"
-    log "starting the second dockerd ${args[*]} (log: $E2_LOG)"
+    log "starting the dockerd of test engine $E2_N ${args[*]} (log: $E2_LOG)"
     trap e2_abort_start EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -198,15 +205,15 @@ e2_start() {
     until e2_ok; do
         if ! proc_alive "$E2_STARTING_PID"; then
             tail -n 40 "$E2_LOG" | sed 's/^/    /' >&2
-            die "the second dockerd (pid $E2_STARTING_PID) exited during startup; see $E2_LOG"
+            die "the dockerd of test engine $E2_N (pid $E2_STARTING_PID) exited during startup; see $E2_LOG"
         fi
         if ((SECONDS >= deadline)); then
             tail -n 40 "$E2_LOG" | sed 's/^/    /' >&2
-            die "the second dockerd (pid $E2_STARTING_PID) did not answer within ${START_TIMEOUT}s; see $E2_LOG"
+            die "the dockerd of test engine $E2_N (pid $E2_STARTING_PID) did not answer within ${START_TIMEOUT}s; see $E2_LOG"
         fi
         sleep 0.5
     done
-    log "second dockerd (pid $E2_STARTING_PID) is up at $E2_HOST and $E2_TLS_HOST (TLS)"
+    log "dockerd of test engine $E2_N (pid $E2_STARTING_PID) is up at $E2_HOST and $E2_TLS_HOST (TLS)"
     E2_STARTING_PID=""
     trap - EXIT INT TERM
 }
@@ -219,7 +226,7 @@ e2_load_images() {
         e2_docker image inspect "$image" >/dev/null 2>&1 || missing+=("$image")
     done
     ((${#missing[@]} > 0)) || return 0
-    log "loading ${missing[*]} into the second engine"
+    log "loading ${missing[*]} into test engine $E2_N"
     docker save "${missing[@]}" | e2_docker load >/dev/null ||
         die "could not copy ${missing[*]} from $DOCKER_HOST into $E2_HOST (build them first: scripts/build-test-images.sh)"
 }
@@ -232,20 +239,20 @@ cmd_ensure2() {
     local result=reused
     if ! e2_certs_valid; then
         if e2_ok; then
-            log "the second engine's certificates are invalid or expiring; restarting it with new ones"
+            log "test engine $E2_N's certificates are invalid or expiring; restarting it with new ones"
             cmd_stop2_locked
         fi
         e2_make_certs
     fi
     if ! e2_ok; then
-        [[ "$(id -u)" == 0 ]] || die "starting the second dockerd needs root"
+        [[ "$(id -u)" == 0 ]] || die "starting the dockerd of test engine $E2_N needs root"
         install_missing
         need_cmd setsid "util-linux"
         e2_clean_stale
         e2_start
         result=started
     else
-        log "the second engine answers at $E2_HOST and $E2_TLS_HOST; reusing it"
+        log "test engine $E2_N answers at $E2_HOST and $E2_TLS_HOST; reusing it"
     fi
     e2_load_images
     echo "$result"
@@ -259,13 +266,13 @@ cmd_stop2_locked() {
         rm -f "$E2_PID_FILE"
         return 0
     fi
-    log "stopping the second dockerd (pid $pid)"
+    log "stopping the dockerd of test engine $E2_N (pid $pid)"
     terminate "$pid" dockerd "$STOP_TIMEOUT"
     rm -f "$E2_PID_FILE" "$E2_DOCKERD_PID_FILE"
     if [[ -S "$E2_SOCK" ]]; then
         rm -f "$E2_SOCK"
     fi
-    log "stopped the second dockerd (pid $pid)"
+    log "stopped the dockerd of test engine $E2_N (pid $pid)"
 }
 
 cmd_stop2() {
@@ -273,6 +280,11 @@ cmd_stop2() {
     exec 8>"$E2_LOCK" || die "cannot open lock file $E2_LOCK"
     flock -w 180 8 || die "another docker-engine.sh holds $E2_LOCK for >180s"
     cmd_stop2_locked
+}
+
+# cmd_env3: test engine 3's variable (the engine-pool tests use its socket).
+cmd_env3() {
+    printf 'BUS_TEST_DOCKER_HOST_3=%q\n' "$E2_HOST"
 }
 
 cmd_env2() {

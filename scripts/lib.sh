@@ -16,6 +16,7 @@
 #   on_exit FN          run FN when the script exits (also on INT/TERM)
 #   ensure_engine       the first engine (reused or started; see below)
 #   ensure_engine2      the second test engine, and its BUS_TEST_DOCKER_* variables
+#   ensure_engine3      the third test engine, and BUS_TEST_DOCKER_HOST_3
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     echo "scripts/lib.sh holds helpers for the other scripts; source it, don't run it" >&2
@@ -164,4 +165,26 @@ ensure_engine2() {
 _stop_started_engine2() {
     log "stopping the second dockerd this run started"
     "$BUS_REPO_ROOT/scripts/docker-engine.sh" stop2 || warn "scripts/docker-engine.sh stop2 failed"
+}
+
+# The third test engine (scripts/docker-engine.sh ensure3), like the second.
+# Sets ENGINE3 and exports BUS_TEST_DOCKER_HOST_3 (its unix socket).
+ensure_engine3() {
+    local vars
+    ENGINE3="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" ensure3)" ||
+        die "the third test engine did not start (see messages above)"
+    case "$ENGINE3" in
+        started) on_exit _stop_started_engine3 ;;
+        reused) ;;
+        *) die "unexpected output from docker-engine.sh ensure3: '$ENGINE3'" ;;
+    esac
+    vars="$("$BUS_REPO_ROOT/scripts/docker-engine.sh" env3)" || die "docker-engine.sh env3 failed"
+    eval "$vars"
+    export BUS_TEST_DOCKER_HOST_3
+}
+
+# shellcheck disable=SC2317  # only reached through the EXIT trap
+_stop_started_engine3() {
+    log "stopping the third dockerd this run started"
+    "$BUS_REPO_ROOT/scripts/docker-engine.sh" stop3 || warn "scripts/docker-engine.sh stop3 failed"
 }

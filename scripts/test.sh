@@ -56,6 +56,8 @@ export BUS_TEST_RUN_ID DOCKER_HOST
 # Sets ENGINE2 and exports BUS_TEST_DOCKER_HOST_2, BUS_TEST_DOCKER_TLS_HOST,
 # BUS_TEST_DOCKER_TLS_DIR; a dockerd started here is stopped on exit.
 BUS_TEST_IMAGES="$BUS_TEST_IMAGE $BUS_TEST_CODEX_IMAGE" ensure_engine2
+# The third (engine-pool tests: engines 2 and 3); exports BUS_TEST_DOCKER_HOST_3.
+BUS_TEST_IMAGES="$BUS_TEST_IMAGE" ensure_engine3
 
 # --- containers that existed before the tests ----------------------------------
 # list_managed HOST: the managed containers on the engine at HOST.
@@ -97,6 +99,7 @@ before_tests() {
 
 before_1="$(before_tests "$DOCKER_HOST" "$ENGINE")"
 before_2="$(before_tests "$BUS_TEST_DOCKER_HOST_2" "$ENGINE2")"
+before_3="$(before_tests "$BUS_TEST_DOCKER_HOST_3" "$ENGINE3")"
 
 # --- tests -----------------------------------------------------------------------
 args=(test --workspace --all-targets)
@@ -106,6 +109,7 @@ fi
 args+=("$@")
 
 log "BUS_TEST_IMAGE=$BUS_TEST_IMAGE BUS_TEST_CODEX_IMAGE=$BUS_TEST_CODEX_IMAGE DOCKER_HOST=$DOCKER_HOST BUS_TEST_RUN_ID=$BUS_TEST_RUN_ID"
+log "third engine: BUS_TEST_DOCKER_HOST_3=$BUS_TEST_DOCKER_HOST_3"
 log "second engine: BUS_TEST_DOCKER_HOST_2=$BUS_TEST_DOCKER_HOST_2 BUS_TEST_DOCKER_TLS_HOST=$BUS_TEST_DOCKER_TLS_HOST BUS_TEST_DOCKER_TLS_DIR=$BUS_TEST_DOCKER_TLS_DIR"
 log "running: $CARGO ${args[*]}"
 started_at=$SECONDS
@@ -146,6 +150,7 @@ leak_check() {
 leak_rc=0
 leak_check "$DOCKER_HOST" "$before_1" || leak_rc=3
 leak_check "$BUS_TEST_DOCKER_HOST_2" "$before_2" || leak_rc=3
+leak_check "$BUS_TEST_DOCKER_HOST_3" "$before_3" || leak_rc=3
 
 if ((test_rc != 0)); then
     exit "$test_rc"
