@@ -28,7 +28,7 @@ use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{
     CorrelationId, EventPrefix, ImageRef, NetworkName, Operation, OwnerId, RunId,
 };
-use bus_docker_engine::{DockerEngine, EngineOptions};
+use bus_docker_engine::{labels, DockerEngine, EngineOptions};
 use bus_events_client::{CancellationToken, EventsClient, OutboundEvent};
 use bus_integration_docker::local::LocalBus;
 use bus_integration_docker::request::ResponseWaiter;
@@ -64,6 +64,10 @@ pub struct StatusPoint {
     pub list_all: Samples,
     /// `list_managed` filtered by the run's label.
     pub list_run: Samples,
+    /// The same listing filtered by the owner's label on the engine
+    /// (raw bollard; the worker lists every managed container and filters
+    /// by owner itself): what a server-side owner filter would cost.
+    pub list_owner: Samples,
 }
 
 impl StatusPoint {
@@ -75,6 +79,7 @@ impl StatusPoint {
             "status_run_id_ms": self.run.to_json(),
             "engine_list_all_ms": self.list_all.to_json(),
             "engine_list_run_ms": self.list_run.to_json(),
+            "engine_list_owner_label_ms": self.list_owner.to_json(),
         })
     }
 }
@@ -141,6 +146,11 @@ impl StatusFigures {
                 ("status {owner, run_id}", &p.run, String::new()),
                 ("  engine list, all managed", &p.list_all, String::new()),
                 ("  engine list, one run", &p.list_run, String::new()),
+                (
+                    "  engine list, owner label (raw)",
+                    &p.list_owner,
+                    "informational: not what the worker does".to_owned(),
+                ),
             ] {
                 let label = format!("{what}, {at}");
                 rows.push((label, n.clone(), s.p50(), s.p95(), "ms", note));
@@ -227,6 +237,7 @@ fn only_run(response: &Value) -> Result<(&str, &str), BenchError> {
 /// What one point measures: the owner's run and the two callers.
 struct Probe<'a> {
     engine: &'a DockerEngine,
+    docker: &'a bollard::Docker,
     status: StatusCaller,
     owner: String,
     run_id: RunId,
@@ -261,7 +272,37 @@ impl Probe<'_> {
         Ok((started.elapsed(), listed.len()))
     }
 
-    /// Warm-up, then `samples` rounds of the four calls, interleaved.
+    /// The managed containers of the owner, filtered by the engine.
+    async fn list_owner(&self) -> Result<Duration, BenchError> {
+        let labels = vec![
+            format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
+            format!("{}={}", labels::OWNER, self.owner),
+        ];
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(std::collections::HashMap::from([(
+                "label".to_owned(),
+                labels,
+            )])),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| BenchError::new(format!("engine list by owner: {e}")))?;
+        if listed.len() != 1 {
+            return Err(BenchError::new(format!(
+                "the engine listed {} containers of owner {}, expected 1",
+                listed.len(),
+                self.owner
+            )));
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Warm-up, then `samples` rounds of the five calls, interleaved.
     async fn point(
         &mut self,
         others: usize,
@@ -281,6 +322,7 @@ impl Probe<'_> {
             let run = self.status(true).await?;
             let (list_all, listed) = self.list(&all).await?;
             let (list_run, _) = self.list(&one).await?;
+            let list_owner = self.list_owner().await?;
             if listed < others + 1 {
                 return Err(BenchError::new(format!(
                     "the engine listed {listed} managed containers, expected at least {}",
@@ -292,6 +334,7 @@ impl Probe<'_> {
                 point.run.push(run);
                 point.list_all.push(list_all);
                 point.list_run.push(list_run);
+                point.list_owner.push(list_owner);
                 point.listed = point.listed.max(listed);
             }
         }
@@ -445,6 +488,7 @@ async fn measure(
     caller.publish_payload(&run_id, payload).await?;
     let mut probe = Probe {
         engine,
+        docker: &bench.docker,
         status: StatusCaller::open(&bench.bus, caller.prefix(), &bench.tag).await?,
         owner: owner.clone(),
         run_id: RunId::parse(&run_id).map_err(|e| BenchError::new(e.to_string()))?,
@@ -486,18 +530,12 @@ async fn measure(
             "the owner's run should end canceled after delete: {response}"
         )));
     }
-    // The worker removes the container after it answered: let it, before
-    // it is stopped (what is left is removed with the others anyway).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline
-        && probe
-            .list(&ManagedFilter::run(probe.run_id.clone()))
-            .await?
-            .1
-            > 0
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Its container stays as a tombstone for `run_retention`: remove it.
+    let left = engine
+        .list_managed(&ManagedFilter::run(probe.run_id.clone()))
+        .await
+        .map_err(|e| BenchError::new(format!("engine list: {e}")))?;
+    others.ids.extend(left.into_iter().map(|c| c.container.id));
     Ok(figures)
 }
 
