@@ -15,7 +15,7 @@
 //!
 //! Layout (`bus-docker-bench/`): `engine` (raw bollard and CLI runs),
 //! `worker` (the worker process and the request side), `live` (live
-//! output), `status` (status latency against the number of managed
+//! output), `status` and `others` (status latency against the number of managed
 //! containers), `stats` (nearest-rank percentiles), `report` (targets,
 //! table, JSON), `machine` (what it ran on).
 //!
@@ -29,6 +29,8 @@ mod engine;
 mod live;
 #[path = "bus-docker-bench/machine.rs"]
 mod machine;
+#[path = "bus-docker-bench/others.rs"]
+mod others;
 #[path = "bus-docker-bench/report.rs"]
 mod report;
 #[path = "bus-docker-bench/stats.rs"]

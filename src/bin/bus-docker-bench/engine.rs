@@ -173,10 +173,11 @@ pub async fn remove_leftovers(docker: &Docker, runner_prefix: &str) -> Result<us
             ids.extend(c.id);
         }
     }
-    crate::status::remove(docker, ids).await
+    crate::others::remove(docker, ids).await
 }
 
-/// Remove a container, running or not (no error when it is gone).
+/// Remove a container, running or not (no error when it is gone, or
+/// already being removed: 409 with `force`).
 pub async fn force_remove(docker: &Docker, id: &str) -> Result<(), BenchError> {
     let options = RemoveContainerOptions {
         force: true,
@@ -186,7 +187,8 @@ pub async fn force_remove(docker: &Docker, id: &str) -> Result<(), BenchError> {
     match docker.remove_container(id, Some(options)).await {
         Ok(())
         | Err(BollardError::DockerResponseServerError {
-            status_code: 404, ..
+            status_code: 404 | 409,
+            ..
         }) => Ok(()),
         Err(e) => Err(engine("remove", e)),
     }

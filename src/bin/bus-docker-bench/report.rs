@@ -8,8 +8,8 @@ use crate::status::StatusFigures;
 
 /// The status targets (issue 11): p50 at the largest point of the status
 /// scenario over the baseline (no other owners' containers).
-const STATUS_OWNER: &str = "status {owner} p50, most containers / none";
-const STATUS_RUN: &str = "status {owner, run_id} p50, most containers / none";
+pub const STATUS_OWNER: &str = "status {owner} p50, most containers / none";
+pub const STATUS_RUN: &str = "status {owner, run_id} p50, most containers / none";
 
 /// Runs per second of one scenario at one concurrency.
 #[derive(Clone, Debug)]
@@ -233,49 +233,6 @@ impl Figures {
         ]
     }
 
-    /// Status rows: latency per point, then the growth ratios.
-    fn status_rows(&self, targets: &[Target]) -> Vec<[String; 9]> {
-        let Some(status) = &self.status else {
-            return Vec::new();
-        };
-        let find = |name: &str| targets.iter().find(|t| t.name == name);
-        let mut rows: Vec<[String; 9]> = status
-            .rows()
-            .into_iter()
-            .map(|(label, n, p50, p95, unit, note)| {
-                let mut row = single(&label, &n, p50, unit, None, &note);
-                row[3] = fmt(p95);
-                row
-            })
-            .collect();
-        let span = status.span();
-        for (label, value, target) in [
-            (
-                "status {owner} p50 growth",
-                status.owner_growth(),
-                find(STATUS_OWNER),
-            ),
-            (
-                "status {owner, run_id} p50 growth",
-                status.run_growth(),
-                find(STATUS_RUN),
-            ),
-            (
-                "engine list (all managed) p50 growth",
-                status.list_growth(),
-                None,
-            ),
-        ] {
-            let note = if target.is_some() {
-                format!("others {span}")
-            } else {
-                format!("others {span}; informational")
-            };
-            rows.push(single(label, "", value, "×", target, &note));
-        }
-        rows
-    }
-
     /// Whether the sequential, throughput and memory scenarios ran (not
     /// with `--live-only` or `--status-only`).
     pub fn core_ran(&self) -> bool {
@@ -289,7 +246,7 @@ impl Figures {
         if self.core_ran() {
             rows.extend(self.core_rows(&targets));
         }
-        rows.extend(self.status_rows(&targets));
+        rows.extend(self.status.iter().flat_map(|s| s.table_rows(&targets)));
         for (label, n, value, unit, note) in self.live.iter().flat_map(|l| l.rows()) {
             rows.push(single(&label, &n, value, unit, None, &note));
         }
@@ -548,7 +505,7 @@ fn header() -> [String; 9] {
     .map(str::to_owned)
 }
 
-fn fmt(v: Option<f64>) -> String {
+pub fn fmt(v: Option<f64>) -> String {
     v.map_or_else(
         || "-".to_owned(),
         |v| {
@@ -569,7 +526,7 @@ fn verdict(t: &Target) -> String {
     }
 }
 
-fn single(
+pub fn single(
     label: &str,
     n: &str,
     value: Option<f64>,
