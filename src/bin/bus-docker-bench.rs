@@ -251,7 +251,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         .map_err(|e| BenchError::new(format!("creating {}: {e}", logs.display())))?;
     let cli = engine::docker_cli();
     let tag = format!("bus-bench-{}", std::process::id());
-    let leftovers = engine::remove_leftovers(&docker, "bus-bench-").await?;
+    let (leftovers, _) = engine::remove_leftovers(&docker, "bus-bench-").await?;
     if leftovers > 0 {
         progress(format!(
             "removed {leftovers} containers left by an earlier benchmark"
@@ -302,13 +302,14 @@ async fn run(args: Args) -> Result<(), BenchError> {
         // A worker killed mid-scenario may have a create call in flight.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let cleaned = engine::remove_leftovers(&bench.docker, &bench.tag)
+    let (cleaned, tombstones) = engine::remove_leftovers(&bench.docker, &bench.tag)
         .await
-        .unwrap_or(0);
-    if cleaned > 0 {
-        figures
-            .notes
-            .push(format!("{cleaned} containers were left behind and removed"));
+        .unwrap_or((0, 0));
+    if cleaned > tombstones {
+        figures.notes.push(format!(
+            "{} containers were left behind and removed",
+            cleaned - tombstones
+        ));
     }
     outcome?;
     if let Some(load) = machine::loadavg() {
@@ -321,7 +322,9 @@ async fn run(args: Args) -> Result<(), BenchError> {
     println!("{table}");
     let targets = figures.targets();
     let met = targets.iter().filter(|t| t.met() == Some(true)).count();
-    println!("targets met: {met}/{}", targets.len());
+    if !targets.is_empty() {
+        println!("targets met: {met}/{}", targets.len());
+    }
     for note in &figures.notes {
         println!("note: {note}");
     }
