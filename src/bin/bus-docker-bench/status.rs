@@ -14,7 +14,10 @@
 //! * the same naming the run (`{owner, run_id}`: the list is filtered by
 //!   the run's label);
 //! * the engine list call alone, `DockerEngine::list_managed` in this
-//!   process, both ways (every managed container; one run).
+//!   process, both ways (every managed container; one run);
+//! * a listing filtered by the owner's label on the engine (raw bollard,
+//!   informational: what a server-side owner filter would cost; the
+//!   worker does not filter by owner on the engine).
 //!
 //! Every response must list exactly the owner's one run. The baseline is
 //! the first point (0 others); the target is status p50 at the largest
