@@ -6,13 +6,22 @@
 #   2. scripts/build-test-images.sh      (bus-test-busybox:local)
 #   3. cargo build --release --bin bus-integration-docker --bin bus-docker-bench
 #   4. target/release/bus-docker-bench "$@" (under CARGO_TARGET_DIR if set)
-#      (raw engine vs `docker run --rm` vs the worker; table on stdout,
-#      JSON in target/bench/results.json, worker logs in target/bench/logs/)
+#      (raw engine vs `docker run --rm` vs the worker, status latency against
+#      the number of managed containers, live output; table on stdout, JSON
+#      in target/bench/results.json, worker logs in target/bench/logs/)
 #
 # Examples:
 #   scripts/bench.sh                          # the run BENCHMARKS.md reports
 #   scripts/bench.sh --runs 100 --throughput-runs 48
+#   scripts/bench.sh --status-only            # status at 0, 64, 256 containers
+#   scripts/bench.sh --live-only              # live output only
 #   scripts/bench.sh --help
+#
+# The status scenario starts up to 256 idle containers (`sleep 3600`,
+# network none, labelled like runs of other owners, runner
+# bus-bench-<pid>-others); the bench removes them at the end, also after a
+# failure or Ctrl-C. An interrupted bench's leftovers (label bus.bench or
+# runner bus-bench-*) are removed by the next run at its start.
 #
 # Environment: CARGO (default cargo), BUS_TEST_IMAGE (default
 # bus-test-busybox:local), DOCKER_HOST, BUS_STATE_DIR (see docker-engine.sh).

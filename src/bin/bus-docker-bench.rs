@@ -14,9 +14,14 @@
 //! `none`. This is a benchmark, not a test: nothing here asserts on time.
 //!
 //! Layout (`bus-docker-bench/`): `engine` (raw bollard and CLI runs),
-//! `worker` (the worker process and the request side), `stats`
-//! (nearest-rank percentiles), `report` (targets, table, JSON),
-//! `machine` (what it ran on).
+//! `worker` (the worker process and the request side), `live` (live
+//! output), `status` and `others` (status latency against the number of managed
+//! containers), `stats` (nearest-rank percentiles), `report` (targets,
+//! table, JSON), `machine` (what it ran on).
+//!
+//! Every container it creates carries the label `bus.bench` or a runner
+//! name `bus-bench-<pid>-…`; they are removed at the end, also after a
+//! failure or SIGINT/SIGTERM.
 
 #[path = "bus-docker-bench/engine.rs"]
 mod engine;
@@ -24,10 +29,14 @@ mod engine;
 mod live;
 #[path = "bus-docker-bench/machine.rs"]
 mod machine;
+#[path = "bus-docker-bench/others.rs"]
+mod others;
 #[path = "bus-docker-bench/report.rs"]
 mod report;
 #[path = "bus-docker-bench/stats.rs"]
 mod stats;
+#[path = "bus-docker-bench/status.rs"]
+mod status;
 #[path = "bus-docker-bench/worker.rs"]
 mod worker;
 
@@ -84,8 +93,19 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     live_pairs: usize,
     /// Only the live output scenario (a short run for its figure).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "status_only")]
     live_only: bool,
+    /// Managed containers of other owners on the engine at each point of
+    /// the status scenario; the first point is the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "0,64,256")]
+    status_containers: Vec<usize>,
+    /// Timed status requests per point (after the warm-up); 0 skips the
+    /// status scenario.
+    #[arg(long, default_value_t = 30)]
+    status_samples: usize,
+    /// Only the status scenario.
+    #[arg(long)]
+    status_only: bool,
     /// Untimed runs before each scenario.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -231,7 +251,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         .map_err(|e| BenchError::new(format!("creating {}: {e}", logs.display())))?;
     let cli = engine::docker_cli();
     let tag = format!("bus-bench-{}", std::process::id());
-    let leftovers = engine::remove_leftovers(&docker, "bus-bench-").await?;
+    let (leftovers, _) = engine::remove_leftovers(&docker, "bus-bench-").await?;
     if leftovers > 0 {
         progress(format!(
             "removed {leftovers} containers left by an earlier benchmark"
@@ -250,6 +270,9 @@ async fn run(args: Args) -> Result<(), BenchError> {
         "concurrency": args.concurrency,
         "warmup": args.warmup,
         "output_runs": args.output_runs,
+        "live_pairs": args.live_pairs,
+        "status_containers": args.status_containers,
+        "status_samples": args.status_samples,
         "image": args.image,
         "worker_bin": worker_bin.display().to_string(),
         "worker_rust_log": args.worker_rust_log,
@@ -268,18 +291,25 @@ async fn run(args: Args) -> Result<(), BenchError> {
     };
 
     let mut figures = Figures::default();
-    let outcome = scenarios(&bench, &mut figures).await;
+    let outcome = tokio::select! {
+        outcome = scenarios(&bench, &mut figures) => outcome,
+        signal = interrupted() => {
+            progress(format!("{signal}: stopping, removing this run's containers"));
+            Err(BenchError::new(format!("interrupted by {signal}")))
+        }
+    };
     if outcome.is_err() {
         // A worker killed mid-scenario may have a create call in flight.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let cleaned = engine::remove_leftovers(&bench.docker, &bench.tag)
+    let (cleaned, tombstones) = engine::remove_leftovers(&bench.docker, &bench.tag)
         .await
-        .unwrap_or(0);
-    if cleaned > 0 {
-        figures
-            .notes
-            .push(format!("{cleaned} containers were left behind and removed"));
+        .unwrap_or((0, 0));
+    if cleaned > tombstones {
+        figures.notes.push(format!(
+            "{} containers were left behind and removed",
+            cleaned - tombstones
+        ));
     }
     outcome?;
     if let Some(load) = machine::loadavg() {
@@ -292,7 +322,9 @@ async fn run(args: Args) -> Result<(), BenchError> {
     println!("{table}");
     let targets = figures.targets();
     let met = targets.iter().filter(|t| t.met() == Some(true)).count();
-    println!("targets met: {met}/{}", targets.len());
+    if !targets.is_empty() {
+        println!("targets met: {met}/{}", targets.len());
+    }
     for note in &figures.notes {
         println!("note: {note}");
     }
@@ -309,15 +341,38 @@ async fn run(args: Args) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// SIGINT or SIGTERM, whichever comes first (never, when neither can be
+/// watched).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
 async fn scenarios(bench: &Bench, figures: &mut Figures) -> Result<(), BenchError> {
-    if !bench.args.live_only {
+    let args = &bench.args;
+    if !args.live_only && !args.status_only {
         sequential(bench, figures).await?;
-        for &c in &bench.args.concurrency {
+        for &c in &args.concurrency {
             throughput(bench, figures, c).await?;
         }
         memory(bench, &mut figures.memory).await?;
     }
-    live::scenario(bench, figures).await
+    if !args.live_only && args.status_samples > 0 {
+        status::scenario(bench, figures).await?;
+    }
+    if !args.status_only {
+        live::scenario(bench, figures).await?;
+    }
+    Ok(())
 }
 
 /// Raw engine, CLI and worker, N runs each, interleaved run by run so a

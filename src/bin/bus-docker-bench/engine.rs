@@ -139,9 +139,16 @@ fn engine(call: &str, e: BollardError) -> BenchError {
 }
 
 /// Remove containers an interrupted earlier benchmark left behind: raw
-/// ones (label `bus.bench`) and the worker's (runner `bench-…`).
-pub async fn remove_leftovers(docker: &Docker, runner_prefix: &str) -> Result<usize, BenchError> {
-    let mut removed = 0;
+/// ones (label `bus.bench`) and the worker's and the status scenario's
+/// (runner `<runner_prefix>…`), a few at a time (the status scenario can
+/// leave hundreds). Returns how many were removed and how many of those
+/// were tombstones (`bus-run-<id>.answered`: the worker keeps an answered
+/// run's container for `run_retention`, so every run leaves one).
+pub async fn remove_leftovers(
+    docker: &Docker,
+    runner_prefix: &str,
+) -> Result<(usize, usize), BenchError> {
+    let (mut ids, mut tombstones) = (Vec::new(), 0);
     let filters = [
         HashMap::from([("label".to_owned(), vec![BENCH_LABEL.to_owned()])]),
         HashMap::from([(
@@ -168,19 +175,32 @@ pub async fn remove_leftovers(docker: &Docker, runner_prefix: &str) -> Result<us
             if i == 1 && !runner.is_some_and(|r| r.starts_with(runner_prefix)) {
                 continue;
             }
-            if let Some(id) = c.id {
-                let options = RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    link: false,
-                };
-                if docker.remove_container(&id, Some(options)).await.is_ok() {
-                    removed += 1;
-                }
+            let names = c.names.as_deref().unwrap_or_default();
+            if names.iter().any(|n| n.ends_with(".answered")) {
+                tombstones += 1;
             }
+            ids.extend(c.id);
         }
     }
-    Ok(removed)
+    Ok((crate::others::remove(docker, ids).await?, tombstones))
+}
+
+/// Remove a container, running or not (no error when it is gone, or
+/// already being removed: 409 with `force`).
+pub async fn force_remove(docker: &Docker, id: &str) -> Result<(), BenchError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(())
+        | Err(BollardError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(engine("remove", e)),
+    }
 }
 
 /// The docker CLI on `PATH`, if installed.

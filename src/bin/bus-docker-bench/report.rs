@@ -4,6 +4,12 @@
 use serde_json::{json, Value};
 
 use crate::stats::{round3, Samples};
+use crate::status::StatusFigures;
+
+/// The status targets (issue 11): p50 at the largest point of the status
+/// scenario over the baseline (no other owners' containers).
+pub const STATUS_OWNER: &str = "status {owner} p50, most containers / none";
+pub const STATUS_RUN: &str = "status {owner, run_id} p50, most containers / none";
 
 /// Runs per second of one scenario at one concurrency.
 #[derive(Clone, Debug)]
@@ -69,6 +75,8 @@ pub struct Figures {
     pub memory: Memory,
     /// The live output scenario, when it ran.
     pub live: Option<crate::live::LiveFigures>,
+    /// The status scaling scenario, when it ran.
+    pub status: Option<crate::status::StatusFigures>,
     pub notes: Vec<String>,
 }
 
@@ -149,8 +157,36 @@ impl Figures {
         Self::ratio(self.rate("worker", 4), self.rate("worker", 1))
     }
 
-    /// The targets of the issue.
+    /// The targets of the scenarios that ran.
     pub fn targets(&self) -> Vec<Target> {
+        let mut targets = if self.core_ran() {
+            self.core_targets()
+        } else {
+            Vec::new()
+        };
+        if let Some(status) = &self.status {
+            targets.extend([
+                Target {
+                    name: STATUS_OWNER,
+                    value: status.owner_growth(),
+                    at_most: true,
+                    limit: crate::status::TARGET_RATIO,
+                    unit: "×",
+                },
+                Target {
+                    name: STATUS_RUN,
+                    value: status.run_growth(),
+                    at_most: true,
+                    limit: crate::status::TARGET_RATIO,
+                    unit: "×",
+                },
+            ]);
+        }
+        targets
+    }
+
+    /// The targets of the sequential, throughput and memory scenarios.
+    fn core_targets(&self) -> Vec<Target> {
         vec![
             Target {
                 name: "sequential p50 worker/raw",
@@ -197,10 +233,29 @@ impl Figures {
         ]
     }
 
-    /// The aligned text table.
+    /// Whether the sequential, throughput and memory scenarios ran (not
+    /// with `--live-only` or `--status-only`).
+    pub fn core_ran(&self) -> bool {
+        !self.worker.is_empty()
+    }
+
+    /// The aligned text table: the rows of the scenarios that ran.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 9]> = vec![header()];
         let targets = self.targets();
+        let mut rows: Vec<[String; 9]> = vec![header()];
+        if self.core_ran() {
+            rows.extend(self.core_rows(&targets));
+        }
+        rows.extend(self.status.iter().flat_map(|s| s.table_rows(&targets)));
+        for (label, n, value, unit, note) in self.live.iter().flat_map(|l| l.rows()) {
+            rows.push(single(&label, &n, value, unit, None, &note));
+        }
+        align(&rows)
+    }
+
+    /// Sequential latency, throughput and memory rows.
+    fn core_rows(&self, targets: &[Target]) -> Vec<[String; 9]> {
+        let mut rows = Vec::new();
         let find = |name: &str| targets.iter().find(|t| t.name == name);
         let latency = |label: &str, s: &Samples, target: Option<&Target>| -> [String; 9] {
             [
@@ -370,10 +425,7 @@ impl Figures {
                 .map(|a| format!("VmRSS {a:.1} MiB once answered"))
                 .unwrap_or_default(),
         ));
-        for (label, n, value, unit, note) in self.live.iter().flat_map(|l| l.rows()) {
-            rows.push(single(&label, &n, value, unit, None, &note));
-        }
-        align(&rows)
+        rows
     }
 
     /// The JSON document: every figure, the targets, the machine.
@@ -431,6 +483,7 @@ impl Figures {
                 "after_1_run_100mib": round3(m.after_100mib),
             },
             "live_output_100mib": self.live.as_ref().map_or(Value::Null, crate::live::LiveFigures::to_json),
+            "status_scaling": self.status.as_ref().map_or(Value::Null, StatusFigures::to_json),
             "targets": targets,
             "notes": self.notes,
         })
@@ -452,7 +505,7 @@ fn header() -> [String; 9] {
     .map(str::to_owned)
 }
 
-fn fmt(v: Option<f64>) -> String {
+pub fn fmt(v: Option<f64>) -> String {
     v.map_or_else(
         || "-".to_owned(),
         |v| {
@@ -473,7 +526,7 @@ fn verdict(t: &Target) -> String {
     }
 }
 
-fn single(
+pub fn single(
     label: &str,
     n: &str,
     value: Option<f64>,

@@ -90,7 +90,18 @@ impl WorkerProcess {
         bus: &LocalBus,
         prefix: &EventPrefix,
     ) -> Result<(), BenchError> {
-        let name = prefix.request_name(Operation::Run);
+        self.wait_stream(bus, prefix, Operation::Run).await
+    }
+
+    /// Until the worker's request stream of `op` is connected (each
+    /// operation has its own stream; the run stream connects first).
+    pub async fn wait_stream(
+        &mut self,
+        bus: &LocalBus,
+        prefix: &EventPrefix,
+        op: Operation,
+    ) -> Result<(), BenchError> {
+        let name = prefix.request_name(op);
         let deadline = Instant::now() + Duration::from_secs(30);
         while bus.server().connected_consumers(&name, GROUP) == 0 {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -101,7 +112,7 @@ impl WorkerProcess {
             }
             if Instant::now() > deadline {
                 return Err(BenchError::new(format!(
-                    "the worker's run stream did not connect within 30s:\n{}",
+                    "the worker's {name} stream did not connect within 30s:\n{}",
                     self.log_tail()
                 )));
             }
@@ -238,6 +249,26 @@ impl Caller {
         })
     }
 
+    /// The event prefix requests are published under.
+    pub fn prefix(&self) -> &EventPrefix {
+        &self.prefix
+    }
+
+    /// Publish a run request with this payload; `run_id` is the
+    /// correlation id.
+    pub async fn publish_payload(&self, run_id: &str, payload: Value) -> Result<(), BenchError> {
+        let event = OutboundEvent {
+            name: self.prefix.request_name(Operation::Run),
+            correlation_id: run_id.to_owned(),
+            payload,
+            error: None,
+        };
+        self.client
+            .publish(&event, &self.cancel)
+            .await
+            .map_err(|e| BenchError::new(format!("publish: {e}")))
+    }
+
     /// Publish one run request with a caller-chosen `run_id` (also the
     /// correlation id).
     pub async fn publish(
@@ -257,17 +288,9 @@ impl Caller {
         command: &[&str],
         stream_output: bool,
     ) -> Result<(), BenchError> {
-        let event = OutboundEvent {
-            name: self.prefix.request_name(Operation::Run),
-            correlation_id: run_id.to_owned(),
-            payload: json!({"run_id": run_id, "image": image, "command": command, "network": "none",
-                            "stream_output": stream_output}),
-            error: None,
-        };
-        self.client
-            .publish(&event, &self.cancel)
-            .await
-            .map_err(|e| BenchError::new(format!("publish: {e}")))
+        let payload = json!({"run_id": run_id, "image": image, "command": command,
+                             "network": "none", "stream_output": stream_output});
+        self.publish_payload(run_id, payload).await
     }
 
     /// Wait for the response to `run_id`.
