@@ -129,7 +129,9 @@ async fn cleanup(clients: &[bollard::Docker; 2], runners: &[&str]) {
         for runner in runners {
             for name in containers_of(client, runner).await {
                 let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-                let _ = client.remove_container(&name, Some(opts)).await;
+                let _ = client
+                    .remove_container(name.trim_start_matches('/'), Some(opts))
+                    .await;
             }
         }
     }
@@ -289,6 +291,11 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
     wa.stop().await.unwrap();
     wb.stop().await.unwrap();
     cleanup(&clients, &[&ra, &rb]).await;
+    assert_eq!(
+        spread(&clients, &[&ra, &rb]).await,
+        [0, 0],
+        "tombstones removed"
+    );
 }
 
 /// How many containers of `runner` the engine started since `since`.
