@@ -33,6 +33,12 @@ use tracing::{info, warn};
 /// How often down engines are probed in the background.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long one engine may take to answer a listing before it counts as
+/// down: a hung engine (it accepts connections, never answers) must not
+/// hold every placement and every status behind the engine client's
+/// request timeout.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the pool knows about one engine's reachability.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 enum Health {
@@ -285,7 +291,13 @@ impl<R: ContainerRuntime> EnginePool<R> {
         m: &Member<R>,
         filter: &ManagedFilter,
     ) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let result = m.runtime.list_managed(filter).await;
+        let result = tokio::time::timeout(LIST_TIMEOUT, m.runtime.list_managed(filter))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RuntimeError::Unavailable(format!(
+                    "no answer to a container listing within {LIST_TIMEOUT:?}"
+                )))
+            });
         m.note(&result);
         let mut list = result?;
         for c in &mut list {
@@ -580,6 +592,8 @@ mod tests {
     struct Switchable {
         inner: StaticRuntime,
         down: Arc<AtomicBool>,
+        /// Listings never answer (an engine that accepts and hangs).
+        hung: Arc<AtomicBool>,
     }
 
     impl Switchable {
@@ -632,6 +646,9 @@ mod tests {
             f: &ManagedFilter,
         ) -> Result<Vec<ManagedContainer>, RuntimeError> {
             self.check()?;
+            if self.hung.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             self.inner.list_managed(f).await
         }
         async fn inspect_managed(
@@ -774,6 +791,20 @@ mod tests {
             (4, 0)
         );
         assert!(matches!(listing.missing("x"), OperationError::NotFound(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_engine_is_given_up_after_the_list_timeout() {
+        let (pool, engines) = pool(2, None);
+        engines[0].hung.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let c = run_one(&pool, "a").await.unwrap();
+        assert_eq!(index(&c), '1');
+        assert_eq!(started.elapsed(), LIST_TIMEOUT);
+        // Marked down: the next placement does not wait for it again.
+        let again = tokio::time::Instant::now();
+        run_one(&pool, "b").await.unwrap();
+        assert_eq!(again.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]
