@@ -269,6 +269,12 @@ cmd_stop2_locked() {
     log "stopping the dockerd of test engine $E2_N (pid $pid)"
     terminate "$pid" dockerd "$STOP_TIMEOUT"
     rm -f "$E2_PID_FILE" "$E2_DOCKERD_PID_FILE"
+    # dockerd bind-mounts its data root onto itself and can leave it mounted:
+    # a clone holding that mount cannot be deleted.
+    if mountpoint -q "$E2_DIR/data" 2>/dev/null; then
+        umount "$E2_DIR/data" 2>/dev/null || umount -l "$E2_DIR/data" ||
+            warn "could not unmount $E2_DIR/data"
+    fi
     if [[ -S "$E2_SOCK" ]]; then
         rm -f "$E2_SOCK"
     fi
