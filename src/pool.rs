@@ -24,7 +24,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit};
+use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit, RequestMounts};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
@@ -55,6 +55,8 @@ struct Member<R> {
     health: Mutex<Health>,
     /// The engine's version, once read.
     version: Mutex<Option<String>>,
+    /// Whether it pins request mounts (a local engine), once read.
+    pins: Mutex<Option<bool>>,
     /// Runs placed here and not created yet.
     reserved: Arc<AtomicUsize>,
 }
@@ -177,6 +179,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
                 runtime,
                 health: Mutex::new(Health::Unknown),
                 version: Mutex::new(None),
+                pins: Mutex::new(None),
                 reserved: Arc::new(AtomicUsize::new(0)),
             })
             .collect();
@@ -308,14 +311,45 @@ impl<R: ContainerRuntime> EnginePool<R> {
 
     /// Choose the engine for a new run: the reachable one with the fewest
     /// active runs (one filtered list call per engine; none for a pool of
-    /// one), ties to the first configured.
+    /// one), ties to the first configured. A run with request mounts
+    /// (`needs_pinning`) goes to an engine that pins them (a local one)
+    /// when the pool has one that answers; otherwise it is placed as any
+    /// run and that engine refuses the mounts (`forbidden`).
     ///
     /// # Errors
     /// `Unavailable` when no engine can be reached; `Capacity` (as an
     /// operation error) when every reachable engine is at the cap.
-    pub async fn place(&self) -> Result<Placement, OperationError> {
+    pub async fn place(&self, needs_pinning: bool) -> Result<Placement, OperationError> {
         let _one_at_a_time = self.placing.lock().await;
-        let loads: Vec<EngineLoad> = if self.members.len() == 1 && self.cap.is_none() {
+        let mut loads = self.loads().await;
+        if needs_pinning && self.members.len() > 1 {
+            let pins = join_all(self.members.iter().map(|m| self.pins(m))).await;
+            let reachable_pinning = loads.iter().zip(&pins).any(|(l, p)| l.reachable && *p);
+            if reachable_pinning {
+                for (load, pins) in loads.iter_mut().zip(pins) {
+                    load.reachable &= pins;
+                }
+            }
+        }
+        self.reserve(&loads)
+    }
+
+    /// Whether `m` pins request mounts (asked once, then remembered).
+    async fn pins(&self, m: &Member<R>) -> bool {
+        if let Some(known) = *m.pins.lock().unwrap_or_else(PoisonError::into_inner) {
+            return known;
+        }
+        let info = m.runtime.engine_info().await;
+        m.note(&info);
+        info.is_ok_and(|i| {
+            self.remember(m, &i);
+            matches!(i.request_mounts, RequestMounts::Pinned)
+        })
+    }
+
+    /// Each engine's load for placement.
+    async fn loads(&self) -> Vec<EngineLoad> {
+        if self.members.len() == 1 && self.cap.is_none() {
             vec![EngineLoad {
                 reachable: true,
                 active: 0,
@@ -338,8 +372,12 @@ impl<R: ContainerRuntime> EnginePool<R> {
                     active: count.unwrap_or(0) + m.reserved.load(Ordering::Relaxed),
                 })
                 .collect()
-        };
-        match choose(&loads, self.cap) {
+        }
+    }
+
+    /// Choose among `loads` and reserve a place on the chosen engine.
+    fn reserve(&self, loads: &[EngineLoad]) -> Result<Placement, OperationError> {
+        match choose(loads, self.cap) {
             Ok(index) => {
                 let m = &self.members[index];
                 m.reserved.fetch_add(1, Ordering::Relaxed);
@@ -442,7 +480,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
             m.note(&info);
             let active_runs = match &info {
                 Ok(i) => {
-                    self.remember_version(m, &i.engine_version);
+                    self.remember(m, i);
                     self.list_on_member(m, &ManagedFilter::active())
                         .await
                         .ok()
@@ -483,7 +521,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
             let info = m.runtime.engine_info().await;
             m.note(&info);
             info.ok().map(|i| {
-                self.remember_version(m, &i.engine_version);
+                self.remember(m, &i);
                 m.id.clone()
             })
         }))
@@ -491,8 +529,12 @@ impl<R: ContainerRuntime> EnginePool<R> {
         revived.into_iter().flatten().collect()
     }
 
-    fn remember_version(&self, m: &Member<R>, version: &str) {
-        *m.version.lock().unwrap_or_else(PoisonError::into_inner) = Some(version.to_owned());
+    /// Keep what an engine said about itself.
+    fn remember(&self, m: &Member<R>, info: &EngineInfo) {
+        *m.version.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(info.engine_version.clone());
+        *m.pins.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(matches!(info.request_mounts, RequestMounts::Pinned));
     }
 
     /// The version of the engine holding `container` (read once).
@@ -508,9 +550,9 @@ impl<R: ContainerRuntime> EnginePool<R> {
         }
         let info = m.runtime.engine_info().await;
         m.note(&info);
-        let version = info.ok()?.engine_version;
-        self.remember_version(m, &version);
-        Some(version)
+        let info = info.ok()?;
+        self.remember(m, &info);
+        Some(info.engine_version)
     }
 }
 
@@ -594,6 +636,8 @@ mod tests {
         down: Arc<AtomicBool>,
         /// Listings never answer (an engine that accepts and hangs).
         hung: Arc<AtomicBool>,
+        /// It pins request mounts (a local engine).
+        pins: Arc<AtomicBool>,
     }
 
     impl Switchable {
@@ -615,7 +659,11 @@ mod tests {
         }
         async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
             self.check()?;
-            self.inner.engine_info().await
+            let mut info = self.inner.engine_info().await?;
+            if self.pins.load(Ordering::SeqCst) {
+                info.request_mounts = RequestMounts::Pinned;
+            }
+            Ok(info)
         }
         async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
             self.check()?;
@@ -718,7 +766,7 @@ mod tests {
         pool: &EnginePool<Switchable>,
         run: &str,
     ) -> Result<ContainerRef, OperationError> {
-        let placement = pool.place().await?;
+        let placement = pool.place(false).await?;
         Ok(pool.create(&placement, &spec(run), "r").await?)
     }
 
@@ -743,13 +791,13 @@ mod tests {
     #[tokio::test]
     async fn placements_not_created_yet_count_as_active() {
         let (pool, _) = pool(2, None);
-        let first = pool.place().await.unwrap();
-        let second = pool.place().await.unwrap();
+        let first = pool.place(false).await.unwrap();
+        let second = pool.place(false).await.unwrap();
         assert_ne!(first.engine, second.engine);
         drop(first);
         // Engine 0 is free again (nothing was created there).
         assert_eq!(
-            pool.place().await.unwrap().engine,
+            pool.place(false).await.unwrap().engine,
             EngineId::new("unix:///engine-0.sock")
         );
     }
@@ -791,6 +839,28 @@ mod tests {
             (4, 0)
         );
         assert!(matches!(listing.missing("x"), OperationError::NotFound(_)));
+    }
+
+    #[tokio::test]
+    async fn runs_with_request_mounts_go_to_an_engine_that_pins_them() {
+        let (pool, engines) = pool(2, None);
+        // Only engine 1 pins; give it more runs than engine 0.
+        engines[1].pins.store(true, Ordering::SeqCst);
+        let first = run_one(&pool, "a").await.unwrap();
+        let second = run_one(&pool, "b").await.unwrap();
+        assert_eq!((index(&first), index(&second)), ('0', '1'));
+        run_one(&pool, "c").await.unwrap(); // engine 0: 2, engine 1: 1
+        let pinned = pool.place(true).await.unwrap();
+        assert_eq!(pinned.engine, second.engine);
+        drop(pinned);
+        let plain = pool.place(false).await.unwrap();
+        assert_eq!(plain.engine, second.engine, "fewest active: engine 1");
+        drop(plain);
+        // No engine that pins answers: placed as any run (the engine then
+        // refuses the mounts with its reason).
+        engines[1].set_down(true);
+        let fallback = pool.place(true).await.unwrap();
+        assert_eq!(fallback.engine, first.engine);
     }
 
     #[tokio::test(start_paused = true)]

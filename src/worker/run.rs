@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::mount::RealHostPaths;
+use bus_docker_domain::mount::{MountOrigin, RealHostPaths};
 use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedFilter, Stdin,
 };
@@ -242,7 +242,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         self.table()
             .set_state(&spec.run_id, RunState::Creating, None);
-        let placement = match self.inner.pool.place().await {
+        let pins = spec
+            .mounts
+            .iter()
+            .any(|m| matches!(m.origin(), MountOrigin::Request { .. }));
+        let placement = match self.inner.pool.place(pins).await {
             Ok(p) => p,
             Err(err) => {
                 self.fail_run(facts, err).await;
