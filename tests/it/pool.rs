@@ -520,3 +520,62 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
         "no container left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_request_mounts_go_to_the_engine_that_pins_them() {
+    let _serial = SERIAL.lock().await;
+    let pool = Pool::from_env();
+    let clients = pool.clients().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("poolpin");
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("note.txt"), "pinned here\n").unwrap();
+    let allowed = root.path().display().to_string();
+    // Engine 2 is reached over tcp+TLS (it cannot pin: the worker does not
+    // know that host's files); engine 3 over its local unix socket can.
+    let s = pool_settings(
+        &runner,
+        &format!("bus.t.{}", runner.replace('_', "-")),
+        "bus-integration-docker",
+        &format!(
+            "{}[policy]\nallowed_mount_roots = [\"{allowed}\"]\n",
+            pool.toml(&pool.unix_host())
+        ),
+    );
+    let w = spawn_worker(&bus, &s, "w").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    for i in 0..3 {
+        let r = caller
+            .call(
+                Operation::Run,
+                json!({"image": test_image(), "command": ["cat", "/data/note.txt"],
+                    "mounts": [{"source": allowed, "target": "/data", "read_only": true}]}),
+            )
+            .await;
+        assert_eq!(code(&r), "", "run {i}: {r}");
+        assert_eq!(r["stdout"], "pinned here\n", "{r}");
+        assert_eq!(
+            docker_host(&r),
+            pool.unix_host(),
+            "run {i} on the engine that pins: {r}"
+        );
+    }
+    // Without mounts the same worker still uses both engines.
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"image": test_image(), "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(
+        docker_host(&r),
+        pool.tls_host,
+        "the idle tcp engine comes first: {r}"
+    );
+    w.stop().await.unwrap();
+    assert_eq!(
+        spread(&clients, &[&runner]).await,
+        [0, 0],
+        "no container left"
+    );
+}
