@@ -23,11 +23,11 @@ use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
 use crate::input::{InputError, InputSessions};
-use crate::pinning::{run_of, Pinning};
 use crate::labels::{self, Listed};
+use crate::pinning::{run_of, Pinning};
 use crate::records::{self, Marked};
-use crate::view::{self, View};
 use crate::registry::ClientConfig;
+use crate::view::{self, View};
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///

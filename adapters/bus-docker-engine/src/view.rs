@@ -89,7 +89,9 @@ pub(crate) fn apply(entries: &mut Entries, event: &EventMessage) {
         return;
     };
     let Some(actor) = &event.actor else { return };
-    let Some(id) = actor.id.as_deref() else { return };
+    let Some(id) = actor.id.as_deref() else {
+        return;
+    };
     let empty = HashMap::new();
     let attributes = actor.attributes.as_ref().unwrap_or(&empty);
     let name = attributes.get("name").map_or("", String::as_str);
@@ -321,7 +323,9 @@ impl View {
 
 /// `since` for the events call: Unix seconds with nanoseconds.
 fn since_param(at: SystemTime) -> String {
-    let d = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let d = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
@@ -332,7 +336,11 @@ async fn follow(docker: Docker, since: Option<String>, synced: Arc<Synced>) {
         ("type".to_owned(), vec!["container".to_owned()]),
         (
             "label".to_owned(),
-            vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)],
+            vec![format!(
+                "{}={}",
+                labels::MANAGED_BY,
+                labels::MANAGED_BY_VALUE
+            )],
         ),
     ]);
     let options = EventsOptions {

@@ -68,7 +68,13 @@ fn actions_map_to_changes() {
     );
     assert_eq!(change_of("destroy"), Some(Change::Destroyed));
     assert_eq!(change_of("rename"), Some(Change::Renamed));
-    for ignored in ["kill", "attach", "oom", "exec_create: sh", "health_status: ok"] {
+    for ignored in [
+        "kill",
+        "attach",
+        "oom",
+        "exec_create: sh",
+        "health_status: ok",
+    ] {
         assert_eq!(change_of(ignored), None, "{ignored}");
     }
 }
@@ -132,7 +138,10 @@ fn a_container_lives_through_its_events() {
 fn events_of_containers_the_view_does_not_hold_add_nothing() {
     let mut entries = Entries::new();
     for action in ["start", "die", "rename", "pause", "destroy"] {
-        apply(&mut entries, &event(action, "gone", &attrs("bus-run-r1"), 1));
+        apply(
+            &mut entries,
+            &event(action, "gone", &attrs("bus-run-r1"), 1),
+        );
     }
     assert!(entries.is_empty(), "{entries:?}");
     let mut other = event("create", "img", &attrs("bus-run-r1"), 1);
@@ -144,13 +153,23 @@ fn events_of_containers_the_view_does_not_hold_add_nothing() {
 #[test]
 fn a_create_event_of_a_known_container_only_brings_the_time() {
     let mut entries = Entries::new();
-    apply(&mut entries, &event("create", "abc", &attrs("bus-run-r1"), 5));
+    apply(
+        &mut entries,
+        &event("create", "abc", &attrs("bus-run-r1"), 5),
+    );
     // This worker marked it (a write) before the event of the create came.
     super::renamed(entries.get_mut("abc").unwrap(), "bus-run-r1.answered");
     entries.get_mut("abc").unwrap().created_at = None;
-    apply(&mut entries, &event("create", "abc", &attrs("bus-run-r1"), 7));
+    apply(
+        &mut entries,
+        &event("create", "abc", &attrs("bus-run-r1"), 7),
+    );
     let m = only(&entries);
-    assert_eq!(m.mark, RunMark::Answered, "a late create does not undo a write");
+    assert_eq!(
+        m.mark,
+        RunMark::Answered,
+        "a late create does not undo a write"
+    );
     assert_eq!(
         m.created_at,
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(7))
