@@ -178,10 +178,7 @@ async fn the_view_agrees_with_a_fresh_listing_after_a_batch() {
                     .unwrap();
                 assert!(apart <= Duration::from_secs(1), "{id}: {a:?} vs {b:?}");
             }
-            let states: Vec<_> = fresh
-                .iter()
-                .map(|c| (c.mark.clone(), c.state.clone()))
-                .collect();
+            let states: Vec<_> = fresh.iter().map(|c| (c.mark, c.state.clone())).collect();
             assert!(states.contains(&(RunMark::Answered, ContainerState::Exited)));
             assert!(states.contains(&(RunMark::Live, ContainerState::Exited)));
             assert!(states.contains(&(RunMark::Deleted, ContainerState::Created)));
