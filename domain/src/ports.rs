@@ -98,6 +98,10 @@ pub struct ManagedFilter {
     /// Only containers that are active: created, running, paused or
     /// restarting (what placement counts).
     pub active_only: bool,
+    /// Ask the engine itself, not a view kept from its events: for checks
+    /// that must see every container created before the call. Never
+    /// narrows the result ([`ManagedFilter::matches`] ignores it).
+    pub fresh: bool,
 }
 
 impl ManagedFilter {
@@ -127,6 +131,15 @@ impl ManagedFilter {
         Self {
             active_only: true,
             ..Self::default()
+        }
+    }
+
+    /// The same filter, answered by the engine itself (the `fresh` field).
+    #[must_use]
+    pub fn fresh(self) -> Self {
+        Self {
+            fresh: true,
+            ..self
         }
     }
 

@@ -41,7 +41,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     async fn recover_engine(&self, engine: &EngineId) -> usize {
         let mut backoff = RECOVERY_BACKOFF.first;
-        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
+        // Fresh: start-up must see every container of this runner.
+        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone()).fresh();
         let list = loop {
             match self.inner.pool.list_on(engine, &mine).await {
                 Ok(list) => break list,

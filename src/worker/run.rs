@@ -340,7 +340,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         if self.inner.settings.run_retention.is_zero() && self.inner.pool.len() < 2 {
             return Twin::None;
         }
-        let filter = ManagedFilter::run(facts.run_id.clone());
+        // Fresh: a twin created a moment ago must be seen.
+        let filter = ManagedFilter::run(facts.run_id.clone()).fresh();
         let listing = match self.inner.pool.list_managed(&filter).await {
             Ok(listing) => listing,
             Err(err) => {
@@ -396,7 +397,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         run_id: &RunId,
         name: &str,
     ) -> Option<CorrelationId> {
-        let filter = ManagedFilter::run(run_id.clone());
+        // Fresh: the holder was created just before this worker's create.
+        let filter = ManagedFilter::run(run_id.clone()).fresh();
         let deadline = tokio::time::Instant::now() + NAME_HOLDER_WAIT;
         loop {
             match self.inner.pool.list_on(engine, &filter).await {

@@ -69,7 +69,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     /// The managed containers carrying this worker's runner name.
     async fn runner_containers(&self) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone());
+        // Fresh: a runner delete must reach every container of this runner.
+        let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone()).fresh();
         let listing = self.inner.pool.list_managed(&mine).await?;
         for (engine, why) in &listing.unreachable {
             warn!(docker_host = %engine, error = %why, "runner delete: engine unreachable; its containers of this runner stay until it is back");

@@ -2,6 +2,7 @@
 //! API.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -22,9 +23,11 @@ use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
 use crate::input::{InputError, InputSessions};
+use crate::labels::{self, Listed};
 use crate::pinning::{run_of, Pinning};
 use crate::records::{self, Marked};
 use crate::registry::ClientConfig;
+use crate::view::{self, View};
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///
@@ -52,6 +55,11 @@ struct Inner {
     /// Where registry credentials are looked up at each pull.
     registry_config: ClientConfig,
     pull_timeout: Duration,
+    /// Managed containers kept from the engine's events (`view.rs`):
+    /// listings are answered from it while its stream is connected.
+    view: View,
+    /// Listings that asked the engine (`GET /containers/json`).
+    list_calls: AtomicU64,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -88,6 +96,8 @@ impl DockerEngine {
                 created: std::sync::Mutex::new(HashMap::new()),
                 registry_config: ClientConfig::locate(opts.docker_config_dir.as_deref()),
                 pull_timeout: opts.pull_timeout,
+                view: View::new(),
+                list_calls: AtomicU64::new(0),
             }),
         })
     }
@@ -106,6 +116,45 @@ impl DockerEngine {
     /// Stdin connections held for runs other workers drive.
     pub fn held_inputs(&self) -> usize {
         self.inner.inputs.held()
+    }
+
+    /// How many listings asked the engine itself rather than the view kept
+    /// from its events (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn list_calls(&self) -> u64 {
+        self.inner.list_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether listings are answered from the view kept from the engine's
+    /// events right now (for tests).
+    #[doc(hidden)]
+    pub fn view_synced(&self) -> bool {
+        self.inner.view.is_synced()
+    }
+
+    /// One listing asked of the engine.
+    async fn list_engine(
+        &self,
+        docker: &Docker,
+        filter: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, DockerError> {
+        self.inner.list_calls.fetch_add(1, Ordering::Relaxed);
+        records::list(docker, filter).await
+    }
+
+    /// The container now carries `name` (a mark this worker set).
+    fn view_renamed(&self, id: &str, name: &str) {
+        self.inner.view.write(id, |entries| {
+            if let Some(known) = entries.get_mut(id) {
+                view::renamed(known, name);
+            }
+        });
+    }
+
+    fn view_removed(&self, id: &str) {
+        self.inner.view.write(id, |entries| {
+            entries.remove(id);
+        });
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
@@ -192,6 +241,21 @@ impl DockerEngine {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(created.id.clone(), crate::config::wants_stdin(spec));
+                let record = labels::managed(Listed {
+                    id: &created.id,
+                    name: &name,
+                    labels: &labels::for_run(spec, runner, &image.labels),
+                    image_id: Some(&image.id),
+                    state: bus_docker_domain::ports::ContainerState::Created,
+                    started_at: None,
+                    // The create event brings the engine's time.
+                    created_at: None,
+                });
+                if let Some(record) = record {
+                    self.inner.view.write(&created.id, |entries| {
+                        entries.insert(created.id.clone(), record);
+                    });
+                }
                 Ok(ContainerRef::new(created.id, name))
             }
             Err(source) => Err(self
@@ -376,11 +440,15 @@ impl ContainerRuntime for DockerEngine {
         match docker.remove_container(&container.id, Some(options)).await {
             Ok(()) => {
                 tracing::debug!(container = %container.name, "container removed");
+                self.view_removed(&container.id);
                 self.release_pins(container).await;
                 Ok(())
             }
             // Gone, or another worker is removing it right now.
             Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => {
+                if classify(&source) == Class::NotFound {
+                    self.view_removed(&container.id);
+                }
                 self.release_pins(container).await;
                 Ok(())
             }
@@ -398,7 +466,18 @@ impl ContainerRuntime for DockerEngine {
         filter: &ManagedFilter,
     ) -> Result<Vec<ManagedContainer>, RuntimeError> {
         let docker = self.docker().await?;
-        match records::list(&docker, filter).await {
+        let viewed = if filter.fresh {
+            None
+        } else {
+            let every = ManagedFilter::all();
+            let all = self.list_engine(&docker, &every);
+            self.inner.view.serve(&docker, filter, all).await
+        };
+        let found = match viewed {
+            Some(found) => Ok(found),
+            None => self.list_engine(&docker, filter).await,
+        };
+        match found {
             Ok(found) => {
                 if filter.runner.is_none() && filter.run_id.is_none() {
                     // A full listing: pins of runs with no container left
@@ -433,8 +512,15 @@ impl ContainerRuntime for DockerEngine {
         let docker = self.docker().await?;
         let deleted = async {
             match records::mark(&docker, &container.id, RunMark::Deleted).await {
-                Ok(Marked::Gone | Marked::Answered) => return Ok(()),
-                Ok(Marked::Now { name, .. }) => tracing::info!(%name, "run marked deleted"),
+                Ok(Marked::Gone) => {
+                    self.view_removed(&container.id);
+                    return Ok(());
+                }
+                Ok(Marked::Answered) => return Ok(()),
+                Ok(Marked::Now { name, .. }) => {
+                    self.view_renamed(&container.id, &name);
+                    tracing::info!(%name, "run marked deleted");
+                }
                 // The mark's name is taken (a leftover of an earlier run of
                 // this id): stop the run all the same; its driver then
                 // reports the kill, not a cancel.
@@ -456,7 +542,15 @@ impl ContainerRuntime for DockerEngine {
     async fn mark_answered(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
         match records::mark(&docker, &container.id, RunMark::Answered).await {
-            Ok(_) => Ok(()),
+            Ok(Marked::Now { name, .. }) => {
+                self.view_renamed(&container.id, &name);
+                Ok(())
+            }
+            Ok(Marked::Gone) => {
+                self.view_removed(&container.id);
+                Ok(())
+            }
+            Ok(Marked::Answered) => Ok(()),
             Err(err) => Err(self.fail(err).await),
         }
     }

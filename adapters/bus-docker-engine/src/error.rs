@@ -51,6 +51,12 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
+    /// `GET /info` for the engine's clock (the container view's start).
+    #[error("reading the engine's system information")]
+    Info {
+        #[source]
+        source: BollardError,
+    },
     #[error("creating container {name} from image {image}")]
     Create {
         name: String,
@@ -222,6 +228,7 @@ impl DockerError {
             Self::Connect { source, .. }
             | Self::Negotiate { source, .. }
             | Self::Version { source }
+            | Self::Info { source }
             | Self::Create { source, .. }
             | Self::Start { source, .. }
             | Self::Attach { source, .. }

@@ -18,6 +18,9 @@
 //!   rename) and what their answers mean.
 //! * `records.rs`: the engine as the record of runs: filtered listing,
 //!   reading one container in full, run marks (renames).
+//! * `view.rs`: the managed containers kept from the engine's event
+//!   stream, so listings do not ask the engine each time (`fresh`
+//!   listings still do).
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
 //! * `pull.rs`: pulls with credentials, an idle limit and a deadline.
 //! * `config.rs`: create bodies, pull references, engine timestamps.
@@ -51,6 +54,7 @@ pub mod pinning;
 mod pull;
 mod records;
 pub mod registry;
+mod view;
 
 pub use client::{
     display_host, EngineOptions, TlsError, TlsFiles, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT,

@@ -159,6 +159,8 @@ async fn listings_are_filtered_by_runner_and_run() {
         runner: Some(runner_a.clone()),
         run_id: Some(b.run_id.clone()),
         active_only: false,
+        // The engine's own label filters, not the view.
+        fresh: true,
     };
     assert!(engine.list_managed(&both).await.unwrap().is_empty());
     let all = ids(engine.list_managed(&ManagedFilter::all()).await.unwrap());
