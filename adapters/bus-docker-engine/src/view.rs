@@ -49,6 +49,12 @@ use crate::labels::{self, Listed};
 /// next build is tried.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The longest a view is trusted before it is rebuilt from a fresh
+/// listing: a connection that stalls without closing (a half-open TCP
+/// connection to a remote engine) sends no events and no error, so only
+/// its age bounds how stale the view can get.
+const MAX_AGE: Duration = Duration::from_secs(60);
+
 /// What an event does to a container of the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
@@ -157,6 +163,8 @@ struct Synced {
     state: Mutex<Feed>,
     connected: AtomicBool,
     stop: CancellationToken,
+    /// When it was built: a view older than [`MAX_AGE`] is rebuilt.
+    built: Instant,
 }
 
 /// Events arrive before the list answers: they wait in `pending`.
@@ -223,7 +231,7 @@ impl View {
     /// The synced view's entries passing `filter`; `None` when not synced.
     fn answer(&self, filter: &ManagedFilter) -> Option<Vec<ManagedContainer>> {
         let synced = self.current().clone()?;
-        if !synced.connected.load(Ordering::Acquire) {
+        if !synced.connected.load(Ordering::Acquire) || synced.built.elapsed() > MAX_AGE {
             return None;
         }
         let feed = synced.lock();
@@ -293,6 +301,7 @@ impl View {
             state: Mutex::new(Feed::Pending(Vec::new())),
             connected: AtomicBool::new(true),
             stop: self.stop.child_token(),
+            built: Instant::now(),
         });
         tokio::spawn(follow(docker.clone(), since, Arc::clone(&synced)));
         match list_all.await {

@@ -1,12 +1,13 @@
 //! Unit tests of `view.rs`: what each event does to the view.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bollard::models::{EventActor, EventMessage, EventMessageTypeEnum};
-use bus_docker_domain::ports::{ContainerState, ManagedContainer};
+use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
 use bus_docker_domain::run::RunMark;
 
-use super::{apply, change_of, since_param, Change, Entries, Feed, Synced};
+use super::{apply, change_of, since_param, Change, Entries, Feed, Synced, View, MAX_AGE};
 use crate::labels;
 
 fn event(action: &str, id: &str, attributes: &[(&str, &str)], time: i64) -> EventMessage {
@@ -182,6 +183,7 @@ fn events_before_the_list_wait_and_apply_after_it() {
         state: std::sync::Mutex::new(Feed::Pending(Vec::new())),
         connected: true.into(),
         stop: tokio_util::sync::CancellationToken::new(),
+        built: Instant::now(),
     };
     // Between the engine's clock read and the list: created, then removed.
     synced.take(event("create", "a", &attrs("bus-run-r1"), 1));
@@ -206,4 +208,24 @@ fn events_before_the_list_wait_and_apply_after_it() {
 fn since_is_unix_seconds_with_nanoseconds() {
     let at = SystemTime::UNIX_EPOCH + Duration::new(1_714_557_600, 5);
     assert_eq!(since_param(at), "1714557600.000000005");
+}
+
+#[test]
+fn a_view_older_than_its_max_age_is_not_trusted() {
+    let view_of = |age: Duration| {
+        let synced = Synced {
+            state: std::sync::Mutex::new(Feed::Listed(Entries::new())),
+            connected: true.into(),
+            stop: tokio_util::sync::CancellationToken::new(),
+            built: Instant::now()
+                .checked_sub(age)
+                .expect("a monotonic clock this old"),
+        };
+        let view = View::new();
+        *view.current() = Some(Arc::new(synced));
+        view
+    };
+    let all = ManagedFilter::all();
+    assert_eq!(view_of(Duration::ZERO).answer(&all), Some(Vec::new()));
+    assert_eq!(view_of(MAX_AGE + Duration::from_secs(1)).answer(&all), None);
 }
