@@ -95,7 +95,7 @@ impl Pinning {
     }
 
     fn refused(reason: String) -> Self {
-        tracing::warn!(%reason, "request mounts will be refused; operator and profile mounts still work");
+        tracing::warn!(%reason, "request mounts are refused on this engine (in a pool, runs with request mounts go to an engine that pins them); operator and profile mounts still work");
         Self { state: Err(reason) }
     }
 
