@@ -1,0 +1,290 @@
+//! Unit tests of the engine pool over switchable fake engines.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+use bus_docker_domain::profile::Hardening;
+use bus_docker_domain::run::RunMark;
+use bus_docker_domain::{CorrelationId, NetworkName, RunId};
+use bus_docker_static::StaticRuntime;
+
+use super::*;
+
+/// A runtime that can be switched off: every call then fails
+/// `Unavailable`, as an engine whose socket went away.
+#[derive(Clone, Default)]
+struct Switchable {
+    inner: StaticRuntime,
+    down: Arc<AtomicBool>,
+    /// Listings never answer (an engine that accepts and hangs).
+    hung: Arc<AtomicBool>,
+    /// It pins request mounts (a local engine).
+    pins: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), RuntimeError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Unavailable("switched off".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ContainerRuntime for Switchable {
+    fn provider(&self) -> &'static str {
+        "docker"
+    }
+    async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        self.check()?;
+        let mut info = self.inner.engine_info().await?;
+        if self.pins.load(Ordering::SeqCst) {
+            info.request_mounts = RequestMounts::Pinned;
+        }
+        Ok(info)
+    }
+    async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        self.check()?;
+        self.inner.image_present(image).await
+    }
+    async fn ensure_image(&self, i: &ImageRef, p: PullPolicy) -> Result<String, RuntimeError> {
+        self.check()?;
+        self.inner.ensure_image(i, p).await
+    }
+    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        self.check()?;
+        self.inner.create(spec, runner).await
+    }
+    async fn drive(&self, c: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
+        self.check()?;
+        self.inner.drive(c, io).await
+    }
+    async fn kill(&self, c: &ContainerRef) -> Result<(), RuntimeError> {
+        self.check()?;
+        self.inner.kill(c).await
+    }
+    async fn remove(&self, c: &ContainerRef) -> Result<(), RuntimeError> {
+        self.check()?;
+        self.inner.remove(c).await
+    }
+    async fn list_managed(&self, f: &ManagedFilter) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        self.check()?;
+        if self.hung.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.list_managed(f).await
+    }
+    async fn inspect_managed(&self, c: &ContainerRef) -> Result<ManagedContainer, RuntimeError> {
+        self.check()?;
+        self.inner.inspect_managed(c).await
+    }
+    async fn delete_run(&self, c: &ContainerRef, grace: Duration) -> Result<(), RuntimeError> {
+        self.check()?;
+        self.inner.delete_run(c, grace).await
+    }
+    async fn mark_answered(&self, c: &ContainerRef) -> Result<(), RuntimeError> {
+        self.check()?;
+        self.inner.mark_answered(c).await
+    }
+    async fn write_input(&self, c: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
+        self.check()?;
+        self.inner.write_input(c, chunk).await
+    }
+}
+
+fn spec(run: &str) -> RunSpec {
+    RunSpec {
+        run_id: RunId::parse(run).unwrap(),
+        owner: None,
+        correlation: CorrelationId::parse(&format!("c-{run}")).unwrap(),
+        reply_event: "bus.docker.run.response".into(),
+        profile: None,
+        image: ImageRef::parse("static/test").unwrap(),
+        pull_policy: PullPolicy::Never,
+        command: vec!["true".into()],
+        workdir: None,
+        env: BTreeMap::new(),
+        mounts: Vec::new(),
+        network: NetworkName::none(),
+        stdin: None,
+        interactive: false,
+        timeout: Duration::from_secs(60),
+        labels: BTreeMap::new(),
+        hardening: Hardening::default(),
+        max_output_bytes: 1024,
+        stream_output: false,
+    }
+}
+
+fn pool(n: usize, cap: Option<usize>) -> (EnginePool<Switchable>, Vec<Switchable>) {
+    let engines: Vec<Switchable> = (0..n).map(|_| Switchable::default()).collect();
+    let members = engines
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (EngineId::new(format!("unix:///engine-{i}.sock")), e.clone()))
+        .collect();
+    (
+        EnginePool::new(members, cap.and_then(NonZeroUsize::new)),
+        engines,
+    )
+}
+
+/// Place and create one run; returns the engine it went to.
+async fn run_one(pool: &EnginePool<Switchable>, run: &str) -> Result<ContainerRef, OperationError> {
+    let placement = pool.place(false).await?;
+    Ok(pool.create(&placement, &spec(run), "r").await?)
+}
+
+fn index(c: &ContainerRef) -> char {
+    c.engine
+        .as_str()
+        .chars()
+        .nth("unix:///engine-".len())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_spreads_over_the_engines_by_active_runs() {
+    let (pool, _) = pool(3, None);
+    let mut picks = String::new();
+    for i in 0..6 {
+        picks.push(index(&run_one(&pool, &format!("r{i}")).await.unwrap()));
+    }
+    assert_eq!(picks, "012012");
+}
+
+#[tokio::test]
+async fn placements_not_created_yet_count_as_active() {
+    let (pool, _) = pool(2, None);
+    let first = pool.place(false).await.unwrap();
+    let second = pool.place(false).await.unwrap();
+    assert_ne!(first.engine, second.engine);
+    drop(first);
+    // Engine 0 is free again (nothing was created there).
+    assert_eq!(
+        pool.place(false).await.unwrap().engine,
+        EngineId::new("unix:///engine-0.sock")
+    );
+}
+
+#[tokio::test]
+async fn the_per_engine_cap_answers_capacity_when_every_engine_is_full() {
+    let (pool, _) = pool(2, Some(1));
+    run_one(&pool, "a").await.unwrap();
+    run_one(&pool, "b").await.unwrap();
+    let full = run_one(&pool, "c").await.unwrap_err();
+    assert!(matches!(full, OperationError::Capacity(_)), "{full:?}");
+}
+
+#[tokio::test]
+async fn a_down_engine_is_skipped_listed_as_unreachable_and_revived_by_a_probe() {
+    let (pool, engines) = pool(2, None);
+    let on_0 = run_one(&pool, "before").await.unwrap();
+    assert_eq!(index(&on_0), '0');
+    engines[0].set_down(true);
+    // The first call finds out; placement goes to engine 1 from then on.
+    for i in 0..3 {
+        let c = run_one(&pool, &format!("during{i}")).await.unwrap();
+        assert_eq!(index(&c), '1');
+    }
+    let listing = pool.list_managed(&ManagedFilter::all()).await.unwrap();
+    assert_eq!(listing.containers.len(), 3);
+    assert_eq!(listing.unreachable.len(), 1);
+    assert_eq!(listing.unreachable[0].0, on_0.engine);
+    assert!(matches!(
+        listing.missing("before"),
+        OperationError::RuntimeUnavailable(_)
+    ));
+    assert!(pool.probe_down().await.is_empty());
+    engines[0].set_down(false);
+    assert_eq!(pool.probe_down().await, vec![on_0.engine.clone()]);
+    let listing = pool.list_managed(&ManagedFilter::all()).await.unwrap();
+    assert_eq!(
+        (listing.containers.len(), listing.unreachable.len()),
+        (4, 0)
+    );
+    assert!(matches!(listing.missing("x"), OperationError::NotFound(_)));
+}
+
+#[tokio::test]
+async fn runs_with_request_mounts_go_to_an_engine_that_pins_them() {
+    let (pool, engines) = pool(2, None);
+    // Only engine 1 pins; give it more runs than engine 0.
+    engines[1].pins.store(true, Ordering::SeqCst);
+    let first = run_one(&pool, "a").await.unwrap();
+    let second = run_one(&pool, "b").await.unwrap();
+    assert_eq!((index(&first), index(&second)), ('0', '1'));
+    run_one(&pool, "c").await.unwrap(); // engine 0: 2, engine 1: 1
+    let pinned = pool.place(true).await.unwrap();
+    assert_eq!(pinned.engine, second.engine);
+    drop(pinned);
+    let plain = pool.place(false).await.unwrap();
+    assert_eq!(plain.engine, second.engine, "fewest active: engine 1");
+    drop(plain);
+    // No engine that pins answers: placed as any run (the engine then
+    // refuses the mounts with its reason).
+    engines[1].set_down(true);
+    let fallback = pool.place(true).await.unwrap();
+    assert_eq!(fallback.engine, first.engine);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_engine_is_given_up_after_the_list_timeout() {
+    let (pool, engines) = pool(2, None);
+    engines[0].hung.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let c = run_one(&pool, "a").await.unwrap();
+    assert_eq!(index(&c), '1');
+    assert_eq!(started.elapsed(), LIST_TIMEOUT);
+    // Marked down: the next placement does not wait for it again.
+    let again = tokio::time::Instant::now();
+    run_one(&pool, "b").await.unwrap();
+    assert_eq!(again.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn every_engine_down_is_unavailable_and_each_is_tried_again() {
+    let (pool, engines) = pool(2, None);
+    engines[0].set_down(true);
+    engines[1].set_down(true);
+    let err = run_one(&pool, "a").await.unwrap_err();
+    assert!(
+        matches!(err, OperationError::RuntimeUnavailable(_)),
+        "{err:?}"
+    );
+    assert!(pool.list_managed(&ManagedFilter::all()).await.is_err());
+    // With every engine down, calls still try them: one that is back
+    // serves at once, without waiting for the background probe.
+    engines[1].set_down(false);
+    let c = run_one(&pool, "b").await.unwrap();
+    assert_eq!(index(&c), '1');
+}
+
+#[tokio::test]
+async fn calls_on_a_container_go_to_the_engine_holding_it() {
+    let (pool, engines) = pool(2, None);
+    run_one(&pool, "a").await.unwrap();
+    let on_1 = run_one(&pool, "b").await.unwrap();
+    assert_eq!(index(&on_1), '1');
+    pool.mark_answered(&on_1).await.unwrap();
+    let seen = engines[1]
+        .inner
+        .list_managed(&ManagedFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(seen[0].mark, RunMark::Answered);
+    let managed = pool.inspect_managed(&on_1).await.unwrap();
+    assert_eq!(managed.container.engine, on_1.engine);
+    let stranger = ContainerRef {
+        engine: EngineId::new("tcp://elsewhere:2376"),
+        ..on_1
+    };
+    assert!(matches!(
+        pool.remove(&stranger).await,
+        Err(RuntimeError::Engine(_))
+    ));
+}
