@@ -9,8 +9,12 @@
 //! * a duplicate request delivered to both workers at once runs once across
 //!   the engines;
 //! * kill -9 of a worker with runs in flight on both engines loses nothing;
-//! * an engine lost mid-batch: runs go on on the other, `runner.status` says
-//!   `degraded`, and the runs on the lost engine are answered once it is back.
+//! * an engine lost mid-batch (its socket cut through a proxy; its
+//!   containers run on) and an engine stopped mid-batch (its dockerd stopped
+//!   with `scripts/docker-engine.sh stop3`, which stops its containers, then
+//!   started again): runs go on on the other, `runner.status` says
+//!   `degraded`, and the runs on the lost engine are answered once it is back;
+//! * runs with request mounts go to the engine that pins them.
 //!
 //! The tests take one lock: placement counts every active container on an
 //! engine, so tests sharing the two engines at once would skew each other's
@@ -573,6 +577,103 @@ async fn runs_with_request_mounts_go_to_the_engine_that_pins_them() {
         "the idle tcp engine comes first: {r}"
     );
     w.stop().await.unwrap();
+    assert_eq!(
+        spread(&clients, &[&runner]).await,
+        [0, 0],
+        "no container left"
+    );
+}
+
+/// `scripts/docker-engine.sh <command>` (the test engines are the test
+/// script's: same state directory through `BUS_STATE_DIR`, or its default).
+async fn engine_script(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/docker-engine.sh");
+    let out = tokio::process::Command::new(script)
+        .arg(command)
+        .env("BUS_TEST_IMAGES", test_image())
+        .output()
+        .await
+        .expect("docker-engine.sh runs");
+    assert!(
+        out.status.success(),
+        "docker-engine.sh {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let pool = Pool::from_env();
+    let clients = pool.clients().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("poolstop");
+    let s = pool_settings(
+        &runner,
+        &format!("bus.t.{}", runner.replace('_', "-")),
+        "bus-integration-docker",
+        &pool.toml(&pool.unix_host()),
+    );
+    let w = spawn_worker(&bus, &s, "w").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let mut waiter = caller.waiter(Operation::Run).await;
+    // Runs that end at once on SIGTERM (dockerd stops its containers when
+    // it stops), else after 6 s.
+    let mut first = Vec::new();
+    for i in 0..4 {
+        let script =
+            format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
+        first.push(caller.publish_shell(&test_image(), &script).await);
+    }
+    eventually(
+        "first batch on both engines",
+        Duration::from_secs(30),
+        || async { (spread(&clients, &[&runner]).await == [2, 2]).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the shells trap TERM
+    engine_script("stop3").await;
+
+    let st = caller.call(Operation::RunnerStatus, json!({})).await;
+    assert_eq!(st["status"]["state"], "degraded", "{st}");
+    assert_eq!(
+        st["status"]["details"]["engines"][1]["state"], "down",
+        "{st}"
+    );
+    let mut second = Vec::new();
+    for i in 0..4 {
+        second.push(
+            caller
+                .publish_shell(&test_image(), &format!("echo second-{i}"))
+                .await,
+        );
+    }
+    let seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
+    for c in &second {
+        let r = &seen[c][0];
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(docker_host(r), pool.tls_host, "{r}");
+    }
+    engine_script("ensure3").await;
+    let rest = collect(&mut waiter, 2, Duration::from_millis(1500), WAIT).await;
+    let mut all = seen;
+    for (c, v) in rest {
+        all.entry(c).or_default().extend(v);
+    }
+    for (i, c) in first.iter().enumerate() {
+        let answers = &all[c];
+        assert_eq!(answers.len(), 1, "run {i} answered once: {answers:?}");
+        let stdout = answers[0]["stdout"].as_str().unwrap_or_default();
+        assert!(
+            stdout.starts_with(&format!("started-{i}\n")),
+            "{}",
+            answers[0]
+        );
+    }
+    let st = caller.call(Operation::RunnerStatus, json!({})).await;
+    assert_eq!(st["status"]["state"], "ready", "{st}");
+    w.stop().await.unwrap();
+    let clients = pool.clients().await; // engine 3 restarted: a new client
     assert_eq!(
         spread(&clients, &[&runner]).await,
         [0, 0],
