@@ -239,6 +239,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
             }
         }
         if ask.is_empty() {
+            // Every engine is down: try them all (one may be back).
             return (skipped.into_iter().map(|(m, _)| m).collect(), Vec::new());
         }
         let skipped = skipped.into_iter().map(|(m, why)| (m.id.clone(), why));
@@ -339,12 +340,9 @@ impl<R: ContainerRuntime> EnginePool<R> {
         if let Some(known) = *m.pins.lock().unwrap_or_else(PoisonError::into_inner) {
             return known;
         }
-        let info = m.runtime.engine_info().await;
-        m.note(&info);
-        info.is_ok_and(|i| {
-            self.remember(m, &i);
-            matches!(i.request_mounts, RequestMounts::Pinned)
-        })
+        self.info(m)
+            .await
+            .is_ok_and(|i| matches!(i.request_mounts, RequestMounts::Pinned))
     }
 
     /// Each engine's load for placement.
@@ -355,9 +353,9 @@ impl<R: ContainerRuntime> EnginePool<R> {
                 active: 0,
             }]
         } else {
-            let all_down = self.members.iter().all(Member::is_down);
-            let counts = join_all(self.members.iter().map(|m| async move {
-                if m.is_down() && !all_down {
+            let (ask, _) = self.askable();
+            let counts = join_all(self.members.iter().map(|m| async {
+                if !ask.iter().any(|a| a.id == m.id) {
                     return None;
                 }
                 let listed = self.list_on_member(m, &ManagedFilter::active()).await;
@@ -476,16 +474,13 @@ impl<R: ContainerRuntime> EnginePool<R> {
     /// also a probe, so it revives engines that came back.
     pub async fn probe_all(&self) -> Vec<EngineProbe> {
         join_all(self.members.iter().map(|m| async {
-            let info = m.runtime.engine_info().await;
-            m.note(&info);
+            let info = self.info(m).await;
             let active_runs = match &info {
-                Ok(i) => {
-                    self.remember(m, i);
-                    self.list_on_member(m, &ManagedFilter::active())
-                        .await
-                        .ok()
-                        .map(|l| l.len())
-                }
+                Ok(_) => self
+                    .list_on_member(m, &ManagedFilter::active())
+                    .await
+                    .ok()
+                    .map(|l| l.len()),
                 Err(_) => None,
             };
             EngineProbe {
@@ -501,11 +496,8 @@ impl<R: ContainerRuntime> EnginePool<R> {
     /// health listener's probe).
     pub async fn ping_all(&self, timeout: Duration) -> Vec<(EngineId, Result<(), String>)> {
         join_all(self.members.iter().map(|m| async move {
-            let answer = match tokio::time::timeout(timeout, m.runtime.engine_info()).await {
-                Ok(info) => {
-                    m.note(&info);
-                    info.map(drop).map_err(|e| e.to_string())
-                }
+            let answer = match tokio::time::timeout(timeout, self.info(m)).await {
+                Ok(info) => info.map(drop).map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {timeout:?}")),
             };
             (m.id.clone(), answer)
@@ -517,24 +509,23 @@ impl<R: ContainerRuntime> EnginePool<R> {
     /// again (recovery then looks for this runner's containers on them).
     pub async fn probe_down(&self) -> Vec<EngineId> {
         let down = self.members.iter().filter(|m| m.is_down());
-        let revived = join_all(down.map(|m| async {
-            let info = m.runtime.engine_info().await;
-            m.note(&info);
-            info.ok().map(|i| {
-                self.remember(m, &i);
-                m.id.clone()
-            })
-        }))
-        .await;
+        let revived =
+            join_all(down.map(|m| async { self.info(m).await.ok().map(|_| m.id.clone()) })).await;
         revived.into_iter().flatten().collect()
     }
 
-    /// Keep what an engine said about itself.
-    fn remember(&self, m: &Member<R>, info: &EngineInfo) {
-        *m.version.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(info.engine_version.clone());
-        *m.pins.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(matches!(info.request_mounts, RequestMounts::Pinned));
+    /// Ask an engine about itself: the one place that notes its health
+    /// from the answer and keeps its version and pinning.
+    async fn info(&self, m: &Member<R>) -> Result<EngineInfo, RuntimeError> {
+        let info = m.runtime.engine_info().await;
+        m.note(&info);
+        if let Ok(i) = &info {
+            *m.version.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(i.engine_version.clone());
+            *m.pins.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(matches!(i.request_mounts, RequestMounts::Pinned));
+        }
+        info
     }
 
     /// The version of the engine holding `container` (read once).
@@ -548,11 +539,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
         if cached.is_some() {
             return cached;
         }
-        let info = m.runtime.engine_info().await;
-        m.note(&info);
-        let info = info.ok()?;
-        self.remember(m, &info);
-        Some(info.engine_version)
+        self.info(m).await.ok().map(|i| i.engine_version)
     }
 }
 

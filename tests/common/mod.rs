@@ -445,3 +445,36 @@ pub fn spawn_memory_worker(
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     (bus, stop, handle)
 }
+
+/// The worker binary as a child process on `bus`, as a docker worker with
+/// runner name `runner` on `prefix`, logging to `log` (appended). Answered
+/// containers go at once, so "no container left" is exact. Callers add
+/// their own environment and spawn it.
+pub fn worker_process(
+    bus: &LocalBus,
+    runner: &str,
+    prefix: &str,
+    log: &std::path::Path,
+) -> tokio::process::Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"));
+    command
+        .env("BUS_EVENTS_API_URL", bus.url())
+        .env("BUS_API_TOKEN", bus.token())
+        .env("BUS_DOCKER_PROVIDER", "docker")
+        .env("BUS_DOCKER_EVENT_PREFIX", prefix)
+        .env("BUS_DOCKER_RUNNER_NAME", runner)
+        .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", "8")
+        .env("BUS_DOCKER__RUN_RETENTION", "0s")
+        .env("BUS_EVENTS_LISTENER_RETRY_MIN", "50ms")
+        .env("BUS_EVENTS_LISTENER_RETRY_MAX", "500ms")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    command
+}

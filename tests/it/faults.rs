@@ -6,7 +6,6 @@
 #[allow(unused_imports)]
 use crate::common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use bus_docker_domain::Operation;
@@ -35,27 +34,7 @@ fn spawn_worker_process(
     prefix: &str,
     log: &std::path::Path,
 ) -> tokio::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
-        .env("BUS_EVENTS_API_URL", bus.url())
-        .env("BUS_API_TOKEN", bus.token())
-        .env("BUS_DOCKER_PROVIDER", "docker")
-        .env("BUS_DOCKER_EVENT_PREFIX", prefix)
-        .env("BUS_DOCKER_RUNNER_NAME", runner)
-        .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", "8")
-        // Answered containers go at once, so "no container left" is exact
-        // (tombstones have their own test in tests/trust.rs).
-        .env("BUS_DOCKER__RUN_RETENTION", "0s")
-        .env("BUS_EVENTS_LISTENER_RETRY_MIN", "50ms")
-        .env("BUS_EVENTS_LISTENER_RETRY_MAX", "500ms")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
+    common::worker_process(bus, runner, prefix, log)
         .spawn()
         .expect("worker binary starts")
 }

@@ -25,12 +25,12 @@ use crate::common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bus_docker_domain::Operation;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
+use bus_integration_docker::request::ResponseWaiter;
 use common::{
     code, collect, containers_of, eventually, settings, spawn_worker, test_image, unique,
     wait_connected, Caller, SocketProxy, WAIT,
@@ -99,6 +99,36 @@ async fn connect(host: &str) -> bollard::Docker {
 /// answered containers go at once, so "nothing left" is exact.
 fn pool_settings(runner: &str, prefix: &str, group: &str, pool: &str) -> Settings {
     retained_settings(runner, prefix, group, pool, "0s")
+}
+
+/// A lone worker's settings: its own prefix from its runner name, the
+/// default group.
+fn solo_settings(runner: &str, pool: &str) -> Settings {
+    let prefix = format!("bus.t.{}", runner.replace('_', "-"));
+    pool_settings(runner, &prefix, "bus-integration-docker", pool)
+}
+
+/// Wait until `runner`'s containers on engines 2 and 3 are `counts`.
+async fn wait_spread(clients: &[bollard::Docker; 2], runner: &str, counts: [usize; 2]) {
+    eventually(
+        &format!("{counts:?} runs on engines 2 and 3"),
+        Duration::from_secs(30),
+        || async { (spread(clients, &[runner]).await == counts).then_some(()) },
+    )
+    .await;
+}
+
+/// Responses seen before, and `n` more that come after the lost engine is
+/// back, by correlation id.
+async fn with_late(
+    mut seen: HashMap<String, Vec<Value>>,
+    waiter: &mut ResponseWaiter,
+    n: usize,
+) -> HashMap<String, Vec<Value>> {
+    for (c, v) in collect(waiter, n, Duration::from_millis(1500), WAIT).await {
+        seen.entry(c).or_default().extend(v);
+    }
+    seen
 }
 
 fn retained_settings(
@@ -328,19 +358,7 @@ fn spawn_pool_worker(
     pool: &Pool,
     log: &std::path::Path,
 ) -> tokio::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
-        .env("BUS_EVENTS_API_URL", bus.url())
-        .env("BUS_API_TOKEN", bus.token())
-        .env("BUS_DOCKER_PROVIDER", "docker")
-        .env("BUS_DOCKER_EVENT_PREFIX", prefix)
-        .env("BUS_DOCKER_RUNNER_NAME", runner)
-        .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", "8")
-        .env("BUS_DOCKER__RUN_RETENTION", "0s")
+    common::worker_process(bus, runner, prefix, log)
         // The pool as an operator's env gives it: TLS for the tcp engine
         // from Docker's own variables.
         .env(
@@ -349,12 +367,6 @@ fn spawn_pool_worker(
         )
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", &pool.tls_dir)
-        .env("BUS_EVENTS_LISTENER_RETRY_MIN", "50ms")
-        .env("BUS_EVENTS_LISTENER_RETRY_MAX", "500ms")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
         .spawn()
         .expect("worker binary starts")
 }
@@ -366,12 +378,7 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
     let clients = pool.clients().await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("poolcrash");
-    let s = pool_settings(
-        &runner,
-        &format!("bus.t.{}", runner.replace('_', "-")),
-        "bus-integration-docker",
-        "",
-    );
+    let s = solo_settings(&runner, "");
     let prefix = s.worker.prefix.as_str().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
@@ -388,10 +395,7 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
                 .await,
         );
     }
-    eventually("runs on both engines", Duration::from_secs(30), || async {
-        (spread(&clients, &[&runner]).await == [2, 2]).then_some(())
-    })
-    .await;
+    wait_spread(&clients, &runner, [2, 2]).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let _second = spawn_pool_worker(&bus, &runner, &prefix, &pool, &log);
@@ -432,12 +436,7 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
     let proxy_path = dir.path().join("engine3.sock");
     let proxy = SocketProxy::start(&proxy_path, &pool.unix_socket).await;
     let proxied = format!("unix://{}", proxy_path.display());
-    let s = pool_settings(
-        &runner,
-        &format!("bus.t.{}", runner.replace('_', "-")),
-        "bus-integration-docker",
-        &pool.toml(&proxied),
-    );
+    let s = solo_settings(&runner, &pool.toml(&proxied));
     let w = spawn_worker(&bus, &s, "w").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
@@ -449,12 +448,7 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
                 .await,
         );
     }
-    eventually(
-        "first batch on both engines",
-        Duration::from_secs(30),
-        || async { (spread(&clients, &[&runner]).await == [2, 2]).then_some(()) },
-    )
-    .await;
+    wait_spread(&clients, &runner, [2, 2]).await;
     proxy.stop().await;
 
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
@@ -499,11 +493,7 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
     // The runs on the lost engine wait for it; once it is back they are
     // answered (collected from the exited containers).
     let proxy = SocketProxy::start(&proxy_path, &pool.unix_socket).await;
-    let rest = collect(&mut waiter, 2, Duration::from_millis(1500), WAIT).await;
-    let mut all = seen;
-    for (c, v) in rest {
-        all.entry(c).or_default().extend(v);
-    }
+    let all = with_late(seen, &mut waiter, 2).await;
     for (i, c) in first.iter().enumerate() {
         let answers = &all[c];
         assert_eq!(answers.len(), 1, "first-{i} answered once: {answers:?}");
@@ -537,10 +527,8 @@ async fn runs_with_request_mounts_go_to_the_engine_that_pins_them() {
     let allowed = root.path().display().to_string();
     // Engine 2 is reached over tcp+TLS (it cannot pin: the worker does not
     // know that host's files); engine 3 over its local unix socket can.
-    let s = pool_settings(
+    let s = solo_settings(
         &runner,
-        &format!("bus.t.{}", runner.replace('_', "-")),
-        "bus-integration-docker",
         &format!(
             "{}[policy]\nallowed_mount_roots = [\"{allowed}\"]\n",
             pool.toml(&pool.unix_host())
@@ -608,12 +596,7 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
     let clients = pool.clients().await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("poolstop");
-    let s = pool_settings(
-        &runner,
-        &format!("bus.t.{}", runner.replace('_', "-")),
-        "bus-integration-docker",
-        &pool.toml(&pool.unix_host()),
-    );
+    let s = solo_settings(&runner, &pool.toml(&pool.unix_host()));
     let w = spawn_worker(&bus, &s, "w").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
@@ -625,12 +608,7 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
             format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
         first.push(caller.publish_shell(&test_image(), &script).await);
     }
-    eventually(
-        "first batch on both engines",
-        Duration::from_secs(30),
-        || async { (spread(&clients, &[&runner]).await == [2, 2]).then_some(()) },
-    )
-    .await;
+    wait_spread(&clients, &runner, [2, 2]).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the shells trap TERM
     engine_script("stop3").await;
 
@@ -655,11 +633,7 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
         assert_eq!(docker_host(r), pool.tls_host, "{r}");
     }
     engine_script("ensure3").await;
-    let rest = collect(&mut waiter, 2, Duration::from_millis(1500), WAIT).await;
-    let mut all = seen;
-    for (c, v) in rest {
-        all.entry(c).or_default().extend(v);
-    }
+    let all = with_late(seen, &mut waiter, 2).await;
     for (i, c) in first.iter().enumerate() {
         let answers = &all[c];
         assert_eq!(answers.len(), 1, "run {i} answered once: {answers:?}");
