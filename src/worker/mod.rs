@@ -384,31 +384,20 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     /// The container of `run_id` on whichever engine holds it, when
     /// `owner` may see it; used by input and delete for runs another worker
-    /// drives. One list call per engine, filtered by run id; a live
-    /// container wins over a deleted one, and that over an answered
-    /// tombstone. A run missing while an engine cannot be asked is
-    /// `runtime_unavailable`, not `not_found`. The runtime's view of the
-    /// engine's events answers first; a miss asks the engines themselves
-    /// (a container created a moment ago may not be in the view yet).
+    /// drives. One list call per engine, filtered by run id, asked of the
+    /// engines themselves (`fresh`): input and delete act on the run's
+    /// current state, and the event-fed view may not have caught up with
+    /// another worker's create or start. A live container wins over a
+    /// deleted one, and that over an answered tombstone. A run missing
+    /// while an engine cannot be asked is `runtime_unavailable`, not
+    /// `not_found`.
     async fn find_in_engine(
         &self,
         run_id: &RunId,
         owner: Option<&OwnerId>,
     ) -> Result<ManagedContainer, OperationError> {
-        let filter = ManagedFilter::run(run_id.clone());
-        match self.find_listed(run_id, owner, &filter).await {
-            Ok(found) => Ok(found),
-            Err(_) => self.find_listed(run_id, owner, &filter.fresh()).await,
-        }
-    }
-
-    async fn find_listed(
-        &self,
-        run_id: &RunId,
-        owner: Option<&OwnerId>,
-        filter: &ManagedFilter,
-    ) -> Result<ManagedContainer, OperationError> {
-        let listing = self.inner.pool.list_managed(filter).await?;
+        let filter = ManagedFilter::run(run_id.clone()).fresh();
+        let listing = self.inner.pool.list_managed(&filter).await?;
         let missing = listing.missing(run_id.as_str());
         listing
             .containers

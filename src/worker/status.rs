@@ -59,7 +59,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let filter = q
             .run_id
             .clone()
-            .map_or_else(ManagedFilter::all, ManagedFilter::run);
+            // One run: asked of the engines (one filtered call each), so
+            // its state is the engine's now; every run: the event-fed view.
+            .map_or_else(ManagedFilter::all, |id| ManagedFilter::run(id).fresh());
         let listing = self.inner.pool.list_managed(&filter).await?;
         for (engine, why) in &listing.unreachable {
             debug!(docker_host = %engine, error = %why, "status: engine unreachable, its runs are not listed");
