@@ -65,6 +65,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::metrics::{Metrics, Sample};
 use crate::pool::EnginePool;
+use run::RunTurn;
 pub use shutdown::Lifecycle;
 use table::RunTable;
 
@@ -143,6 +144,9 @@ struct Inner<R, P> {
     /// Cancelled when the Events API refuses the worker's token on publish:
     /// the app loop stops intake (nothing taken now could be answered).
     refused: CancellationToken,
+    /// The newest run request's turn ([`run::RunTurn`]): the next one waits
+    /// for it, so runs are admitted in arrival order.
+    run_order: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// What the worker counts (exposed only with `--metrics-addr`).
     metrics: Metrics,
 }
@@ -236,6 +240,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 table,
                 tasks: TaskTracker::new(),
                 refused: CancellationToken::new(),
+                run_order: Mutex::new(None),
                 metrics: Metrics::new(),
             }),
         }
@@ -293,15 +298,23 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub fn dispatch(&self, inbound: Inbound) {
         let received = Instant::now();
         let span = tracing::info_span!("request", op = %inbound.operation, correlation = %inbound.correlation);
+        // Taken here, in arrival order: the tasks below may run in any.
+        let turn = (inbound.operation == Operation::Run).then(|| self.next_run_turn());
         let this = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { this.handle(inbound, received).await }.instrument(span));
+        self.inner.tasks.spawn(
+            async move { this.handle_in_turn(inbound, received, turn).await }.instrument(span),
+        );
     }
 
-    /// Handle one request to its single response: the one `match` over
-    /// the operations, each arm naming the file that implements it.
+    /// Handle one request to its single response (a run request outside
+    /// the arrival order of [`Worker::dispatch`]).
     pub async fn handle(&self, inbound: Inbound, received: Instant) {
+        self.handle_in_turn(inbound, received, None).await;
+    }
+
+    /// The one `match` over the operations, each arm naming the file that
+    /// implements it.
+    async fn handle_in_turn(&self, inbound: Inbound, received: Instant, turn: Option<RunTurn>) {
         let Inbound {
             operation,
             correlation,
@@ -327,7 +340,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             // run.rs: answered by the run itself (answer.rs), later.
             Request::Run(req) => {
                 return self
-                    .handle_run(*req, correlation, stamped_owner, received)
+                    .handle_run(*req, correlation, stamped_owner, received, turn)
                     .await
             }
             Request::Status(q) => self.status(q, stamped_owner).await, // status.rs

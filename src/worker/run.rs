@@ -29,7 +29,7 @@ use bus_docker_domain::run::{ContainerRef, EngineId, RunMark, RunState};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -58,14 +58,41 @@ pub(crate) fn derived_run_id(correlation: &CorrelationId) -> RunId {
     RunId::parse(&format!("run_{hex}")).expect("run_ and hex digits form a valid run id")
 }
 
+/// A run request's place in arrival order. Requests are resolved on
+/// blocking threads, which finish in any order; each waits for the one that
+/// arrived before it to be admitted (or dropped) before its own admission,
+/// so a later request never takes the slot an earlier one was queued for.
+/// Dropping the turn lets the next request go.
+pub(crate) struct RunTurn {
+    after: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
+    /// The next run request's turn (called in arrival order).
+    pub(super) fn next_run_turn(&self) -> RunTurn {
+        let (done, next) = oneshot::channel();
+        let after = self
+            .inner
+            .run_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(next);
+        RunTurn { after, _done: done }
+    }
+
     pub(super) async fn handle_run(
         &self,
         req: RunRequest,
         correlation: CorrelationId,
         stamped_owner: Option<OwnerId>,
         received: Instant,
+        mut turn: Option<RunTurn>,
     ) {
+        if let Some(after) = turn.as_mut().and_then(|t| t.after.take()) {
+            // An error only says the earlier request is done.
+            let _ = after.await;
+        }
         if self.is_redelivery(&correlation) {
             return;
         }
@@ -110,6 +137,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 return;
             }
         }
+        drop(turn);
         self.execute(spec, cancel, input.map(|(_, rx)| rx), received)
             .await;
     }
