@@ -4,7 +4,7 @@
 #   1. scripts/docker-engine.sh ensure   (reuses a running engine, or installs
 #      and starts one; a daemon started here is stopped again on exit/INT/TERM)
 #   2. scripts/build-test-images.sh      (bus-test-busybox:local)
-#   3. cargo build --release --bin bus-integration-docker --bin bus-docker-bench
+#   3. cargo build --release -p bus-integration-docker -p bus-docker-bench --bin bus-integration-docker --bin bus-docker-bench
 #   4. target/release/bus-docker-bench "$@" (under CARGO_TARGET_DIR if set)
 #      (raw engine vs `docker run --rm` vs the worker, status latency against
 #      the number of managed containers, live output; table on stdout, JSON
@@ -45,7 +45,7 @@ ensure_engine
 scripts/build-test-images.sh >/dev/null
 export BUS_TEST_IMAGE="${BUS_TEST_IMAGE:-bus-test-busybox:local}"
 
-args=(build --release --bin bus-integration-docker --bin bus-docker-bench)
+args=(build --release -p bus-integration-docker -p bus-docker-bench --bin bus-integration-docker --bin bus-docker-bench)
 if [[ -f Cargo.lock ]]; then
     args+=(--locked)
 fi

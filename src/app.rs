@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Provider, Settings};
-use crate::pool::EnginePool;
 use crate::runtime::AnyRuntime;
-use crate::worker::{Lifecycle, Worker};
+use bus_docker_service::pool::EnginePool;
+use bus_docker_service::worker::{Lifecycle, Worker};
 
 /// Why the app could not start or had to stop. Each variant keeps its
 /// cause as `source()`; [`report`] prints the whole chain.

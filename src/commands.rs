@@ -9,9 +9,9 @@ use crate::app::{self, App, AppError};
 use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
 use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
-use crate::pool::EnginePool;
 use crate::request::{operation, request, run_following};
 use crate::runtime::AnyRuntime;
+use bus_docker_service::pool::EnginePool;
 
 /// A command's failure: printed with its cause chain, exit code 1.
 #[derive(Debug, thiserror::Error)]

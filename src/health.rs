@@ -27,8 +27,8 @@ use bus_docker_events::http::StreamsHealth;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::metrics::{Metrics, CONTENT_TYPE};
-use crate::worker::Worker;
+use bus_docker_service::metrics::{Metrics, CONTENT_TYPE};
+use bus_docker_service::worker::Worker;
 
 /// How often the engine is probed.
 pub const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -50,7 +50,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Clone)]
 struct Shared {
     metrics: Metrics,
-    sample: Arc<dyn Fn() -> crate::metrics::Sample + Send + Sync>,
+    sample: Arc<dyn Fn() -> bus_docker_service::metrics::Sample + Send + Sync>,
     /// `None`: a source without streams (tests' in-memory events).
     streams: Option<StreamsHealth>,
     /// The last probe: `Ok`, or why the engine is not usable.

@@ -23,9 +23,10 @@ pub mod config;
 mod de;
 pub mod health;
 pub mod local;
-pub mod metrics;
-pub mod pool;
 pub mod request;
 pub mod runtime;
 pub mod telemetry;
-pub mod worker;
+
+// The application service lives in its own crate (`service/`), which
+// depends on the domain and on no adapter; re-exported for `tests/`.
+pub use bus_docker_service::{metrics, pool, worker};

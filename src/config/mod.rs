@@ -29,7 +29,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::de;
-use crate::worker::WorkerSettings;
+use bus_docker_service::worker::WorkerSettings;
 
 mod hosts;
 mod sections;

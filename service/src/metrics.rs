@@ -3,7 +3,7 @@
 //!
 //! [`Metrics`] is the recorder the worker holds: it is always there (a
 //! few atomics), so tests and one-shot commands need nothing; only
-//! `--metrics-addr` exposes it ([`crate::health`]). Labels are closed sets
+//! `--metrics-addr` exposes it (the composition root's `health` listener). Labels are closed sets
 //! (statuses, operations, error codes, the engine host): never a run or an
 //! owner id. Values that have an owner elsewhere (runs in flight, stream
 //! reconnects) are read from that owner at scrape time ([`Sample`]), so

@@ -23,21 +23,13 @@
 //! name `bus-bench-<pid>-…`; they are removed at the end, also after a
 //! failure or SIGINT/SIGTERM.
 
-#[path = "bus-docker-bench/engine.rs"]
 mod engine;
-#[path = "bus-docker-bench/live.rs"]
 mod live;
-#[path = "bus-docker-bench/machine.rs"]
 mod machine;
-#[path = "bus-docker-bench/others.rs"]
 mod others;
-#[path = "bus-docker-bench/report.rs"]
 mod report;
-#[path = "bus-docker-bench/stats.rs"]
 mod stats;
-#[path = "bus-docker-bench/status.rs"]
 mod status;
-#[path = "bus-docker-bench/worker.rs"]
 mod worker;
 
 use std::collections::HashSet;
