@@ -2,7 +2,6 @@
 //! Docker Engine: exit codes, streams, timeout, cancel, stdin, interactive
 //! input, the codex mounts, pull policies, runner operations, hardening.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::io::{Read, Write};

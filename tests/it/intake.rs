@@ -3,7 +3,6 @@
 //! intake while it is full, so the group hands the runs to the one with
 //! room instead of the small one answering `capacity`.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;
