@@ -124,6 +124,22 @@ async fn runs_get_the_engine_default_network_or_the_one_they_name() {
         );
     }
 
+    // A network the engine does not have: bad_request naming it, not an
+    // image problem.
+    let absent = unique("bus-net-absent");
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"image": test_image(), "command": ["true"], "network": absent}),
+        )
+        .await;
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("network") && message.contains(&absent),
+        "{r}"
+    );
+
     let status = caller.call(Operation::RunnerStatus, json!({})).await;
     let policy = &status["status"]["details"]["network_policy"];
     assert_eq!(policy["mode"], "permissive", "{status}");
