@@ -568,12 +568,13 @@ mod tests {
         assert_eq!(invisible[0].key, "codex.home_host_path");
         assert_eq!(invisible[0].path, absent);
         // ...unless it names an engine socket by path.
+        let unseen_socket = dir.path().join("absent/engine.sock");
         let socket_by_path = CodexConfig {
-            ssh_agent_host_path: Some("/var/run/docker.sock".into()),
+            ssh_agent_host_path: Some(unseen_socket.clone()),
             ..codex
         };
         let guarded = PolicyConfig::default()
-            .policy(vec![ProtectedPath::spelled("/var/run/docker.sock".into())])
+            .policy(vec![ProtectedPath::spelled(unseen_socket)])
             .unwrap();
         assert_eq!(
             key_of(socket_by_path.profile(&guarded).unwrap_err()),

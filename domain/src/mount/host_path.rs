@@ -56,11 +56,21 @@ impl MountPolicy {
                 ),
             )
         };
+        // By spelling too: a socket guarded only by its configured spelling
+        // (it did not resolve at start-up) under a name that resolves now.
+        let by_spelling = |normal: &Path| {
+            self.protected()
+                .iter()
+                .find(|p| p.identity().is_none() && p.path().starts_with(normal))
+        };
         match paths.resolve(path) {
-            Ok(resolved) => match self.exposed_by(&resolved) {
-                Some(p) => Err(socket(path, p.path())),
-                None => Ok(OperatorHostPath::Visible(resolved.canonical)),
-            },
+            Ok(resolved) => {
+                let spelled = lexical(path).and_then(|n| by_spelling(&n).cloned());
+                match self.exposed_by(&resolved).or(spelled.as_ref()) {
+                    Some(p) => Err(socket(path, p.path())),
+                    None => Ok(OperatorHostPath::Visible(resolved.canonical)),
+                }
+            }
             Err(err) => {
                 let normal = lexical(path).ok_or_else(|| {
                     FieldError::new(
