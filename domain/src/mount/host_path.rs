@@ -153,6 +153,15 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.field(), "codex.ssh_agent_host_path");
+        // A spelled-only protection holds for a path that resolves now.
+        let spelled_only = MountPolicy::new(
+            vec![],
+            vec![ProtectedPath::spelled("/srv/engine/docker.sock".into())],
+        );
+        let paths = FakePaths::with(&[("/srv/engine", "/data/engine")]);
+        assert!(spelled_only
+            .check_operator_path("codex.home_host_path", "/srv/engine".as_ref(), &paths)
+            .is_err());
     }
 
     #[test]
