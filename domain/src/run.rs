@@ -424,6 +424,8 @@ pub struct RunnerReport {
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,
+    /// The network policy in force (contract §4, v3).
+    pub networks: crate::network::NetworkPolicy,
 }
 
 /// One engine of the pool in `runner.status`.

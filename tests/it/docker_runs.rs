@@ -175,7 +175,7 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
     let c = caller
         .publish(
             Operation::Run,
-            json!({"run_id": run_id, "image": test_image(),
+            json!({"run_id": run_id, "image": test_image(), "network": "none",
                    "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; ls /sys/class/net; sleep 2"]}),
         )
         .await;
