@@ -342,3 +342,30 @@ async fn capabilities_answer_without_a_token() {
     assert_eq!(body["limits"]["max_event_bytes"], 1234);
     assert!(body["limits"]["subscriber_queue_bytes"].is_u64(), "{body}");
 }
+
+#[tokio::test]
+async fn a_token_whose_nbf_lies_in_the_future_is_refused() {
+    let app = spawn_server().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut early = claims();
+    early["nbf"] = json!(now + 600);
+    let token = signed(&app.secret, Algorithm::HS256, &early);
+    let response = publish_with(&app, Some(&token)).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "invalid_auth");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nbf")),
+        "{body}"
+    );
+    let response = app.stream_raw("name=auth.test", Some(&token)).await;
+    assert_error(response, 401, "invalid_auth").await;
+
+    // An nbf in the past (or now) is fine.
+    let mut ripe = claims();
+    ripe["nbf"] = json!(now - 1);
+    let token = signed(&app.secret, Algorithm::HS256, &ripe);
+    assert_eq!(publish_with(&app, Some(&token)).await.status(), 202);
+}
