@@ -6,9 +6,13 @@
 //!
 //! * `serve` verifies with `--jwt-secret-file` (env
 //!   `BUS_API_JWT_SECRET_FILE`), else env `BUS_API_JWT_SECRET`, else the
-//!   older `BUS_EVENTS_JWT_SECRET`;
+//!   older `BUS_EVENTS_JWT_SECRET`, else `BUS_LOCAL_JWT_SECRET` (the name
+//!   in the Bus `.env.example`);
 //! * `token issue` signs with `--hs256-secret-file` (env
-//!   `BUS_AUTH_HS256_SECRET_FILE`), else env `BUS_AUTH_HS256_SECRET`.
+//!   `BUS_AUTH_HS256_SECRET_FILE`), else env `BUS_AUTH_HS256_SECRET`, else
+//!   `BUS_LOCAL_JWT_SECRET`.
+//!
+//! An empty variable counts as unset.
 //!
 //! Every form may be raw text or `base64:<value>`; a file's trailing newline
 //! is trimmed. Logs go to stderr (`RUST_LOG`, default `info`; no colour
@@ -100,7 +104,7 @@ struct ServeArgs {
     memory_max_bytes: usize,
     /// File holding the HS256 secret tokens are verified with (raw, or
     /// `base64:<value>`). Without it: env BUS_API_JWT_SECRET, else
-    /// BUS_EVENTS_JWT_SECRET.
+    /// BUS_EVENTS_JWT_SECRET, else BUS_LOCAL_JWT_SECRET.
     #[arg(long, env = "BUS_API_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
 }
@@ -151,7 +155,7 @@ struct IssueArgs {
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
     /// File holding the HS256 signing secret. Without it: env
-    /// BUS_AUTH_HS256_SECRET.
+    /// BUS_AUTH_HS256_SECRET, else BUS_LOCAL_JWT_SECRET.
     #[arg(long, env = "BUS_AUTH_HS256_SECRET_FILE")]
     hs256_secret_file: Option<PathBuf>,
 }
@@ -240,8 +244,12 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     let secret = load_secret(
         args.jwt_secret_file.as_deref(),
-        &["BUS_API_JWT_SECRET", "BUS_EVENTS_JWT_SECRET"],
-        "BUS_API_JWT_SECRET or pass --jwt-secret-file",
+        &[
+            "BUS_API_JWT_SECRET",
+            "BUS_EVENTS_JWT_SECRET",
+            "BUS_LOCAL_JWT_SECRET",
+        ],
+        "BUS_API_JWT_SECRET (or BUS_LOCAL_JWT_SECRET, the Bus .env name) or pass --jwt-secret-file",
     )?;
     if let Some(provider) = &args.provider {
         if provider.split(',').any(|p| p.trim() != EVENTS_PROVIDER) {
@@ -392,8 +400,8 @@ fn issue_token(token: &TokenArgs, args: &IssueArgs) -> Result<(), CliError> {
     }
     let secret = load_secret(
         args.hs256_secret_file.as_deref(),
-        &["BUS_AUTH_HS256_SECRET"],
-        "BUS_AUTH_HS256_SECRET or pass --hs256-secret-file",
+        &["BUS_AUTH_HS256_SECRET", "BUS_LOCAL_JWT_SECRET"],
+        "BUS_AUTH_HS256_SECRET (or BUS_LOCAL_JWT_SECRET, the Bus .env name) or pass --hs256-secret-file",
     )?;
     let claims = MintClaims {
         sub: args.subject.clone(),

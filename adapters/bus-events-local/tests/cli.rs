@@ -24,6 +24,7 @@ fn command() -> Command {
         "BUS_EVENTS_PORT",
         "BUS_EVENTS_BACKEND",
         "BUS_LOCAL_ACCOUNT_ID",
+        "BUS_LOCAL_JWT_SECRET",
     ] {
         command.env_remove(name);
     }
@@ -182,7 +183,11 @@ async fn serve_accepts_issued_tokens_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn serve_reads_the_bus_secret_variable_and_its_older_name() {
-    for variable in ["BUS_API_JWT_SECRET", "BUS_EVENTS_JWT_SECRET"] {
+    for variable in [
+        "BUS_API_JWT_SECRET",
+        "BUS_EVENTS_JWT_SECRET",
+        "BUS_LOCAL_JWT_SECRET",
+    ] {
         let (server, base_url) = start_serve(&[(variable, "base64:ZW52IHNlY3JldA==")], &[]).await;
         let token = issue("env secret", &["--subject", "s", "--scope", "events:send"]).await;
         assert_eq!(publish(&base_url, &token, "x").await, 202, "{variable}");
@@ -815,4 +820,32 @@ async fn an_event_no_listener_can_receive_is_logged_with_both_identities() {
     assert!(found.contains("listener-identity"), "{found}");
     assert!(found.contains("app.ping"), "{found}");
     drop(stream);
+}
+
+#[tokio::test]
+async fn the_bus_env_example_secret_name_serves_and_signs() {
+    // Only the name of the Bus .env.example, for both sides; an empty
+    // BUS_API_JWT_SECRET (compose passes it through unset) counts as unset.
+    let env = [
+        (
+            "BUS_LOCAL_JWT_SECRET",
+            "not-a-secret-local-development-hs256-key",
+        ),
+        ("BUS_API_JWT_SECRET", ""),
+    ];
+    let (server, base_url) = spawn_serve(&env, &["--addr", "127.0.0.1:0"], Stdio::null()).await;
+    let output = tokio::time::timeout(
+        WAIT,
+        command()
+            .envs(env)
+            .env("BUS_AUTH_HS256_SECRET", "")
+            .args(["token", "issue", "--local", "--scope", "events:send"])
+            .output(),
+    )
+    .await
+    .expect("finishes")
+    .expect("runs");
+    let token = stdout_token(&output);
+    assert_eq!(publish(&base_url, &token, "x").await, 202);
+    drop(server);
 }
