@@ -5,7 +5,8 @@
 //! token learns nothing about the request itself; then the request is read
 //! (400/413), because the scope it needs depends on the event name; then
 //! the scope is checked (403). A stream only ever carries events published
-//! by the caller's own identity.
+//! by the caller's own identity. `/healthz` and the capabilities document
+//! need no token: they carry no event data.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};

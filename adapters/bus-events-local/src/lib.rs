@@ -3,11 +3,19 @@
 //!
 //! It speaks the same HTTP contract as the real service:
 //!
-//! * `POST /api/v1/events` stores an event and fans it out;
+//! * `POST /api/v1/events` stores an event and fans it out, answering
+//!   `{"accepted": true, "id", "name"}`;
 //! * `GET /api/v1/events/stream` answers with NDJSON, one envelope per line,
 //!   with `broadcast` delivery (every subscriber gets every event, with
 //!   optional replay) or `unicast`/`work` delivery (each event goes to one
-//!   connected consumer of each group, and waits for one while none is);
+//!   connected consumer of each group, and waits for one while none is;
+//!   a stream without `group` joins `default`);
+//! * `GET /api/v1/events/capabilities` (no token needed) describes the
+//!   server: backend, delivery modes, limits;
+//! * event names are dot-separated segments of lowercase `[a-z0-9_-]`
+//!   ([`validate_name`]);
+//! * with [`ServerConfig::base_path`] (`bus api serve --token local`) all of
+//!   it also answers under that prefix, e.g. `/local/v1/api/v1/events`;
 //! * HS256 bearer tokens with audience [`AUDIENCE`] guard both, with the Bus
 //!   scope rules of [`acl`]: `events:send` / `events:listen` for ordinary
 //!   names, `container:read|run|delete|admin` for `bus.containers.*` and
@@ -16,7 +24,9 @@
 //!   with a token of the listener's own `sub` (stamped as `identity_id`).
 //!
 //! Nothing is persisted (the only backend is `memory`, bounded by bytes): a
-//! restart forgets every event and group. It depends
+//! restart forgets every event and group. Every queue is bounded, a
+//! subscriber that stops reading is cut off, and names and groups nobody
+//! uses any more are forgotten (see the `broker` module). It depends
 //! on no other crate of the workspace, and nothing in the worker's domain
 //! depends on it; tests and the binaries start it with [`serve`].
 //!
@@ -40,6 +50,7 @@
 //! * [`acl`] — which scope each event name needs;
 //! * `auth` — token minting and verification;
 //! * [`issue`] — `token issue`: claims from the command line, output formats;
+//! * `name` — which event names are valid;
 //! * `envelope` — the publish body and the stored envelope;
 //! * `broker` — history, broadcast fan-out and unicast groups;
 //! * `http` — axum routes, error bodies and the NDJSON stream;
