@@ -15,9 +15,14 @@
 #        cli client run --profile codex -- sh -lc 'printf OK'
 #      must exit 0 with a succeeded run whose stdout is `OK`; then `down -v`.
 #
-# The codex workspace is a fresh directory under BUS_DOCKER_SHARED_DIR, which
-# compose.yaml mounts into the worker at the same path: the worker checks the
-# path in its own filesystem, the engine resolves it on the host.
+# The stack is configured with the variable names of the Bus .env.example as
+# they are (BUS_LOCAL_JWT_SECRET, BUS_LOCAL_ACCOUNT_ID,
+# DOCKER_CONTAINER_CODEX_IMAGE, BUS_DOCKER_CODEX_*), with the codex host paths
+# laid out as the Bus defaults lay them out, in a fresh stand-in for $HOME
+# outside BUS_DOCKER_SHARED_DIR: $home/.codex, $home/.ssh and the workspace
+# $home/src/project (the Bus default is the compose directory, ${PWD}).
+# compose.yaml mounts each of them into the worker at its own path, so the
+# smoke does not depend on the worker accepting host paths it cannot see.
 #
 # Environment: DOCKER_HOST, BUS_DOCKER_IMAGE (default
 # bus-integration-docker:local), BUS_COMPOSE.
@@ -57,6 +62,7 @@ free_port() {
 # --- one run ----------------------------------------------------------------------
 CURRENT_COMPOSE=()
 SHARED_DIR=""
+SMOKE_HOME=""
 # The smoke worker's run containers: answered runs stay as `.answered`
 # tombstones for run_retention, which a smoke test must not leave behind.
 remove_runs() {
@@ -81,6 +87,10 @@ cleanup() {
         rm -rf "$SHARED_DIR"
         SHARED_DIR=""
     fi
+    if [[ -n "$SMOKE_HOME" ]]; then
+        rm -rf "$SMOKE_HOME"
+        SMOKE_HOME=""
+    fi
     if [[ "${ENGINE:-}" == started ]]; then
         _stop_started_engine
     fi
@@ -95,15 +105,27 @@ smoke() {
     project="bus-smoke-$$-${tool// /-}"
     port="$(free_port)"
     SHARED_DIR="$(mktemp -d /tmp/bus-compose-smoke.XXXXXX)"
-    mkdir -p "$SHARED_DIR/workspace"
+    SMOKE_HOME="$(mktemp -d /tmp/bus-compose-smoke-home.XXXXXX)"
+    mkdir -p "$SMOKE_HOME/.codex" "$SMOKE_HOME/.ssh" "$SMOKE_HOME/src/project"
+    chmod 700 "$SMOKE_HOME/.ssh"
     # shellcheck disable=SC2206  # "docker compose" splits into two words
     CURRENT_COMPOSE=($tool --project-name "$project" --file "$BUS_REPO_ROOT/compose.yaml")
     export BUS_EVENTS_PORT="$port"
-    export BUS_API_JWT_SECRET="smoke-$$-$RANDOM$RANDOM"
     export BUS_DOCKER_SHARED_DIR="$SHARED_DIR"
-    export BUS_DOCKER_CODEX_WORKSPACE_HOST="$SHARED_DIR/workspace"
-    export DOCKER_CONTAINER_CODEX_IMAGE="${BUS_TEST_CODEX_IMAGE:-bus-test-codex:local}"
     export BUS_DOCKER_RUNNER_NAME="docker@$project"
+    # The Bus .env.example, as it is (names and values), with $HOME and
+    # ${PWD} standing for the smoke's own directories.
+    unset BUS_API_JWT_SECRET BUS_AUTH_HS256_SECRET
+    export BUS_LOCAL_JWT_SECRET="smoke-$$-$RANDOM$RANDOM"
+    export BUS_LOCAL_ACCOUNT_ID=00000000-0000-4000-8000-000000000001
+    export DOCKER_CONTAINER_CODEX_IMAGE="${BUS_TEST_CODEX_IMAGE:-bus-test-codex:local}"
+    export BUS_DOCKER_CODEX_HOME_HOST="$SMOKE_HOME/.codex"
+    export BUS_DOCKER_CODEX_WORKSPACE_HOST="$SMOKE_HOME/src/project"
+    export BUS_DOCKER_CODEX_HOME_WRITABLE=false
+    export BUS_DOCKER_CODEX_SSH_HOST="$SMOKE_HOME/.ssh"
+    export BUS_DOCKER_CODEX_SSH_AGENT_HOST="${SSH_AUTH_SOCK:-}"
+    export BUS_DOCKER_CODEX_GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/tmp/bus-known-hosts"
+    export BUS_DOCKER_CODEX_WORKSPACE_CONTAINER=/workspace
 
     log "[$tool] up: project $project, Events API on 127.0.0.1:$port"
     "${CURRENT_COMPOSE[@]}" up -d >&2
@@ -123,8 +145,9 @@ smoke() {
     "${CURRENT_COMPOSE[@]}" --profile cli down -v --remove-orphans >&2
     CURRENT_COMPOSE=()
     remove_runs
-    rm -rf "$SHARED_DIR"
+    rm -rf "$SHARED_DIR" "$SMOKE_HOME"
     SHARED_DIR=""
+    SMOKE_HOME=""
     log "[$tool] compose smoke OK"
 }
 

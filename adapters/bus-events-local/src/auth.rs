@@ -17,7 +17,7 @@ use crate::Secret;
 pub const AUDIENCE: &str = "ai.hg.fi/api";
 use crate::acl::{EVENTS_LISTEN, EVENTS_SEND};
 
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
 /// What a minted token says about its holder.
@@ -151,6 +151,8 @@ pub(crate) enum AuthError {
     Malformed,
     #[error("token expired")]
     Expired,
+    #[error("token is not valid yet (nbf is in the future)")]
+    NotYetValid,
     #[error("token audience does not include {AUDIENCE}")]
     Audience,
     #[error("token signature is invalid")]
@@ -181,6 +183,8 @@ impl Verifier {
     pub(crate) fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
+        // RFC 7519 §4.1.5: a token must not be accepted before `nbf`.
+        validation.validate_nbf = true;
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         Self {
@@ -209,6 +213,7 @@ impl Verifier {
         let data = jsonwebtoken::decode::<CheckedClaims>(token, &self.key, &self.validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidAudience => AuthError::Audience,
                 ErrorKind::InvalidSignature => AuthError::Signature,
                 _ => AuthError::Invalid(err),

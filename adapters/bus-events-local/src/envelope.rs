@@ -19,6 +19,8 @@ pub(crate) enum InvalidEvent {
     NotAnObject,
     #[error("`name` is required and must be a non-empty string")]
     Name,
+    #[error(transparent)]
+    BadName(#[from] crate::name::InvalidName),
     #[error("`{0}` must be a string")]
     CorrelationType(&'static str),
     #[error("`correlationId` and `correlation_id` disagree")]
@@ -50,6 +52,7 @@ impl NewEvent {
             Some(Value::String(name)) if !name.trim().is_empty() => name,
             _ => return Err(InvalidEvent::Name),
         };
+        crate::name::validate_name(&name)?;
         let camel = take_string(&mut fields, "correlationId")?;
         let snake = take_string(&mut fields, "correlation_id")?;
         let correlation_id = match (camel, snake) {
@@ -231,6 +234,10 @@ mod tests {
         assert_eq!(parse(json!({})), Err(InvalidEvent::Name));
         assert_eq!(parse(json!({"name": " "})), Err(InvalidEvent::Name));
         assert_eq!(parse(json!({"name": 3})), Err(InvalidEvent::Name));
+        assert!(matches!(
+            parse(json!({"name": "bus.docker.*"})),
+            Err(InvalidEvent::BadName(_))
+        ));
         assert_eq!(
             parse(json!({"name": "n", "correlationId": 1})),
             Err(InvalidEvent::CorrelationType("correlationId"))

@@ -5,10 +5,10 @@
 //! token learns nothing about the request itself; then the request is read
 //! (400/413), because the scope it needs depends on the event name; then
 //! the scope is checked (403). A stream only ever carries events published
-//! by the caller's own identity.
+//! by the caller's own identity. `/healthz` and the capabilities document
+//! need no token: they carry no event data.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,18 +23,31 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::acl::{required_scope, Access};
 use crate::auth::{AuthError, Caller, Verifier};
-use crate::broker::{Broker, Consumer, Line};
+use crate::broker::{Broker, Consumer, Line, LiveFeed, Overflow, Reach};
 use crate::envelope::{EventIds, InvalidEvent, NewEvent};
+use crate::name::validate_name;
+use crate::BasePath;
 
 /// A keep-alive: clients skip blank lines.
 const KEEPALIVE_LINE: &[u8] = b"\n";
 /// Longest accepted group or consumer name.
 const MAX_LABEL_LEN: usize = 128;
+/// The group of a unicast stream that names none.
+pub(crate) const DEFAULT_GROUP: &str = "default";
+
+/// The limits the capabilities document advertises.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Advertised {
+    pub(crate) max_event_bytes: usize,
+    pub(crate) retention: usize,
+    pub(crate) history_bytes: usize,
+    pub(crate) group_bytes: usize,
+    pub(crate) subscriber_bytes: usize,
+}
 
 /// State shared by all handlers.
 pub(crate) struct Shared {
@@ -43,6 +56,7 @@ pub(crate) struct Shared {
     pub(crate) ids: EventIds,
     pub(crate) keepalive: Duration,
     pub(crate) max_event_bytes: usize,
+    pub(crate) limits: Advertised,
     /// Ends every stream open now when cancelled; replaced by a fresh child
     /// of `shutdown` each time `drop_streams` cuts them.
     pub(crate) streams: Mutex<CancellationToken>,
@@ -72,16 +86,23 @@ impl Shared {
     }
 }
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// The API at the root and, when given, under `base` too (`/local/v1/api/v1/events`
+/// for `--token local`), so clients configured either way reach it.
+pub(crate) fn router(shared: Arc<Shared>, base: Option<&BasePath>) -> Router {
     let max_event_bytes = shared.max_event_bytes;
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route(
             "/api/v1/events",
             post(publish).layer(DefaultBodyLimit::max(max_event_bytes)),
         )
         .route("/api/v1/events/stream", get(stream))
-        .with_state(shared)
+        .route("/api/v1/events/capabilities", get(capabilities));
+    let app = match base {
+        Some(base) => api.clone().nest(base.as_str(), api),
+        None => api,
+    };
+    app.with_state(shared)
 }
 
 /// A refused request, answered as `{"error":{"type":..,"message":..}}`.
@@ -167,6 +188,57 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /api/v1/events/capabilities`: what this server offers. Public, like
+/// `/healthz` (Bus scripts probe it without a token to see that the Events
+/// API is up); it carries no event data.
+async fn capabilities(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let limits = shared.limits;
+    Json(json!({
+        "service": "bus-events-local",
+        "version": env!("CARGO_PKG_VERSION"),
+        "backend": "memory",
+        "persistent": false,
+        "delivery": ["broadcast", "unicast", "work"],
+        "default_group": DEFAULT_GROUP,
+        "replay": true,
+        "identity_filtering": true,
+        "auth": {"scheme": "Bearer", "algorithm": "HS256", "audience": crate::AUDIENCE},
+        "limits": {
+            "max_event_bytes": limits.max_event_bytes,
+            "retention_events_per_name": limits.retention,
+            "history_bytes": limits.history_bytes,
+            "group_backlog_bytes": limits.group_bytes,
+            "group_backlog_events": crate::UNICAST_QUEUE_CAPACITY,
+            "subscriber_queue_bytes": limits.subscriber_bytes,
+            "subscriber_queue_events": crate::BROADCAST_BUFFER,
+            "max_name_bytes": crate::name::MAX_NAME_LEN,
+        },
+    }))
+}
+
+/// Says in the log when identity filtering means nobody will ever see an
+/// event: nothing of the publisher's identity listens on the name, while
+/// listeners of other identities do (a development stack minting tokens
+/// for two subjects would otherwise just hang).
+fn log_unreachable(name: &str, publisher: &str, reach: &Reach) {
+    if reach.listeners == 0 && !reach.other_identities.is_empty() {
+        let listeners = reach
+            .other_identities
+            .iter()
+            .map(|identity| &**identity)
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(
+            name,
+            publisher_identity = publisher,
+            listener_identities = %listeners,
+            "no listener can receive this event: streams carry only events of their own \
+             identity, and the publisher's identity differs from every listener's \
+             (mint both tokens with the same --subject)"
+        );
+    }
+}
+
 async fn publish(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -190,11 +262,12 @@ async fn publish(
             tracing::error!(error = %err, "failed to build an envelope");
             ApiError::Internal
         })?;
-    shared.broker.publish(&name, &caller.identity, line);
+    let reach = shared.broker.publish(&name, &caller.identity, line);
     tracing::info!(%name, %id, identity = %caller.identity, "event published");
+    log_unreachable(&name, &caller.identity, &reach);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "accepted": true})),
+        Json(json!({"accepted": true, "id": id, "name": name})),
     )
         .into_response())
 }
@@ -234,12 +307,15 @@ impl TryFrom<StreamQuery> for StreamRequest {
             .name
             .filter(|name| !name.trim().is_empty())
             .ok_or_else(|| bad("query parameter `name` is required"))?;
+        validate_name(&name).map_err(|err| ApiError::BadRequest(err.to_string()))?;
         let group = query.group.map(|g| label("group", g)).transpose()?;
         let consumer = query.consumer.map(|c| label("consumer", c)).transpose()?;
         let delivery = match query.delivery.as_deref() {
             None | Some("broadcast") => Delivery::Broadcast,
+            // Like the Bus server, a unicast stream without a group joins
+            // the group `default`.
             Some("unicast" | "work") => Delivery::Unicast {
-                group: group.ok_or_else(|| bad("unicast delivery needs a `group`"))?,
+                group: group.unwrap_or_else(|| DEFAULT_GROUP.to_owned()),
             },
             Some(_) => return Err(bad("`delivery` must be broadcast, unicast or work")),
         };
@@ -330,11 +406,17 @@ async fn stream(
         keepalive: shared.keepalive,
         name: request.name,
     };
+    // A subscriber cut off for falling behind gets an error on its body, so
+    // the connection is aborted instead of ending cleanly: the client sees a
+    // failed stream, not a finished one.
     let body = Body::from_stream(futures_util::stream::unfold(
-        outgoing,
-        |mut outgoing| async {
-            let line = outgoing.next_line().await?;
-            Some((Ok::<_, Infallible>(line), outgoing))
+        Some(outgoing),
+        |outgoing| async {
+            let mut outgoing = outgoing?;
+            match outgoing.next_line().await? {
+                Ok(line) => Some((Ok(line), Some(outgoing))),
+                Err(overflow) => Some((Err(std::io::Error::other(overflow)), None)),
+            }
         },
     ));
     Ok((
@@ -351,7 +433,7 @@ async fn stream(
 enum Source {
     Broadcast {
         replay: VecDeque<Line>,
-        live: Option<mpsc::Receiver<Line>>,
+        live: Option<LiveFeed>,
     },
     Unicast {
         consumer: Consumer,
@@ -361,20 +443,20 @@ enum Source {
 
 impl Source {
     /// The next event, or `None` when the stream is complete. Cancel safe.
-    async fn next(&mut self) -> Option<Line> {
+    async fn next(&mut self) -> Option<Result<Line, Overflow>> {
         match self {
             Self::Broadcast { replay, live } => match replay.pop_front() {
-                Some(line) => Some(line),
-                None => live.as_mut()?.recv().await,
+                Some(line) => Some(Ok(line)),
+                None => Some(live.as_mut()?.recv().await),
             },
             Self::Unicast {
                 consumer,
                 follow: true,
-            } => Some(consumer.next().await),
+            } => Some(Ok(consumer.next().await)),
             Self::Unicast {
                 consumer,
                 follow: false,
-            } => consumer.next_queued(),
+            } => consumer.next_queued().map(Ok),
         }
     }
 }
@@ -389,7 +471,7 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    async fn next_line(&mut self) -> Option<Bytes> {
+    async fn next_line(&mut self) -> Option<Result<Bytes, Overflow>> {
         let idle = self.keepalive;
         let keepalive = async move {
             if idle.is_zero() {
@@ -401,7 +483,7 @@ impl Outgoing {
             biased;
             () = self.cancel.cancelled() => None,
             line = self.source.next() => line,
-            () = keepalive => Some(Bytes::from_static(KEEPALIVE_LINE)),
+            () = keepalive => Some(Ok(Bytes::from_static(KEEPALIVE_LINE))),
         }
     }
 }
@@ -446,6 +528,17 @@ mod tests {
     }
 
     #[test]
+    fn unicast_without_a_group_joins_default() {
+        let req = request(&[("name", "n"), ("delivery", "unicast")]).expect("valid");
+        assert_eq!(
+            req.delivery,
+            Delivery::Unicast {
+                group: DEFAULT_GROUP.to_owned()
+            }
+        );
+    }
+
+    #[test]
     fn work_is_unicast() {
         let req = request(&[("name", "n"), ("delivery", "work"), ("group", "g")]).expect("valid");
         assert_eq!(
@@ -462,7 +555,8 @@ mod tests {
             &[][..],
             &[("name", "")][..],
             &[("name", "n"), ("delivery", "fanout")][..],
-            &[("name", "n"), ("delivery", "unicast")][..],
+            &[("name", "bus.*")][..],
+            &[("name", "Bus.docker")][..],
             &[("name", "n"), ("delivery", "unicast"), ("group", "a b")][..],
             &[("name", "n"), ("consumer", "")][..],
             &[("name", "n"), ("replay", "yes")][..],

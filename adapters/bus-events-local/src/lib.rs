@@ -3,11 +3,19 @@
 //!
 //! It speaks the same HTTP contract as the real service:
 //!
-//! * `POST /api/v1/events` stores an event and fans it out;
+//! * `POST /api/v1/events` stores an event and fans it out, answering
+//!   `{"accepted": true, "id", "name"}`;
 //! * `GET /api/v1/events/stream` answers with NDJSON, one envelope per line,
 //!   with `broadcast` delivery (every subscriber gets every event, with
 //!   optional replay) or `unicast`/`work` delivery (each event goes to one
-//!   connected consumer of each group, and waits for one while none is);
+//!   connected consumer of each group, and waits for one while none is;
+//!   a stream without `group` joins `default`);
+//! * `GET /api/v1/events/capabilities` (no token needed) describes the
+//!   server: backend, delivery modes, limits;
+//! * event names are dot-separated segments of lowercase `[a-z0-9_-]`
+//!   ([`validate_name`]);
+//! * with [`ServerConfig::base_path`] (`bus api serve --token local`) all of
+//!   it also answers under that prefix, e.g. `/local/v1/api/v1/events`;
 //! * HS256 bearer tokens with audience [`AUDIENCE`] guard both, with the Bus
 //!   scope rules of [`acl`]: `events:send` / `events:listen` for ordinary
 //!   names, `container:read|run|delete|admin` for `bus.containers.*` and
@@ -16,7 +24,9 @@
 //!   with a token of the listener's own `sub` (stamped as `identity_id`).
 //!
 //! Nothing is persisted (the only backend is `memory`, bounded by bytes): a
-//! restart forgets every event and group. It depends
+//! restart forgets every event and group. Every queue is bounded, a
+//! subscriber that stops reading is cut off, and names and groups nobody
+//! uses any more are forgotten (see the `broker` module). It depends
 //! on no other crate of the workspace, and nothing in the worker's domain
 //! depends on it; tests and the binaries start it with [`serve`].
 //!
@@ -40,6 +50,7 @@
 //! * [`acl`] — which scope each event name needs;
 //! * `auth` — token minting and verification;
 //! * [`issue`] — `token issue`: claims from the command line, output formats;
+//! * `name` — which event names are valid;
 //! * `envelope` — the publish body and the stored envelope;
 //! * `broker` — history, broadcast fan-out and unicast groups;
 //! * `http` — axum routes, error bodies and the NDJSON stream;
@@ -51,6 +62,7 @@ mod broker;
 mod envelope;
 mod http;
 pub mod issue;
+mod name;
 mod secret;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -61,7 +73,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{mint_token, MintClaims, TokenError, AUDIENCE};
-pub use broker::{BROADCAST_BUFFER, UNICAST_QUEUE_CAPACITY};
+pub use broker::{Tracked, BROADCAST_BUFFER, UNICAST_QUEUE_CAPACITY};
+pub use name::{validate_name, InvalidName};
 pub use secret::{Secret, SecretError};
 
 /// Default largest accepted publish body: 4 MiB.
@@ -72,8 +85,74 @@ pub const DEFAULT_RETENTION: usize = 10_000;
 pub const DEFAULT_HISTORY_BYTES: usize = 256 * 1024 * 1024;
 /// Default bytes one unicast group may hold for absent consumers: 64 MiB.
 pub const DEFAULT_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Default bytes one broadcast subscriber may have queued and unread: 64 MiB.
+pub const DEFAULT_SUBSCRIBER_BYTES: usize = 64 * 1024 * 1024;
 /// Default idle time after which a stream sends a blank keep-alive line.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// A path prefix the API also answers under: `--base-path` (default
+/// `/{token}/v1`) with `{token}` replaced by `--token`, as `bus api serve`
+/// lays it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePath(String);
+
+/// Why a `--base-path` / `--token` pair was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidBasePath {
+    /// The template lacks the `{token}` placeholder.
+    #[error("--base-path must contain `{{token}}`, got `{0}`")]
+    NoPlaceholder(String),
+    /// The token is empty or not URL-safe (`[A-Za-z0-9_.~-]`).
+    #[error("--token must be a non-empty URL path segment of [A-Za-z0-9_.~-]")]
+    Token,
+    /// The path does not start with `/`, or has an empty, `.` or `..` segment.
+    #[error("--base-path must be an absolute path without empty, `.` or `..` segments, got `{0}`")]
+    Path(String),
+}
+
+impl BasePath {
+    /// The default template of `bus api serve`.
+    pub const DEFAULT_TEMPLATE: &'static str = "/{token}/v1";
+
+    /// `template` with `{token}` replaced by `token`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidBasePath`] naming what is wrong.
+    pub fn new(template: &str, token: &str) -> Result<Self, InvalidBasePath> {
+        if !template.contains("{token}") {
+            return Err(InvalidBasePath::NoPlaceholder(template.to_owned()));
+        }
+        let token_ok = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.~-".contains(&b));
+        if !token_ok || token == "." || token == ".." {
+            return Err(InvalidBasePath::Token);
+        }
+        let path = template.replace("{token}", token);
+        let path = path.trim_end_matches('/');
+        let segments_ok = path.starts_with('/')
+            && path[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if !segments_ok {
+            return Err(InvalidBasePath::Path(template.to_owned()));
+        }
+        Ok(Self(path.to_owned()))
+    }
+
+    /// The path, e.g. `/local/v1` (no trailing `/`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BasePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// How to run a server. Build it with [`ServerConfig::new`] and adjust the
 /// public fields.
@@ -92,9 +171,15 @@ pub struct ServerConfig {
     pub history_bytes: usize,
     /// Bytes one unicast group keeps for absent consumers (oldest dropped).
     pub group_bytes: usize,
+    /// Bytes one broadcast subscriber may have queued and unread; past it
+    /// the subscriber's stream is cut (one event is always accepted).
+    pub subscriber_bytes: usize,
     /// Idle time after which a stream sends a blank line (`\n`); zero
     /// disables keep-alives.
     pub keepalive: Duration,
+    /// A second path prefix the API also answers under (e.g. `/local/v1`
+    /// for `bus api serve --token local`); `None` serves at the root only.
+    pub base_path: Option<BasePath>,
 }
 
 impl ServerConfig {
@@ -107,7 +192,9 @@ impl ServerConfig {
             retention: DEFAULT_RETENTION,
             history_bytes: DEFAULT_HISTORY_BYTES,
             group_bytes: DEFAULT_GROUP_BYTES,
+            subscriber_bytes: DEFAULT_SUBSCRIBER_BYTES,
             keepalive: DEFAULT_KEEPALIVE,
+            base_path: None,
         }
     }
 }
@@ -157,6 +244,12 @@ impl RunningServer {
         self.shared.drop_streams();
     }
 
+    /// Diagnostic and test hook: the names, groups, subscribers and
+    /// retained events the server holds right now.
+    pub fn tracked(&self) -> Tracked {
+        self.shared.broker.tracked()
+    }
+
     /// Diagnostic and test hook: how many consumers of unicast `group` on
     /// event `name` have a stream open right now.
     pub fn connected_consumers(&self, name: &str, group: &str) -> usize {
@@ -200,19 +293,31 @@ pub async fn serve_with_shutdown(
             history_bytes: config.history_bytes,
             group_events: UNICAST_QUEUE_CAPACITY,
             group_bytes: config.group_bytes,
+            subscriber_bytes: config.subscriber_bytes,
         }),
         verifier: auth::Verifier::new(&config.secret),
         ids: envelope::EventIds::new(),
         keepalive: config.keepalive,
         max_event_bytes: config.max_event_bytes,
+        limits: http::Advertised {
+            max_event_bytes: config.max_event_bytes,
+            retention: config.retention,
+            history_bytes: config.history_bytes,
+            group_bytes: config.group_bytes,
+            subscriber_bytes: config.subscriber_bytes,
+        },
         streams: Mutex::new(stop.child_token()),
         shutdown: stop.clone(),
     });
 
-    let app = http::router(Arc::clone(&shared));
+    let app = http::router(Arc::clone(&shared), config.base_path.as_ref());
     let stopped = stop.clone().cancelled_owned();
+    let base_path = config.base_path.clone();
     let task = tokio::spawn(async move {
         tracing::info!(%local_addr, "bus events server listening");
+        if let Some(base) = &base_path {
+            tracing::info!(%local_addr, base_path = %base, "the API also answers under the base path");
+        }
         // Open streams watch children of `stop`, so they end as soon as the
         // graceful shutdown starts and the connections can drain.
         if let Err(err) = axum::serve(listener, app)

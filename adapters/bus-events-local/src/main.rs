@@ -6,9 +6,13 @@
 //!
 //! * `serve` verifies with `--jwt-secret-file` (env
 //!   `BUS_API_JWT_SECRET_FILE`), else env `BUS_API_JWT_SECRET`, else the
-//!   older `BUS_EVENTS_JWT_SECRET`;
+//!   older `BUS_EVENTS_JWT_SECRET`, else `BUS_LOCAL_JWT_SECRET` (the name
+//!   in the Bus `.env.example`);
 //! * `token issue` signs with `--hs256-secret-file` (env
-//!   `BUS_AUTH_HS256_SECRET_FILE`), else env `BUS_AUTH_HS256_SECRET`.
+//!   `BUS_AUTH_HS256_SECRET_FILE`), else env `BUS_AUTH_HS256_SECRET`, else
+//!   `BUS_LOCAL_JWT_SECRET`.
+//!
+//! An empty variable counts as unset.
 //!
 //! Every form may be raw text or `base64:<value>`; a file's trailing newline
 //! is trimmed. Logs go to stderr (`RUST_LOG`, default `info`; no colour
@@ -16,20 +20,28 @@
 //! the listening line or the token.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bus_events_local::issue::{issue, Format, IssueError};
 use bus_events_local::{
-    serve_with_shutdown, MintClaims, Secret, SecretError, ServerConfig, AUDIENCE,
+    serve_with_shutdown, BasePath, InvalidBasePath, MintClaims, Secret, SecretError, ServerConfig,
+    AUDIENCE,
 };
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// The only events backend of the development server.
 const MEMORY_BACKEND: &str = "memory";
+/// The only `bus api serve --provider` this server is.
+const EVENTS_PROVIDER: &str = "events";
+/// Where `serve` listens when nothing says otherwise.
+const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const DEFAULT_PORT: u16 = 8081;
+/// The subject of the Bus compose stack's tokens.
+const DEFAULT_ACCOUNT_ID: &str = "00000000-0000-4000-8000-000000000001";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,33 +66,72 @@ enum Command {
         addr: SocketAddr,
     },
     /// Tokens for this server (and any Bus API sharing its secret).
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
+    Token(TokenArgs),
 }
 
+/// `serve`, in two layouts: `bus-api-provider-events` (`--addr HOST:PORT`)
+/// and `bus api serve` (`--listen HOST --port N --token T [--base-path P]
+/// --provider events`).
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(
-        long,
-        alias = "listen",
-        env = "BUS_EVENTS_ADDR",
-        default_value = "127.0.0.1:8081"
-    )]
-    addr: SocketAddr,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one). Env
+    /// BUS_EVENTS_ADDR. Default 127.0.0.1:8081.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Host (or HOST:PORT) to listen on, as `bus api serve --listen`;
+    /// default 127.0.0.1.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Port to listen on, as `bus api serve --port`. Env BUS_EVENTS_PORT.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Capability token of the base path: the API also answers under
+    /// `--base-path` with `{token}` replaced, e.g. `/local/v1`.
+    #[arg(long)]
+    token: Option<String>,
+    /// Base path template; must contain `{token}`.
+    #[arg(long, requires = "token")]
+    base_path: Option<String>,
+    /// `bus api serve --provider`: only `events` is served here.
+    #[arg(long)]
+    provider: Option<String>,
     /// Events backend; the development server only has `memory`.
     #[arg(long, env = "BUS_EVENTS_BACKEND", default_value = MEMORY_BACKEND)]
     events_backend: String,
-    /// Bytes of event history kept in memory across all names.
+    /// Bytes of event history kept in memory across all names; also the
+    /// most a unicast group or a broadcast subscriber may hold unread.
     #[arg(long, env = "BUS_EVENTS_MEMORY_MAX_BYTES", default_value_t = bus_events_local::DEFAULT_HISTORY_BYTES)]
     memory_max_bytes: usize,
     /// File holding the HS256 secret tokens are verified with (raw, or
     /// `base64:<value>`). Without it: env BUS_API_JWT_SECRET, else
-    /// BUS_EVENTS_JWT_SECRET.
+    /// BUS_EVENTS_JWT_SECRET, else BUS_LOCAL_JWT_SECRET.
     #[arg(long, env = "BUS_API_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
+}
+
+/// `token`, in the layout of `bus operator token` / `bus-operator-token`:
+/// these flags go before the verb (`token --format token issue --local …`)
+/// or after it.
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// `token` prints the bare token; `json` an object with its claims.
+    #[arg(long, global = true, default_value_t = Format::Token)]
+    format: Format,
+    /// Write the output to this file (mode 0600, replaced atomically)
+    /// instead of stdout.
+    #[arg(long, global = true)]
+    output: Option<PathBuf>,
+    /// Print nothing but the token (no note on stderr, errors only in logs).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Give up after this long (seconds or a duration such as `30s`).
+    #[arg(long, global = true, value_parser = parse_ttl)]
+    timeout: Option<Duration>,
+    /// Sign locally with the HS256 secret (the only mode of this tool).
+    #[arg(long, global = true)]
+    local: bool,
+    #[command(subcommand)]
+    command: TokenCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,11 +142,8 @@ enum TokenCommand {
 
 #[derive(Debug, Args)]
 struct IssueArgs {
-    /// Sign locally with the HS256 secret (the only mode of this tool).
-    #[arg(long, required = true)]
-    local: bool,
     /// Identity of the holder (`sub`); becomes `identity_id` on its events.
-    #[arg(long)]
+    #[arg(long, env = "BUS_LOCAL_ACCOUNT_ID", default_value = DEFAULT_ACCOUNT_ID)]
     subject: String,
     /// Audience (`aud`).
     #[arg(long, default_value = AUDIENCE)]
@@ -106,17 +154,10 @@ struct IssueArgs {
     /// Lifetime: seconds or a duration such as `12h` or `30m`.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
-    /// `token` prints the bare token; `json` an object with its claims.
-    #[arg(long, default_value_t = Format::Token)]
-    format: Format,
     /// File holding the HS256 signing secret. Without it: env
-    /// BUS_AUTH_HS256_SECRET.
+    /// BUS_AUTH_HS256_SECRET, else BUS_LOCAL_JWT_SECRET.
     #[arg(long, env = "BUS_AUTH_HS256_SECRET_FILE")]
     hs256_secret_file: Option<PathBuf>,
-    /// Write the output to this file (mode 0600, replaced atomically)
-    /// instead of stdout.
-    #[arg(long)]
-    output: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +174,16 @@ enum CliError {
     Secret(#[from] SecretError),
     #[error("--events-backend `{0}` is not supported by the development server (use `memory`)")]
     Backend(String),
+    #[error("--provider `{0}` is not served by the development server (it is the `events` provider only)")]
+    Provider(String),
+    #[error("{0}")]
+    Listen(String),
+    #[error(transparent)]
+    BasePath(#[from] InvalidBasePath),
+    #[error("--local is required: this tool only signs tokens locally with the HS256 secret")]
+    NotLocal,
+    #[error("gave up after --timeout {0:?}")]
+    Timeout(Duration),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -174,9 +225,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Health { addr } => health(addr).await,
-        Command::Token {
-            command: TokenCommand::Issue(args),
-        } => issue_token(&args),
+        Command::Token(token) => {
+            let TokenCommand::Issue(args) = &token.command;
+            let work = async { issue_token(&token, args) };
+            match token.timeout {
+                Some(limit) => tokio::time::timeout(limit, work)
+                    .await
+                    .map_err(|_| CliError::Timeout(limit))?,
+                None => work.await,
+            }
+        }
     }
 }
 
@@ -186,23 +244,47 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     let secret = load_secret(
         args.jwt_secret_file.as_deref(),
-        &["BUS_API_JWT_SECRET", "BUS_EVENTS_JWT_SECRET"],
-        "BUS_API_JWT_SECRET or pass --jwt-secret-file",
+        &[
+            "BUS_API_JWT_SECRET",
+            "BUS_EVENTS_JWT_SECRET",
+            "BUS_LOCAL_JWT_SECRET",
+        ],
+        "BUS_API_JWT_SECRET (or BUS_LOCAL_JWT_SECRET, the Bus .env name) or pass --jwt-secret-file",
     )?;
-    let mut config = ServerConfig::new(args.addr, secret);
+    if let Some(provider) = &args.provider {
+        if provider.split(',').any(|p| p.trim() != EVENTS_PROVIDER) {
+            return Err(CliError::Provider(provider.clone()));
+        }
+    }
+    let addr = listen_addr(&args, |name| std::env::var(name).ok())?;
+    let base_path = match &args.token {
+        Some(token) => Some(BasePath::new(
+            args.base_path
+                .as_deref()
+                .unwrap_or(BasePath::DEFAULT_TEMPLATE),
+            token,
+        )?),
+        None => None,
+    };
+    let mut config = ServerConfig::new(addr, secret);
     config.history_bytes = args.memory_max_bytes;
     config.group_bytes = config.group_bytes.min(args.memory_max_bytes);
+    config.subscriber_bytes = config.subscriber_bytes.min(args.memory_max_bytes);
+    config.base_path = base_path.clone();
     let shutdown = CancellationToken::new();
     let server = serve_with_shutdown(config, shutdown.clone())
         .await
-        .map_err(|source| CliError::Bind {
-            addr: args.addr,
-            source,
-        })?;
-    println!(
-        "bus-events-local listening on http://{} (events backend: memory)",
-        server.local_addr()
-    );
+        .map_err(|source| CliError::Bind { addr, source })?;
+    match &base_path {
+        None => println!(
+            "bus-events-local listening on http://{} (events backend: memory)",
+            server.local_addr()
+        ),
+        Some(base) => println!(
+            "bus-events-local listening on http://{} (events backend: memory; also under {base})",
+            server.local_addr()
+        ),
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -236,13 +318,90 @@ async fn health(addr: SocketAddr) -> Result<(), CliError> {
     }
 }
 
-fn issue_token(args: &IssueArgs) -> Result<(), CliError> {
-    // `--local` is required by clap; the flag documents the signing mode.
-    debug_assert!(args.local);
+/// Where `serve` listens: `--addr`, else `--listen`/`--port` (the port
+/// also from BUS_EVENTS_PORT), else env BUS_EVENTS_ADDR, else
+/// 127.0.0.1 on BUS_EVENTS_PORT or 8081.
+fn listen_addr(
+    args: &ServeArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<SocketAddr, CliError> {
+    let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let env_port = || -> Result<Option<u16>, CliError> {
+        env("BUS_EVENTS_PORT")
+            .map(|port| {
+                port.trim().parse::<u16>().map_err(|_| {
+                    CliError::Listen(format!("BUS_EVENTS_PORT `{port}` is not a port number"))
+                })
+            })
+            .transpose()
+    };
+    if let Some(addr) = args.addr {
+        if args.listen.is_some() || args.port.is_some() {
+            return Err(CliError::Listen(
+                "give --addr HOST:PORT or --listen HOST --port N, not both".to_owned(),
+            ));
+        }
+        return Ok(addr);
+    }
+    if let Some(listen) = &args.listen {
+        let (host, port) = parse_listen(listen)?;
+        let port = match (args.port, port) {
+            (Some(flag), _) => flag,
+            (None, Some(port)) => port,
+            (None, None) => env_port()?.unwrap_or(DEFAULT_PORT),
+        };
+        return Ok(SocketAddr::new(host, port));
+    }
+    if let Some(port) = args.port {
+        return Ok(SocketAddr::new(DEFAULT_HOST, port));
+    }
+    if let Some(addr) = env("BUS_EVENTS_ADDR") {
+        return addr
+            .trim()
+            .parse()
+            .map_err(|_| CliError::Listen(format!("BUS_EVENTS_ADDR `{addr}` is not HOST:PORT")));
+    }
+    Ok(SocketAddr::new(
+        DEFAULT_HOST,
+        env_port()?.unwrap_or(DEFAULT_PORT),
+    ))
+}
+
+/// `--listen` as `bus api serve` takes it: an IP (`0.0.0.0`, `::`,
+/// `[::1]`), `localhost`, or either with a `:PORT`.
+fn parse_listen(text: &str) -> Result<(IpAddr, Option<u16>), CliError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr.ip(), Some(addr.port())));
+    }
+    let host = |host: &str| -> Option<IpAddr> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost") {
+            return Some(DEFAULT_HOST);
+        }
+        host.parse().ok()
+    };
+    if let Some(ip) = host(text) {
+        return Ok((ip, None));
+    }
+    if let Some((name, port)) = text.rsplit_once(':') {
+        if let (Some(ip), Ok(port)) = (host(name), port.parse::<u16>()) {
+            return Ok((ip, Some(port)));
+        }
+    }
+    Err(CliError::Listen(format!(
+        "--listen `{text}` is not an IP address or localhost (optionally with :PORT)"
+    )))
+}
+
+fn issue_token(token: &TokenArgs, args: &IssueArgs) -> Result<(), CliError> {
+    if !token.local {
+        return Err(CliError::NotLocal);
+    }
     let secret = load_secret(
         args.hs256_secret_file.as_deref(),
-        &["BUS_AUTH_HS256_SECRET"],
-        "BUS_AUTH_HS256_SECRET or pass --hs256-secret-file",
+        &["BUS_AUTH_HS256_SECRET", "BUS_LOCAL_JWT_SECRET"],
+        "BUS_AUTH_HS256_SECRET (or BUS_LOCAL_JWT_SECRET, the Bus .env name) or pass --hs256-secret-file",
     )?;
     let claims = MintClaims {
         sub: args.subject.clone(),
@@ -250,38 +409,48 @@ fn issue_token(args: &IssueArgs) -> Result<(), CliError> {
         scope: args.scope.clone(),
         ttl: args.ttl,
     };
-    let text = issue(&secret, &claims, args.format)?;
-    match &args.output {
+    let text = issue(&secret, &claims, token.format)?;
+    match &token.output {
         None => println!("{text}"),
-        Some(path) => write_private(path, &text).map_err(|source| CliError::Output {
-            path: path.clone(),
-            source,
-        })?,
+        Some(path) => {
+            write_private(path, &text).map_err(|source| CliError::Output {
+                path: path.clone(),
+                source,
+            })?;
+            if !token.quiet {
+                eprintln!("wrote the token to {}", path.display());
+            }
+        }
     }
     Ok(())
 }
 
 /// Writes `text` and a newline to `path` with mode 0600, through a
 /// temporary file in the same directory renamed over it.
+///
+/// The temporary file has an unpredictable name and is created with
+/// `O_CREAT|O_EXCL` (the `tempfile` crate), which never follows a symlink:
+/// a link planted where the temporary file goes makes the open fail instead
+/// of writing the token through it. The rename replaces `path` itself, so a
+/// symlink at `path` is replaced, never written through.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or_else(|| Path::new("."));
     let file_name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?; // mode 0600 on unix
+    tmp.write_all(text.as_bytes())?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|err| err.error)?;
+    Ok(())
 }
 
 /// The secret from `file` when given, else from the first set variable of

@@ -3,13 +3,13 @@
 mod common;
 
 use bus_events_local::{mint_token, MintClaims, Secret};
-use common::{spawn_server, spawn_server_with, TestServer};
+use common::{numbered, seq_of, spawn_server, spawn_server_with, TestServer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 /// Checks status and the `{"error":{"type","message"}}` body.
 async fn assert_error(response: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(response.status(), status);
+    assert_eq!(response.status(), status, "{}", response.url());
     let body: Value = response.json().await.expect("JSON error body");
     assert_eq!(body["error"]["type"], code, "{body}");
     assert!(
@@ -223,8 +223,6 @@ async fn invalid_stream_queries_are_bad_requests() {
         "",
         "delivery=broadcast",
         "name=n&delivery=fanout",
-        "name=n&delivery=unicast",
-        "name=n&delivery=work",
         "name=n&delivery=unicast&group=has%20space",
         &format!("name=n&delivery=unicast&group={}", "g".repeat(129)),
         "name=n&delivery=unicast&group=g&consumer=%2Fslash",
@@ -244,4 +242,130 @@ async fn oversized_events_are_refused() {
 
     let small = json!({"name": "big", "payload": "x".repeat(512)});
     assert_eq!(app.publish_raw(&small).await.status(), 202);
+}
+
+#[tokio::test]
+async fn wildcards_and_malformed_names_are_bad_requests_for_publish_and_stream() {
+    let app = spawn_server().await;
+    let token = app.token("events:listen");
+    for name in [
+        "bus.docker.*",
+        "bus.%3E",
+        "%2A",
+        "Bus.docker.run.request",
+        "bus..docker",
+        ".bus",
+        "bus.",
+        "bus%20docker",
+        "bus%2Fdocker",
+    ] {
+        let response = app.stream_raw(&format!("name={name}"), Some(&token)).await;
+        assert_error(response, 400, "bad_request").await;
+        let response = app
+            .stream_raw(
+                &format!("name={name}&delivery=unicast&group=g"),
+                Some(&token),
+            )
+            .await;
+        assert_error(response, 400, "bad_request").await;
+    }
+    for name in [
+        "bus.docker.*",
+        "bus.>",
+        "*",
+        "Bus.docker.run.request",
+        "bus..docker",
+        "bus.",
+        "bus docker",
+    ] {
+        let response = app.publish_raw(&json!({"name": name})).await;
+        assert_error(response, 400, "bad_request").await;
+    }
+    // Lowercase dot-separated segments of [a-z0-9_-] are fine.
+    let ok = app
+        .publish_raw(&json!({"name": "bus.docker_x.run-1.request"}))
+        .await;
+    assert_eq!(ok.status(), 202);
+}
+
+#[tokio::test]
+async fn the_publish_reply_says_accepted_with_the_id_and_name() {
+    let app = spawn_server().await;
+    let response = app.publish_raw(&json!({"name": "app.ping"})).await;
+    assert!(response.status().is_success());
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["name"], "app.ping");
+    assert!(
+        body["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{body}");
+}
+
+#[tokio::test]
+async fn a_unicast_stream_without_a_group_joins_default() {
+    let app = spawn_server().await;
+    let mut unnamed = app.open_stream("name=jobs.todo&delivery=unicast").await;
+    assert_eq!(app.server.connected_consumers("jobs.todo", "default"), 1);
+    let mut named = app
+        .open_stream("name=jobs.todo&delivery=work&group=default")
+        .await;
+    assert_eq!(app.server.connected_consumers("jobs.todo", "default"), 2);
+    for seq in 0..4 {
+        app.publish(numbered("jobs.todo", seq)).await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let event = tokio::select! {
+            event = unnamed.next_event() => event,
+            event = named.next_event() => event,
+        };
+        assert!(seen.insert(seq_of(&event)), "one group: delivered once");
+    }
+}
+
+#[tokio::test]
+async fn capabilities_answer_without_a_token() {
+    let app = spawn_server_with(|config| config.max_event_bytes = 1234).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/events/capabilities"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["backend"], "memory");
+    assert_eq!(body["delivery"], json!(["broadcast", "unicast", "work"]));
+    assert_eq!(body["default_group"], "default");
+    assert_eq!(body["limits"]["max_event_bytes"], 1234);
+    assert!(body["limits"]["subscriber_queue_bytes"].is_u64(), "{body}");
+}
+
+#[tokio::test]
+async fn a_token_whose_nbf_lies_in_the_future_is_refused() {
+    let app = spawn_server().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut early = claims();
+    early["nbf"] = json!(now + 600);
+    let token = signed(&app.secret, Algorithm::HS256, &early);
+    let response = publish_with(&app, Some(&token)).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "invalid_auth");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nbf")),
+        "{body}"
+    );
+    let response = app.stream_raw("name=auth.test", Some(&token)).await;
+    assert_error(response, 401, "invalid_auth").await;
+
+    // An nbf in the past (or now) is fine.
+    let mut ripe = claims();
+    ripe["nbf"] = json!(now - 1);
+    let token = signed(&app.secret, Algorithm::HS256, &ripe);
+    assert_eq!(publish_with(&app, Some(&token)).await.status(), 202);
 }

@@ -14,6 +14,7 @@ fn limits(retention: usize, group_events: usize) -> Limits {
         history_bytes: usize::MAX,
         group_events,
         group_bytes: usize::MAX,
+        subscriber_bytes: usize::MAX,
     }
 }
 
@@ -50,7 +51,7 @@ fn history_is_bounded_by_bytes_across_names_oldest_first() {
     broker.publish("a", ME, line(3));
     assert_eq!(broker.subscribe("a", ME, true, false).replay, vec![line(3)]);
     assert_eq!(broker.subscribe("b", ME, true, false).replay, vec![line(2)]);
-    assert!(lock(&broker.state).history_bytes <= 5);
+    assert!(lock(&broker.inner.state).history_bytes <= 5);
 }
 
 #[test]
@@ -79,8 +80,13 @@ async fn subscribe_sees_replay_then_live_of_its_own_identity_only() {
     broker.publish("a", ME, line(2));
     assert_eq!(sub.replay, vec![line(1)]);
     let live = sub.live.as_mut().expect("following");
-    assert_eq!(live.recv().await, Some(line(2)));
-    assert!(live.try_recv().is_err());
+    assert_eq!(live.recv().await, Ok(line(2)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), live.recv())
+            .await
+            .is_err(),
+        "nothing else"
+    );
 }
 
 #[tokio::test]
@@ -110,10 +116,16 @@ async fn an_existing_group_does_not_see_history_again() {
 
 #[tokio::test]
 async fn queued_events_wait_for_a_consumer() {
-    let broker = broker(0, 10);
-    drop(broker.join("a", "g", ME));
-    assert_eq!(broker.connected("a", "g"), 0);
+    let broker = broker(10, 10);
+    let mut first = broker.join("a", "g", ME);
+    assert_eq!(next_within(&mut first).await, None);
+    broker.publish("a", ME, line(0));
+    assert_eq!(next_within(&mut first).await, Some(line(0)));
+    // Something queued keeps the group while its consumer is away.
     broker.publish("a", ME, line(1));
+    drop(first);
+    assert_eq!(broker.connected("a", "g"), 0);
+    assert_eq!(broker.connected("a", "g"), 0);
     broker.publish("a", ME, line(2));
     let mut consumer = broker.join("a", "g", ME);
     assert_eq!(broker.connected("a", "g"), 1);
@@ -180,4 +192,122 @@ fn a_full_queue_drops_its_oldest_event() {
     assert_eq!(consumer.next_queued(), Some(line(1)));
     assert_eq!(consumer.next_queued(), Some(line(2)));
     assert_eq!(consumer.next_queued(), None);
+}
+
+fn small_feed(subscriber_bytes: usize) -> Broker {
+    Broker::new(Limits {
+        subscriber_bytes,
+        ..limits(10, 10)
+    })
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_off_and_its_queue_freed() {
+    // Each line is 2 bytes; 5 bytes hold two of them.
+    let broker = small_feed(5);
+    let mut sub = broker.subscribe("a", ME, false, true);
+    broker.publish("a", ME, line(1));
+    broker.publish("a", ME, line(2));
+    assert_eq!(broker.tracked().subscribers, 1);
+    broker.publish("a", ME, line(3));
+    assert_eq!(broker.tracked().subscribers, 0, "cut off at once");
+    let feed = sub.live.as_mut().expect("following");
+    assert_eq!(lock(&feed.feed.state).bytes, 0, "queue freed");
+    assert!(feed.recv().await.is_err(), "the stream learns it was cut");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_up_gets_events_larger_than_its_limit() {
+    let broker = small_feed(1);
+    let mut sub = broker.subscribe("a", ME, false, true);
+    let feed = sub.live.as_mut().expect("following");
+    for n in 10..13 {
+        broker.publish("a", ME, line(n));
+        assert_eq!(feed.recv().await, Ok(line(n)));
+    }
+}
+
+#[test]
+fn names_and_groups_nobody_uses_are_forgotten() {
+    // History of at most 4 events of 2 to 5 bytes.
+    let broker = Broker::new(Limits {
+        history_bytes: 8,
+        ..limits(10, 10)
+    });
+    for n in 0..8000 {
+        let name = format!("n{n}");
+        let consumer = broker.join(&name, "g", ME);
+        let sub = broker.subscribe(&name, ME, false, true);
+        broker.publish(&name, ME, line(n));
+        drop(sub);
+        drop(consumer);
+    }
+    let tracked = broker.tracked();
+    assert!(tracked.names <= 4, "{tracked:?}");
+    assert!(tracked.groups <= 4, "{tracked:?}");
+    assert_eq!(tracked.subscribers, 0);
+    assert!(lock(&broker.inner.state).order.len() <= 2 * 4 + 64);
+    // Events kept for absent groups go with the history.
+    broker.publish("flush", ME, Bytes::from_static(b"1234567\n"));
+    let tracked = broker.tracked();
+    assert_eq!((tracked.names, tracked.groups), (1, 0), "{tracked:?}");
+}
+
+#[test]
+fn order_does_not_grow_with_events_dropped_by_retention() {
+    let broker = broker(2, 10);
+    broker.publish("pinned", ME, line(0));
+    for n in 0..10_000 {
+        broker.publish("busy", ME, line(n));
+    }
+    assert!(lock(&broker.inner.state).order.len() <= 2 * 3 + 64);
+}
+
+#[tokio::test]
+async fn a_forgotten_group_is_created_again_with_what_it_would_have_received() {
+    let broker = broker(10, 10);
+    let mut consumer = broker.join("a", "g", ME);
+    assert_eq!(next_within(&mut consumer).await, None);
+    drop(consumer);
+    assert_eq!(broker.tracked().groups, 0, "idle, nothing retained");
+    broker.publish("a", ME, line(1));
+    let mut again = broker.join("a", "g", ME);
+    assert_eq!(next_within(&mut again).await, Some(line(1)));
+    drop(again);
+    // Retained events of its identity keep the group (and its cursor).
+    assert_eq!(broker.tracked().groups, 1);
+    let mut third = broker.join("a", "g", ME);
+    assert_eq!(third.next_queued(), None, "not delivered twice");
+}
+
+#[test]
+fn publish_reports_listeners_of_other_identities() {
+    let broker = broker(10, 10);
+    let _theirs = broker.join("a", "g", "them");
+    let _sub = broker.subscribe("a", "someone", false, true);
+    let reach = broker.publish("a", ME, line(1));
+    assert_eq!(reach.listeners, 0);
+    let mut others: Vec<&str> = reach.other_identities.iter().map(|i| &**i).collect();
+    others.sort_unstable();
+    assert_eq!(others, ["someone", "them"]);
+    let _mine = broker.join("a", "g", ME);
+    assert_eq!(broker.publish("a", ME, line(2)).listeners, 1);
+}
+
+#[tokio::test]
+async fn an_absent_group_keeps_what_the_history_keeps() {
+    let broker = broker(2, 10);
+    let consumer = broker.join("a", "g", ME);
+    broker.publish("a", ME, line(0));
+    drop(consumer);
+    assert_eq!(broker.tracked().groups, 1, "kept: an event waits in it");
+    for n in 1..4 {
+        broker.publish("a", ME, line(n));
+    }
+    // Retention 2: events 0 and 1 left the history, so the absent group
+    // let them go too.
+    let mut again = broker.join("a", "g", ME);
+    assert_eq!(again.next_queued(), Some(line(2)));
+    assert_eq!(again.next_queued(), Some(line(3)));
+    assert_eq!(again.next_queued(), None);
 }
