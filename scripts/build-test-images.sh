@@ -6,7 +6,9 @@
 #   bus-test-busybox:local  FROM scratch + static busybox (applets symlinked
 #                           into /bin), /tmp, minimal /etc/passwd, CMD ["/bin/sh"]
 #   bus-test-codex:local    the same plus /workspace and /root (stand-in for the
-#                           codex image)
+#                           codex image), and /bin/codex: scripts/fake-codex.sh,
+#                           a fake Codex CLI that uses its home as the real one
+#                           does (login refresh, state lock, sessions)
 #   bus-test-registry:local FROM scratch + Debian's docker-registry (and the
 #                           libraries ldd lists for it) with htpasswd basic auth
 #                           (user bus-test, password bus-test-pass); the
@@ -71,6 +73,8 @@ EOF
             # tests can reach the SSH agent socket; its hash keys rebuilds.
             echo "# sockcat.c sha256 $SOCKCAT_SHA"
             echo 'COPY sockcat /bin/sockcat'
+            echo "# fake-codex.sh sha256 $FAKE_CODEX_SHA"
+            echo 'COPY codex /bin/codex'
             ;;
         *) die "unknown image variant $1" ;;
     esac
@@ -87,6 +91,11 @@ trap 'rm -rf "$CTX"' EXIT
 cp "$BUSYBOX" "$CTX/busybox"
 chmod 0755 "$CTX/busybox"
 
+FAKE_CODEX_SRC="$BUS_REPO_ROOT/scripts/fake-codex.sh"
+FAKE_CODEX_SHA="$(sha256sum "$FAKE_CODEX_SRC" | cut -d' ' -f1)"
+cp "$FAKE_CODEX_SRC" "$CTX/codex"
+chmod 0755 "$CTX/codex"
+
 SOCKCAT_SRC="$BUS_REPO_ROOT/scripts/sockcat.c"
 SOCKCAT_SHA="$(sha256sum "$SOCKCAT_SRC" | cut -d' ' -f1)"
 if ! command -v gcc >/dev/null 2>&1; then
@@ -101,7 +110,7 @@ label() {
 smoke_test() {
     local tag="$1" variant="$2" check='echo ok' out
     if [[ "$variant" == codex ]]; then
-        check='test -d /workspace && test -d /root && test -d /tmp && echo ok'
+        check='test -d /workspace && test -d /root && test -d /tmp && test -x /bin/codex && echo ok'
     fi
     out="$(docker run --rm --network none "$tag" sh -c "$check" 2>&1)" ||
         die "smoke test of $tag failed: $out"
