@@ -24,7 +24,9 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit, RequestMounts};
+use bus_docker_domain::run::{
+    ContainerRef, EngineId, EngineInfo, Exit, RequestMounts, SessionUsage, SessionsSwept,
+};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
@@ -145,6 +147,8 @@ pub struct EngineProbe {
     pub info: Result<EngineInfo, RuntimeError>,
     /// Active managed containers, from every worker.
     pub active_runs: Option<usize>,
+    /// The codex session volumes it keeps, when it answered.
+    pub sessions: Option<SessionUsage>,
 }
 
 /// The engines of one worker, in configured order.
@@ -475,19 +479,35 @@ impl<R: ContainerRuntime> EnginePool<R> {
     pub async fn probe_all(&self) -> Vec<EngineProbe> {
         join_all(self.members.iter().map(|m| async {
             let info = self.info(m).await;
-            let active_runs = match &info {
-                Ok(_) => self
-                    .list_on_member(m, &ManagedFilter::active())
-                    .await
-                    .ok()
-                    .map(|l| l.len()),
-                Err(_) => None,
+            let (active_runs, sessions) = match &info {
+                Ok(_) => (
+                    self.list_on_member(m, &ManagedFilter::active())
+                        .await
+                        .ok()
+                        .map(|l| l.len()),
+                    m.runtime.session_usage().await.ok(),
+                ),
+                Err(_) => (None, None),
             };
             EngineProbe {
                 engine: m.id.clone(),
                 info,
                 active_runs,
+                sessions,
             }
+        }))
+        .await
+    }
+
+    /// Remove the codex sessions unused for `retention` on every engine
+    /// not known to be down (contract §6); each engine's outcome.
+    pub async fn sweep_sessions(
+        &self,
+        retention: Duration,
+    ) -> Vec<(EngineId, Result<SessionsSwept, RuntimeError>)> {
+        let (ask, _) = self.askable();
+        join_all(ask.into_iter().map(|m| async move {
+            (m.id.clone(), m.runtime.sweep_sessions(retention).await)
         }))
         .await
     }

@@ -117,6 +117,7 @@ fn spec(run: &str) -> RunSpec {
         hardening: Hardening::default(),
         max_output_bytes: 1024,
         stream_output: false,
+        codex_home: None,
     }
 }
 

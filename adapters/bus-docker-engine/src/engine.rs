@@ -13,7 +13,9 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts, RunMark};
+use bus_docker_domain::run::{
+    ContainerRef, EngineInfo, Exit, RequestMounts, RunMark, SessionUsage, SessionsSwept,
+};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 
@@ -320,6 +322,53 @@ impl DockerEngine {
         }
     }
 
+    /// A per-run Codex home: record the session's use before the
+    /// container exists (`codex_home.rs`).
+    async fn touch_session(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
+        let Some(key) = spec.codex_home.as_ref().and_then(|h| h.session.as_ref()) else {
+            return Ok(());
+        };
+        let docker = self.docker().await?;
+        match crate::codex_home::touch(&docker, key).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    /// A per-run Codex home: seed the created container's home on the
+    /// engine's side; a failed seed removes the container.
+    async fn seed_home(
+        &self,
+        spec: &RunSpec,
+        container: &ContainerRef,
+    ) -> Result<(), RuntimeError> {
+        let Some(home) = &spec.codex_home else {
+            return Ok(());
+        };
+        let docker = self.docker().await?;
+        let seeded = match self.image_id(&docker, &spec.image).await {
+            Ok(Some(image)) => {
+                crate::codex_home::seed(&docker, spec, home, &container.id, &image).await
+            }
+            Ok(None) => Err(DockerError::Seed {
+                run: spec.run_id.to_string(),
+                from: home.seed_from.display().to_string(),
+                reason: format!("the image {} is gone", spec.image),
+            }),
+            Err(err) => Err(err),
+        };
+        match seeded {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let err = self.fail(err).await;
+                if let Err(removal) = self.remove(container).await {
+                    tracing::warn!(container = %container.name, error = %removal, "cannot remove the container of a run whose home could not be seeded");
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// The container is gone: its run's pins go too.
     async fn release_pins(&self, container: &ContainerRef) {
         if let Some(run) = run_of(&container.name) {
@@ -369,6 +418,10 @@ impl ContainerRuntime for DockerEngine {
         // undoes this attempt's pins only.
         let pinned = self.inner.pins.pin(spec).await?;
         let spec = pinned.spec.as_ref();
+        if let Err(err) = self.touch_session(spec).await {
+            self.inner.pins.unpin(pinned).await;
+            return Err(err);
+        }
         let created = match self.create_once(spec, runner).await {
             Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
                 // The image went away since it was seen (cache): make it
@@ -382,6 +435,10 @@ impl ContainerRuntime for DockerEngine {
                 Err(err)
             }
             other => other,
+        };
+        let created = match created {
+            Ok(container) => self.seed_home(spec, &container).await.map(|()| container),
+            Err(err) => Err(err),
         };
         if created.is_err() {
             self.inner.pins.unpin(pinned).await;
@@ -574,6 +631,23 @@ impl ContainerRuntime for DockerEngine {
                 Err(RuntimeError::NotAcceptingInput(container.id.clone()))
             }
             Err(InputError::Engine(err)) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn session_usage(&self) -> Result<SessionUsage, RuntimeError> {
+        let docker = self.docker().await?;
+        match crate::codex_home::usage(&docker).await {
+            Ok(usage) => Ok(usage),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn sweep_sessions(&self, retention: Duration) -> Result<SessionsSwept, RuntimeError> {
+        let docker = self.docker().await?;
+        let now = std::time::SystemTime::now();
+        match crate::codex_home::sweep(&docker, retention, now).await {
+            Ok(swept) => Ok(swept),
+            Err(err) => Err(self.fail(err).await),
         }
     }
 }

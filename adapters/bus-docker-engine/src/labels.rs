@@ -38,6 +38,8 @@ pub const ARGS: &str = "bus.args";
 pub const INTERACTIVE: &str = "bus.interactive";
 /// `true` when the request asked for live output (absent otherwise).
 pub const STREAM_OUTPUT: &str = "bus.stream-output";
+/// The codex session a run resumes (contract §6), echoed after recovery.
+pub const SESSION: &str = "bus.session";
 /// Whole seconds.
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
 /// Prefix of the request's own labels.
@@ -99,6 +101,9 @@ pub fn for_run(
         put(STREAM_OUTPUT, "true".to_owned());
     }
     put(TIMEOUT_SECONDS, spec.timeout.as_secs().to_string());
+    if let Some(session) = spec.session() {
+        put(SESSION, session.as_str().to_owned());
+    }
     for (key, value) in &spec.labels {
         labels.insert(format!("{USER_PREFIX}{key}"), value.clone());
     }
@@ -192,6 +197,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         state: listed.state,
         started_at: listed.started_at,
         created_at: listed.created_at,
+        session: get(SESSION).and_then(|v| bus_docker_domain::SessionName::parse(v).ok()),
     })
 }
 
