@@ -3,9 +3,12 @@
 //! A run with a [`RunHome`] gets, all on the engine's side (the configured
 //! home is a path on the Docker host, which this worker may not see):
 //!
-//! * `/root/.codex`: an **anonymous volume** of the run's container
-//!   (`NoCopy`: nothing of the image), so it is the run's alone and goes
-//!   with the container (`remove` passes `v=true`);
+//! * `/root/.codex`: a **volume of the run's own**, [`home_volume`]
+//!   (`NoCopy`: nothing of the image), removed before the create (a
+//!   leftover of an earlier attempt is never reused: fresh) and after the
+//!   container (engines before 23.0 do not remove a `Mounts` volume with
+//!   `v=true`, named or not); the sweep removes any that no container
+//!   uses (a worker that stopped before removing one);
 //! * `/root/.codex/auth.json`: the configured home's own file, bound
 //!   read-write (a profile mount): one token lineage for every run and
 //!   the host;
@@ -84,6 +87,26 @@ pub fn session_volume(key: &SessionKey) -> String {
     format!("bus-codex-session-{hex}")
 }
 
+/// The volume of a run's own home.
+pub fn home_volume(run_id: &bus_docker_domain::RunId) -> String {
+    format!("bus-codex-home-{}", run_id.as_str())
+}
+
+/// Make sure a run's home starts empty: a leftover volume of the same run
+/// id (an earlier attempt) goes. One that a container uses stays: that
+/// container holds the run's name, so the create fails on it anyway.
+pub(crate) async fn clear_home(docker: &Docker, spec: &RunSpec) -> Result<(), DockerError> {
+    if spec.codex_home.is_some() {
+        remove_volume(docker, &home_volume(&spec.run_id)).await?;
+    }
+    Ok(())
+}
+
+/// Remove a run's home once its container is gone (`false`: still used).
+pub(crate) async fn drop_home(docker: &Docker, volume: &str) -> Result<bool, DockerError> {
+    remove_volume(docker, volume).await
+}
+
 /// The engine mounts a run's own home adds to its container.
 pub fn mounts(spec: &RunSpec) -> Vec<EngineMount> {
     let Some(home) = &spec.codex_home else {
@@ -91,6 +114,7 @@ pub fn mounts(spec: &RunSpec) -> Vec<EngineMount> {
     };
     let mut out = vec![EngineMount {
         typ: Some(MountType::VOLUME),
+        source: Some(home_volume(&spec.run_id)),
         target: Some(CODEX_HOME.to_owned()),
         read_only: Some(false),
         volume_options: Some(MountVolumeOptions {
@@ -393,7 +417,25 @@ fn role(volume: &bollard::models::Volume) -> Option<&str> {
 }
 
 fn created(volume: &bollard::models::Volume) -> Option<SystemTime> {
-    crate::config::engine_time(volume.created_at.as_deref())
+    volume.created_at.as_ref()?.system_time()
+}
+
+/// bollard's date type is a `String` or a `time::OffsetDateTime` depending
+/// on which of its features the whole build unifies: read either.
+trait EngineDate {
+    fn system_time(&self) -> Option<SystemTime>;
+}
+
+impl EngineDate for String {
+    fn system_time(&self) -> Option<SystemTime> {
+        crate::config::engine_time(Some(self))
+    }
+}
+
+impl EngineDate for time::OffsetDateTime {
+    fn system_time(&self) -> Option<SystemTime> {
+        Some((*self).into())
+    }
 }
 
 /// How many session volumes this engine keeps. Their size is not asked:
@@ -447,8 +489,39 @@ pub(crate) async fn sweep(
     for mark in orphan_marks {
         remove_volume(docker, &mark).await?;
     }
+    sweep_homes(docker).await?;
     sweep_helpers(docker, now).await;
     Ok(swept)
+}
+
+/// Remove the run homes no container uses any more (the engine refuses to
+/// remove one in use, so a live run's home stays).
+async fn sweep_homes(docker: &Docker) -> Result<(), DockerError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{MANAGED_BY}={MANAGED_BY_VALUE}"),
+            format!("{HOME_ROLE}=run"),
+        ],
+    )]);
+    let homes = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|source| DockerError::Volume {
+            action: "listing",
+            name: "(codex run homes)".to_owned(),
+            source,
+        })?
+        .volumes
+        .unwrap_or_default();
+    for home in homes {
+        if remove_volume(docker, &home.name).await? {
+            tracing::debug!(volume = %home.name, "left-behind codex run home removed");
+        }
+    }
+    Ok(())
 }
 
 async fn sweep_helpers(docker: &Docker, now: SystemTime) {
@@ -514,7 +587,7 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].target.as_deref(), Some(CODEX_HOME));
         assert_eq!(m[0].typ, Some(MountType::VOLUME));
-        assert!(m[0].source.is_none(), "anonymous: removed with the run");
+        assert_eq!(m[0].source.as_deref(), Some("bus-codex-home-r1"), "the run's own");
         let opts = m[0].volume_options.as_ref().unwrap();
         assert_eq!(opts.no_copy, Some(true), "nothing of the image");
         assert_eq!(m[1].target.as_deref(), Some(CODEX_SESSIONS));

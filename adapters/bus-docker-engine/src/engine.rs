@@ -62,6 +62,9 @@ struct Inner {
     view: View,
     /// Listings that asked the engine (`GET /containers/json`).
     list_calls: AtomicU64,
+    /// Containers this process created with a per-run Codex home, and
+    /// that home's volume: removed after the container (`codex_home.rs`).
+    homes: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -100,6 +103,7 @@ impl DockerEngine {
                 pull_timeout: opts.pull_timeout,
                 view: View::new(),
                 list_calls: AtomicU64::new(0),
+                homes: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -322,16 +326,40 @@ impl DockerEngine {
         }
     }
 
-    /// A per-run Codex home: record the session's use before the
-    /// container exists (`codex_home.rs`).
-    async fn touch_session(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
-        let Some(key) = spec.codex_home.as_ref().and_then(|h| h.session.as_ref()) else {
+    /// A per-run Codex home, before the container exists
+    /// (`codex_home.rs`): no leftover home of this run id, and the
+    /// session's use recorded.
+    async fn prepare_home(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
+        let Some(home) = &spec.codex_home else {
             return Ok(());
         };
         let docker = self.docker().await?;
-        match crate::codex_home::touch(&docker, key).await {
+        let prepared = async {
+            crate::codex_home::clear_home(&docker, spec).await?;
+            match &home.session {
+                Some(key) => crate::codex_home::touch(&docker, key).await,
+                None => Ok(()),
+            }
+        };
+        match prepared.await {
             Ok(()) => Ok(()),
             Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    /// The container is gone: so is its per-run Codex home, if this
+    /// process made one (else the session sweep finds it unused).
+    async fn drop_home(&self, docker: &Docker, container: &ContainerRef) {
+        let volume = self
+            .inner
+            .homes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&container.id);
+        if let Some(volume) = volume {
+            if let Err(err) = crate::codex_home::drop_home(docker, &volume).await {
+                tracing::warn!(%volume, error = %crate::error::cause_chain(&err), "cannot remove a run's Codex home; the sweep will");
+            }
         }
     }
 
@@ -345,6 +373,14 @@ impl DockerEngine {
         let Some(home) = &spec.codex_home else {
             return Ok(());
         };
+        self.inner
+            .homes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                container.id.clone(),
+                crate::codex_home::home_volume(&spec.run_id),
+            );
         let docker = self.docker().await?;
         let seeded = match self.image_id(&docker, &spec.image).await {
             Ok(Some(image)) => {
@@ -418,7 +454,7 @@ impl ContainerRuntime for DockerEngine {
         // undoes this attempt's pins only.
         let pinned = self.inner.pins.pin(spec).await?;
         let spec = pinned.spec.as_ref();
-        if let Err(err) = self.touch_session(spec).await {
+        if let Err(err) = self.prepare_home(spec).await {
             self.inner.pins.unpin(pinned).await;
             return Err(err);
         }
@@ -499,12 +535,14 @@ impl ContainerRuntime for DockerEngine {
                 tracing::debug!(container = %container.name, "container removed");
                 self.view_removed(&container.id);
                 self.release_pins(container).await;
+                self.drop_home(&docker, container).await;
                 Ok(())
             }
             // Gone, or another worker is removing it right now.
             Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => {
                 if classify(&source) == Class::NotFound {
                     self.view_removed(&container.id);
+                    self.drop_home(&docker, container).await;
                 }
                 self.release_pins(container).await;
                 Ok(())

@@ -1,0 +1,487 @@
+//! Codex runs that do not break each other (contract §6, v3), on the real
+//! engine with the fake Codex CLI of `bus-test-codex:local`
+//! (`scripts/fake-codex.sh`: login refresh under the OAuth server's lock,
+//! a state database held locked for the run, sessions under `sessions/`).
+//!
+//! Each mode of the home runs many fake Codex runs at once (a barrier in
+//! the shared workspace makes them overlap for sure) and counts what
+//! failed: the read-only home strands the login (`refresh_token_reused`),
+//! the shared writable home locks the state database ("database is
+//! locked"), and per-run homes break neither while the host's `auth.json`
+//! ends up holding the newest token.
+
+#[allow(unused_imports)]
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bus_docker_domain::spec::SessionKey;
+use bus_docker_domain::{Operation, OwnerId, SessionName};
+use bus_integration_docker::local::LocalBus;
+use common::{
+    code, docker_settings, eventually, require_engine, spawn_worker, unique, Caller, WAIT,
+};
+use serde_json::{json, Value};
+
+/// How a test configures the Codex home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    ReadOnly,
+    SharedWritable,
+    PerRun,
+}
+
+fn codex_image() -> String {
+    std::env::var("BUS_TEST_CODEX_IMAGE").unwrap_or_else(|_| "bus-test-codex:local".into())
+}
+
+/// A configured Codex home as an operator has one: logged in (rt-0),
+/// configured, and holding the host's own state, logs and sessions.
+struct Host {
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+}
+
+fn host() -> Host {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("codex-home");
+    let workspace = root.path().join("workspace");
+    std::fs::create_dir_all(home.join("prompts")).unwrap();
+    std::fs::create_dir_all(home.join("sessions")).unwrap();
+    std::fs::create_dir_all(home.join("log")).unwrap();
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(
+        home.join("auth.json"),
+        "{\"tokens\":{\"refresh_token\":\"rt-0\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(home.join("config.toml"), "model = \"o-test\"\n").unwrap();
+    std::fs::write(home.join("AGENTS.md"), "be brief\n").unwrap();
+    std::fs::write(home.join("prompts/review.md"), "review it\n").unwrap();
+    std::fs::write(home.join("sessions/host-session.jsonl"), "{\"turn\":\"host\"}\n").unwrap();
+    std::fs::write(home.join("log/codex-tui.log"), "host log\n").unwrap();
+    std::fs::write(home.join("state_5.sqlite"), "host state\n").unwrap();
+    Host {
+        _root: root,
+        home,
+        workspace,
+    }
+}
+
+fn codex_config(host: &Host, mode: Mode, extra: &str) -> String {
+    let home_mode = match mode {
+        Mode::ReadOnly => "",
+        Mode::SharedWritable => "home_writable = true\n",
+        Mode::PerRun => "home_per_run = true\n",
+    };
+    format!(
+        "max_concurrent_runs = 24\n{extra}[codex]\nimage = \"{}\"\nhome_host_path = \"{}\"\nworkspace_host_path = \"{}\"\npull_policy = \"never\"\n{home_mode}",
+        codex_image(),
+        host.home.display(),
+        host.workspace.display(),
+    )
+}
+
+fn refresh_token(home: &Path) -> String {
+    std::fs::read_to_string(home.join("auth.json")).unwrap()
+}
+
+/// What `n` fake Codex runs started together reported.
+#[derive(Debug, Default)]
+struct Tally {
+    runs: usize, // shown in the Debug figures
+    failed: usize,
+    reused: usize,
+    locked: usize,
+    stranded: usize,
+}
+
+/// Start `n` fake Codex runs at once (each waits at a barrier for all the
+/// others), and count their failures by kind.
+async fn concurrent_runs(caller: &Caller, n: usize, barrier: &str) -> Tally {
+    let mut waiter = caller.waiter(Operation::Run).await;
+    let mut correlations = Vec::new();
+    for i in 0..n {
+        let c = caller
+            .publish(
+                Operation::Run,
+                json!({
+                    "profile": "codex",
+                    "command": ["codex", "exec", format!("turn {i}")],
+                    "env": {
+                        "FAKE_CODEX_BARRIER": format!("/workspace/{barrier}:{n}"),
+                        "FAKE_CODEX_BARRIER_TIMEOUT": "150",
+                    },
+                    "timeout_seconds": 240,
+                }),
+            )
+            .await;
+        correlations.push(c);
+    }
+    let mut tally = Tally {
+        runs: n,
+        ..Tally::default()
+    };
+    for c in correlations {
+        let r = waiter
+            .wait(&c, Duration::from_secs(300))
+            .await
+            .expect("every run is answered");
+        assert!(
+            r["status"] == "succeeded" || r["status"] == "failed",
+            "a run the worker could not run: {r}"
+        );
+        let stderr = r["stderr"].as_str().unwrap_or_default();
+        if r["exit_code"] != 0 {
+            tally.failed += 1;
+        }
+        tally.reused += usize::from(stderr.contains("refresh_token_reused:"));
+        tally.locked += usize::from(stderr.contains("database is locked"));
+        tally.stranded += usize::from(stderr.contains("could not save the refreshed login"));
+        assert!(
+            !stderr.contains("barrier:"),
+            "the runs did not overlap as the test needs: {r}"
+        );
+    }
+    tally
+}
+
+/// The two failures of today's modes, reproduced with 8 concurrent runs
+/// each: a read-only home strands the login, a shared writable one locks
+/// the state database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_and_shared_writable_homes_break_concurrent_runs() {
+    require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+
+    let ro = host();
+    let runner = unique("codex-ro");
+    let s = docker_settings(&runner, &codex_config(&ro, Mode::ReadOnly, ""));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let tally = concurrent_runs(&caller, 8, "ro").await;
+    eprintln!("read-only home, 8 concurrent runs: {tally:?}");
+    worker.stop().await.unwrap();
+    assert_eq!(tally.failed, 8, "{tally:?}");
+    assert_eq!(tally.stranded, 1, "one run refreshed and could not save it: {tally:?}");
+    assert_eq!(tally.reused, 7, "every other run met a spent token: {tally:?}");
+    assert!(
+        refresh_token(&ro.home).contains("rt-0"),
+        "the host's login is the spent token"
+    );
+
+    let shared = host();
+    let runner = unique("codex-rw");
+    let s = docker_settings(&runner, &codex_config(&shared, Mode::SharedWritable, ""));
+    let worker = spawn_worker(&bus, &s, "w2").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let tally = concurrent_runs(&caller, 8, "rw").await;
+    eprintln!("shared writable home, 8 concurrent runs: {tally:?}");
+    worker.stop().await.unwrap();
+    assert_eq!(tally.locked, 7, "one run holds the state database: {tally:?}");
+    assert_eq!(tally.failed, 7, "{tally:?}");
+}
+
+/// Per-run homes: 20 concurrent runs, no failure, and the host's login
+/// holds the newest token (every run refreshed it in place, in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_run_homes_let_twenty_concurrent_runs_share_one_login() {
+    require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    let runner = unique("codex-per-run");
+    let s = docker_settings(&runner, &codex_config(&h, Mode::PerRun, ""));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let tally = concurrent_runs(&caller, 20, "per-run").await;
+    eprintln!("per-run homes, 20 concurrent runs: {tally:?}");
+    worker.stop().await.unwrap();
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert_eq!(
+        refresh_token(&h.home).trim(),
+        "{\"tokens\":{\"refresh_token\":\"rt-20\"}}",
+        "the host's auth.json holds the newest token"
+    );
+    // Nothing of the runs reached the host's home but the login.
+    assert_eq!(
+        std::fs::read_to_string(h.home.join("state_5.sqlite")).unwrap(),
+        "host state\n"
+    );
+    let sessions: Vec<_> = std::fs::read_dir(h.home.join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(sessions, vec![std::ffi::OsString::from("host-session.jsonl")]);
+}
+
+/// What a per-run home holds: the configured home's configuration, its
+/// login (shared, read-write), and nothing of its state, logs or sessions;
+/// what a run writes there stays there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_run_home_is_seeded_with_configuration_only() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    let runner = unique("codex-seed");
+    let s = docker_settings(&runner, &codex_config(&h, Mode::PerRun, ""));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let script = "cd /root/.codex && find . | sort && cat config.toml AGENTS.md prompts/review.md \
+                  && echo mine > config.toml && echo run-state > state_5.sqlite \
+                  && echo '{\"tokens\":{\"refresh_token\":\"rt-7\"}}' > auth.json && echo wrote";
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"profile": "codex", "command": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(
+        r["stdout"],
+        ".\n./AGENTS.md\n./auth.json\n./config.toml\n./prompts\n./prompts/review.md\n\
+         model = \"o-test\"\nbe brief\nreview it\nwrote\n",
+        "{r}"
+    );
+    assert!(r.get("session").is_none(), "no session asked: {r}");
+    // The run's own writes stayed in its home; the login is shared.
+    assert_eq!(
+        std::fs::read_to_string(h.home.join("config.toml")).unwrap(),
+        "model = \"o-test\"\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.home.join("state_5.sqlite")).unwrap(),
+        "host state\n"
+    );
+    assert!(refresh_token(&h.home).contains("rt-7"));
+    // The home goes with the run's container: no volume of it is left.
+    let label = format!("bus.run-id={}", r["run_id"].as_str().unwrap());
+    eventually("the run's home is removed with it", WAIT, || {
+        let (docker, label) = (docker.clone(), label.clone());
+        async move {
+            let volumes = docker
+                .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                    filters: Some([("label".to_owned(), vec![label])].into()),
+                }))
+                .await
+                .unwrap()
+                .volumes
+                .unwrap_or_default();
+            volumes.is_empty().then_some(())
+        }
+    })
+    .await;
+    worker.stop().await.unwrap();
+}
+
+/// Remove the session volumes (and markers) of `owner`: the test's own.
+async fn remove_sessions_of(docker: &bollard::Docker, owner: &str) {
+    let listed = docker
+        .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+            filters: Some(
+                [(
+                    "label".to_owned(),
+                    vec![
+                        "bus.codex-session".to_owned(),
+                        format!("bus.owner-identity-id={owner}"),
+                    ],
+                )]
+                .into(),
+            ),
+        }))
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default();
+    for v in listed {
+        let _ = docker
+            .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await;
+    }
+}
+
+fn turn(owner: &str, session: &str, args: &[&str]) -> Value {
+    let mut command = vec!["codex", "exec"];
+    command.extend(args);
+    json!({
+        "profile": "codex",
+        "owner_identity_id": owner,
+        "session": session,
+        "command": command,
+        "env": {"FAKE_CODEX_SESSION_ID": "rollout-1"},
+    })
+}
+
+/// A second turn of the same owner and session finds the first turn's
+/// session; another owner naming the same session, or the same owner
+/// another session, does not. The response echoes the session, and
+/// `runner.status` counts the session volumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_for_their_owner_and_session_only() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    let runner = unique("codex-sessions");
+    let s = docker_settings(&runner, &codex_config(&h, Mode::PerRun, ""));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let alice = unique("alice");
+    let mallory = unique("mallory");
+
+    let first = caller
+        .call(Operation::Run, turn(&alice, "task-1", &["turn one"]))
+        .await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["session"], "task-1", "echoed: {first}");
+    assert_eq!(first["stdout"], "session rollout-1\n", "{first}");
+
+    let second = caller
+        .call(
+            Operation::Run,
+            turn(&alice, "task-1", &["resume", "rollout-1", "turn two"]),
+        )
+        .await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(
+        second["stdout"], "resumed rollout-1:\n{\"turn\":\"turn one\"}\nsession rollout-1\n",
+        "{second}"
+    );
+
+    for (owner, session) in [(&mallory, "task-1"), (&alice, "task-2")] {
+        let other = caller
+            .call(
+                Operation::Run,
+                turn(owner, session, &["resume", "rollout-1", "peek"]),
+            )
+            .await;
+        assert_eq!(other["status"], "failed", "{owner}/{session}: {other}");
+        assert!(
+            other["stderr"]
+                .as_str()
+                .unwrap()
+                .contains("session rollout-1 not found"),
+            "{other}"
+        );
+    }
+
+    // Three sessions now exist on the engine (alice's two, mallory's), with
+    // names that say nothing of owner or session.
+    let status = caller.call(Operation::RunnerStatus, json!({})).await;
+    let engines = status["status"]["details"]["engines"].as_array().unwrap();
+    let volumes = engines[0]["codex_sessions"]["volumes"].as_u64().unwrap();
+    assert!(volumes >= 3, "{status}");
+    let names: Vec<String> = docker
+        .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+            filters: Some(
+                [(
+                    "label".to_owned(),
+                    vec![format!("bus.owner-identity-id={alice}")],
+                )]
+                .into(),
+            ),
+        }))
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names.len(), 4, "two sessions and their markers: {names:?}");
+    assert!(names
+        .iter()
+        .all(|n| n.starts_with("bus-codex-session-") && !n.contains("task") && !n.contains(&alice)));
+
+    // A session where nothing keeps one is refused, naming the field.
+    for bad in [
+        json!({"profile": "codex", "session": "a/b", "command": ["true"]}),
+        json!({"profile": "codex", "session": "", "command": ["true"]}),
+        json!({"image": codex_image(), "session": "s", "command": ["true"]}),
+    ] {
+        let r = caller.call(Operation::Run, bad.clone()).await;
+        assert_eq!(code(&r), "bad_request", "{bad}: {r}");
+        assert!(r.to_string().contains("session"), "{r}");
+    }
+    worker.stop().await.unwrap();
+    remove_sessions_of(&docker, &alice).await;
+    remove_sessions_of(&docker, &mallory).await;
+}
+
+/// A session unused past `session_retention` is removed by the sweep; one
+/// in use by a running run is kept however old its last use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_unused_past_their_retention_are_removed() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    let runner = unique("codex-retention");
+    let config = codex_config(&h, Mode::PerRun, "").replace(
+        "pull_policy = \"never\"\n",
+        "pull_policy = \"never\"\nsession_retention = \"2s\"\n",
+    );
+    let s = docker_settings(&runner, &config);
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let owner = unique("owner");
+    let volume = |session: &str| {
+        bus_docker_engine::codex_home::session_volume(&SessionKey {
+            owner: OwnerId::parse(&owner).unwrap(),
+            name: SessionName::parse(session).unwrap(),
+        })
+    };
+    let exists = |docker: bollard::Docker, name: String| async move {
+        docker.inspect_volume(&name).await.is_ok()
+    };
+
+    // A run that outlives the retention holds its session open until the
+    // test releases it.
+    let mut runs = caller.waiter(Operation::Run).await;
+    let long = caller
+        .publish(
+            Operation::Run,
+            json!({
+                "profile": "codex",
+                "owner_identity_id": owner,
+                "session": "long",
+                "command": ["sh", "-c", "echo started > /workspace/long; while [ ! -e /workspace/release ]; do sleep 0.1; done; echo done"],
+            }),
+        )
+        .await;
+    eventually("the long run started", Duration::from_secs(60), || {
+        let marker = h.workspace.join("long");
+        async move { marker.exists().then_some(()) }
+    })
+    .await;
+    // A session used after it, by a short run, expires and is removed:
+    // the sweep has run past the long session's retention too.
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"profile": "codex", "owner_identity_id": owner, "session": "short", "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(exists(docker.clone(), volume("long")).await);
+    eventually("the short session expires", Duration::from_secs(30), || {
+        let (docker, name) = (docker.clone(), volume("short"));
+        async move { (!exists(docker, name).await).then_some(()) }
+    })
+    .await;
+    assert!(
+        exists(docker.clone(), volume("long")).await,
+        "a session in use is kept past its retention"
+    );
+    std::fs::write(h.workspace.join("release"), "").unwrap();
+    let r = runs.wait(&long, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r["status"], "succeeded", "{r}");
+    // Unused now: removed within a few sweeps, with its marker.
+    eventually("the long session expires", Duration::from_secs(30), || {
+        let (docker, name) = (docker.clone(), volume("long"));
+        async move { (!exists(docker, name).await).then_some(()) }
+    })
+    .await;
+    assert!(!exists(docker.clone(), format!("{}.used", volume("long"))).await);
+    worker.stop().await.unwrap();
+    remove_sessions_of(&docker, &owner).await;
+}
