@@ -24,6 +24,11 @@ use common::{
 };
 use serde_json::{json, Value};
 
+/// Held by the tests that keep sessions: a worker's sweep removes expired
+/// sessions engine-wide (any worker may, as with tombstones), so the
+/// retention test's short retention would sweep the other test's.
+static SESSIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How a test configures the Codex home.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -319,6 +324,7 @@ fn turn(owner: &str, session: &str, args: &[&str]) -> Value {
 /// `runner.status` counts the session volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_resume_for_their_owner_and_session_only() {
+    let _sessions = SESSIONS.lock().await;
     let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
@@ -412,6 +418,7 @@ async fn sessions_resume_for_their_owner_and_session_only() {
 /// in use by a running run is kept however old its last use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_unused_past_their_retention_are_removed() {
+    let _sessions = SESSIONS.lock().await;
     let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
