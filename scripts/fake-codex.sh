@@ -60,21 +60,23 @@ prompt="${1:-}"
 loaded="$(token_of "$home/auth.json")"
 [ -n "$loaded" ] || fail "not logged in: no refresh token in $home/auth.json"
 
-# 2. the state database, held for the whole run
-if exec 7>>"$home/state_5.sqlite"; then
+# 2. the state database, held for the whole run (a failed `exec`
+# redirection would end the shell: try it in a subshell first)
+if (exec 7>>"$home/state_5.sqlite") 2>/dev/null; then
+    exec 7>>"$home/state_5.sqlite"
     flock -n 7 || fail "database is locked ($home/state_5.sqlite)"
 else
-    fail "cannot open the state database $home/state_5.sqlite"
+    fail "cannot open the state database $home/state_5.sqlite (read-only home)"
 fi
 
 # 3. the barrier
 if [ -n "${FAKE_CODEX_BARRIER:-}" ]; then
     dir="${FAKE_CODEX_BARRIER%:*}"
     want="${FAKE_CODEX_BARRIER##*:}"
-    echo "$$" >>"$dir/barrier"
+    mkdir -p "$dir" && echo "$$" >>"$dir/barrier" || fail "barrier: cannot join $dir/barrier"
     waited=0
     limit=$((${FAKE_CODEX_BARRIER_TIMEOUT:-60} * 10))
-    while [ "$(wc -l <"$dir/barrier")" -lt "$want" ]; do
+    while [ "$(wc -l <"$dir/barrier" 2>/dev/null || echo 0)" -lt "$want" ]; do
         waited=$((waited + 1))
         if [ "$waited" -gt "$limit" ]; then
             fail "barrier: only $(wc -l <"$dir/barrier") of $want runs arrived"

@@ -129,11 +129,18 @@ async fn concurrent_runs(caller: &Caller, n: usize, barrier: &str) -> Tally {
         runs: n,
         ..Tally::default()
     };
-    for c in correlations {
-        let r = waiter
-            .wait(&c, Duration::from_secs(300))
+    // Answers come in any order: read each as it comes.
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < n {
+        let (c, r) = waiter
+            .next_any(Duration::from_secs(300))
             .await
-            .expect("every run is answered");
+            .expect("response stream")
+            .expect("every run is answered within 300s");
+        answers.insert(c, r);
+    }
+    for c in correlations {
+        let r = answers.remove(&c).expect("an answer to each run");
         assert!(
             r["status"] == "succeeded" || r["status"] == "failed",
             "a run the worker could not run: {r}"
