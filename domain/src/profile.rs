@@ -332,7 +332,10 @@ mod tests {
             ..CodexOptions::default()
         };
         let p = opts.profile(Hardening::default()).unwrap();
-        assert_eq!(p.per_run_home.as_deref(), Some(std::path::Path::new("/h/codex")));
+        assert_eq!(
+            p.per_run_home.as_deref(),
+            Some(std::path::Path::new("/h/codex"))
+        );
         assert!(
             !p.mounts.iter().any(|m| m.target().as_str() == CODEX_HOME),
             "the home itself is the run's own, not a mount of the host's"

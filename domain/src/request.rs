@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::events::Operation;
-use crate::ids::{
-    CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName,
-};
+use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
 use crate::mount::RequestedMount;
 
 /// A `run.request` payload.

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{FieldError, OperationError};
-use crate::ids::{
-    CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName,
-};
+use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
 use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
 use crate::profile::{Hardening, Profile, Profiles, PullPolicy};
 use crate::request::RunRequest;
@@ -278,7 +276,10 @@ fn run_home_of(
             && target.is_within(crate::profile::CODEX_HOME)
         {
             return Err(FieldError::new(
-                format!("mounts[{}].target", i.saturating_sub(profile_mounts(profile))),
+                format!(
+                    "mounts[{}].target",
+                    i.saturating_sub(profile_mounts(profile))
+                ),
                 format!(
                     "{} overlaps the run's own Codex home {}",
                     target.as_str(),

@@ -506,9 +506,10 @@ impl<R: ContainerRuntime> EnginePool<R> {
         retention: Duration,
     ) -> Vec<(EngineId, Result<SessionsSwept, RuntimeError>)> {
         let (ask, _) = self.askable();
-        join_all(ask.into_iter().map(|m| async move {
-            (m.id.clone(), m.runtime.sweep_sessions(retention).await)
-        }))
+        join_all(
+            ask.into_iter()
+                .map(|m| async move { (m.id.clone(), m.runtime.sweep_sessions(retention).await) }),
+        )
         .await
     }
 

@@ -65,7 +65,11 @@ fn host() -> Host {
     std::fs::write(home.join("config.toml"), "model = \"o-test\"\n").unwrap();
     std::fs::write(home.join("AGENTS.md"), "be brief\n").unwrap();
     std::fs::write(home.join("prompts/review.md"), "review it\n").unwrap();
-    std::fs::write(home.join("sessions/host-session.jsonl"), "{\"turn\":\"host\"}\n").unwrap();
+    std::fs::write(
+        home.join("sessions/host-session.jsonl"),
+        "{\"turn\":\"host\"}\n",
+    )
+    .unwrap();
     std::fs::write(home.join("log/codex-tui.log"), "host log\n").unwrap();
     std::fs::write(home.join("state_5.sqlite"), "host state\n").unwrap();
     Host {
@@ -177,8 +181,14 @@ async fn read_only_and_shared_writable_homes_break_concurrent_runs() {
     eprintln!("read-only home, 8 concurrent runs: {tally:?}");
     worker.stop().await.unwrap();
     assert_eq!(tally.failed, 8, "{tally:?}");
-    assert_eq!(tally.stranded, 1, "one run refreshed and could not save it: {tally:?}");
-    assert_eq!(tally.reused, 7, "every other run met a spent token: {tally:?}");
+    assert_eq!(
+        tally.stranded, 1,
+        "one run refreshed and could not save it: {tally:?}"
+    );
+    assert_eq!(
+        tally.reused, 7,
+        "every other run met a spent token: {tally:?}"
+    );
     assert!(
         refresh_token(&ro.home).contains("rt-0"),
         "the host's login is the spent token"
@@ -192,7 +202,10 @@ async fn read_only_and_shared_writable_homes_break_concurrent_runs() {
     let tally = concurrent_runs(&caller, 8, "rw").await;
     eprintln!("shared writable home, 8 concurrent runs: {tally:?}");
     worker.stop().await.unwrap();
-    assert_eq!(tally.locked, 7, "one run holds the state database: {tally:?}");
+    assert_eq!(
+        tally.locked, 7,
+        "one run holds the state database: {tally:?}"
+    );
     assert_eq!(tally.failed, 7, "{tally:?}");
 }
 
@@ -225,7 +238,10 @@ async fn per_run_homes_let_twenty_concurrent_runs_share_one_login() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(sessions, vec![std::ffi::OsString::from("host-session.jsonl")]);
+    assert_eq!(
+        sessions,
+        vec![std::ffi::OsString::from("host-session.jsonl")]
+    );
 }
 
 /// What a per-run home holds: the configured home's configuration, its
@@ -308,7 +324,10 @@ async fn remove_sessions_of(docker: &bollard::Docker, owner: &str) {
         .unwrap_or_default();
     for v in listed {
         let _ = docker
-            .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .remove_volume(
+                &v.name,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
             .await;
     }
 }
@@ -402,9 +421,9 @@ async fn sessions_resume_for_their_owner_and_session_only() {
         .map(|v| v.name)
         .collect();
     assert_eq!(names.len(), 4, "two sessions and their markers: {names:?}");
-    assert!(names
-        .iter()
-        .all(|n| n.starts_with("bus-codex-session-") && !n.contains("task") && !n.contains(&alice)));
+    assert!(names.iter().all(|n| n.starts_with("bus-codex-session-")
+        && !n.contains("task")
+        && !n.contains(&alice)));
 
     // A session where nothing keeps one is refused, naming the field.
     for bad in [

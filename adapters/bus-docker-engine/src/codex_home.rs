@@ -389,9 +389,7 @@ async fn remove_helper(docker: &Docker, id: &str) {
 }
 
 /// One listing of the session volumes and markers on this engine.
-async fn session_volumes(
-    docker: &Docker,
-) -> Result<Vec<bollard::models::Volume>, DockerError> {
+async fn session_volumes(docker: &Docker) -> Result<Vec<bollard::models::Volume>, DockerError> {
     let filters = HashMap::from([(
         "label".to_owned(),
         vec![
@@ -479,7 +477,11 @@ pub(crate) async fn sweep(
             continue;
         }
         if remove_volume(docker, name).await? {
-            tracing::info!(volume = name, idle_secs = idle.as_secs(), "codex session unused past its retention: removed");
+            tracing::info!(
+                volume = name,
+                idle_secs = idle.as_secs(),
+                "codex session unused past its retention: removed"
+            );
             remove_volume(docker, &format!("{name}{MARK_SUFFIX}")).await?;
             swept.removed += 1;
         } else {
@@ -587,7 +589,11 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].target.as_deref(), Some(CODEX_HOME));
         assert_eq!(m[0].typ, Some(MountType::VOLUME));
-        assert_eq!(m[0].source.as_deref(), Some("bus-codex-home-r1"), "the run's own");
+        assert_eq!(
+            m[0].source.as_deref(),
+            Some("bus-codex-home-r1"),
+            "the run's own"
+        );
         let opts = m[0].volume_options.as_ref().unwrap();
         assert_eq!(opts.no_copy, Some(true), "nothing of the image");
         assert_eq!(m[1].target.as_deref(), Some(CODEX_SESSIONS));
@@ -595,7 +601,13 @@ mod tests {
             m[1].source.as_deref(),
             Some(session_volume(&key("owner-1", "s1")).as_str())
         );
-        let labels = m[1].volume_options.as_ref().unwrap().labels.as_ref().unwrap();
+        let labels = m[1]
+            .volume_options
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         assert_eq!(labels[SESSION_ROLE], "data");
         assert_eq!(labels[MANAGED_BY], MANAGED_BY_VALUE);
     }

@@ -610,3 +610,25 @@ fn stream_output_must_be_a_boolean() {
     );
     assert_eq!(err.field(), "stream_output");
 }
+
+#[test]
+fn a_session_is_read_and_a_malformed_one_refused() {
+    let run =
+        run_request(json!({"profile": "codex", "command": ["codex"], "session": "task-1.b_c"}));
+    assert_eq!(run.session.unwrap().as_str(), "task-1.b_c");
+    assert!(
+        run_request(json!({"profile": "codex", "command": ["codex"]}))
+            .session
+            .is_none()
+    );
+    for bad in [json!(""), json!("a/b"), json!("x".repeat(129)), json!(7)] {
+        assert_eq!(
+            refused_field(
+                "run",
+                json!({"profile": "codex", "command": ["codex"], "session": bad})
+            ),
+            "session",
+            "{bad}"
+        );
+    }
+}

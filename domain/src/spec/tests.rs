@@ -522,7 +522,11 @@ fn session_names_follow_the_id_rule() {
     assert!(SessionName::parse("a.b_c-9").is_ok());
     assert!(SessionName::parse(&"x".repeat(128)).is_ok());
     for bad in ["", "a/b", "a b", "..\u{0}", &"x".repeat(129)] {
-        assert_eq!(SessionName::parse(bad).unwrap_err().field(), "session", "{bad:?}");
+        assert_eq!(
+            SessionName::parse(bad).unwrap_err().field(),
+            "session",
+            "{bad:?}"
+        );
     }
 }
 
@@ -534,5 +538,8 @@ fn a_request_mount_on_the_per_run_home_is_refused() {
         target: "/root/.codex/sessions".into(),
         read_only: true,
     }];
-    assert_eq!(bad_field(run_with(&per_run_profiles(), &req)), "mounts[0].target");
+    assert_eq!(
+        bad_field(run_with(&per_run_profiles(), &req)),
+        "mounts[0].target"
+    );
 }

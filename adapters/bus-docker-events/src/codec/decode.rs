@@ -166,10 +166,7 @@ impl RunDto {
             timeout_seconds: self.timeout_seconds,
             labels: self.labels.unwrap_or_default(),
             stream_output: self.stream_output.unwrap_or(false),
-            session: self
-                .session
-                .map(|s| SessionName::parse(&s))
-                .transpose()?,
+            session: self.session.map(|s| SessionName::parse(&s)).transpose()?,
             privilege_fields: Vec::new(),
         })
     }
