@@ -103,6 +103,13 @@ impl ContainerRuntime for AnyRuntime {
         forward!(self, rt => rt.write_input(container, chunk))
     }
 
+    async fn has_session(
+        &self,
+        key: &bus_docker_domain::spec::SessionKey,
+    ) -> Result<bool, RuntimeError> {
+        forward!(self, rt => rt.has_session(key))
+    }
+
     async fn session_usage(&self) -> Result<SessionUsage, RuntimeError> {
         forward!(self, rt => rt.session_usage())
     }

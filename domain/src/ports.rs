@@ -329,6 +329,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         chunk: InputChunk,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Whether this engine keeps the session `key` (contract §6): a pool
+    /// places the session's next run on the engine that holds it. A
+    /// runtime without per-run homes keeps none.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn has_session(
+        &self,
+        key: &crate::spec::SessionKey,
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        let _ = key;
+        async { Ok(false) }
+    }
+
     /// The codex session volumes this engine keeps (contract §6). A
     /// runtime without per-run homes keeps none.
     ///

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use bus_docker_domain::profile::Hardening;
 use bus_docker_domain::run::RunMark;
+use bus_docker_domain::spec::SessionKey;
 use bus_docker_domain::{CorrelationId, NetworkName, RunId};
 use bus_docker_static::StaticRuntime;
 
@@ -20,6 +21,8 @@ struct Switchable {
     hung: Arc<AtomicBool>,
     /// It pins request mounts (a local engine).
     pins: Arc<AtomicBool>,
+    /// The codex sessions it holds.
+    sessions: Arc<std::sync::Mutex<Vec<SessionKey>>>,
 }
 
 impl Switchable {
@@ -93,6 +96,10 @@ impl ContainerRuntime for Switchable {
     async fn write_input(&self, c: &ContainerRef, chunk: InputChunk) -> Result<(), RuntimeError> {
         self.check()?;
         self.inner.write_input(c, chunk).await
+    }
+    async fn has_session(&self, key: &SessionKey) -> Result<bool, RuntimeError> {
+        self.check()?;
+        Ok(self.sessions.lock().unwrap().contains(key))
     }
 }
 
@@ -288,4 +295,32 @@ async fn calls_on_a_container_go_to_the_engine_holding_it() {
         pool.remove(&stranger).await,
         Err(RuntimeError::Engine(_))
     ));
+}
+
+#[tokio::test]
+async fn a_session_run_goes_to_the_engine_that_holds_the_session() {
+    let (pool, engines) = pool(2, None);
+    let key = SessionKey {
+        owner: bus_docker_domain::OwnerId::parse("alice").unwrap(),
+        name: bus_docker_domain::SessionName::parse("task-1").unwrap(),
+    };
+    // Nobody holds it: placement as usual (the emptier engine 0).
+    assert_eq!(index(&run_one(&pool, "a").await.unwrap()), '0');
+    // Engine 1 holds it: the run goes there although engine 0 has room
+    // too, and keeps going there while engine 1 is busier.
+    engines[1].sessions.lock().unwrap().push(key.clone());
+    for run in ["b", "c", "d"] {
+        let placed = pool.place_for(false, Some(&key)).await.unwrap();
+        assert_eq!(
+            placed.engine,
+            EngineId::new("unix:///engine-1.sock"),
+            "{run}"
+        );
+        pool.create(&placed, &spec(run), "r").await.unwrap();
+    }
+    // The engine holding it is down: the run starts anew elsewhere rather
+    // than not at all.
+    engines[1].set_down(true);
+    let placed = pool.place_for(false, Some(&key)).await.unwrap();
+    assert_eq!(placed.engine, EngineId::new("unix:///engine-0.sock"));
 }

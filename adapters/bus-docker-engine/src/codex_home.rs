@@ -157,6 +157,20 @@ fn session_labels(key: &SessionKey, role: &str, of: Option<&str>) -> HashMap<Str
     labels
 }
 
+/// Whether this engine holds the session's volume.
+pub(crate) async fn has_session(docker: &Docker, key: &SessionKey) -> Result<bool, DockerError> {
+    let name = session_volume(key);
+    match docker.inspect_volume(&name).await {
+        Ok(_) => Ok(true),
+        Err(source) if classify(&source) == Class::NotFound => Ok(false),
+        Err(source) => Err(DockerError::Volume {
+            action: "inspecting",
+            name,
+            source,
+        }),
+    }
+}
+
 /// Record that the session is used now: its marker volume made anew (the
 /// engine stamps `CreatedAt`). Before the run's container is created, so
 /// a sweep in between sees it used.

@@ -672,6 +672,17 @@ impl ContainerRuntime for DockerEngine {
         }
     }
 
+    async fn has_session(
+        &self,
+        key: &bus_docker_domain::spec::SessionKey,
+    ) -> Result<bool, RuntimeError> {
+        let docker = self.docker().await?;
+        match crate::codex_home::has_session(&docker, key).await {
+            Ok(found) => Ok(found),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
     async fn session_usage(&self) -> Result<SessionUsage, RuntimeError> {
         let docker = self.docker().await?;
         match crate::codex_home::usage(&docker).await {
