@@ -518,3 +518,118 @@ async fn sessions_unused_past_their_retention_are_removed() {
     worker.stop().await.unwrap();
     remove_sessions_of(&docker, &owner).await;
 }
+
+/// `--codex-home-per-run` in every form: the env var's booleans, the flag
+/// (beating the env), the config key; it needs a home and excludes the
+/// shared writable one, and `session_retention` defaults to 7 days.
+#[test]
+fn per_run_homes_are_configured_by_flag_env_or_file() {
+    use bus_integration_docker::config::{load, OverrideValue};
+
+    // The env var, through the binary (clap reads it in that process). No
+    // home is configured, so a true value fails naming the key; a false one
+    // passes that check and fails on the zero retention instead.
+    let run = |value: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"))
+            .args(["--provider", "static", "--events-url", "http://127.0.0.1:9"])
+            .args([
+                "--container-codex-image",
+                "codex:1",
+                "--codex-session-retention",
+                "0s",
+            ])
+            .args(args)
+            .env("BUS_API_TOKEN", "x.y.z")
+            .env("BUS_DOCKER_CODEX_HOME_PER_RUN", value)
+            .env_remove("BUS_DOCKER_CONFIG")
+            .env_remove("BUS_DOCKER_CODEX_HOME_HOST")
+            .env_remove("BUS_DOCKER_CODEX_HOME_WRITABLE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for truthy in ["1", "true", "yes", "on"] {
+        let (code, stderr) = run(truthy, &[]);
+        assert_eq!(code, Some(2), "{truthy}: {stderr}");
+        assert!(stderr.contains("codex.home_per_run"), "{truthy}: {stderr}");
+    }
+    for falsy in ["0", "false", "no", "off"] {
+        let (code, stderr) = run(falsy, &[]);
+        assert_eq!(code, Some(2), "{falsy}: {stderr}");
+        assert!(
+            !stderr.contains("codex.home_per_run") && stderr.contains("codex.session_retention"),
+            "{falsy}: {stderr}"
+        );
+    }
+    let (code, stderr) = run("maybe", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("maybe"), "{stderr}");
+    // The flag beats the env var.
+    let (_, stderr) = run("true", &["--codex-home-per-run=false"]);
+    assert!(!stderr.contains("codex.home_per_run"), "{stderr}");
+
+    // The config key, with a home: the codex profile gets a per-run home
+    // and the worker a session retention.
+    let h = host();
+    let file = |text: &str| {
+        let path = h.workspace.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path), &[]).unwrap().settings()
+    };
+    let base = format!(
+        "[codex]\nimage = \"codex:1\"\nhome_host_path = \"{}\"\n",
+        h.home.display()
+    );
+    let settings = file(&format!("{base}home_per_run = true\n")).unwrap();
+    let codex = settings.worker.profiles.iter().next().unwrap();
+    assert_eq!(codex.per_run_home.as_deref(), Some(h.home.as_path()));
+    assert_eq!(
+        settings.worker.session_retention,
+        Some(Duration::from_secs(7 * 24 * 3600))
+    );
+    let settings = file(&format!(
+        "{base}home_per_run = \"on\"\nsession_retention = \"36h\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        settings.worker.session_retention,
+        Some(Duration::from_secs(36 * 3600))
+    );
+    // Default: the read-only home as before, and nothing keeps sessions.
+    let settings = file(&base).unwrap();
+    assert!(settings
+        .worker
+        .profiles
+        .iter()
+        .next()
+        .unwrap()
+        .per_run_home
+        .is_none());
+    assert_eq!(settings.worker.session_retention, None);
+    // Per run excludes the shared writable home; the flag form too.
+    let err = file(&format!(
+        "{base}home_per_run = true\nhome_writable = true\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("codex.home_per_run"), "{err}");
+    let flags = vec![
+        ("codex.home_per_run".to_owned(), OverrideValue::Bool(true)),
+        (
+            "codex.image".to_owned(),
+            OverrideValue::Text("codex:1".into()),
+        ),
+    ];
+    let err = load(None, &flags)
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("codex.home_per_run") && err.contains("home_host_path"),
+        "{err}"
+    );
+}
