@@ -100,7 +100,6 @@ fn refresh_token(home: &Path) -> String {
 /// What `n` fake Codex runs started together reported.
 #[derive(Debug, Default)]
 struct Tally {
-    runs: usize, // shown in the Debug figures
     failed: usize,
     reused: usize,
     locked: usize,
@@ -129,10 +128,7 @@ async fn concurrent_runs(caller: &Caller, n: usize, barrier: &str) -> Tally {
             .await;
         correlations.push(c);
     }
-    let mut tally = Tally {
-        runs: n,
-        ..Tally::default()
-    };
+    let mut tally = Tally::default();
     // Answers come in any order: read each as it comes.
     let mut answers = std::collections::HashMap::new();
     while answers.len() < n {
@@ -632,4 +628,31 @@ fn per_run_homes_are_configured_by_flag_env_or_file() {
         err.contains("codex.home_per_run") && err.contains("home_host_path"),
         "{err}"
     );
+}
+
+/// A per-run home needs a logged-in configured home: without its
+/// `auth.json` on the engine's host the run is answered an error naming
+/// the file (the engine refuses the bind), and nothing of it is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_run_home_without_a_login_fails_naming_the_file() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    std::fs::remove_file(h.home.join("auth.json")).unwrap();
+    let runner = unique("codex-nologin");
+    let s = docker_settings(&runner, &codex_config(&h, Mode::PerRun, ""));
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"profile": "codex", "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(!code(&r).is_empty(), "{r}");
+    assert!(r.to_string().contains("auth.json"), "{r}");
+    let left = common::containers_of(&docker, &runner).await;
+    assert!(left.is_empty(), "{left:?}");
+    worker.stop().await.unwrap();
 }

@@ -246,6 +246,34 @@ mod tests {
     }
 
     #[test]
+    fn the_session_survives_in_a_label_for_a_recovered_answer() {
+        let mut spec = test_spec();
+        spec.codex_home = Some(bus_docker_domain::spec::RunHome {
+            seed_from: "/h/codex".into(),
+            session: Some(bus_docker_domain::spec::SessionKey {
+                owner: spec.owner.clone().unwrap(),
+                name: bus_docker_domain::SessionName::parse("task-1").unwrap(),
+            }),
+        });
+        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        assert_eq!(labels[SESSION], "task-1");
+        let listed = |labels| Listed {
+            id: "abc",
+            name: "bus-run-r1",
+            labels,
+            image_id: None,
+            state: ContainerState::Exited,
+            started_at: None,
+            created_at: None,
+        };
+        let m = managed(listed(&labels)).unwrap();
+        assert_eq!(m.session.unwrap().as_str(), "task-1");
+        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        assert!(!plain.contains_key(SESSION));
+        assert!(managed(listed(&plain)).unwrap().session.is_none());
+    }
+
+    #[test]
     fn owner_and_profile_are_omitted_when_absent() {
         let mut spec = test_spec();
         spec.owner = None;
