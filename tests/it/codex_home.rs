@@ -41,6 +41,29 @@ fn codex_image() -> String {
     std::env::var("BUS_TEST_CODEX_IMAGE").unwrap_or_else(|_| "bus-test-codex:local".into())
 }
 
+/// The engine, with a codex test image that has the fake Codex CLI (an
+/// image built before it was added would make every run fail for a
+/// reason that is not the test's).
+async fn require_fake_codex() -> bollard::Docker {
+    let docker = require_engine().await;
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &codex_image()])
+        .args([
+            "sh",
+            "-c",
+            "test -x /bin/codex && test -x /bin/flock && echo fake-codex",
+        ])
+        .output()
+        .expect("the docker CLI runs (scripts/docker-engine.sh ensure installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "fake-codex",
+        "{} has no /bin/codex or /bin/flock: rebuild it with scripts/build-test-images.sh",
+        codex_image()
+    );
+    docker
+}
+
 /// A configured Codex home as an operator has one: logged in (rt-0),
 /// configured, and holding the host's own state, logs and sessions.
 struct Host {
@@ -165,7 +188,7 @@ async fn concurrent_runs(caller: &Caller, n: usize, barrier: &str) -> Tally {
 /// the state database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_and_shared_writable_homes_break_concurrent_runs() {
-    require_engine().await;
+    require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
 
     let ro = host();
@@ -209,7 +232,7 @@ async fn read_only_and_shared_writable_homes_break_concurrent_runs() {
 /// holds the newest token (every run refreshed it in place, in turn).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_run_homes_let_twenty_concurrent_runs_share_one_login() {
-    require_engine().await;
+    require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
     let runner = unique("codex-per-run");
@@ -245,7 +268,7 @@ async fn per_run_homes_let_twenty_concurrent_runs_share_one_login() {
 /// what a run writes there stays there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_run_home_is_seeded_with_configuration_only() {
-    let docker = require_engine().await;
+    let docker = require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
     let runner = unique("codex-seed");
@@ -347,7 +370,7 @@ fn turn(owner: &str, session: &str, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_resume_for_their_owner_and_session_only() {
     let _sessions = SESSIONS.lock().await;
-    let docker = require_engine().await;
+    let docker = require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
     let runner = unique("codex-sessions");
@@ -441,7 +464,7 @@ async fn sessions_resume_for_their_owner_and_session_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_unused_past_their_retention_are_removed() {
     let _sessions = SESSIONS.lock().await;
-    let docker = require_engine().await;
+    let docker = require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
     let runner = unique("codex-retention");
@@ -635,7 +658,7 @@ fn per_run_homes_are_configured_by_flag_env_or_file() {
 /// the file (the engine refuses the bind), and nothing of it is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_run_home_without_a_login_fails_naming_the_file() {
-    let docker = require_engine().await;
+    let docker = require_fake_codex().await;
     let bus = LocalBus::start().await.unwrap();
     let h = host();
     std::fs::remove_file(h.home.join("auth.json")).unwrap();
