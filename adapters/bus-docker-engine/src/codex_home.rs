@@ -6,9 +6,9 @@
 //! * `/root/.codex`: a **volume of the run's own**, [`home_volume`]
 //!   (`NoCopy`: nothing of the image), removed before the create (a
 //!   leftover of an earlier attempt is never reused: fresh) and after the
-//!   container (engines before 23.0 do not remove a `Mounts` volume with
-//!   `v=true`, named or not); the sweep removes any that no container
-//!   uses (a worker that stopped before removing one);
+//!   container (`v=true` never removes a named volume, so the worker
+//!   does); the sweep removes any that no container uses (a worker that
+//!   stopped before removing one, a run recovered by another process);
 //! * `/root/.codex/auth.json`: the configured home's own file, bound
 //!   read-write (a profile mount): one token lineage for every run and
 //!   the host;
@@ -29,7 +29,7 @@
 //! volume's contents are the run's to change, so the last use is kept as
 //! an engine object only the worker touches: a marker volume
 //! `<session volume>.used`, removed and created again at each use; its
-//! engine-stamped `CreatedAt` is the last use. [`sweep`] removes a session
+//! engine-stamped `CreatedAt` is the last use. `sweep` removes a session
 //! (and its marker) unused for the retention; the engine refuses to remove
 //! a volume a container still mounts, so a session in use is kept.
 
@@ -61,7 +61,7 @@ pub const SEED_FROM: &str = "/run/bus-codex-home-seed";
 pub const SESSION_ROLE: &str = "bus.codex-session";
 /// On a marker: the session volume whose last use it records.
 pub const SESSION_OF: &str = "bus.codex-session-volume";
-/// Label of the anonymous per-run home volume (`run`).
+/// Label of a per-run home volume (`run`).
 pub const HOME_ROLE: &str = "bus.codex-home";
 /// Label of a seed helper container: the run id it seeds.
 pub const SEED_OF: &str = "bus.codex-seed-for";
@@ -592,7 +592,7 @@ mod tests {
     }
 
     #[test]
-    fn a_per_run_home_is_an_anonymous_volume_and_the_session_a_named_one() {
+    fn a_run_home_and_a_session_are_volumes_of_their_own() {
         let mut spec = crate::test_spec();
         assert!(mounts(&spec).is_empty());
         spec.codex_home = Some(RunHome {
