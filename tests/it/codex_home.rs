@@ -679,3 +679,75 @@ async fn a_per_run_home_without_a_login_fails_naming_the_file() {
     assert!(left.is_empty(), "{left:?}");
     worker.stop().await.unwrap();
 }
+
+/// A worker that cannot read the configured home (in the Bus compose stack
+/// it runs in a container without it) still gives each run its seeded
+/// home: the seeding happens on the engine's side. The worker process runs
+/// in a mount namespace of its own where the home's path is an empty
+/// tmpfs; the engine sees the real home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_comes_from_the_engines_view_of_the_home_not_the_workers() {
+    let docker = require_fake_codex().await;
+    let bus = LocalBus::start().await.unwrap();
+    let h = host();
+    let runner = unique("codex-blind");
+    let s = docker_settings(&runner, "");
+    let prefix = s.worker.prefix.as_str().to_owned();
+    let log = h.workspace.join("worker.log");
+    let base = common::worker_process(&bus, &runner, &prefix, &log);
+    let worker_bin = env!("CARGO_BIN_EXE_bus-integration-docker");
+    let mut command = tokio::process::Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(
+            // Hide the home from the worker, show that it is hidden, run it.
+            "mount -t tmpfs -o size=1m bus-blind \"$BLIND\" && test ! -e \"$BLIND/config.toml\" \
+         && echo 'home hidden from the worker' >&2 && exec \"$WORKER\"",
+        );
+    for (key, value) in base.as_std().get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    let log_file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut child = command
+        .env("BLIND", &h.home)
+        .env("WORKER", worker_bin)
+        .env("DOCKER_CONTAINER_CODEX_IMAGE", codex_image())
+        .env("BUS_DOCKER_CODEX_HOME_HOST", &h.home)
+        .env("BUS_DOCKER_CODEX_HOME_PER_RUN", "true")
+        .env("BUS_DOCKER_CODEX_WORKSPACE_HOST", &h.workspace)
+        .env("BUS_DOCKER__CODEX__PULL_POLICY", "never")
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare starts (util-linux)");
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"profile": "codex", "command": ["sh", "-c", "cat /root/.codex/config.toml /root/.codex/AGENTS.md && codex exec hello"]}),
+        )
+        .await;
+    let worker_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        worker_log.contains("home hidden from the worker"),
+        "{worker_log}"
+    );
+    assert_eq!(r["status"], "succeeded", "{r}\n{worker_log}");
+    assert!(
+        r["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("model = \"o-test\"\nbe brief\nsession "),
+        "{r}"
+    );
+    // The login the engine sees was refreshed in place.
+    assert!(refresh_token(&h.home).contains("rt-1"));
+    let left = common::no_containers_left(&docker, &runner).await;
+    assert!(left.is_empty(), "{left:?}");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
