@@ -6,7 +6,10 @@
 #   bus-test-busybox:local  FROM scratch + static busybox (applets symlinked
 #                           into /bin), /tmp, minimal /etc/passwd, CMD ["/bin/sh"]
 #   bus-test-codex:local    the same plus /workspace and /root (stand-in for the
-#                           codex image)
+#                           codex image), and /bin/codex: scripts/fake-codex.sh,
+#                           a fake Codex CLI that uses its home as the real one
+#                           does (login refresh, state lock, sessions), with
+#                           /bin/flock (scripts/flock.c, static: busybox has none)
 #   bus-test-registry:local FROM scratch + Debian's docker-registry (and the
 #                           libraries ldd lists for it) with htpasswd basic auth
 #                           (user bus-test, password bus-test-pass); the
@@ -71,6 +74,10 @@ EOF
             # tests can reach the SSH agent socket; its hash keys rebuilds.
             echo "# sockcat.c sha256 $SOCKCAT_SHA"
             echo 'COPY sockcat /bin/sockcat'
+            echo "# fake-codex.sh sha256 $FAKE_CODEX_SHA flock.c sha256 $FLOCK_SHA"
+            echo 'COPY codex /bin/codex'
+            # flock(1)'s fd form (scripts/flock.c): busybox has none.
+            echo 'COPY flock /bin/flock'
             ;;
         *) die "unknown image variant $1" ;;
     esac
@@ -87,12 +94,20 @@ trap 'rm -rf "$CTX"' EXIT
 cp "$BUSYBOX" "$CTX/busybox"
 chmod 0755 "$CTX/busybox"
 
+FAKE_CODEX_SRC="$BUS_REPO_ROOT/scripts/fake-codex.sh"
+FAKE_CODEX_SHA="$(sha256sum "$FAKE_CODEX_SRC" | cut -d' ' -f1)"
+cp "$FAKE_CODEX_SRC" "$CTX/codex"
+chmod 0755 "$CTX/codex"
+
 SOCKCAT_SRC="$BUS_REPO_ROOT/scripts/sockcat.c"
 SOCKCAT_SHA="$(sha256sum "$SOCKCAT_SRC" | cut -d' ' -f1)"
 if ! command -v gcc >/dev/null 2>&1; then
     apt_install gcc libc6-dev
 fi
 gcc -static -O2 -o "$CTX/sockcat" "$SOCKCAT_SRC" || die "building the static sockcat helper failed (needs gcc and libc6-dev)"
+FLOCK_SRC="$BUS_REPO_ROOT/scripts/flock.c"
+FLOCK_SHA="$(sha256sum "$FLOCK_SRC" | cut -d' ' -f1)"
+gcc -static -O2 -o "$CTX/flock" "$FLOCK_SRC" || die "building the static flock helper failed (needs gcc and libc6-dev)"
 
 label() {
     docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
@@ -101,7 +116,7 @@ label() {
 smoke_test() {
     local tag="$1" variant="$2" check='echo ok' out
     if [[ "$variant" == codex ]]; then
-        check='test -d /workspace && test -d /root && test -d /tmp && echo ok'
+        check='test -d /workspace && test -d /root && test -d /tmp && test -x /bin/codex && test -x /bin/flock && echo ok'
     fi
     out="$(docker run --rm --network none "$tag" sh -c "$check" 2>&1)" ||
         die "smoke test of $tag failed: $out"

@@ -223,6 +223,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "BUS_DOCKER_CODEX_HOME_WRITABLE", global = true,
           value_parser = boolish_or_unset, num_args = 0..=1, default_missing_value = "true")]
     pub codex_home_writable: Option<SetBool>,
+    /// Give each run its own writable Codex home, seeded from the host
+    /// home's configuration, with the host home's auth.json shared
+    /// read-write (needs --codex-home-host-path).
+    #[arg(long, env = "BUS_DOCKER_CODEX_HOME_PER_RUN", global = true,
+          value_parser = boolish_or_unset, num_args = 0..=1, default_missing_value = "true")]
+    pub codex_home_per_run: Option<SetBool>,
+    /// Remove a codex session unused this long (default 7d; per-run homes).
+    #[arg(long, env = "BUS_DOCKER_CODEX_SESSION_RETENTION", global = true)]
+    pub codex_session_retention: Option<String>,
     /// Host workspace, mounted read-write.
     #[arg(long, env = "BUS_DOCKER_CODEX_WORKSPACE_HOST", global = true)]
     pub codex_workspace_host_path: Option<String>,
@@ -286,8 +295,15 @@ impl WorkerArgs {
             self.codex_ssh_agent_host_path.clone(),
         );
         text("codex.git_ssh_command", self.codex_git_ssh_command.clone());
+        text(
+            "codex.session_retention",
+            self.codex_session_retention.clone(),
+        );
         if let Some(SetBool(Some(w))) = self.codex_home_writable {
             out.push(("codex.home_writable".into(), OverrideValue::Bool(w)));
+        }
+        if let Some(SetBool(Some(p))) = self.codex_home_per_run {
+            out.push(("codex.home_per_run".into(), OverrideValue::Bool(p)));
         }
         if let Some(n) = self.max_concurrent_runs {
             out.push(("max_concurrent_runs".into(), OverrideValue::Number(n)));

@@ -7,7 +7,7 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit};
+use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, SessionUsage, SessionsSwept};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 use bus_docker_engine::DockerEngine;
@@ -101,5 +101,20 @@ impl ContainerRuntime for AnyRuntime {
         chunk: InputChunk,
     ) -> Result<(), RuntimeError> {
         forward!(self, rt => rt.write_input(container, chunk))
+    }
+
+    async fn has_session(
+        &self,
+        key: &bus_docker_domain::spec::SessionKey,
+    ) -> Result<bool, RuntimeError> {
+        forward!(self, rt => rt.has_session(key))
+    }
+
+    async fn session_usage(&self) -> Result<SessionUsage, RuntimeError> {
+        forward!(self, rt => rt.session_usage())
+    }
+
+    async fn sweep_sessions(&self, retention: Duration) -> Result<SessionsSwept, RuntimeError> {
+        forward!(self, rt => rt.sweep_sessions(retention))
     }
 }

@@ -50,6 +50,7 @@ impl Others {
             hardening: Hardening::default(),
             max_output_bytes: 1 << 20,
             stream_output: false,
+            codex_home: None,
         })
     }
 

@@ -62,6 +62,29 @@ string_newtype!(
     NetworkName
 );
 
+string_newtype!(
+    /// A codex session a run resumes (`session`): `[A-Za-z0-9_.-]{1,128}`.
+    /// Only together with the run's owner does it name what persists.
+    SessionName
+);
+
+impl SessionName {
+    /// Parse a request's `session`.
+    ///
+    /// # Errors
+    /// `FieldError` (field `session`) when empty, longer than 128 bytes or
+    /// holding a character outside `[A-Za-z0-9_.-]`.
+    pub fn parse(value: &str) -> Result<Self, FieldError> {
+        if value.is_empty() || value.len() > 128 || !value.chars().all(is_id_char) {
+            return Err(FieldError::new(
+                "session",
+                "must match [A-Za-z0-9_.-]{1,128}",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
 impl RunId {
     /// Parse a caller-chosen run id.
     ///

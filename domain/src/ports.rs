@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 use futures_core::Stream;
 
 use crate::error::{PublishError, RuntimeError, SourceError};
-use crate::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
+use crate::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
 use crate::output::{OutputEvent, OutputSink};
 use crate::profile::PullPolicy;
 use crate::request::Inbound;
 use crate::response::Response;
-use crate::run::{ContainerRef, EngineInfo, Exit, RunMark};
+use crate::run::{ContainerRef, EngineInfo, Exit, RunMark, SessionUsage, SessionsSwept};
 use crate::spec::RunSpec;
 
 /// Resolves when the run must be canceled.
@@ -184,6 +184,8 @@ pub struct ManagedContainer {
     pub started_at: Option<SystemTime>,
     /// When the container was created (whole seconds from a listing).
     pub created_at: Option<SystemTime>,
+    /// The codex session the run resumes (`bus.session`).
+    pub session: Option<SessionName>,
 }
 
 /// Runs containers. Implemented by `DockerEngine` (bollard) and
@@ -326,6 +328,42 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         container: &ContainerRef,
         chunk: InputChunk,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether this engine keeps the session `key` (contract §6): a pool
+    /// places the session's next run on the engine that holds it. A
+    /// runtime without per-run homes keeps none.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn has_session(
+        &self,
+        key: &crate::spec::SessionKey,
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        let _ = key;
+        async { Ok(false) }
+    }
+
+    /// The codex session volumes this engine keeps (contract §6). A
+    /// runtime without per-run homes keeps none.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn session_usage(&self) -> impl Future<Output = Result<SessionUsage, RuntimeError>> + Send {
+        async { Ok(SessionUsage::default()) }
+    }
+
+    /// Remove the codex sessions not used for `retention` (a session in
+    /// use by a run is kept whatever its age).
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn sweep_sessions(
+        &self,
+        retention: Duration,
+    ) -> impl Future<Output = Result<SessionsSwept, RuntimeError>> + Send {
+        let _ = retention;
+        async { Ok(SessionsSwept::default()) }
+    }
 }
 
 /// Publishes responses and live output.

@@ -105,6 +105,10 @@ pub struct Profile {
     pub default_timeout: Option<Duration>,
     pub pull_policy: PullPolicy,
     pub allow_image_override: bool,
+    /// A per-run Codex home (contract §6, `--codex-home-per-run`): the
+    /// configured home on the Docker host whose configuration seeds each
+    /// run's own `/root/.codex`. `None`: the home, if any, is a mount.
+    pub per_run_home: Option<PathBuf>,
 }
 
 impl Profile {
@@ -123,6 +127,7 @@ impl Profile {
             default_timeout: None,
             pull_policy: PullPolicy::default(),
             allow_image_override: false,
+            per_run_home: None,
         }
     }
 }
@@ -130,12 +135,35 @@ impl Profile {
 /// Where the SSH agent socket appears inside codex containers.
 pub const CODEX_SSH_AGENT_SOCKET: &str = "/run/ssh-agent.sock";
 
+/// Where a codex container's home is.
+pub const CODEX_HOME: &str = "/root/.codex";
+/// The login file of a Codex home: with a per-run home, the configured
+/// home's own file is mounted here read-write (one token lineage).
+pub const CODEX_AUTH_FILE: &str = "/root/.codex/auth.json";
+/// What a `session` keeps across runs.
+pub const CODEX_SESSIONS: &str = "/root/.codex/sessions";
+/// What of the configured home seeds a per-run home: configuration only,
+/// never state, logs or sessions (contract §6). Names relative to the
+/// home; directories are copied whole.
+pub const CODEX_HOME_SEED: [&str; 6] = [
+    "config.toml",
+    "AGENTS.md",
+    "AGENTS.override.md",
+    "instructions.md",
+    "prompts",
+    "rules",
+];
+
 /// The codex options of contract §6, as flags/env/config give them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodexOptions {
     pub image: Option<ImageRef>,
     pub home_host_path: Option<PathBuf>,
     pub home_writable: bool,
+    /// Each run gets its own home seeded from `home_host_path`, with the
+    /// home's `auth.json` mounted read-write (`--codex-home-per-run`).
+    /// Beats `home_writable`; the configuration layer refuses both.
+    pub home_per_run: bool,
     pub workspace_host_path: Option<PathBuf>,
     pub workspace_container_path: Option<ContainerPath>,
     pub ssh_host_path: Option<PathBuf>,
@@ -152,7 +180,14 @@ impl CodexOptions {
         let mut profile = Profile::new(name, image);
         profile.hardening = base;
         let path = |p: &str| ContainerPath::parse("codex", p).expect("static path is valid");
-        if let Some(home) = &self.home_host_path {
+        if let (Some(home), true) = (&self.home_host_path, self.home_per_run) {
+            profile.per_run_home = Some(home.clone());
+            profile.mounts.push(Mount::operator(
+                home.join("auth.json"),
+                path(CODEX_AUTH_FILE),
+                AccessMode::ReadWrite,
+            ));
+        } else if let Some(home) = &self.home_host_path {
             let mode = if self.home_writable {
                 AccessMode::ReadWrite
             } else {
@@ -259,6 +294,7 @@ mod tests {
             ssh_host_path: Some("/h/ssh".into()),
             ssh_agent_host_path: Some("/h/agent.sock".into()),
             git_ssh_command: Some("ssh -o StrictHostKeyChecking=no".into()),
+            home_per_run: false,
         };
         let p = opts.profile(Hardening::default()).unwrap();
         let find = |t: &str| p.mounts.iter().find(|m| m.target().as_str() == t).unwrap();
@@ -284,6 +320,37 @@ mod tests {
             .find(|m| m.target().as_str() == "/root/.codex")
             .unwrap();
         assert_eq!(home.mode(), AccessMode::ReadWrite);
+    }
+
+    #[test]
+    fn a_per_run_home_mounts_only_the_login_file() {
+        let opts = CodexOptions {
+            image: Some(ImageRef::parse("codex:latest").unwrap()),
+            home_host_path: Some("/h/codex".into()),
+            home_writable: true,
+            home_per_run: true,
+            ..CodexOptions::default()
+        };
+        let p = opts.profile(Hardening::default()).unwrap();
+        assert_eq!(
+            p.per_run_home.as_deref(),
+            Some(std::path::Path::new("/h/codex"))
+        );
+        assert!(
+            !p.mounts.iter().any(|m| m.target().as_str() == CODEX_HOME),
+            "the home itself is the run's own, not a mount of the host's"
+        );
+        let auth = p
+            .mounts
+            .iter()
+            .find(|m| m.target().as_str() == CODEX_AUTH_FILE)
+            .unwrap();
+        assert_eq!(auth.source(), std::path::Path::new("/h/codex/auth.json"));
+        assert_eq!(auth.mode(), AccessMode::ReadWrite);
+        assert!(!CODEX_HOME_SEED.iter().any(|f| matches!(
+            *f,
+            "auth.json" | "sessions" | "log" | "state_5.sqlite" | "history.jsonl"
+        )));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::events::Operation;
-use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
+use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
 use crate::mount::RequestedMount;
 
 /// A `run.request` payload.
@@ -26,6 +26,9 @@ pub struct RunRequest {
     pub labels: BTreeMap<String, String>,
     /// Publish `run.output` events while the run goes.
     pub stream_output: bool,
+    /// The codex session whose `sessions/` this run resumes (contract §6,
+    /// per-run homes only).
+    pub session: Option<SessionName>,
     /// Fields the request named that would change the container's
     /// privileges, namespaces, devices or limits (as spelled on the wire,
     /// e.g. `capAdd` or `mounts[0].propagation`). Only the operator decides
@@ -288,6 +291,7 @@ mod tests {
             "profile",
             "owner_identity_id",
             "stream_output",
+            "session",
             "users",
             "capadd_x",
             "",

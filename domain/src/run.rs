@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::ErrorCode;
-use crate::ids::{ImageRef, OwnerId, ProfileName, RunId};
+use crate::ids::{ImageRef, OwnerId, ProfileName, RunId, SessionName};
 
 /// Keeps the last `cap` bytes of a stream and counts all of them, so a
 /// container printing gigabytes costs at most `cap` bytes of memory.
@@ -282,6 +282,8 @@ pub struct RunReport {
     /// The engine killed the container for memory.
     pub oom_killed: bool,
     pub runtime: RuntimeDetails,
+    /// The codex session the run resumed (contract §6), echoed.
+    pub session: Option<SessionName>,
 }
 
 /// Where a run is in its life (`status.response.items[].state`).
@@ -381,6 +383,24 @@ impl Default for RequestMounts {
     }
 }
 
+/// The codex session volumes an engine keeps (`runner.status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionUsage {
+    /// How many session volumes exist.
+    pub volumes: usize,
+    /// Their size in bytes, when the engine says (`docker system df`).
+    pub bytes: Option<u64>,
+}
+
+/// What a sweep of expired codex sessions did on one engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionsSwept {
+    /// Session volumes removed: unused for longer than the retention.
+    pub removed: usize,
+    /// Session volumes kept.
+    pub kept: usize,
+}
+
 /// Runner readiness (`runner.status.response.status.state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunnerState {
@@ -439,6 +459,9 @@ pub struct EngineReport {
     /// Active (created or running) managed containers on it, from every
     /// worker; `None` when it could not be listed.
     pub active_runs: Option<usize>,
+    /// The codex session volumes kept on it (contract §6); `None` when
+    /// it could not be asked or keeps none.
+    pub sessions: Option<SessionUsage>,
     /// Why it is unreachable.
     pub error: Option<String>,
 }

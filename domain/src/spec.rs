@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{FieldError, OperationError};
-use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
+use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
 use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
 use crate::network::NetworkPolicy;
 use crate::profile::{Hardening, Profile, Profiles, PullPolicy};
@@ -117,9 +117,34 @@ pub struct RunSpec {
     pub max_output_bytes: usize,
     /// Publish `run.output` events while the run goes.
     pub stream_output: bool,
+    /// The run's own Codex home (contract §6, `--codex-home-per-run`).
+    pub codex_home: Option<RunHome>,
+}
+
+/// A run's own writable `/root/.codex`: made fresh for the run, seeded
+/// from the configured home's configuration on the engine's side, gone
+/// with the run; `sessions/` kept per owner and session when one is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunHome {
+    /// The configured home on the Docker host (the engine reads it).
+    pub seed_from: std::path::PathBuf,
+    pub session: Option<SessionKey>,
+}
+
+/// Whose session a run resumes: the owner and the session name together
+/// (another owner naming the same session gets another one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub owner: OwnerId,
+    pub name: SessionName,
 }
 
 impl RunSpec {
+    /// The session the run resumes, as the response echoes it.
+    pub fn session(&self) -> Option<&SessionName> {
+        Some(&self.codex_home.as_ref()?.session.as_ref()?.name)
+    }
+
     /// `bus-run-<run_id>`: unique per engine, so a duplicate delivery cannot
     /// create a second container.
     pub fn container_name(&self) -> String {
@@ -194,9 +219,11 @@ pub fn resolve(
     let timeout = timeout_of(req, profile, policy);
     check_stdin(req)?;
     check_labels(req)?;
+    let owner = req.owner.clone().or_else(|| origin.stamped_owner.clone());
+    let codex_home = run_home_of(req, profile, owner.as_ref(), &mounts)?;
     Ok(RunSpec {
         run_id: req.run_id.clone().unwrap_or(generated_id),
-        owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
+        owner,
         correlation: origin.correlation.clone(),
         reply_event: origin.reply_event.clone(),
         profile: req.profile.clone(),
@@ -214,7 +241,79 @@ pub fn resolve(
         hardening: profile.map_or_else(|| policy.hardening.clone(), |p| p.hardening.clone()),
         max_output_bytes: policy.max_output_bytes,
         stream_output: req.stream_output,
+        codex_home,
     })
+}
+
+/// The run's own Codex home when its profile gives one, with the session
+/// it resumes. A `session` anywhere else is refused, not ignored: the
+/// caller would lose its conversation without knowing.
+fn run_home_of(
+    req: &RunRequest,
+    profile: Option<&Profile>,
+    owner: Option<&OwnerId>,
+    mounts: &[Mount],
+) -> Result<Option<RunHome>, OperationError> {
+    let Some(seed_from) = profile.and_then(|p| p.per_run_home.clone()) else {
+        return match (&req.session, profile) {
+            (None, _) => Ok(None),
+            (Some(_), Some(p)) => Err(FieldError::new(
+                "session",
+                format!(
+                    "profile {} keeps no sessions: sessions need a per-run Codex home \
+                     (the codex profile with --codex-home-per-run)",
+                    p.name
+                ),
+            )
+            .into()),
+            (Some(_), None) => Err(FieldError::new(
+                "session",
+                "image runs keep no sessions: sessions need a per-run Codex home \
+                 (the codex profile with --codex-home-per-run)",
+            )
+            .into()),
+        };
+    };
+    for (i, m) in mounts.iter().enumerate() {
+        let target = m.target();
+        // The home is a volume of the run's own: a mount on it or in it
+        // (the login file aside) would shadow or leak into it.
+        if target.as_str() != crate::profile::CODEX_AUTH_FILE
+            && target.is_within(crate::profile::CODEX_HOME)
+        {
+            return Err(FieldError::new(
+                format!(
+                    "mounts[{}].target",
+                    i.saturating_sub(profile_mounts(profile))
+                ),
+                format!(
+                    "{} overlaps the run's own Codex home {}",
+                    target.as_str(),
+                    crate::profile::CODEX_HOME
+                ),
+            )
+            .into());
+        }
+    }
+    let session = match (&req.session, owner) {
+        (None, _) => None,
+        (Some(name), Some(owner)) => Some(SessionKey {
+            owner: owner.clone(),
+            name: name.clone(),
+        }),
+        (Some(_), None) => {
+            return Err(FieldError::new(
+                "session",
+                "needs an owner (owner_identity_id): a session is kept per owner",
+            )
+            .into())
+        }
+    };
+    Ok(Some(RunHome { seed_from, session }))
+}
+
+fn profile_mounts(profile: Option<&Profile>) -> usize {
+    profile.map_or(0, |p| p.mounts.len())
 }
 
 /// A request naming a privilege field is refused whatever the value

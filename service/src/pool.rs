@@ -32,8 +32,11 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit, RequestMounts};
+use bus_docker_domain::run::{
+    ContainerRef, EngineId, EngineInfo, Exit, RequestMounts, SessionUsage, SessionsSwept,
+};
 use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::spec::SessionKey;
 use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
 use tracing::{info, warn};
@@ -158,6 +161,8 @@ pub struct EngineProbe {
     pub info: Result<EngineInfo, RuntimeError>,
     /// Active managed containers, from every worker.
     pub active_runs: Option<usize>,
+    /// The codex session volumes it keeps, when it answered.
+    pub sessions: Option<SessionUsage>,
 }
 
 /// The engines of one worker, in configured order.
@@ -334,8 +339,36 @@ impl<R: ContainerRuntime> EnginePool<R> {
     /// `Unavailable` when no engine can be reached; `Capacity` (as an
     /// operation error) when every reachable engine is at the cap.
     pub async fn place(&self, needs_pinning: bool) -> Result<Placement, OperationError> {
+        self.place_for(needs_pinning, None).await
+    }
+
+    /// As [`EnginePool::place`], for a run that resumes a codex session
+    /// (contract §6): its volume lives on one engine, so the run goes
+    /// there while that engine is reachable (at the cap it is answered
+    /// `capacity` rather than moved: moved, it would lose its session); a
+    /// session no reachable engine holds starts anew wherever placement
+    /// puts it.
+    ///
+    /// # Errors
+    /// As [`EnginePool::place`].
+    pub async fn place_for(
+        &self,
+        needs_pinning: bool,
+        session: Option<&SessionKey>,
+    ) -> Result<Placement, OperationError> {
         let _one_at_a_time = self.placing.lock().await;
         let mut loads = self.loads().await;
+        if let (Some(key), true) = (session, self.members.len() > 1) {
+            let holds = join_all(self.members.iter().zip(&loads).map(|(m, l)| async move {
+                l.reachable && m.runtime.has_session(key).await.unwrap_or(false)
+            }))
+            .await;
+            if holds.iter().any(|h| *h) {
+                for (load, holds) in loads.iter_mut().zip(holds) {
+                    load.reachable &= holds;
+                }
+            }
+        }
         if needs_pinning && self.members.len() > 1 {
             let pins = join_all(self.members.iter().map(|m| self.pins(m))).await;
             let reachable_pinning = loads.iter().zip(&pins).any(|(l, p)| l.reachable && *p);
@@ -488,20 +521,37 @@ impl<R: ContainerRuntime> EnginePool<R> {
     pub async fn probe_all(&self) -> Vec<EngineProbe> {
         join_all(self.members.iter().map(|m| async {
             let info = self.info(m).await;
-            let active_runs = match &info {
-                Ok(_) => self
-                    .list_on_member(m, &ManagedFilter::active())
-                    .await
-                    .ok()
-                    .map(|l| l.len()),
-                Err(_) => None,
+            let (active_runs, sessions) = match &info {
+                Ok(_) => (
+                    self.list_on_member(m, &ManagedFilter::active())
+                        .await
+                        .ok()
+                        .map(|l| l.len()),
+                    m.runtime.session_usage().await.ok(),
+                ),
+                Err(_) => (None, None),
             };
             EngineProbe {
                 engine: m.id.clone(),
                 info,
                 active_runs,
+                sessions,
             }
         }))
+        .await
+    }
+
+    /// Remove the codex sessions unused for `retention` on every engine
+    /// not known to be down (contract §6); each engine's outcome.
+    pub async fn sweep_sessions(
+        &self,
+        retention: Duration,
+    ) -> Vec<(EngineId, Result<SessionsSwept, RuntimeError>)> {
+        let (ask, _) = self.askable();
+        join_all(
+            ask.into_iter()
+                .map(|m| async move { (m.id.clone(), m.runtime.sweep_sessions(retention).await) }),
+        )
         .await
     }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use bus_docker_domain::profile::Hardening;
 use bus_docker_domain::run::RunMark;
+use bus_docker_domain::spec::SessionKey;
 use bus_docker_domain::{CorrelationId, NetworkName, RunId};
 use bus_docker_static::StaticRuntime;
 
@@ -22,6 +23,8 @@ struct Switchable {
     pins: Arc<AtomicBool>,
     /// `engine_info` never answers either.
     mute: Arc<AtomicBool>,
+    /// The codex sessions it holds.
+    sessions: Arc<std::sync::Mutex<Vec<SessionKey>>>,
 }
 
 impl Switchable {
@@ -99,6 +102,10 @@ impl ContainerRuntime for Switchable {
         self.check()?;
         self.inner.write_input(c, chunk).await
     }
+    async fn has_session(&self, key: &SessionKey) -> Result<bool, RuntimeError> {
+        self.check()?;
+        Ok(self.sessions.lock().unwrap().contains(key))
+    }
 }
 
 fn spec(run: &str) -> RunSpec {
@@ -122,6 +129,7 @@ fn spec(run: &str) -> RunSpec {
         hardening: Hardening::default(),
         max_output_bytes: 1024,
         stream_output: false,
+        codex_home: None,
     }
 }
 
@@ -311,4 +319,32 @@ async fn the_probe_marks_a_hung_engine_down_after_the_engine_timeout() {
     assert!(health[0].state.is_err(), "{health:?}");
     assert_eq!(health[1].state, Ok(()));
     assert_ne!(health[0].label, health[1].label);
+}
+
+#[tokio::test]
+async fn a_session_run_goes_to_the_engine_that_holds_the_session() {
+    let (pool, engines) = pool(2, None);
+    let key = SessionKey {
+        owner: bus_docker_domain::OwnerId::parse("alice").unwrap(),
+        name: bus_docker_domain::SessionName::parse("task-1").unwrap(),
+    };
+    // Nobody holds it: placement as usual (the emptier engine 0).
+    assert_eq!(index(&run_one(&pool, "a").await.unwrap()), '0');
+    // Engine 1 holds it: the run goes there although engine 0 has room
+    // too, and keeps going there while engine 1 is busier.
+    engines[1].sessions.lock().unwrap().push(key.clone());
+    for run in ["b", "c", "d"] {
+        let placed = pool.place_for(false, Some(&key)).await.unwrap();
+        assert_eq!(
+            placed.engine,
+            EngineId::new("unix:///engine-1.sock"),
+            "{run}"
+        );
+        pool.create(&placed, &spec(run), "r").await.unwrap();
+    }
+    // The engine holding it is down: the run starts anew elsewhere rather
+    // than not at all.
+    engines[1].set_down(true);
+    let placed = pool.place_for(false, Some(&key)).await.unwrap();
+    assert_eq!(placed.engine, EngineId::new("unix:///engine-0.sock"));
 }

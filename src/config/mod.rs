@@ -325,6 +325,7 @@ impl Config {
                 response_cache_bytes: self.response_cache_bytes,
                 stop_grace: self.stop_grace.min(self.policy.max_stop_grace),
                 run_retention: self.run_retention,
+                session_retention: self.codex.session_retention(),
             },
             provider: self.provider,
             log_format: self.log_format,

@@ -175,6 +175,13 @@ pub struct CodexConfig {
     pub home_host_path: Option<PathBuf>,
     #[serde(deserialize_with = "de::set_boolean::deserialize")]
     pub home_writable: bool,
+    /// Each run gets its own home seeded from `home_host_path`, whose
+    /// `auth.json` is shared read-write (contract §6).
+    #[serde(deserialize_with = "de::set_boolean::deserialize")]
+    pub home_per_run: bool,
+    /// A session unused this long is removed (default 7 days).
+    #[serde(deserialize_with = "de::opt_duration::deserialize")]
+    pub session_retention: Option<Duration>,
     #[serde(deserialize_with = "de::set_path::deserialize")]
     pub workspace_host_path: Option<PathBuf>,
     #[serde(deserialize_with = "de::set_text::deserialize")]
@@ -367,7 +374,17 @@ pub struct InvisibleHostPath {
     pub reason: String,
 }
 
+/// How long an unused codex session is kept when none is configured.
+pub const DEFAULT_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 impl CodexConfig {
+    /// How long an unused session is kept: `None` unless runs get their
+    /// own homes (nothing else keeps sessions).
+    pub fn session_retention(&self) -> Option<Duration> {
+        self.home_per_run
+            .then(|| self.session_retention.unwrap_or(DEFAULT_SESSION_RETENTION))
+    }
+
     /// The `codex` profile (contract §6), or `None` without an image, and
     /// the configured host paths the worker cannot see. These are paths on
     /// the Docker host: one the worker sees is canonicalised and never the
@@ -397,6 +414,26 @@ impl CodexConfig {
             }
             Ok(Some(checked.path().to_owned()))
         };
+        if self.home_per_run && self.home_host_path.is_none() {
+            return Err(invalid(
+                "codex.home_per_run",
+                "needs codex.home_host_path (--codex-home-host-path): the home whose \
+                 configuration seeds each run and whose auth.json every run shares",
+            ));
+        }
+        if self.home_per_run && self.home_writable {
+            return Err(invalid(
+                "codex.home_per_run",
+                "and codex.home_writable are two modes of the home; choose one \
+                 (per run: each run its own home, one shared auth.json)",
+            ));
+        }
+        if self.session_retention.is_some_and(|r| r.is_zero()) {
+            return Err(invalid(
+                "codex.session_retention",
+                "must be more than 0s (a session would be removed before it is resumed)",
+            ));
+        }
         let options = CodexOptions {
             image: self
                 .image
@@ -406,6 +443,7 @@ impl CodexConfig {
                 .map_err(field("codex.image"))?,
             home_host_path: path("home_host_path", &self.home_host_path)?,
             home_writable: self.home_writable,
+            home_per_run: self.home_per_run,
             workspace_host_path: path("workspace_host_path", &self.workspace_host_path)?,
             workspace_container_path: self
                 .workspace_container_path

@@ -7,6 +7,7 @@
 mod common;
 
 mod cli;
+mod codex_home;
 mod config;
 mod docker_runs;
 mod dropin;

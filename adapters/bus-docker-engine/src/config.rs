@@ -50,6 +50,7 @@ pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> Contai
             read_only: Some(m.mode() == AccessMode::ReadOnly),
             ..EngineMount::default()
         })
+        .chain(crate::codex_home::mounts(spec))
         .collect::<Vec<_>>();
     let tmpfs = hardening
         .tmpfs

@@ -13,7 +13,9 @@ use bus_docker_domain::ports::{
     ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
 };
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts, RunMark};
+use bus_docker_domain::run::{
+    ContainerRef, EngineInfo, Exit, RequestMounts, RunMark, SessionUsage, SessionsSwept,
+};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 
@@ -60,6 +62,9 @@ struct Inner {
     view: View,
     /// Listings that asked the engine (`GET /containers/json`).
     list_calls: AtomicU64,
+    /// Containers this process created with a per-run Codex home, and
+    /// that home's volume: removed after the container (`codex_home.rs`).
+    homes: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -98,6 +103,7 @@ impl DockerEngine {
                 pull_timeout: opts.pull_timeout,
                 view: View::new(),
                 list_calls: AtomicU64::new(0),
+                homes: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -320,6 +326,85 @@ impl DockerEngine {
         }
     }
 
+    /// A per-run Codex home, before the container exists
+    /// (`codex_home.rs`): no leftover home of this run id, and the
+    /// session's use recorded.
+    async fn prepare_home(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
+        let Some(home) = &spec.codex_home else {
+            return Ok(());
+        };
+        let docker = self.docker().await?;
+        let prepared = async {
+            crate::codex_home::clear_home(&docker, spec).await?;
+            match &home.session {
+                Some(key) => crate::codex_home::touch(&docker, key).await,
+                None => Ok(()),
+            }
+        };
+        match prepared.await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    /// The container is gone: so is its per-run Codex home, if this
+    /// process made one (else the session sweep finds it unused).
+    async fn drop_home(&self, docker: &Docker, container: &ContainerRef) {
+        let volume = self
+            .inner
+            .homes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&container.id);
+        if let Some(volume) = volume {
+            if let Err(err) = crate::codex_home::drop_home(docker, &volume).await {
+                tracing::warn!(%volume, error = %crate::error::cause_chain(&err), "cannot remove a run's Codex home; the sweep will");
+            }
+        }
+    }
+
+    /// A per-run Codex home: seed the created container's home on the
+    /// engine's side; a failed seed removes the container.
+    async fn seed_home(
+        &self,
+        spec: &RunSpec,
+        container: &ContainerRef,
+    ) -> Result<(), RuntimeError> {
+        let Some(home) = &spec.codex_home else {
+            return Ok(());
+        };
+        self.inner
+            .homes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                container.id.clone(),
+                crate::codex_home::home_volume(&spec.run_id),
+            );
+        let docker = self.docker().await?;
+        let seeded = match self.image_id(&docker, &spec.image).await {
+            Ok(Some(image)) => {
+                crate::codex_home::seed(&docker, spec, home, &container.id, &image).await
+            }
+            Ok(None) => Err(DockerError::Seed {
+                run: spec.run_id.to_string(),
+                from: home.seed_from.display().to_string(),
+                reason: format!("the image {} is gone", spec.image),
+            }),
+            Err(err) => Err(err),
+        };
+        match seeded {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let err = self.fail(err).await;
+                if let Err(removal) = self.remove(container).await {
+                    tracing::warn!(container = %container.name, error = %removal, "cannot remove the container of a run whose home could not be seeded");
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// The container is gone: its run's pins go too.
     async fn release_pins(&self, container: &ContainerRef) {
         if let Some(run) = run_of(&container.name) {
@@ -369,6 +454,10 @@ impl ContainerRuntime for DockerEngine {
         // undoes this attempt's pins only.
         let pinned = self.inner.pins.pin(spec).await?;
         let spec = pinned.spec.as_ref();
+        if let Err(err) = self.prepare_home(spec).await {
+            self.inner.pins.unpin(pinned).await;
+            return Err(err);
+        }
         let created = match self.create_once(spec, runner).await {
             Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
                 // The image went away since it was seen (cache): make it
@@ -382,6 +471,10 @@ impl ContainerRuntime for DockerEngine {
                 Err(err)
             }
             other => other,
+        };
+        let created = match created {
+            Ok(container) => self.seed_home(spec, &container).await.map(|()| container),
+            Err(err) => Err(err),
         };
         if created.is_err() {
             self.inner.pins.unpin(pinned).await;
@@ -442,12 +535,14 @@ impl ContainerRuntime for DockerEngine {
                 tracing::debug!(container = %container.name, "container removed");
                 self.view_removed(&container.id);
                 self.release_pins(container).await;
+                self.drop_home(&docker, container).await;
                 Ok(())
             }
             // Gone, or another worker is removing it right now.
             Err(source) if matches!(classify(&source), Class::NotFound | Class::Conflict) => {
                 if classify(&source) == Class::NotFound {
                     self.view_removed(&container.id);
+                    self.drop_home(&docker, container).await;
                 }
                 self.release_pins(container).await;
                 Ok(())
@@ -574,6 +669,34 @@ impl ContainerRuntime for DockerEngine {
                 Err(RuntimeError::NotAcceptingInput(container.id.clone()))
             }
             Err(InputError::Engine(err)) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn has_session(
+        &self,
+        key: &bus_docker_domain::spec::SessionKey,
+    ) -> Result<bool, RuntimeError> {
+        let docker = self.docker().await?;
+        match crate::codex_home::has_session(&docker, key).await {
+            Ok(found) => Ok(found),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn session_usage(&self) -> Result<SessionUsage, RuntimeError> {
+        let docker = self.docker().await?;
+        match crate::codex_home::usage(&docker).await {
+            Ok(usage) => Ok(usage),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn sweep_sessions(&self, retention: Duration) -> Result<SessionsSwept, RuntimeError> {
+        let docker = self.docker().await?;
+        let now = std::time::SystemTime::now();
+        match crate::codex_home::sweep(&docker, retention, now).await {
+            Ok(swept) => Ok(swept),
+            Err(err) => Err(self.fail(err).await),
         }
     }
 }

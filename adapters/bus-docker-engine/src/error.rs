@@ -171,6 +171,22 @@ pub enum DockerError {
         #[source]
         source: crate::registry::CredentialError,
     },
+    /// A call on a volume of a per-run Codex home or session
+    /// (`codex_home.rs`): `action` says which.
+    #[error("{action} volume {name}")]
+    Volume {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    /// Seeding a per-run Codex home from the configured one failed.
+    #[error("seeding the Codex home of run {run} from {from}: {reason}")]
+    Seed {
+        run: String,
+        from: String,
+        reason: String,
+    },
     /// The mount staging directory is unsafe (a configuration error).
     #[error("preparing the mount staging directory")]
     Staging {
@@ -249,11 +265,13 @@ impl DockerError {
             | Self::Logs { source, .. }
             | Self::List { source }
             | Self::InspectImage { source, .. }
+            | Self::Volume { source, .. }
             | Self::Pull { source, .. } => Some(source),
             Self::Stdin { .. }
             | Self::PullDeadline { .. }
             | Self::Credentials { .. }
             | Self::Staging { .. }
+            | Self::Seed { .. }
             | Self::StillRunning { .. }
             | Self::Vanished { .. } => None,
         }

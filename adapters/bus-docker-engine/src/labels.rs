@@ -38,6 +38,8 @@ pub const ARGS: &str = "bus.args";
 pub const INTERACTIVE: &str = "bus.interactive";
 /// `true` when the request asked for live output (absent otherwise).
 pub const STREAM_OUTPUT: &str = "bus.stream-output";
+/// The codex session a run resumes (contract §6), echoed after recovery.
+pub const SESSION: &str = "bus.session";
 /// Whole seconds.
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
 /// Prefix of the request's own labels.
@@ -99,6 +101,9 @@ pub fn for_run(
         put(STREAM_OUTPUT, "true".to_owned());
     }
     put(TIMEOUT_SECONDS, spec.timeout.as_secs().to_string());
+    if let Some(session) = spec.session() {
+        put(SESSION, session.as_str().to_owned());
+    }
     for (key, value) in &spec.labels {
         labels.insert(format!("{USER_PREFIX}{key}"), value.clone());
     }
@@ -192,6 +197,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         state: listed.state,
         started_at: listed.started_at,
         created_at: listed.created_at,
+        session: get(SESSION).and_then(|v| bus_docker_domain::SessionName::parse(v).ok()),
     })
 }
 
@@ -237,6 +243,34 @@ mod tests {
         assert!(managed(listed(&labels)).unwrap().stream_output);
         let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
         assert!(!managed(listed(&plain)).unwrap().stream_output);
+    }
+
+    #[test]
+    fn the_session_survives_in_a_label_for_a_recovered_answer() {
+        let mut spec = test_spec();
+        spec.codex_home = Some(bus_docker_domain::spec::RunHome {
+            seed_from: "/h/codex".into(),
+            session: Some(bus_docker_domain::spec::SessionKey {
+                owner: spec.owner.clone().unwrap(),
+                name: bus_docker_domain::SessionName::parse("task-1").unwrap(),
+            }),
+        });
+        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        assert_eq!(labels[SESSION], "task-1");
+        let listed = |labels| Listed {
+            id: "abc",
+            name: "bus-run-r1",
+            labels,
+            image_id: None,
+            state: ContainerState::Exited,
+            started_at: None,
+            created_at: None,
+        };
+        let m = managed(listed(&labels)).unwrap();
+        assert_eq!(m.session.unwrap().as_str(), "task-1");
+        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        assert!(!plain.contains_key(SESSION));
+        assert!(managed(listed(&plain)).unwrap().session.is_none());
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
 //! * `pull.rs`: pulls with credentials, an idle limit and a deadline.
 //! * `config.rs`: create bodies, pull references, engine timestamps.
+//! * [`codex_home`]: per-run Codex homes (an anonymous volume seeded on
+//!   the engine's side), session volumes, their last use and sweep.
 //! * [`pinning`]: request mounts pinned to what was checked
 //!   (`bus-host-mounts`), or refused where this worker cannot pin.
 //! * [`labels`]: the labels that make a container the durable record of a
@@ -42,6 +44,7 @@
 //! reachable (`tls.rs` skips only without `BUS_TEST_DOCKER`).
 
 pub mod client;
+pub mod codex_home;
 mod config;
 mod control;
 mod drive;
@@ -90,5 +93,6 @@ pub(crate) fn test_spec() -> bus_docker_domain::spec::RunSpec {
         hardening: Hardening::default(),
         max_output_bytes: 1024,
         stream_output: false,
+        codex_home: None,
     }
 }

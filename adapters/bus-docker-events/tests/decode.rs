@@ -635,3 +635,25 @@ fn network_forms_decode_and_empty_is_unset() {
         "network"
     );
 }
+
+#[test]
+fn a_session_is_read_and_a_malformed_one_refused() {
+    let run =
+        run_request(json!({"profile": "codex", "command": ["codex"], "session": "task-1.b_c"}));
+    assert_eq!(run.session.unwrap().as_str(), "task-1.b_c");
+    assert!(
+        run_request(json!({"profile": "codex", "command": ["codex"]}))
+            .session
+            .is_none()
+    );
+    for bad in [json!(""), json!("a/b"), json!("x".repeat(129)), json!(7)] {
+        assert_eq!(
+            refused_field(
+                "run",
+                json!({"profile": "codex", "command": ["codex"], "session": bad})
+            ),
+            "session",
+            "{bad}"
+        );
+    }
+}

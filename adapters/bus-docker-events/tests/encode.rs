@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::error::{ErrorCode, FieldError, OperationError};
 use bus_docker_domain::events::{EventPrefix, Operation};
-use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
+use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
 use bus_docker_domain::network::NetworkPolicy;
 use bus_docker_domain::output::{OutputEvent, OutputStream};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
     CapturedOutput, EngineInfo, EngineReport, Finished, ProfileImage, RequestMounts, RunReport,
-    RunState, RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails,
+    RunState, RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails, SessionUsage,
 };
 use bus_docker_events::codec::{
     encode, encode_minimal, encode_output, Encoded, STREAM_HEADROOM_BYTES,
@@ -57,6 +57,7 @@ fn report() -> RunReport {
             container_id: Some("0123abcd".into()),
             container_name: Some("bus-run-run_1".into()),
         },
+        session: None,
     }
 }
 
@@ -108,6 +109,10 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
                 reachable: true,
                 engine_version: Some("27.0.3".into()),
                 active_runs: Some(1),
+                sessions: Some(SessionUsage {
+                    volumes: 3,
+                    bytes: None,
+                }),
                 error: None,
             },
             EngineReport {
@@ -115,6 +120,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
                 reachable: false,
                 engine_version: None,
                 active_runs: None,
+                sessions: None,
                 error: Some("engine unreachable: connection refused".into()),
             },
         ],
@@ -135,9 +141,9 @@ fn details_json(problem: Option<&str>) -> Value {
         },
         "engines": [
             {"docker_host": "unix:///var/run/docker.sock", "state": "up", "engine_version": "27.0.3",
-             "active_runs": 1, "error": null},
+             "active_runs": 1, "codex_sessions": {"volumes": 3, "bytes": null}, "error": null},
             {"docker_host": "tcp://10.0.0.2:2376", "state": "down", "engine_version": null,
-             "active_runs": null, "error": "engine unreachable: connection refused"}
+             "active_runs": null, "codex_sessions": null, "error": "engine unreachable: connection refused"}
         ]
     });
     if let Some(problem) = problem {
@@ -183,6 +189,16 @@ fn run_response_has_the_documented_shape() {
     let e = encoded(Operation::Run, Reply::Run(Box::new(report())));
     assert_eq!(e.name, "bus.docker.run.response");
     assert_eq!(e.payload, run_report_json());
+}
+
+#[test]
+fn a_run_response_echoes_its_session() {
+    let mut r = report();
+    r.session = Some(SessionName::parse("task-1").unwrap());
+    let e = encoded(Operation::Run, Reply::Run(Box::new(r)));
+    let mut want = run_report_json();
+    want["session"] = json!("task-1");
+    assert_eq!(e.payload, want);
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn big_run_response() -> Response {
         duration: Some(Duration::from_millis(1234)),
         oom_killed: false,
         runtime: Default::default(),
+        session: None,
     };
     Response::success(
         Operation::Run,

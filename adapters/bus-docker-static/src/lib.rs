@@ -257,6 +257,7 @@ impl ContainerRuntime for StaticRuntime {
             state: ContainerState::Created,
             started_at: None,
             created_at: Some(SystemTime::now()),
+            session: spec.session().cloned(),
         };
         state.containers.insert(
             container.id.clone(),
@@ -469,6 +470,7 @@ mod tests {
             hardening: Hardening::default(),
             max_output_bytes: 1024,
             stream_output: false,
+            codex_home: None,
         }
     }
 

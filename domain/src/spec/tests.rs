@@ -540,3 +540,103 @@ fn live_output_is_carried_only_when_asked() {
     };
     assert!(run(&asked).unwrap().stream_output);
 }
+
+fn per_run_profiles() -> Profiles {
+    let codex = CodexOptions {
+        image: Some(ImageRef::parse("codex:1").unwrap()),
+        home_host_path: Some("/h/codex".into()),
+        home_per_run: true,
+        ..CodexOptions::default()
+    }
+    .profile(Hardening::default())
+    .unwrap();
+    Profiles::new([codex, open_profile()])
+}
+
+fn codex_run(session: Option<&str>) -> RunRequest {
+    RunRequest {
+        profile: Some(ProfileName::parse("codex").unwrap()),
+        command: Some(vec!["codex".into()]),
+        session: session.map(|s| SessionName::parse(s).unwrap()),
+        ..RunRequest::default()
+    }
+}
+
+fn run_with(profiles: &Profiles, req: &RunRequest) -> Result<RunSpec, OperationError> {
+    resolve(
+        req,
+        &origin(),
+        profiles,
+        &policy(),
+        &FakePaths::with(&[("/srv/a", "/srv/a")]),
+        RunId::parse("gen").unwrap(),
+    )
+}
+
+#[test]
+fn a_per_run_home_carries_the_session_of_the_owner() {
+    let spec = run_with(&per_run_profiles(), &codex_run(Some("task-7"))).unwrap();
+    let home = spec.codex_home.as_ref().unwrap();
+    assert_eq!(home.seed_from, PathBuf::from("/h/codex"));
+    let session = home.session.as_ref().unwrap();
+    assert_eq!(session.owner.as_str(), "stamped");
+    assert_eq!(session.name.as_str(), "task-7");
+    assert_eq!(spec.session().unwrap().as_str(), "task-7");
+
+    let without = run_with(&per_run_profiles(), &codex_run(None)).unwrap();
+    assert!(without.codex_home.unwrap().session.is_none());
+}
+
+#[test]
+fn a_session_without_a_per_run_home_is_refused_naming_the_field() {
+    // The codex profile without --codex-home-per-run.
+    assert_eq!(bad_field(run(&codex_run(Some("s")))), "session");
+    // Another profile, and an image run.
+    let mut other = codex_run(Some("s"));
+    other.profile = Some(ProfileName::parse("open").unwrap());
+    assert_eq!(bad_field(run_with(&per_run_profiles(), &other)), "session");
+    let mut image = image_run();
+    image.session = Some(SessionName::parse("s").unwrap());
+    assert_eq!(bad_field(run_with(&per_run_profiles(), &image)), "session");
+    // No owner: nobody to keep it for.
+    let no_owner = Origin {
+        stamped_owner: None,
+        ..origin()
+    };
+    let r = resolve(
+        &codex_run(Some("s")),
+        &no_owner,
+        &per_run_profiles(),
+        &policy(),
+        &FakePaths::with(&[]),
+        RunId::parse("gen").unwrap(),
+    );
+    assert_eq!(bad_field(r), "session");
+}
+
+#[test]
+fn session_names_follow_the_id_rule() {
+    assert!(SessionName::parse("a.b_c-9").is_ok());
+    assert!(SessionName::parse(&"x".repeat(128)).is_ok());
+    for bad in ["", "a/b", "a b", "..\u{0}", &"x".repeat(129)] {
+        assert_eq!(
+            SessionName::parse(bad).unwrap_err().field(),
+            "session",
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_request_mount_on_the_per_run_home_is_refused() {
+    let mut req = codex_run(None);
+    req.mounts = vec![RequestedMount {
+        source: "/srv/a".into(),
+        target: "/root/.codex/sessions".into(),
+        read_only: true,
+    }];
+    assert_eq!(
+        bad_field(run_with(&per_run_profiles(), &req)),
+        "mounts[0].target"
+    );
+}

@@ -13,6 +13,7 @@ use bus_docker_domain::run::{ContainerRef, Ending, Exit, RunReport, RunStatus, R
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{
     CorrelationId, ImageRef, Operation, OperationError, OwnerId, ProfileName, RunId, RuntimeError,
+    SessionName,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub(crate) struct RunFacts {
     pub profile: Option<ProfileName>,
     pub image: ImageRef,
     pub args: Vec<String>,
+    /// The codex session the run resumes, echoed in its response.
+    pub session: Option<SessionName>,
 }
 
 impl RunFacts {
@@ -43,6 +46,7 @@ impl RunFacts {
             profile: spec.profile.clone(),
             image: spec.image.clone(),
             args: spec.command.clone(),
+            session: spec.session().cloned(),
         }
     }
 }
@@ -278,6 +282,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             duration,
             oom_killed: exit.oom_killed,
             runtime,
+            session: facts.session.clone(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::pool::PROBE_INTERVAL;
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// Start the background work: recovery of left-behind runs, the
-    /// tombstone sweep, and the engine probe. All end when the worker
+    /// tombstone and codex session sweeps, and the engine probe. All end when the worker
     /// stops.
     pub fn start_background(&self) {
         self.spawn_recovery();
@@ -19,6 +19,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner
             .tasks
             .spawn(async move { this.sweep_tombstones().await });
+        let this = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { this.sweep_sessions().await });
         let this = self.clone();
         self.inner
             .tasks

@@ -111,6 +111,9 @@ pub struct WorkerSettings {
     /// How long finished runs stay listed in `status` and their containers
     /// stay as `.answered` tombstones (0: removed once answered).
     pub run_retention: Duration,
+    /// Codex sessions unused this long are removed (contract §6); `None`
+    /// when no profile has per-run homes (nothing keeps sessions).
+    pub session_retention: Option<Duration>,
 }
 
 /// The worker. Cheap to clone.

@@ -103,6 +103,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             image: ImageRef::parse(&managed.image)
                 .unwrap_or_else(|_| ImageRef::parse("unknown").expect("valid literal")),
             args: managed.args.clone(),
+            session: managed.session.clone(),
         };
         let cancel = CancellationToken::new();
         let (tx, rx) = input_channel();

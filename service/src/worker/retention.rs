@@ -40,4 +40,28 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
         }
     }
+
+    /// Remove codex sessions unused for `session_retention` (contract §6)
+    /// on every engine, until the worker stops. Only a worker with per-run
+    /// Codex homes sweeps (the setting is `None` otherwise); any worker of
+    /// the engine may remove an expired session, as with tombstones.
+    pub(super) async fn sweep_sessions(&self) {
+        let Some(retention) = self.inner.settings.session_retention else {
+            return;
+        };
+        let every = (retention / 4).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
+        while sleep_or_stop(every, self.inner.lifecycle.stopping_token()).await {
+            for (engine, swept) in self.inner.pool.sweep_sessions(retention).await {
+                match swept {
+                    Ok(swept) if swept.removed > 0 => {
+                        debug!(%engine, removed = swept.removed, kept = swept.kept, "expired codex sessions removed")
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        warn!(%engine, error = %err, "cannot sweep codex sessions; trying again later")
+                    }
+                }
+            }
+        }
+    }
 }

@@ -274,7 +274,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             .mounts
             .iter()
             .any(|m| matches!(m.origin(), MountOrigin::Request { .. }));
-        let placement = match self.inner.pool.place(pins).await {
+        let session = spec.codex_home.as_ref().and_then(|h| h.session.as_ref());
+        let placement = match self.inner.pool.place_for(pins, session).await {
             Ok(p) => p,
             Err(err) => {
                 self.fail_run(facts, err).await;

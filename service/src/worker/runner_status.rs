@@ -41,6 +41,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 reachable: probe.info.is_ok(),
                 engine_version: None,
                 active_runs: probe.active_runs,
+                sessions: probe.sessions,
                 error: None,
             };
             match probe.info {

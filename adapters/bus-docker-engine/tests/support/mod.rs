@@ -76,6 +76,7 @@ pub fn spec(test: &str, command: &[&str]) -> RunSpec {
         hardening: Hardening::default(),
         max_output_bytes: MIB,
         stream_output: false,
+        codex_home: None,
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bus_docker_domain::error::FieldError;
 use bus_docker_domain::events::Operation;
-use bus_docker_domain::ids::{ImageRef, NetworkName, OwnerId, ProfileName, RunId};
+use bus_docker_domain::ids::{ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
 use bus_docker_domain::mount::RequestedMount;
 use bus_docker_domain::request::{
     mount_privilege_field, privilege_field, DeleteRequest, InputRequest, Request, RunRequest,
@@ -119,6 +119,9 @@ struct RunDto {
     timeout_seconds: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
     stream_output: Option<bool>,
+    /// Contract §6: an empty value is refused too (not read as absent):
+    /// a caller that meant a session must not silently lose it.
+    session: Option<String>,
 }
 
 impl RunDto {
@@ -163,6 +166,7 @@ impl RunDto {
             timeout_seconds: self.timeout_seconds,
             labels: self.labels.unwrap_or_default(),
             stream_output: self.stream_output.unwrap_or(false),
+            session: self.session.map(|s| SessionName::parse(&s)).transpose()?,
             privilege_fields: Vec::new(),
         })
     }

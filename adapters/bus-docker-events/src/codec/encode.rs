@@ -384,6 +384,9 @@ fn run_json(
     if args_truncated {
         payload["args_truncated"] = json!(true);
     }
+    if let Some(session) = &report.session {
+        payload["session"] = json!(session.as_str());
+    }
     payload
 }
 
@@ -439,6 +442,7 @@ fn runner_details(report: &RunnerReport) -> Value {
             "state": if e.reachable { "up" } else { "down" },
             "engine_version": e.engine_version,
             "active_runs": e.active_runs,
+            "codex_sessions": e.sessions.map(|s| json!({"volumes": s.volumes, "bytes": s.bytes})),
             "error": e.error,
         })).collect::<Vec<_>>(),
     });

@@ -232,6 +232,7 @@ fn a_cached_run_weighs_its_echoed_args_too() {
             duration: None,
             oom_killed: false,
             runtime: RuntimeDetails::default(),
+            session: None,
         };
         Response::success(
             Operation::Run,

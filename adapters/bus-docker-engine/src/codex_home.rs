@@ -1,0 +1,628 @@
+//! Per-run Codex homes and the sessions they keep (contract §6, v3).
+//!
+//! A run with a [`RunHome`] gets, all on the engine's side (the configured
+//! home is a path on the Docker host, which this worker may not see):
+//!
+//! * `/root/.codex`: a **volume of the run's own**, [`home_volume`]
+//!   (`NoCopy`: nothing of the image), removed before the create (a
+//!   leftover of an earlier attempt is never reused: fresh) and after the
+//!   container (`v=true` never removes a named volume, so the worker
+//!   does); the sweep removes any that no container uses (a worker that
+//!   stopped before removing one, a run recovered by another process);
+//! * `/root/.codex/auth.json`: the configured home's own file, bound
+//!   read-write (a profile mount): one token lineage for every run and
+//!   the host;
+//! * `/root/.codex/sessions`, when the run names a session: the **named
+//!   volume** [`session_volume`] of the owner and session, created by the
+//!   engine at first use and labelled as managed;
+//! * the configuration seeded by a **seed step**: once the run's container
+//!   is created (its volumes exist) and before it starts, a short helper
+//!   container of the run's own image takes the run's mounts
+//!   (`VolumesFrom`) plus the configured home read-only at [`SEED_FROM`],
+//!   and copies [`CODEX_HOME_SEED`] (config, `AGENTS.md`, instructions,
+//!   prompts, rules) into the home with `/bin/sh` and `cp`. The run itself
+//!   never sees the configured home, so never its state, logs or sessions.
+//!   The image therefore needs `/bin/sh` and `cp` (the Codex images have
+//!   them); a seed that fails fails the run with the helper's stderr.
+//!
+//! **Last use of a session.** Volume labels are fixed at creation, and the
+//! volume's contents are the run's to change, so the last use is kept as
+//! an engine object only the worker touches: a marker volume
+//! `<session volume>.used`, removed and created again at each use; its
+//! engine-stamped `CreatedAt` is the last use. `sweep` removes a session
+//! (and its marker) unused for the retention; the engine refuses to remove
+//! a volume a container still mounts, so a session in use is kept.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount as EngineMount, MountType, MountVolumeOptions,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions,
+};
+use bollard::Docker;
+use bus_docker_domain::profile::{CODEX_HOME, CODEX_HOME_SEED, CODEX_SESSIONS};
+use bus_docker_domain::run::{SessionUsage, SessionsSwept};
+use bus_docker_domain::spec::{RunHome, RunSpec, SessionKey};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::control;
+use crate::error::{classify, Class, DockerError};
+use crate::labels::{MANAGED_BY, MANAGED_BY_VALUE, OWNER, RUN_ID};
+
+/// Where the seed step sees the configured home (read-only).
+pub const SEED_FROM: &str = "/run/bus-codex-home-seed";
+/// Label of every session volume and marker: `data` or `mark`.
+pub const SESSION_ROLE: &str = "bus.codex-session";
+/// On a marker: the session volume whose last use it records.
+pub const SESSION_OF: &str = "bus.codex-session-volume";
+/// Label of a per-run home volume (`run`).
+pub const HOME_ROLE: &str = "bus.codex-home";
+/// Label of a seed helper container: the run id it seeds.
+pub const SEED_OF: &str = "bus.codex-seed-for";
+/// What a marker's name adds to its session volume's.
+pub const MARK_SUFFIX: &str = ".used";
+/// How long a seed step may take.
+pub const SEED_TIMEOUT: Duration = Duration::from_secs(120);
+/// A seed helper left older than this (a worker that died mid-seed) is
+/// removed by the sweep.
+pub const STALE_SEED: Duration = Duration::from_secs(600);
+
+/// The engine volume of one owner's session: a hash of both, so a request
+/// cannot name or reach another owner's, and two keys cannot meet.
+pub fn session_volume(key: &SessionKey) -> String {
+    let mut hash = Sha256::new();
+    for part in [key.owner.as_str(), key.name.as_str()] {
+        // Length-prefixed: ("ab","c") and ("a","bc") differ.
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("bus-codex-session-{hex}")
+}
+
+/// The volume of a run's own home.
+pub fn home_volume(run_id: &bus_docker_domain::RunId) -> String {
+    format!("bus-codex-home-{}", run_id.as_str())
+}
+
+/// Make sure a run's home starts empty: a leftover volume of the same run
+/// id (an earlier attempt) goes. One that a container uses stays: that
+/// container holds the run's name, so the create fails on it anyway.
+pub(crate) async fn clear_home(docker: &Docker, spec: &RunSpec) -> Result<(), DockerError> {
+    if spec.codex_home.is_some() {
+        remove_volume(docker, &home_volume(&spec.run_id)).await?;
+    }
+    Ok(())
+}
+
+/// Remove a run's home once its container is gone (`false`: still used).
+pub(crate) async fn drop_home(docker: &Docker, volume: &str) -> Result<bool, DockerError> {
+    remove_volume(docker, volume).await
+}
+
+/// The engine mounts a run's own home adds to its container.
+pub fn mounts(spec: &RunSpec) -> Vec<EngineMount> {
+    let Some(home) = &spec.codex_home else {
+        return Vec::new();
+    };
+    let mut out = vec![EngineMount {
+        typ: Some(MountType::VOLUME),
+        source: Some(home_volume(&spec.run_id)),
+        target: Some(CODEX_HOME.to_owned()),
+        read_only: Some(false),
+        volume_options: Some(MountVolumeOptions {
+            no_copy: Some(true),
+            labels: Some(HashMap::from([
+                (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                (HOME_ROLE.to_owned(), "run".to_owned()),
+                (RUN_ID.to_owned(), spec.run_id.as_str().to_owned()),
+            ])),
+            ..MountVolumeOptions::default()
+        }),
+        ..EngineMount::default()
+    }];
+    if let Some(key) = &home.session {
+        out.push(EngineMount {
+            typ: Some(MountType::VOLUME),
+            source: Some(session_volume(key)),
+            target: Some(CODEX_SESSIONS.to_owned()),
+            read_only: Some(false),
+            volume_options: Some(MountVolumeOptions {
+                no_copy: Some(true),
+                labels: Some(session_labels(key, "data", None)),
+                ..MountVolumeOptions::default()
+            }),
+            ..EngineMount::default()
+        });
+    }
+    out
+}
+
+fn session_labels(key: &SessionKey, role: &str, of: Option<&str>) -> HashMap<String, String> {
+    let mut labels = HashMap::from([
+        (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+        (SESSION_ROLE.to_owned(), role.to_owned()),
+        (OWNER.to_owned(), key.owner.as_str().to_owned()),
+    ]);
+    if let Some(of) = of {
+        labels.insert(SESSION_OF.to_owned(), of.to_owned());
+    }
+    labels
+}
+
+/// Whether this engine holds the session's volume.
+pub(crate) async fn has_session(docker: &Docker, key: &SessionKey) -> Result<bool, DockerError> {
+    let name = session_volume(key);
+    match docker.inspect_volume(&name).await {
+        Ok(_) => Ok(true),
+        Err(source) if classify(&source) == Class::NotFound => Ok(false),
+        Err(source) => Err(DockerError::Volume {
+            action: "inspecting",
+            name,
+            source,
+        }),
+    }
+}
+
+/// Record that the session is used now: its marker volume made anew (the
+/// engine stamps `CreatedAt`). Before the run's container is created, so
+/// a sweep in between sees it used.
+pub(crate) async fn touch(docker: &Docker, key: &SessionKey) -> Result<(), DockerError> {
+    let data = session_volume(key);
+    let mark = format!("{data}{MARK_SUFFIX}");
+    remove_volume(docker, &mark).await?;
+    let request = VolumeCreateRequest {
+        name: Some(mark.clone()),
+        labels: Some(session_labels(key, "mark", Some(&data))),
+        ..VolumeCreateRequest::default()
+    };
+    docker
+        .create_volume(request)
+        .await
+        .map(|_| ())
+        .map_err(|source| DockerError::Volume {
+            action: "creating",
+            name: mark,
+            source,
+        })
+}
+
+/// Remove a volume; `Ok(false)` when a container still uses it, `Ok(true)`
+/// when it is gone (also when it was gone already).
+async fn remove_volume(docker: &Docker, name: &str) -> Result<bool, DockerError> {
+    match docker
+        .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(source) => match classify(&source) {
+            Class::NotFound => Ok(true),
+            Class::Conflict => Ok(false),
+            _ => Err(DockerError::Volume {
+                action: "removing",
+                name: name.to_owned(),
+                source,
+            }),
+        },
+    }
+}
+
+/// The seed script: copy the configuration the configured home has, and
+/// nothing else. `$0` is a name for messages; each entry is an argument.
+const SEED_SCRIPT: &str = r#"set -u
+from="$1"; shift
+for entry in "$@"; do
+    if [ -e "$from/$entry" ] || [ -L "$from/$entry" ]; then
+        cp -R "$from/$entry" "/root/.codex/$entry" || { echo "cannot copy $entry" >&2; exit 1; }
+    fi
+done
+"#;
+
+/// The seed step of a per-run home: a helper container of the run's own
+/// image with the run's mounts and the configured home read-only, copying
+/// the configuration in; removed whatever happened.
+///
+/// # Errors
+/// `Seed` with the helper's stderr when it fails or overstays
+/// [`SEED_TIMEOUT`]; the Engine call that failed otherwise.
+pub(crate) async fn seed(
+    docker: &Docker,
+    spec: &RunSpec,
+    home: &RunHome,
+    run_container: &str,
+    image_id: &str,
+) -> Result<(), DockerError> {
+    let from = home.seed_from.to_string_lossy().into_owned();
+    let name = format!("bus-seed-{}", spec.run_id.as_str());
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..CreateContainerOptions::default()
+            }),
+            seed_body(spec, home, run_container, image_id),
+        )
+        .await;
+    let helper = match created {
+        Ok(created) => created.id,
+        // A helper left by a worker that died mid-seed: remove it, retry.
+        Err(source) if classify(&source) == Class::Conflict => {
+            remove_helper(docker, &name).await;
+            docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name.clone()),
+                        ..CreateContainerOptions::default()
+                    }),
+                    seed_body(spec, home, run_container, image_id),
+                )
+                .await
+                .map_err(|source| DockerError::Create {
+                    name: name.clone(),
+                    image: image_id.to_owned(),
+                    source,
+                })?
+                .id
+        }
+        Err(source) => {
+            return Err(DockerError::Create {
+                name,
+                image: image_id.to_owned(),
+                source,
+            })
+        }
+    };
+    let outcome = run_helper(docker, &helper).await;
+    let outcome = match outcome {
+        Ok(Some(0)) => Ok(()),
+        Ok(code) => {
+            let stderr = helper_stderr(docker, &helper).await;
+            Err(DockerError::Seed {
+                run: spec.run_id.to_string(),
+                from,
+                reason: match code {
+                    Some(127) => format!(
+                        "the image has no /bin/sh or cp, which a per-run Codex home needs (exit 127): {stderr}"
+                    ),
+                    Some(code) => format!("the seed step exited {code}: {stderr}"),
+                    None => format!("the seed step did not report its exit: {stderr}"),
+                },
+            })
+        }
+        Err(err) => Err(err),
+    };
+    remove_helper(docker, &helper).await;
+    outcome
+}
+
+/// The seed helper's create body: the run's hardening, no network, the
+/// run's mounts and the configured home read-only.
+fn seed_body(
+    spec: &RunSpec,
+    home: &RunHome,
+    run_container: &str,
+    image_id: &str,
+) -> ContainerCreateBody {
+    let from = home.seed_from.to_string_lossy().into_owned();
+    let hardening = &spec.hardening;
+    let mut entrypoint = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        SEED_SCRIPT.to_owned(),
+        "bus-codex-seed".to_owned(),
+        SEED_FROM.to_owned(),
+    ];
+    entrypoint.extend(CODEX_HOME_SEED.iter().map(|e| (*e).to_owned()));
+    ContainerCreateBody {
+        image: Some(image_id.to_owned()),
+        entrypoint: Some(entrypoint),
+        cmd: Some(Vec::new()),
+        labels: Some(HashMap::from([(
+            SEED_OF.to_owned(),
+            spec.run_id.as_str().to_owned(),
+        )])),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![EngineMount {
+                typ: Some(MountType::BIND),
+                source: Some(from.clone()),
+                target: Some(SEED_FROM.to_owned()),
+                read_only: Some(true),
+                ..EngineMount::default()
+            }]),
+            volumes_from: Some(vec![format!("{run_container}:rw")]),
+            network_mode: Some("none".to_owned()),
+            security_opt: hardening
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges:true".to_owned()]),
+            cap_drop: (!hardening.cap_drop.is_empty()).then(|| hardening.cap_drop.clone()),
+            cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
+            pids_limit: hardening.pids_limit,
+            memory: hardening.memory_bytes,
+            memory_swap: hardening.memory_bytes,
+            readonly_rootfs: Some(hardening.read_only_rootfs),
+            privileged: Some(false),
+            auto_remove: Some(false),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// Start the helper and wait for its exit within [`SEED_TIMEOUT`].
+async fn run_helper(docker: &Docker, id: &str) -> Result<Option<i64>, DockerError> {
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|source| DockerError::Start {
+            id: id.to_owned(),
+            source,
+        })?;
+    match tokio::time::timeout(SEED_TIMEOUT, control::wait_exit(docker, id)).await {
+        Ok(exit) => exit,
+        Err(_) => Ok(None),
+    }
+}
+
+/// The last lines the helper wrote to stderr (for the run's error).
+async fn helper_stderr(docker: &Docker, id: &str) -> String {
+    let options = LogsOptions {
+        stdout: false,
+        stderr: true,
+        tail: "20".to_owned(),
+        ..LogsOptions::default()
+    };
+    let mut logs = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    text.trim().to_owned()
+}
+
+/// Remove a helper (forced; its own anonymous volumes too; the run's,
+/// which it only borrowed, stay: the engine keeps a volume in use).
+async fn remove_helper(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    };
+    if let Err(source) = docker.remove_container(id, Some(options)).await {
+        if classify(&source) != Class::NotFound {
+            tracing::warn!(helper = id, error = %source, "cannot remove a Codex home seed helper; the sweep will");
+        }
+    }
+}
+
+/// One listing of the session volumes and markers on this engine.
+async fn session_volumes(docker: &Docker) -> Result<Vec<bollard::models::Volume>, DockerError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{MANAGED_BY}={MANAGED_BY_VALUE}"),
+            SESSION_ROLE.to_owned(),
+        ],
+    )]);
+    docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map(|listed| listed.volumes.unwrap_or_default())
+        .map_err(|source| DockerError::Volume {
+            action: "listing",
+            name: "(codex sessions)".to_owned(),
+            source,
+        })
+}
+
+fn role(volume: &bollard::models::Volume) -> Option<&str> {
+    volume.labels.get(SESSION_ROLE).map(String::as_str)
+}
+
+fn created(volume: &bollard::models::Volume) -> Option<SystemTime> {
+    volume.created_at.as_ref()?.system_time()
+}
+
+/// bollard's date type is a `String` or a `time::OffsetDateTime` depending
+/// on which of its features the whole build unifies: read either.
+trait EngineDate {
+    fn system_time(&self) -> Option<SystemTime>;
+}
+
+impl EngineDate for String {
+    fn system_time(&self) -> Option<SystemTime> {
+        crate::config::engine_time(Some(self))
+    }
+}
+
+impl EngineDate for time::OffsetDateTime {
+    fn system_time(&self) -> Option<SystemTime> {
+        Some((*self).into())
+    }
+}
+
+/// How many session volumes this engine keeps. Their size is not asked:
+/// only `GET /system/df` computes volume sizes, the whole engine's at
+/// once, and engines before API 1.42 answer it in a form this client does
+/// not read.
+pub(crate) async fn usage(docker: &Docker) -> Result<SessionUsage, DockerError> {
+    let volumes = session_volumes(docker).await?;
+    Ok(SessionUsage {
+        volumes: volumes.iter().filter(|v| role(v) == Some("data")).count(),
+        bytes: None,
+    })
+}
+
+/// Remove the sessions unused for `retention` (and their markers, and
+/// markers whose session is gone), and seed helpers left by a worker that
+/// died mid-seed.
+pub(crate) async fn sweep(
+    docker: &Docker,
+    retention: Duration,
+    now: SystemTime,
+) -> Result<SessionsSwept, DockerError> {
+    let volumes = session_volumes(docker).await?;
+    let mut last_use: HashMap<&str, SystemTime> = HashMap::new();
+    for v in volumes.iter().filter(|v| role(v) == Some("data")) {
+        last_use.insert(&v.name, created(v).unwrap_or(now));
+    }
+    let mut orphan_marks = Vec::new();
+    for mark in volumes.iter().filter(|v| role(v) == Some("mark")) {
+        let of = mark.labels.get(SESSION_OF).map(String::as_str);
+        match of.and_then(|of| last_use.get_mut(of)) {
+            Some(used) => *used = (*used).max(created(mark).unwrap_or(now)),
+            None => orphan_marks.push(mark.name.clone()),
+        }
+    }
+    let mut swept = SessionsSwept::default();
+    for (name, used) in last_use {
+        let idle = now.duration_since(used).unwrap_or_default();
+        if idle < retention {
+            swept.kept += 1;
+            continue;
+        }
+        if remove_volume(docker, name).await? {
+            tracing::info!(
+                volume = name,
+                idle_secs = idle.as_secs(),
+                "codex session unused past its retention: removed"
+            );
+            remove_volume(docker, &format!("{name}{MARK_SUFFIX}")).await?;
+            swept.removed += 1;
+        } else {
+            swept.kept += 1;
+        }
+    }
+    for mark in orphan_marks {
+        remove_volume(docker, &mark).await?;
+    }
+    sweep_homes(docker).await?;
+    sweep_helpers(docker, now).await;
+    Ok(swept)
+}
+
+/// Remove the run homes no container uses any more (the engine refuses to
+/// remove one in use, so a live run's home stays).
+async fn sweep_homes(docker: &Docker) -> Result<(), DockerError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{MANAGED_BY}={MANAGED_BY_VALUE}"),
+            format!("{HOME_ROLE}=run"),
+        ],
+    )]);
+    let homes = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|source| DockerError::Volume {
+            action: "listing",
+            name: "(codex run homes)".to_owned(),
+            source,
+        })?
+        .volumes
+        .unwrap_or_default();
+    for home in homes {
+        if remove_volume(docker, &home.name).await? {
+            tracing::debug!(volume = %home.name, "left-behind codex run home removed");
+        }
+    }
+    Ok(())
+}
+
+async fn sweep_helpers(docker: &Docker, now: SystemTime) {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![SEED_OF.to_owned()],
+        )])),
+        ..ListContainersOptions::default()
+    };
+    let Ok(helpers) = docker.list_containers(Some(options)).await else {
+        return;
+    };
+    for helper in helpers {
+        let born = helper
+            .created
+            .and_then(|s| u64::try_from(s).ok())
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let stale = born.is_some_and(|b| now.duration_since(b).unwrap_or_default() > STALE_SEED);
+        if let (true, Some(id)) = (stale, helper.id) {
+            remove_helper(docker, &id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus_docker_domain::{OwnerId, SessionName};
+
+    fn key(owner: &str, name: &str) -> SessionKey {
+        SessionKey {
+            owner: OwnerId::parse(owner).unwrap(),
+            name: SessionName::parse(name).unwrap(),
+        }
+    }
+
+    #[test]
+    fn session_volumes_are_per_owner_and_session() {
+        let a = session_volume(&key("alice", "s1"));
+        assert!(a.starts_with("bus-codex-session-"));
+        assert_eq!(a.len(), "bus-codex-session-".len() + 40);
+        assert_eq!(a, session_volume(&key("alice", "s1")), "stable");
+        assert_ne!(a, session_volume(&key("bob", "s1")), "another owner");
+        assert_ne!(a, session_volume(&key("alice", "s2")), "another session");
+        // The boundary between owner and session counts.
+        assert_ne!(
+            session_volume(&key("ab", "c")),
+            session_volume(&key("a", "bc"))
+        );
+    }
+
+    #[test]
+    fn a_run_home_and_a_session_are_volumes_of_their_own() {
+        let mut spec = crate::test_spec();
+        assert!(mounts(&spec).is_empty());
+        spec.codex_home = Some(RunHome {
+            seed_from: "/h/codex".into(),
+            session: Some(key("owner-1", "s1")),
+        });
+        let m = mounts(&spec);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].target.as_deref(), Some(CODEX_HOME));
+        assert_eq!(m[0].typ, Some(MountType::VOLUME));
+        assert_eq!(
+            m[0].source.as_deref(),
+            Some("bus-codex-home-r1"),
+            "the run's own"
+        );
+        let opts = m[0].volume_options.as_ref().unwrap();
+        assert_eq!(opts.no_copy, Some(true), "nothing of the image");
+        assert_eq!(m[1].target.as_deref(), Some(CODEX_SESSIONS));
+        assert_eq!(
+            m[1].source.as_deref(),
+            Some(session_volume(&key("owner-1", "s1")).as_str())
+        );
+        let labels = m[1]
+            .volume_options
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels[SESSION_ROLE], "data");
+        assert_eq!(labels[MANAGED_BY], MANAGED_BY_VALUE);
+    }
+}
