@@ -88,7 +88,8 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
         AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into())
     })?;
     let url = EventsUrl::parse(url).map_err(|source| AppError::EventsUrl {
-        url: url.to_owned(),
+        // Never the text as given: it may carry a password (issue 16, 8a).
+        url: bus_events_client::redact_url(url),
         source,
     })?;
     let mut config = ClientConfig::new(url, token_source(settings)?);
