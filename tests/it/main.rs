@@ -18,6 +18,7 @@ mod live_output;
 mod metrics;
 mod pool;
 mod private_registry;
+mod scopes;
 mod shutdown;
 mod token_lookup;
 mod trust;

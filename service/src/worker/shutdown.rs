@@ -61,6 +61,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner.lifecycle.is_stopping()
     }
 
+    /// Begin stopping: the event source's streams end (handing on what they
+    /// had read, which the app loop still dispatches: a run among it is
+    /// answered `canceled`), and queued runs are answered `canceled`.
+    /// [`Worker::shutdown`] does this too; the app loop calls it first so
+    /// that it can drain the source before waiting for the runs.
+    pub fn begin_shutdown(&self) {
+        self.inner.lifecycle.stopping.cancel();
+    }
+
     /// Stop: intake ends, queued runs are answered `canceled`, running ones
     /// get `grace` to finish; then the rest is abandoned to the next
     /// start-up. The only place that cancels the lifecycle.
