@@ -198,7 +198,12 @@ async fn a_token_without_container_delete_serves_the_rest_and_names_the_stream()
         Operation::ALL.len() - 1,
         "{st}"
     );
-    readyz_naming(addr, &[delete.clone()], "missing scope container:delete").await;
+    readyz_naming(
+        addr,
+        std::slice::from_ref(&delete),
+        "missing scope container:delete",
+    )
+    .await;
 
     // A delete request is never read by this worker (its stream is
     // refused), but a run request still is, and is answered.
