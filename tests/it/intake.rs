@@ -57,6 +57,17 @@ fn small_worker(tag: &str, runner: &str) -> Settings {
 /// out: every correlation of `sent` answered exactly once, each either
 /// succeeded or `capacity`; returns (succeeded, capacity).
 fn exactly_once(sent: &[String], answers: &HashMap<String, Vec<Value>>) -> (usize, usize) {
+    let (succeeded, capacity, canceled) = exactly_once_or_canceled(sent, answers);
+    assert_eq!(canceled, 0, "nothing canceled while the worker runs");
+    (succeeded, capacity)
+}
+
+/// As [`exactly_once`], also counting `canceled` (a worker shutting down);
+/// returns (succeeded, capacity, canceled).
+fn exactly_once_or_canceled(
+    sent: &[String],
+    answers: &HashMap<String, Vec<Value>>,
+) -> (usize, usize, usize) {
     let missing: Vec<_> = sent.iter().filter(|c| !answers.contains_key(*c)).collect();
     assert!(
         missing.is_empty(),
@@ -67,16 +78,17 @@ fn exactly_once(sent: &[String], answers: &HashMap<String, Vec<Value>>) -> (usiz
     let twice: Vec<_> = answers.iter().filter(|(_, v)| v.len() != 1).collect();
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
     assert_eq!(answers.len(), sent.len(), "answers to unknown requests");
-    let (mut succeeded, mut capacity) = (0, 0);
+    let (mut succeeded, mut capacity, mut canceled) = (0, 0, 0);
     for (correlation, payloads) in answers {
         let r = &payloads[0];
         match code(r) {
             "" if r["status"] == "succeeded" => succeeded += 1,
             "capacity" => capacity += 1,
-            _ => panic!("{correlation}: neither succeeded nor capacity: {r}"),
+            "canceled" => canceled += 1,
+            _ => panic!("{correlation}: not succeeded, capacity or canceled: {r}"),
         }
     }
-    (succeeded, capacity)
+    (succeeded, capacity, canceled)
 }
 
 /// Publish `n` runs at once; returns their correlation ids.
@@ -152,6 +164,8 @@ struct BurstServer {
     addr: SocketAddr,
     published: Arc<Mutex<Vec<Value>>>,
     run_streams: Arc<Mutex<usize>>,
+    /// Fires when the first event is published.
+    first_published: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -160,6 +174,7 @@ struct BurstState {
     burst: Bytes,
     published: Arc<Mutex<Vec<Value>>>,
     run_streams: Arc<Mutex<usize>>,
+    first_published: CancellationToken,
 }
 
 impl BurstServer {
@@ -178,8 +193,10 @@ impl BurstServer {
             burst: Bytes::from(lines),
             published: Arc::default(),
             run_streams: Arc::default(),
+            first_published: CancellationToken::new(),
         };
         let (published, run_streams) = (state.published.clone(), state.run_streams.clone());
+        let first_published = state.first_published.clone();
         let app = Router::new()
             .route("/api/v1/events", post(publish))
             .route("/api/v1/events/stream", get(stream))
@@ -191,7 +208,37 @@ impl BurstServer {
             addr,
             published,
             run_streams,
+            first_published,
         }
+    }
+
+    /// A worker (`s`) listening to this server.
+    fn worker(
+        &self,
+        s: &Settings,
+    ) -> App<
+        bus_integration_docker::runtime::AnyRuntime,
+        bus_docker_events::http::HttpSource,
+        bus_docker_events::http::HttpPublisher,
+    > {
+        let client = EventsClient::new(ClientConfig::new(
+            EventsUrl::parse(&format!("http://{}", self.addr)).unwrap(),
+            TokenSource::Static(Secret::new("fake-token")),
+        ))
+        .unwrap();
+        App::over_http(s, app::runtime(s).unwrap(), &client, "w1".into())
+    }
+
+    /// Correlation → payloads of every run response published so far.
+    fn answers(&self) -> HashMap<String, Vec<Value>> {
+        let mut by_correlation: HashMap<String, Vec<Value>> = HashMap::new();
+        for event in self.run_responses() {
+            by_correlation
+                .entry(event["correlationId"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(event["payload"].clone());
+        }
+        by_correlation
     }
 
     fn run_responses(&self) -> Vec<Value> {
@@ -211,6 +258,7 @@ impl BurstServer {
 
 async fn publish(State(state): State<BurstState>, Json(event): Json<Value>) -> Json<Value> {
     state.published.lock().unwrap().push(event);
+    state.first_published.cancel();
     Json(json!({"accepted": true}))
 }
 
@@ -241,12 +289,7 @@ async fn a_burst_written_into_the_socket_at_once_is_answered_exactly_once() {
     let correlations: Vec<String> = (0..BURST).map(|i| format!("{tag}-{i}")).collect();
     let server =
         BurstServer::start(&s.worker.prefix.request_name(Operation::Run), &correlations).await;
-    let client = EventsClient::new(ClientConfig::new(
-        EventsUrl::parse(&format!("http://{}", server.addr)).unwrap(),
-        TokenSource::Static(Secret::new("fake-token")),
-    ))
-    .unwrap();
-    let app = App::over_http(&s, app::runtime(&s).unwrap(), &client, "w1".into());
+    let app = server.worker(&s);
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
 
@@ -259,14 +302,7 @@ async fn a_burst_written_into_the_socket_at_once_is_answered_exactly_once() {
     // them would be recorded by now.
     stop.cancel();
     handle.await.unwrap().unwrap();
-    let mut by_correlation: HashMap<String, Vec<Value>> = HashMap::new();
-    for event in server.run_responses() {
-        by_correlation
-            .entry(event["correlationId"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(event["payload"].clone());
-    }
-    let (succeeded, capacity) = exactly_once(&correlations, &by_correlation);
+    let (succeeded, capacity) = exactly_once(&correlations, &server.answers());
     eprintln!(
         "burst written at once: {succeeded} succeeded, {capacity} capacity ({} responses)",
         answers.len()
@@ -276,5 +312,32 @@ async fn a_burst_written_into_the_socket_at_once_is_answered_exactly_once() {
         *server.run_streams.lock().unwrap(),
         1,
         "the run stream stayed open: never closed, never reconnected"
+    );
+}
+
+/// Shutdown in the middle of a burst: the worker stops as soon as it has
+/// answered the first run, while most of the burst it has read is still on
+/// its way to dispatch. Every request read is still answered exactly once
+/// (the ones the stopping worker did not start: `canceled` or `capacity`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_read_before_shutdown_is_answered_to_the_last_request() {
+    common::init_tracing();
+    let tag = unique("burst4");
+    let s = small_worker(&tag, "small");
+    let correlations: Vec<String> = (0..BURST).map(|i| format!("{tag}-{i}")).collect();
+    let server =
+        BurstServer::start(&s.worker.prefix.request_name(Operation::Run), &correlations).await;
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(server.worker(&s).run_until(stop.clone().cancelled_owned()));
+    tokio::time::timeout(common::WAIT, server.first_published.cancelled())
+        .await
+        .expect("a first answer");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    let (succeeded, capacity, canceled) =
+        exactly_once_or_canceled(&correlations, &server.answers());
+    eprintln!(
+        "shutdown at the first answer: {succeeded} succeeded, {capacity} capacity, {canceled} canceled"
     );
 }

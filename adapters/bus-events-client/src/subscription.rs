@@ -44,9 +44,13 @@ const CHANNEL_CAPACITY: usize = 64;
 /// starts again from the smallest delay.
 const HEALTHY_CONNECTION: Duration = Duration::from_secs(30);
 
-/// How long a stream asked to stop keeps reading what has already arrived
-/// and the rest of a line it has begun, before it closes the connection.
+/// How long a stream asked to stop waits for the rest of a line it has
+/// begun before it closes the connection.
 pub const STOP_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a stream asked to stop keeps taking what has already arrived
+/// (a server that never stops writing cannot hold up a shutdown).
+const STOP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a stream asks the server to hand out events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,8 +418,8 @@ impl StreamTask {
 
     /// Read the body to its end, handing on every line. When `stop` fires,
     /// take no more from the server than what has already arrived — what
-    /// the body yields without waiting, and the rest of a begun line — for
-    /// at most [`STOP_DRAIN`], then close.
+    /// the body yields without waiting — and the rest of a begun line (for
+    /// at most [`STOP_DRAIN`]), then close.
     async fn read_body(&self, response: reqwest::Response) -> Next {
         let max_line_bytes = self.client.inner.max_line_bytes;
         let mut framer = LineFramer::new(max_line_bytes);
@@ -427,23 +431,27 @@ impl StreamTask {
                 None => tokio::select! {
                     biased;
                     () = self.stop.cancelled() => {
-                        draining = Some(tokio::time::Instant::now() + STOP_DRAIN);
+                        draining = Some(tokio::time::Instant::now());
                         continue;
                     }
                     next = body.next() => next,
                 },
-                Some(deadline) => {
+                Some(stopped) => {
                     let begun = framer.buffered_bytes() > 0;
-                    let waited = if begun {
+                    let waited = if stopped.elapsed() >= STOP_DRAIN_LIMIT {
+                        None
+                    } else if begun {
                         // The rest of this line is on its way: wait for it.
-                        tokio::time::timeout_at(deadline, body.next()).await.ok()
+                        tokio::time::timeout_at(stopped + STOP_DRAIN, body.next())
+                            .await
+                            .ok()
                     } else {
                         // Only what is there already.
                         futures_util::FutureExt::now_or_never(body.next())
                     };
                     match waited {
-                        Some(next) if tokio::time::Instant::now() < deadline => next,
-                        _ => {
+                        Some(next) => next,
+                        None => {
                             if begun {
                                 tracing::warn!(
                                     event = %self.name,
