@@ -123,6 +123,43 @@ async fn a_burst_of_100_runs_to_a_small_worker_is_answered_exactly_once() {
     worker.stop().await.unwrap();
 }
 
+/// The same on a real Docker Engine, and with the default limits (4 slots,
+/// 64 queue places: the hostile pass lost 5–26 of 100 there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_runs_on_a_real_engine_is_answered_exactly_once() {
+    let docker = common::require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    for (limits, fits) in [(SMALL, 10), ("", 68)] {
+        let runner = unique("burst-docker");
+        let s = common::docker_settings(&runner, limits);
+        let worker = spawn_worker(&bus, &s, &runner).await;
+        let caller = Caller::new(&bus, &s.worker.prefix);
+        let mut runs = caller.waiter(Operation::Run).await;
+        let run = json!({"image": common::test_image(), "command": ["true"]});
+        let sent = futures_util::future::join_all(
+            (0..BURST).map(|_| caller.publish(Operation::Run, run.clone())),
+        )
+        .await;
+        let answers = common::collect(&mut runs, BURST, Duration::from_secs(1), common::WAIT).await;
+        let (succeeded, capacity) = exactly_once(&sent, &answers);
+        eprintln!(
+            "real engine, {}: {succeeded} succeeded, {capacity} capacity",
+            if limits.is_empty() {
+                "defaults (4 + 64)"
+            } else {
+                "2 slots + 8 queued"
+            }
+        );
+        assert!(
+            succeeded >= fits,
+            "every slot and queue place took a run: {succeeded}"
+        );
+        worker.stop().await.unwrap();
+        let left = common::no_containers_left(&docker, &runner).await;
+        assert!(left.is_empty(), "containers left: {left:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_100_runs_to_two_workers_of_one_group_is_answered_exactly_once() {
     let bus = LocalBus::start().await.unwrap();
