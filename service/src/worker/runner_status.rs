@@ -69,10 +69,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
         if report.engine.is_none() {
             report.state = RunnerState::Unavailable;
-            report.problem = Some(down.join("; "));
-            if let Some(refused) = refused {
-                report.problem = Some(format!("{}; {refused}", down.join("; ")));
-            }
+            let problems: Vec<String> = std::iter::once(down.join("; ")).chain(refused).collect();
+            report.problem = Some(problems.join("; "));
             return report;
         }
         let mut problems = Vec::new();

@@ -2,8 +2,8 @@
 //!
 //! `Lifecycle` is created once by the composition root and handed to the
 //! worker and to the event adapters. Its tokens are private: adapters get
-//! child tokens (they can watch, not trigger), and [`Worker::shutdown`] is
-//! the only code that cancels them.
+//! child tokens (they can watch, not trigger), and [`Worker::begin_shutdown`]
+//! and [`Worker::shutdown`] are the only code that cancels them.
 
 use std::time::Duration;
 
