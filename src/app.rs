@@ -149,15 +149,6 @@ fn default_consumer() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// The `bus_docker_engine_up` label: the Docker host the runtime talks
-/// to, or the provider's name when it has none.
-fn engine_label(settings: &Settings) -> String {
-    match settings.provider {
-        Provider::Static => "static".into(),
-        Provider::Docker => bus_docker_engine::display_host(&settings.docker_hosts[0].url),
-    }
-}
-
 /// A wired worker and its event source.
 pub struct App<R, S, P> {
     worker: Worker<R, P>,
@@ -171,7 +162,6 @@ struct Ops {
     addr: Option<SocketAddr>,
     listener: Option<std::net::TcpListener>,
     streams: Option<StreamsHealth>,
-    engine_host: String,
     stop: CancellationToken,
 }
 
@@ -244,7 +234,6 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
             addr: settings.metrics_addr,
             listener: None,
             streams: None,
-            engine_host: engine_label(settings),
             stop: lifecycle.stopping(),
         };
         let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle);
@@ -289,7 +278,6 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
         let addr = self.ops.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let watch = crate::health::Watch {
             streams: self.ops.streams.clone(),
-            engine_host: self.ops.engine_host.clone(),
             stop: self.ops.stop.clone(),
         };
         crate::health::spawn(listener, &self.worker, watch)

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{LogFormat, OverrideValue, Provider};
@@ -95,6 +94,20 @@ pub enum Command {
 
 fn duration(v: &str) -> Result<Duration, String> {
     parse_duration(v)
+}
+
+/// A boolean flag value where empty means unset (contract §6, v3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetBool(pub Option<bool>);
+
+/// `1/true/yes/on`, `0/false/no/off`, or empty for unset.
+fn boolish_or_unset(v: &str) -> Result<SetBool, String> {
+    if v.is_empty() {
+        return Ok(SetBool(None));
+    }
+    crate::de::parse_bool(v)
+        .map(|b| SetBool(Some(b)))
+        .ok_or_else(|| format!("{v:?} is not a boolean (1/true/yes/on or 0/false/no/off)"))
 }
 
 #[derive(Debug, Args)]
@@ -202,36 +215,40 @@ pub struct WorkerArgs {
     /// Image of the codex profile.
     #[arg(long, env = "DOCKER_CONTAINER_CODEX_IMAGE", global = true)]
     pub container_codex_image: Option<String>,
-    /// Host Codex home, mounted at /root/.codex.
+    /// Host Codex home, mounted at /root/.codex. The codex host paths are
+    /// text, not clap paths: an empty value is unset (contract §6, v3).
     #[arg(long, env = "BUS_DOCKER_CODEX_HOME_HOST", global = true)]
-    pub codex_home_host_path: Option<PathBuf>,
+    pub codex_home_host_path: Option<String>,
     /// Mount the Codex home read-write (default read-only).
     #[arg(long, env = "BUS_DOCKER_CODEX_HOME_WRITABLE", global = true,
-          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
-    pub codex_home_writable: Option<bool>,
+          value_parser = boolish_or_unset, num_args = 0..=1, default_missing_value = "true")]
+    pub codex_home_writable: Option<SetBool>,
     /// Host workspace, mounted read-write.
     #[arg(long, env = "BUS_DOCKER_CODEX_WORKSPACE_HOST", global = true)]
-    pub codex_workspace_host_path: Option<PathBuf>,
+    pub codex_workspace_host_path: Option<String>,
     /// Where the workspace appears in the container (default /workspace).
     #[arg(long, env = "BUS_DOCKER_CODEX_WORKSPACE_CONTAINER", global = true)]
     pub codex_workspace_container_path: Option<String>,
     /// Host SSH directory, mounted read-only at /root/.ssh.
     #[arg(long, env = "BUS_DOCKER_CODEX_SSH_HOST", global = true)]
-    pub codex_ssh_host_path: Option<PathBuf>,
+    pub codex_ssh_host_path: Option<String>,
     /// Host SSH agent socket; SSH_AUTH_SOCK points at it in the container.
     #[arg(long, env = "BUS_DOCKER_CODEX_SSH_AGENT_HOST", global = true)]
-    pub codex_ssh_agent_host_path: Option<PathBuf>,
+    pub codex_ssh_agent_host_path: Option<String>,
     /// GIT_SSH_COMMAND in the container.
     #[arg(long, env = "BUS_DOCKER_CODEX_GIT_SSH_COMMAND", global = true)]
     pub codex_git_ssh_command: Option<String>,
 }
 
 impl WorkerArgs {
-    /// The given flags as dotted config keys.
+    /// The given flags as dotted config keys. An empty value is unset
+    /// (contract §6, v3): the Bus compose file always passes
+    /// `--codex-ssh-agent-host-path "$SSH_AUTH_SOCK"`, empty on a host
+    /// without an agent.
     pub fn overrides(&self) -> Vec<(String, OverrideValue)> {
         let mut out = Vec::new();
         let mut text = |key: &str, v: Option<String>| {
-            if let Some(v) = v {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
                 out.push((key.to_owned(), OverrideValue::Text(v)));
             }
         };
@@ -254,22 +271,22 @@ impl WorkerArgs {
             self.log_format.map(|f| format!("{f:?}").to_lowercase()),
         );
         text("codex.image", self.container_codex_image.clone());
-        text("codex.home_host_path", path(&self.codex_home_host_path));
+        text("codex.home_host_path", self.codex_home_host_path.clone());
         text(
             "codex.workspace_host_path",
-            path(&self.codex_workspace_host_path),
+            self.codex_workspace_host_path.clone(),
         );
         text(
             "codex.workspace_container_path",
             self.codex_workspace_container_path.clone(),
         );
-        text("codex.ssh_host_path", path(&self.codex_ssh_host_path));
+        text("codex.ssh_host_path", self.codex_ssh_host_path.clone());
         text(
             "codex.ssh_agent_host_path",
-            path(&self.codex_ssh_agent_host_path),
+            self.codex_ssh_agent_host_path.clone(),
         );
         text("codex.git_ssh_command", self.codex_git_ssh_command.clone());
-        if let Some(w) = self.codex_home_writable {
+        if let Some(SetBool(Some(w))) = self.codex_home_writable {
             out.push(("codex.home_writable".into(), OverrideValue::Bool(w)));
         }
         if let Some(n) = self.max_concurrent_runs {

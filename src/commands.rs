@@ -155,8 +155,8 @@ async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<S
         ..settings.clone()
     };
     let rt = app::runtime(&docker).map_err(|e| e.to_string())?;
-    let reachable = rt.ping_all(Duration::from_secs(5)).await;
-    if !reachable.iter().any(|(_, answer)| answer.is_ok()) {
+    rt.probe().await;
+    if !rt.health().iter().any(|engine| engine.state.is_ok()) {
         return Err(
             "no Docker Engine reachable: scripts/docker-engine.sh ensure starts one".into(),
         );

@@ -132,6 +132,57 @@ pub mod opt_duration {
     }
 }
 
+/// Text where an empty value means unset (contract §6, v3: compose files
+/// pass `""` for an option they have no value for).
+pub mod set_text {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(TextVisitor)
+            .map(|v| (!v.is_empty()).then_some(v))
+    }
+}
+
+/// A path where an empty value means unset.
+pub mod set_path {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::path::PathBuf>, D::Error> {
+        super::set_text::deserialize(d).map(|v| v.map(std::path::PathBuf::from))
+    }
+}
+
+/// A boolean where an empty value means unset (`false`, the default).
+pub mod set_boolean {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        struct Lenient;
+        impl<'de> Visitor<'de> for Lenient {
+            type Value = bool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                BoolVisitor.expecting(f)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+                BoolVisitor.visit_i64(v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+                BoolVisitor.visit_u64(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+                if v.is_empty() {
+                    Ok(false)
+                } else {
+                    BoolVisitor.visit_str(v)
+                }
+            }
+        }
+        d.deserialize_any(Lenient)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,16 +10,15 @@
 //!   meanwhile serves the operations whose streams it has, so a probe that
 //!   only restarts on `/healthz` leaves it running.
 //!
-//! Without `--metrics-addr` none of this exists: no socket is opened. The
-//! engine is probed (`engine_info`, the cheapest call the runtime port
-//! has) every [`ENGINE_PROBE_INTERVAL`], each engine of the pool at once,
-//! and the result feeds both `/readyz` and `bus_docker_engine_up` (one
-//! series per engine). The listener and the probe stop
-//! when the worker starts stopping: a draining worker takes no requests.
+//! Without `--metrics-addr` none of this exists: no socket is opened.
+//! Engine health is the pool's (`bus_docker_service::pool`: one probe
+//! loop, one timeout, one state): `/readyz` and `bus_docker_engine_up`
+//! (one series per engine) read it when they are asked. The listener
+//! stops when the worker starts stopping: a draining worker takes no
+//! requests.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -32,13 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use bus_docker_service::metrics::{Metrics, CONTENT_TYPE};
+use bus_docker_service::pool::EngineHealth;
 use bus_docker_service::worker::Worker;
-
-/// How often the engine is probed.
-pub const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How long one probe may take before the engine counts as unreachable.
-const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Open the listener (at start-up, so a bad address fails the start).
 ///
@@ -57,22 +51,20 @@ struct Shared {
     sample: Arc<dyn Fn() -> bus_docker_service::metrics::Sample + Send + Sync>,
     /// `None`: a source without streams (tests' in-memory events).
     streams: Option<StreamsHealth>,
-    /// The last probe: `Ok`, or why the engine is not usable.
-    engine: Arc<Mutex<Result<(), String>>>,
+    /// Each engine's health as the pool last noted it.
+    engines: Arc<dyn Fn() -> Vec<EngineHealth> + Send + Sync>,
 }
 
 /// The listener's inputs besides the worker.
 pub struct Watch {
     /// The request streams to report on, if the source has any.
     pub streams: Option<StreamsHealth>,
-    /// The `host` label of `bus_docker_engine_up`.
-    pub engine_host: String,
     /// Fires when the worker starts stopping.
     pub stop: CancellationToken,
 }
 
-/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` and probe the
-/// engine, both until `watch.stop` fires.
+/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until
+/// `watch.stop` fires.
 ///
 /// # Errors
 /// The listener cannot be handed to the async runtime.
@@ -85,6 +77,7 @@ pub fn spawn<R: ContainerRuntime, P: EventPublisher>(
     let addr = listener.local_addr()?;
     let sampled = worker.clone();
     let streams = watch.streams.clone();
+    let pooled = worker.clone();
     let shared = Shared {
         metrics: worker.metrics().clone(),
         sample: Arc::new(move || {
@@ -93,14 +86,8 @@ pub fn spawn<R: ContainerRuntime, P: EventPublisher>(
             sample
         }),
         streams: watch.streams,
-        engine: Arc::new(Mutex::new(Err("the engine has not been probed yet".into()))),
+        engines: Arc::new(move || pooled.pool().health()),
     };
-    tokio::spawn(probe_engine(
-        worker.clone(),
-        shared.clone(),
-        watch.engine_host,
-        watch.stop.clone(),
-    ));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -119,44 +106,12 @@ pub fn spawn<R: ContainerRuntime, P: EventPublisher>(
     Ok(())
 }
 
-async fn probe_engine<R: ContainerRuntime, P: EventPublisher>(
-    worker: Worker<R, P>,
-    shared: Shared,
-    host: String,
-    stop: CancellationToken,
-) {
-    loop {
-        let probes = tokio::select! {
-            () = stop.cancelled() => return,
-            probes = worker.pool().ping_all(ENGINE_PROBE_TIMEOUT) => probes,
-        };
-        let mut down = Vec::new();
-        for (engine, result) in &probes {
-            let label = if engine.is_unnamed() {
-                host.clone()
-            } else {
-                engine.to_string()
-            };
-            shared.metrics.engine_up(&label, result.is_ok());
-            if let Err(why) = result {
-                down.push(format!("{label}: {why}"));
-            }
-        }
-        // Ready while any engine of the pool can take runs.
-        let verdict = if down.len() < probes.len() {
-            Ok(())
-        } else {
-            Err(down.join("; "))
-        };
-        *shared.engine.lock().unwrap_or_else(PoisonError::into_inner) = verdict;
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(ENGINE_PROBE_INTERVAL) => {}
-        }
-    }
-}
-
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    for engine in (shared.engines)() {
+        shared
+            .metrics
+            .engine_up(&engine.label, engine.state.is_ok());
+    }
     let text = shared.metrics.encode((shared.sample)());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }
@@ -193,11 +148,24 @@ fn not_ready(shared: &Shared) -> Option<String> {
             ));
         }
     }
-    let engine = shared.engine.lock().unwrap_or_else(PoisonError::into_inner);
-    match &*engine {
-        Ok(()) => None,
-        Err(why) => Some(format!("engine unreachable: {}", one_line(why))),
+    // Ready while any engine of the pool can take runs.
+    let engines = (shared.engines)();
+    if engines.iter().any(|e| e.state.is_ok()) {
+        return None;
     }
+    let down: Vec<String> = engines
+        .iter()
+        .filter_map(|e| {
+            e.state
+                .as_ref()
+                .err()
+                .map(|why| format!("{}: {why}", e.label))
+        })
+        .collect();
+    Some(format!(
+        "engine unreachable: {}",
+        one_line(&down.join("; "))
+    ))
 }
 
 /// A reason on one short line.

@@ -62,6 +62,30 @@ fn random_secret() -> String {
 }
 
 impl LocalBus {
+    /// The worker binary `bin` as a child process on this bus: a docker
+    /// worker with runner name `runner` on event prefix `prefix`, with no
+    /// colour in its logs and no configuration file but what the caller
+    /// adds. Callers add their own settings and stdio, then spawn it; the
+    /// integration tests and the benchmark both start workers this way.
+    pub fn worker_command(
+        &self,
+        bin: &std::path::Path,
+        runner: &str,
+        prefix: &str,
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(bin);
+        command
+            .env("BUS_EVENTS_API_URL", self.url())
+            .env("BUS_API_TOKEN", self.token())
+            .env("BUS_DOCKER_PROVIDER", "docker")
+            .env("BUS_DOCKER_EVENT_PREFIX", prefix)
+            .env("BUS_DOCKER_RUNNER_NAME", runner)
+            .env("NO_COLOR", "1")
+            .env_remove("BUS_DOCKER_CONFIG")
+            .kill_on_drop(true);
+        command
+    }
+
     /// Start on 127.0.0.1 with a random port and secret.
     ///
     /// # Errors

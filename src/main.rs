@@ -29,6 +29,17 @@ async fn run(cli: Cli) -> ExitCode {
     // One-shot commands print their result on stdout; keep stderr quiet.
     let quiet = !matches!(mode, Mode::Serve);
     telemetry::init(settings.log_format, if quiet { "warn" } else { "info" });
+    // Contract §6 (v3): host paths are the engine's; say once which ones
+    // this worker cannot check.
+    for p in &settings.invisible_host_paths {
+        tracing::warn!(
+            key = %p.key,
+            path = %p.path.display(),
+            reason = %p.reason,
+            "configured host path is not visible to the worker; passing it to the Docker \
+             engine as given (it must exist on the Docker host)"
+        );
+    }
 
     match mode {
         Mode::ListEvents(format) => {

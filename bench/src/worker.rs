@@ -55,20 +55,13 @@ impl WorkerProcess {
         let spawned = Instant::now();
         let file = std::fs::File::create(log)
             .map_err(|e| BenchError::new(format!("creating {}: {e}", log.display())))?;
-        let child = tokio::process::Command::new(bin)
-            .env("BUS_EVENTS_API_URL", bus.url())
-            .env("BUS_API_TOKEN", bus.token())
-            .env("BUS_DOCKER_PROVIDER", "docker")
-            .env("BUS_DOCKER_EVENT_PREFIX", prefix.as_str())
-            .env("BUS_DOCKER_RUNNER_NAME", runner)
+        let child = bus
+            .worker_command(bin, runner, prefix.as_str())
             .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", max_concurrent.to_string())
             .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .env_remove("BUS_DOCKER_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| BenchError::new(format!("starting the worker {}: {e}", bin.display())))?;
         let pid = child

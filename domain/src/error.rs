@@ -161,6 +161,10 @@ pub enum RuntimeError {
     /// Anything else the engine refused.
     #[error("engine error: {0}")]
     Engine(String),
+    /// The engine refused a field of the request that only it can check,
+    /// e.g. a `network` that does not exist on it.
+    #[error("{0}")]
+    InvalidSpec(FieldError),
 }
 
 impl From<RuntimeError> for OperationError {
@@ -181,6 +185,7 @@ impl From<RuntimeError> for OperationError {
             }
             RuntimeError::Forbidden { rule, detail } => Self::Forbidden { rule, detail },
             RuntimeError::Engine(m) => Self::Unexpected(m),
+            RuntimeError::InvalidSpec(e) => Self::InvalidSpec(e),
         }
     }
 }

@@ -318,16 +318,35 @@ mod reference {
 }
 
 impl NetworkName {
+    /// A network name (`[A-Za-z0-9_.-]{1,64}`: `none`, `default`, `bridge`,
+    /// `host`, a user-defined network), or a namespace-sharing mode
+    /// `<mode>:<target>` such as `container:<id>` (`[A-Za-z0-9_.-]` on both
+    /// sides, at most 256 bytes). Parsing says nothing about whether it is
+    /// allowed: see [`crate::network::NetworkPolicy`].
+    ///
     /// # Errors
-    /// `FieldError` unless `[A-Za-z0-9_.-]{1,64}`.
+    /// `FieldError` for anything else.
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        if value.is_empty() || value.len() > 64 || !value.chars().all(is_id_char) {
+        let plain = !value.is_empty() && value.len() <= 64 && value.chars().all(is_id_char);
+        let mode = value.split_once(':').is_some_and(|(mode, target)| {
+            value.len() <= 256
+                && !mode.is_empty()
+                && mode.chars().all(is_id_char)
+                && !target.is_empty()
+                && target.chars().all(is_id_char)
+        });
+        if !plain && !mode {
             return Err(FieldError::new(
                 "network",
-                "must match [A-Za-z0-9_.-]{1,64}",
+                "must be a network name [A-Za-z0-9_.-]{1,64} or a mode such as container:<id>",
             ));
         }
         Ok(Self(value.to_owned()))
+    }
+
+    /// The engine's default network (Docker's `default`).
+    pub fn engine_default() -> Self {
+        Self("default".to_owned())
     }
 
     /// The network mode `none`.

@@ -14,6 +14,7 @@
 //! * [`request`], [`response`], [`run`]: what flows in and out.
 //! * [`output`]: live output (`OutputSink`, `OutputEvent`).
 //! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
+//! * [`network`]: which network a run joins (`NetworkPolicy`).
 //! * [`placement`]: which engine of the pool a new run goes to.
 //! * [`error`]: errors and the wire codes they map to.
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod mount;
+pub mod network;
 pub mod output;
 pub mod placement;
 pub mod ports;

@@ -416,5 +416,8 @@ impl MountPolicy {
     }
 }
 
+mod host_path;
+pub use host_path::OperatorHostPath;
+
 #[cfg(test)]
 pub(crate) mod tests;

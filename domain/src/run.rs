@@ -425,6 +425,8 @@ pub struct RunnerReport {
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,
+    /// The network policy in force (contract §4, v3).
+    pub networks: crate::network::NetworkPolicy,
     /// Every request stream, in operation order (contract §9); empty for a
     /// source without streams.
     pub streams: Vec<StreamReport>,

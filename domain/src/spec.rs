@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{FieldError, OperationError};
 use crate::ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
 use crate::mount::{ContainerPath, HostPaths, Mount, MountPolicy};
+use crate::network::NetworkPolicy;
 use crate::profile::{Hardening, Profile, Profiles, PullPolicy};
 use crate::request::RunRequest;
 
@@ -49,13 +50,19 @@ impl ImagePolicy {
     }
 }
 
+/// The timeout of a run that names none (and whose profile names none):
+/// 30 minutes, what the Bus router and task bridge wait (contract §4, v3).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The longest run by default: the default timeout fits.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
 /// The operator's rules for requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub mounts: MountPolicy,
     pub images: ImagePolicy,
-    pub allowed_networks: Vec<NetworkName>,
-    pub default_network: NetworkName,
+    pub networks: NetworkPolicy,
     pub default_timeout: Duration,
     pub max_timeout: Duration,
     pub max_output_bytes: usize,
@@ -68,10 +75,9 @@ impl Default for Policy {
         Self {
             mounts: MountPolicy::default(),
             images: ImagePolicy::new(vec!["*".to_owned()]),
-            allowed_networks: vec![NetworkName::none()],
-            default_network: NetworkName::none(),
-            default_timeout: Duration::from_secs(300),
-            max_timeout: Duration::from_secs(1800),
+            networks: NetworkPolicy::default(),
+            default_timeout: DEFAULT_TIMEOUT,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
             max_output_bytes: 1024 * 1024,
             default_pull_policy: PullPolicy::IfNotPresent,
             hardening: Hardening::default(),
@@ -193,7 +199,7 @@ pub fn resolve(
         owner: req.owner.clone().or_else(|| origin.stamped_owner.clone()),
         correlation: origin.correlation.clone(),
         reply_event: origin.reply_event.clone(),
-        profile: profile.map(|p| p.name.clone()),
+        profile: req.profile.clone(),
         image,
         pull_policy: profile.map_or(policy.default_pull_policy, |p| p.pull_policy),
         command,
@@ -226,16 +232,37 @@ fn check_privileges(req: &RunRequest) -> Result<(), OperationError> {
     }
 }
 
+/// The configured profile the request names. A profile this worker does
+/// not configure, sent with an `image`, is an image run recorded under that
+/// name (the Bus smoke scripts send `{"profile":"local-model","image":…}`);
+/// without an image it says how to configure it.
 fn profile_of<'p>(
     req: &RunRequest,
     profiles: &'p Profiles,
 ) -> Result<Option<&'p Profile>, OperationError> {
-    match &req.profile {
-        Some(name) => Ok(Some(profiles.get(name).ok_or_else(|| {
-            FieldError::new("profile", format!("unknown profile {:?}", name.as_str()))
-        })?)),
-        None => Ok(None),
+    let Some(name) = &req.profile else {
+        return Ok(None);
+    };
+    match profiles.get(name) {
+        Some(profile) => Ok(Some(profile)),
+        None if req.image.is_some() => Ok(None),
+        None => Err(FieldError::new("profile", unconfigured_profile(name)).into()),
     }
+}
+
+/// Why a profile cannot run here, and how the operator configures it.
+pub fn unconfigured_profile(name: &ProfileName) -> String {
+    let how = if name.as_str() == "codex" {
+        "start the worker with --container-codex-image IMAGE (env DOCKER_CONTAINER_CODEX_IMAGE)"
+            .to_owned()
+    } else {
+        format!("add [profiles.{name}] with an image to the worker's config file")
+    };
+    format!(
+        "unknown profile {:?}: this worker does not configure it; {how}, or send an image \
+         with the request",
+        name.as_str()
+    )
 }
 
 fn image_allowed(policy: &Policy, image: &ImageRef) -> Result<(), OperationError> {
@@ -376,26 +403,21 @@ fn admitted_mounts(
     Ok(mounts)
 }
 
-/// The requested network if allowed (by policy or as the profile's own),
-/// else the profile's, else the policy default.
+/// The requested network if the policy allows it (or it is the profile's
+/// own), else the profile's, else the policy default.
 fn network_of(
     req: &RunRequest,
     profile: Option<&Profile>,
     policy: &Policy,
 ) -> Result<NetworkName, OperationError> {
     match (&req.network, profile.and_then(|p| p.network.clone())) {
-        (Some(n), profile_net) => {
-            let allowed = policy.allowed_networks.contains(n) || profile_net.as_ref() == Some(n);
-            if !allowed {
-                return Err(OperationError::forbidden(
-                    "network_not_allowed",
-                    format!("network {n} is not in the allowed networks"),
-                ));
-            }
+        (Some(n), Some(own)) if *n == own => Ok(own),
+        (Some(n), _) => {
+            policy.networks.check(n)?;
             Ok(n.clone())
         }
         (None, Some(n)) => Ok(n),
-        (None, None) => Ok(policy.default_network.clone()),
+        (None, None) => Ok(policy.networks.default_network().clone()),
     }
 }
 

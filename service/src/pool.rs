@@ -4,12 +4,20 @@
 //! engine, routing a call on a container to the engine holding it, and
 //! each engine's health.
 //!
-//! Health: an engine that answers a call `Unavailable` is *down*; a down
-//! engine is skipped for placement and listings (no call waits for its
-//! connect timeout) until a call or the background probe
-//! ([`EnginePool::probe_down`]) reaches it again. When every engine is
-//! down, each call tries them all: a pool of one behaves as a single
-//! engine always did.
+//! Health: the pool is its one owner. An engine that answers a call
+//! `Unavailable`, or does not answer within [`ENGINE_TIMEOUT`], is *down*;
+//! a down engine is skipped for placement and listings (no call waits for
+//! its connect timeout) until a call or the background probe
+//! ([`EnginePool::probe`], every [`PROBE_INTERVAL`], started by the
+//! worker's background work) reaches it again. `/readyz`, the
+//! `bus_docker_engine_up` gauge and `runner.status` read that one state
+//! ([`EnginePool::health`]), and an engine's label is decided once
+//! ([`EnginePool::label`]). When every engine is down, each call tries
+//! them all: a pool of one behaves as a single engine always did.
+//!
+//! An engine that comes back needs no recovery of its own: a run being
+//! driven there re-attaches by itself (the drive retries with backoff),
+//! and start-up recovery retries each engine until it answers.
 //!
 //! The pool stamps [`ContainerRef::engine`] on every container it hands
 //! out; runtimes never see engine ids.
@@ -30,14 +38,14 @@ use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
-/// How often down engines are probed in the background.
+/// How often every engine is probed in the background.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How long one engine may take to answer a listing before it counts as
-/// down: a hung engine (it accepts connections, never answers) must not
-/// hold every placement and every status behind the engine client's
-/// request timeout.
-pub const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one engine may take to answer a probe or a listing before it
+/// counts as down: a hung engine (it accepts connections, never answers)
+/// must not hold every placement and every status behind the engine
+/// client's request timeout.
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the pool knows about one engine's reachability.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,10 +77,6 @@ impl<R> Member<R> {
             .clone()
     }
 
-    fn is_down(&self) -> bool {
-        matches!(self.health(), Health::Down(_))
-    }
-
     /// Record what a call says about reachability; logs transitions.
     fn note<T>(&self, result: &Result<T, RuntimeError>) {
         let next = match result {
@@ -92,6 +96,15 @@ impl<R> Member<R> {
         }
         *health = next;
     }
+}
+
+/// One engine's health as the pool last noted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// [`EnginePool::label`] of the engine.
+    pub label: String,
+    /// `Err` with why while it is down or was never reached.
+    pub state: Result<(), String>,
 }
 
 /// What a listing across the pool found, and which engines it could not
@@ -295,11 +308,11 @@ impl<R: ContainerRuntime> EnginePool<R> {
         m: &Member<R>,
         filter: &ManagedFilter,
     ) -> Result<Vec<ManagedContainer>, RuntimeError> {
-        let result = tokio::time::timeout(LIST_TIMEOUT, m.runtime.list_managed(filter))
+        let result = tokio::time::timeout(ENGINE_TIMEOUT, m.runtime.list_managed(filter))
             .await
             .unwrap_or_else(|_| {
                 Err(RuntimeError::Unavailable(format!(
-                    "no answer to a container listing within {LIST_TIMEOUT:?}"
+                    "no answer to a container listing within {ENGINE_TIMEOUT:?}"
                 )))
             });
         m.note(&result);
@@ -492,26 +505,47 @@ impl<R: ContainerRuntime> EnginePool<R> {
         .await
     }
 
-    /// Ask every engine whether it answers, within `timeout` each (the
-    /// health listener's probe).
-    pub async fn ping_all(&self, timeout: Duration) -> Vec<(EngineId, Result<(), String>)> {
+    /// Ask every engine whether it answers, each within [`ENGINE_TIMEOUT`],
+    /// and note the answer as its health (the background probe; also what
+    /// one-shot commands call before they use an engine).
+    pub async fn probe(&self) {
         join_all(self.members.iter().map(|m| async move {
-            let answer = match tokio::time::timeout(timeout, self.info(m)).await {
-                Ok(info) => info.map(drop).map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            };
-            (m.id.clone(), answer)
+            if tokio::time::timeout(ENGINE_TIMEOUT, self.info(m))
+                .await
+                .is_err()
+            {
+                m.note::<()>(&Err(RuntimeError::Unavailable(format!(
+                    "no answer within {ENGINE_TIMEOUT:?}"
+                ))));
+            }
         }))
-        .await
+        .await;
     }
 
-    /// Probe the engines known to be down; returns the ones that answer
-    /// again (recovery then looks for this runner's containers on them).
-    pub async fn probe_down(&self) -> Vec<EngineId> {
-        let down = self.members.iter().filter(|m| m.is_down());
-        let revived =
-            join_all(down.map(|m| async { self.info(m).await.ok().map(|_| m.id.clone()) })).await;
-        revived.into_iter().flatten().collect()
+    /// Each engine's label and health as last noted: `Err` with why for
+    /// an engine that is down or was never reached yet.
+    pub fn health(&self) -> Vec<EngineHealth> {
+        self.members
+            .iter()
+            .map(|m| EngineHealth {
+                label: self.label(&m.id),
+                state: match m.health() {
+                    Health::Up => Ok(()),
+                    Health::Down(why) => Err(why),
+                    Health::Unknown => Err("not reached yet".into()),
+                },
+            })
+            .collect()
+    }
+
+    /// How logs, metrics and responses name `engine`: its URL without
+    /// credentials, or the provider's name for a runtime outside a pool.
+    pub fn label(&self, engine: &EngineId) -> String {
+        if engine.is_unnamed() {
+            self.provider().to_owned()
+        } else {
+            engine.to_string()
+        }
     }
 
     /// Ask an engine about itself: the one place that notes its health

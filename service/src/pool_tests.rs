@@ -20,6 +20,8 @@ struct Switchable {
     hung: Arc<AtomicBool>,
     /// It pins request mounts (a local engine).
     pins: Arc<AtomicBool>,
+    /// `engine_info` never answers either.
+    mute: Arc<AtomicBool>,
 }
 
 impl Switchable {
@@ -41,6 +43,9 @@ impl ContainerRuntime for Switchable {
     }
     async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
         self.check()?;
+        if self.mute.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let mut info = self.inner.engine_info().await?;
         if self.pins.load(Ordering::SeqCst) {
             info.request_mounts = RequestMounts::Pinned;
@@ -199,9 +204,11 @@ async fn a_down_engine_is_skipped_listed_as_unreachable_and_revived_by_a_probe()
         listing.missing("before"),
         OperationError::RuntimeUnavailable(_)
     ));
-    assert!(pool.probe_down().await.is_empty());
+    pool.probe().await;
+    assert!(pool.health()[0].state.is_err(), "still down");
     engines[0].set_down(false);
-    assert_eq!(pool.probe_down().await, vec![on_0.engine.clone()]);
+    pool.probe().await;
+    assert_eq!(pool.health()[0].state, Ok(()), "came back");
     let listing = pool.list_managed(&ManagedFilter::all()).await.unwrap();
     assert_eq!(
         (listing.containers.len(), listing.unreachable.len()),
@@ -239,7 +246,7 @@ async fn a_hung_engine_is_given_up_after_the_list_timeout() {
     let started = tokio::time::Instant::now();
     let c = run_one(&pool, "a").await.unwrap();
     assert_eq!(index(&c), '1');
-    assert_eq!(started.elapsed(), LIST_TIMEOUT);
+    assert_eq!(started.elapsed(), ENGINE_TIMEOUT);
     // Marked down: the next placement does not wait for it again.
     let again = tokio::time::Instant::now();
     run_one(&pool, "b").await.unwrap();
@@ -287,4 +294,21 @@ async fn calls_on_a_container_go_to_the_engine_holding_it() {
         pool.remove(&stranger).await,
         Err(RuntimeError::Engine(_))
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_marks_a_hung_engine_down_after_the_engine_timeout() {
+    let (pool, engines) = pool(2, None);
+    assert!(
+        pool.health().iter().all(|e| e.state.is_err()),
+        "not reached yet"
+    );
+    engines[0].mute.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    pool.probe().await;
+    assert_eq!(started.elapsed(), ENGINE_TIMEOUT, "one timeout for all");
+    let health = pool.health();
+    assert!(health[0].state.is_err(), "{health:?}");
+    assert_eq!(health[1].state, Ok(()));
+    assert_ne!(health[0].label, health[1].label);
 }

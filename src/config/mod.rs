@@ -36,8 +36,8 @@ mod sections;
 
 pub use hosts::{DockerHostSettings, HostEntry, HostTable};
 pub use sections::{
-    CodexConfig, DockerConfig, EventsConfig, HardeningConfig, MountConfig, PolicyConfig,
-    ProfileConfig,
+    CodexConfig, DockerConfig, EventsConfig, HardeningConfig, InvisibleHostPath, MountConfig,
+    PolicyConfig, ProfileConfig,
 };
 
 /// Env prefix for any config key: `BUS_DOCKER__POLICY__MAX_TIMEOUT`.
@@ -207,6 +207,9 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The deadline of one image pull (`pull_timeout`).
     pub pull_timeout: Duration,
+    /// Configured host paths the worker cannot see (contract §6, v3): the
+    /// engine resolves them; `main` warns once for each.
+    pub invisible_host_paths: Vec<InvisibleHostPath>,
 }
 
 /// `HOST:PORT`: an IP address, or a name resolved once at start-up.
@@ -292,9 +295,8 @@ impl Config {
         let protected = protected_paths(&docker_hosts);
         let policy = self.policy.policy(protected)?;
         let mut profiles = Vec::new();
-        if let Some(codex) = self.codex.profile(&policy)? {
-            profiles.push(codex);
-        }
+        let (codex, invisible_host_paths) = self.codex.profile(&policy)?;
+        profiles.extend(codex);
         for (name, pc) in &self.profiles {
             let profile = pc.profile(name, &policy)?;
             if profiles.iter().any(|p: &Profile| p.name == profile.name) {
@@ -333,6 +335,7 @@ impl Config {
             mount_staging_dir,
             metrics_addr,
             pull_timeout: self.pull_timeout,
+            invisible_host_paths,
         })
     }
 }

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bus_docker_domain::mount::OperatorHostPath;
 use bus_docker_domain::mount::{
     AccessMode, ContainerPath, HostPaths, Mount, MountPolicy, ProtectedPath, RealHostPaths,
 };
+use bus_docker_domain::network::NetworkPolicy;
 use bus_docker_domain::profile::{CodexOptions, Hardening, Profile, PullPolicy};
 use bus_docker_domain::spec::{ImagePolicy, Policy};
 use bus_docker_domain::{FieldError, ImageRef, NetworkName, ProfileName};
@@ -80,9 +82,13 @@ pub struct DockerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub allowed_mount_roots: Vec<PathBuf>,
-    pub allowed_networks: Vec<String>,
-    #[serde(deserialize_with = "de::text::deserialize")]
-    pub default_network: String,
+    /// Unset: any network that shares no namespace (`none`, `default`,
+    /// `bridge`, user-defined networks); set: the complete list.
+    pub allowed_networks: Option<Vec<String>>,
+    /// Unset: the first of `allowed_networks`, else the engine's default
+    /// network (`default`).
+    #[serde(deserialize_with = "de::set_text::deserialize")]
+    pub default_network: Option<String>,
     pub allowed_images: Vec<String>,
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub default_timeout: Duration,
@@ -101,11 +107,11 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             allowed_mount_roots: Vec::new(),
-            allowed_networks: vec!["none".into()],
-            default_network: "none".into(),
+            allowed_networks: None,
+            default_network: None,
             allowed_images: vec!["*".into()],
-            default_timeout: Duration::from_secs(300),
-            max_timeout: Duration::from_secs(1800),
+            default_timeout: bus_docker_domain::spec::DEFAULT_TIMEOUT,
+            max_timeout: bus_docker_domain::spec::DEFAULT_MAX_TIMEOUT,
             max_stop_grace: Duration::from_secs(60),
             max_output_bytes: 1024 * 1024,
             pull_policy: "if-not-present".into(),
@@ -159,20 +165,25 @@ impl HardeningConfig {
 }
 
 /// The codex profile (contract §6); flags and their env vars override these.
+/// An empty value is unset (v3).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CodexConfig {
-    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    #[serde(deserialize_with = "de::set_text::deserialize")]
     pub image: Option<String>,
+    #[serde(deserialize_with = "de::set_path::deserialize")]
     pub home_host_path: Option<PathBuf>,
-    #[serde(deserialize_with = "de::boolean::deserialize")]
+    #[serde(deserialize_with = "de::set_boolean::deserialize")]
     pub home_writable: bool,
+    #[serde(deserialize_with = "de::set_path::deserialize")]
     pub workspace_host_path: Option<PathBuf>,
-    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    #[serde(deserialize_with = "de::set_text::deserialize")]
     pub workspace_container_path: Option<String>,
+    #[serde(deserialize_with = "de::set_path::deserialize")]
     pub ssh_host_path: Option<PathBuf>,
+    #[serde(deserialize_with = "de::set_path::deserialize")]
     pub ssh_agent_host_path: Option<PathBuf>,
-    #[serde(deserialize_with = "de::opt_text::deserialize")]
+    #[serde(deserialize_with = "de::set_text::deserialize")]
     pub git_ssh_command: Option<String>,
     #[serde(deserialize_with = "de::opt_text::deserialize")]
     pub pull_policy: Option<String>,
@@ -237,16 +248,22 @@ impl PolicyConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let allowed_networks = self
             .allowed_networks
-            .iter()
-            .map(|n| NetworkName::parse(n))
-            .collect::<Result<Vec<_>, _>>()
+            .as_ref()
+            .map(|list| list.iter().map(|n| NetworkName::parse(n)).collect())
+            .transpose()
             .map_err(field("policy.allowed_networks"))?;
+        let default_network = self
+            .default_network
+            .as_deref()
+            .map(NetworkName::parse)
+            .transpose()
+            .map_err(field("policy.default_network"))?;
+        let networks = NetworkPolicy::new(allowed_networks, default_network)
+            .map_err(|e| invalid(format!("policy.{}", e.field()), e.message()))?;
         Ok(Policy {
             mounts: MountPolicy::new(roots, protected),
             images: ImagePolicy::new(self.allowed_images.clone()),
-            allowed_networks,
-            default_network: NetworkName::parse(&self.default_network)
-                .map_err(field("policy.default_network"))?,
+            networks,
             default_timeout: self.default_timeout,
             max_timeout: self.max_timeout,
             max_output_bytes: self.max_output_bytes,
@@ -339,18 +356,46 @@ impl ProfileConfig {
     }
 }
 
+/// A codex host path the worker cannot see (contract §6, v3): taken as
+/// configured, for the engine to resolve; the worker warns once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvisibleHostPath {
+    /// The config key, e.g. `codex.home_host_path`.
+    pub key: String,
+    pub path: PathBuf,
+    /// Why the worker cannot see it (the lookup's error).
+    pub reason: String,
+}
+
 impl CodexConfig {
-    /// The `codex` profile (contract §6), or `None` without an image. Its
-    /// host paths are checked at start-up like profile mounts: they must
-    /// exist and are never the Docker socket.
+    /// The `codex` profile (contract §6), or `None` without an image, and
+    /// the configured host paths the worker cannot see. These are paths on
+    /// the Docker host: one the worker sees is canonicalised and never the
+    /// Docker socket (by identity); one it cannot see is taken as given
+    /// (never an engine socket by path) and listed for a warning.
     ///
     /// # Errors
     /// `Invalid` naming the `codex.*` key that is wrong.
-    pub fn profile(&self, policy: &Policy) -> Result<Option<Profile>, ConfigError> {
-        let path = |key: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
-            p.as_ref()
-                .map(|p| operator_path(&format!("codex.{key}"), p, &policy.mounts))
-                .transpose()
+    pub fn profile(
+        &self,
+        policy: &Policy,
+    ) -> Result<(Option<Profile>, Vec<InvisibleHostPath>), ConfigError> {
+        let mut invisible = Vec::new();
+        let mut path = |key: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(p) = p else { return Ok(None) };
+            let key = format!("codex.{key}");
+            let checked = policy
+                .mounts
+                .check_operator_path(&key, p, &RealHostPaths)
+                .map_err(|e| invalid(&key, e.message()))?;
+            if let OperatorHostPath::Invisible { path, reason } = &checked {
+                invisible.push(InvisibleHostPath {
+                    key,
+                    path: path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Ok(Some(checked.path().to_owned()))
         };
         let options = CodexOptions {
             image: self
@@ -373,14 +418,14 @@ impl CodexConfig {
             git_ssh_command: self.git_ssh_command.clone(),
         };
         let Some(mut profile) = options.profile(policy.hardening.clone()) else {
-            return Ok(None);
+            return Ok((None, invisible));
         };
         profile.pull_policy = match &self.pull_policy {
             Some(p) => PullPolicy::parse(p).map_err(field("codex.pull_policy"))?,
             None => policy.default_pull_policy,
         };
         profile.default_timeout = self.default_timeout;
-        Ok(Some(profile))
+        Ok((Some(profile), invisible))
     }
 }
 
@@ -487,7 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (policy, socket) = policy_with_socket(dir.path());
         assert!(
-            CodexConfig::default().profile(&policy).unwrap().is_none(),
+            CodexConfig::default().profile(&policy).unwrap().0.is_none(),
             "no image, no profile"
         );
         let codex = CodexConfig {
@@ -495,7 +540,7 @@ mod tests {
             workspace_host_path: Some(dir.path().join("root")),
             ..CodexConfig::default()
         };
-        let profile = codex.profile(&policy).unwrap().expect("a codex profile");
+        let profile = codex.profile(&policy).unwrap().0.expect("a codex profile");
         assert_eq!(profile.name.as_str(), "codex");
         let agent_is_the_engine = CodexConfig {
             ssh_agent_host_path: Some(socket),
@@ -505,13 +550,69 @@ mod tests {
             key_of(agent_is_the_engine.profile(&policy).unwrap_err()),
             "codex.ssh_agent_host_path"
         );
+        // v3 §6: a path the worker cannot see is the engine's to resolve.
+        let absent = dir.path().join("absent");
         let missing = CodexConfig {
-            home_host_path: Some(dir.path().join("absent")),
+            home_host_path: Some(absent.clone()),
+            ..codex.clone()
+        };
+        let (profile, invisible) = missing.profile(&policy).unwrap();
+        let home = profile
+            .unwrap()
+            .mounts
+            .into_iter()
+            .find(|m| m.target().as_str() == "/root/.codex")
+            .unwrap();
+        assert_eq!(home.source(), absent.as_path());
+        assert_eq!(invisible.len(), 1);
+        assert_eq!(invisible[0].key, "codex.home_host_path");
+        assert_eq!(invisible[0].path, absent);
+        // ...unless it names an engine socket by path.
+        let unseen_socket = dir.path().join("absent/engine.sock");
+        let socket_by_path = CodexConfig {
+            ssh_agent_host_path: Some(unseen_socket.clone()),
             ..codex
         };
+        let guarded = PolicyConfig::default()
+            .policy(vec![ProtectedPath::spelled(unseen_socket)])
+            .unwrap();
         assert_eq!(
-            key_of(missing.profile(&policy).unwrap_err()),
-            "codex.home_host_path"
+            key_of(socket_by_path.profile(&guarded).unwrap_err()),
+            "codex.ssh_agent_host_path"
+        );
+    }
+
+    #[test]
+    fn network_policy_keys_narrow_the_permissive_default() {
+        let open = PolicyConfig::default().policy(Vec::new()).unwrap();
+        assert_eq!(open.networks.default_network().as_str(), "default");
+        assert!(open.networks.allowed().is_none());
+        assert_eq!(open.default_timeout, Duration::from_secs(30 * 60));
+        assert!(open.max_timeout >= open.default_timeout);
+        let narrow = PolicyConfig {
+            allowed_networks: Some(vec!["none".into(), "jobs".into()]),
+            default_network: Some("none".into()),
+            ..PolicyConfig::default()
+        }
+        .policy(Vec::new())
+        .unwrap();
+        assert_eq!(narrow.networks.default_network().as_str(), "none");
+        let outside = PolicyConfig {
+            allowed_networks: Some(vec!["none".into()]),
+            default_network: Some("jobs".into()),
+            ..PolicyConfig::default()
+        };
+        assert_eq!(
+            key_of(outside.policy(Vec::new()).unwrap_err()),
+            "policy.default_network"
+        );
+        let empty = PolicyConfig {
+            allowed_networks: Some(vec![]),
+            ..PolicyConfig::default()
+        };
+        assert_eq!(
+            key_of(empty.policy(Vec::new()).unwrap_err()),
+            "policy.allowed_networks"
         );
     }
 }

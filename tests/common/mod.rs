@@ -461,20 +461,18 @@ pub fn worker_process(
         .append(true)
         .open(log)
         .unwrap();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"));
+    let mut command = bus.worker_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_bus-integration-docker")),
+        runner,
+        prefix,
+    );
     command
-        .env("BUS_EVENTS_API_URL", bus.url())
-        .env("BUS_API_TOKEN", bus.token())
-        .env("BUS_DOCKER_PROVIDER", "docker")
-        .env("BUS_DOCKER_EVENT_PREFIX", prefix)
-        .env("BUS_DOCKER_RUNNER_NAME", runner)
         .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", "8")
         .env("BUS_DOCKER__RUN_RETENTION", "0s")
         .env("BUS_EVENTS_LISTENER_RETRY_MIN", "50ms")
         .env("BUS_EVENTS_LISTENER_RETRY_MAX", "500ms")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true);
+        .stderr(log);
     command
 }

@@ -1,7 +1,6 @@
 //! The binary's one-shot commands: `--events`, `--self-test`, `client`,
 //! and configuration errors.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::process::Command;

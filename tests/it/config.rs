@@ -31,6 +31,18 @@ fn the_example_config_parses_and_validates() {
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
     );
     assert_eq!(settings.pull_timeout, Duration::from_secs(600));
+    let policy = &settings.worker.policy;
+    assert_eq!(policy.default_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(policy.max_timeout, Duration::from_secs(60 * 60));
+    assert_eq!(policy.networks.default_network().as_str(), "default");
+    let allowed: Vec<&str> = policy
+        .networks
+        .allowed()
+        .expect("the example narrows")
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(allowed, ["none", "default"]);
     let hosts: Vec<&str> = settings
         .docker_hosts
         .iter()
@@ -395,4 +407,199 @@ fn every_unix_engine_socket_is_protected() {
         .unwrap()
         .settings()
         .expect("a directory without a socket mounts");
+}
+
+// --- v3: drop-in values (contract §4, §6) -------------------------------------
+
+#[test]
+fn v3_defaults_are_the_go_workers() {
+    let settings = load(None, &[]).unwrap().settings().unwrap();
+    let policy = &settings.worker.policy;
+    assert_eq!(policy.default_timeout, Duration::from_secs(30 * 60));
+    assert!(
+        policy.max_timeout >= policy.default_timeout,
+        "the default fits"
+    );
+    assert_eq!(policy.networks.default_network().as_str(), "default");
+    assert!(policy.networks.allowed().is_none(), "permissive");
+    // A configured maximum still caps the default.
+    let capped = vec![(
+        "policy.max_timeout".to_owned(),
+        OverrideValue::Text("10m".into()),
+    )];
+    let settings = load(None, &capped).unwrap().settings().unwrap();
+    assert_eq!(settings.worker.policy.max_timeout, Duration::from_secs(600));
+}
+
+/// The Bus compose `bus-docker` line on a host without an SSH agent:
+/// `--codex-ssh-agent-host-path ""`. Every empty codex value is unset, as a
+/// flag and in the file.
+#[test]
+fn empty_codex_values_are_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("codex");
+    std::fs::create_dir(&home).unwrap();
+    let home = home.to_str().unwrap();
+    let overrides = cli_overrides(&[
+        "--provider",
+        "docker",
+        "--container-codex-image",
+        "bus-local-codex:dev",
+        "--codex-home-host-path",
+        home,
+        "--codex-home-writable",
+        "",
+        "--codex-ssh-host-path",
+        "",
+        "--codex-ssh-agent-host-path",
+        "",
+        "--codex-git-ssh-command",
+        "",
+        "--codex-workspace-host-path",
+        "",
+        "--codex-workspace-container-path",
+        "",
+    ]);
+    let settings = load(None, &overrides).unwrap().settings().unwrap();
+    let codex = settings
+        .worker
+        .profiles
+        .iter()
+        .find(|p| p.name.as_str() == "codex")
+        .expect("the codex profile");
+    let targets: Vec<&str> = codex.mounts.iter().map(|m| m.target().as_str()).collect();
+    assert_eq!(targets, ["/root/.codex"], "only the home is set");
+    assert!(!codex.env.contains_key("SSH_AUTH_SOCK"));
+    assert!(!codex.env.contains_key("GIT_SSH_COMMAND"));
+    assert!(settings.invisible_host_paths.is_empty());
+
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[codex]\nimage = \"bus-local-codex:dev\"\nhome_host_path = \"{home}\"\n\
+             home_writable = \"\"\nssh_host_path = \"\"\nssh_agent_host_path = \"\"\n\
+             git_ssh_command = \"\"\nworkspace_host_path = \"\"\n"
+        ),
+    );
+    let settings = load(Some(&path), &[]).unwrap().settings().unwrap();
+    let codex = settings.worker.profiles.iter().next().unwrap();
+    assert_eq!(codex.mounts.len(), 1);
+    assert!(codex.env.is_empty());
+}
+
+/// v3 §6: host paths the worker cannot see are passed on as given and
+/// listed for one warning each; an engine socket is still refused, by
+/// path when the worker cannot see it.
+#[test]
+fn codex_host_paths_the_worker_cannot_see_are_listed_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hidden = dir.path().join("host-only");
+    let overrides = cli_overrides(&[
+        "--container-codex-image",
+        "bus-local-codex:dev",
+        "--codex-home-host-path",
+        hidden.join(".codex").to_str().unwrap(),
+        "--codex-ssh-host-path",
+        hidden.join(".ssh").to_str().unwrap(),
+        "--codex-ssh-agent-host-path",
+        hidden.join("agent.sock").to_str().unwrap(),
+        "--codex-workspace-host-path",
+        dir.path().to_str().unwrap(),
+    ]);
+    let settings = load(None, &overrides).unwrap().settings().unwrap();
+    let keys: Vec<&str> = settings
+        .invisible_host_paths
+        .iter()
+        .map(|p| p.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "codex.home_host_path",
+            "codex.ssh_host_path",
+            "codex.ssh_agent_host_path"
+        ]
+    );
+    assert_eq!(settings.invisible_host_paths[0].path, hidden.join(".codex"));
+    let codex = settings.worker.profiles.iter().next().unwrap();
+    let home = codex
+        .mounts
+        .iter()
+        .find(|m| m.target().as_str() == "/root/.codex")
+        .unwrap();
+    assert_eq!(home.source(), hidden.join(".codex"));
+
+    // An engine socket the worker cannot see is refused by its path.
+    let socket = hidden.join("engine.sock");
+    let socket_url = format!("unix://{}", socket.display());
+    let overrides = cli_overrides(&[
+        "--docker-host",
+        &socket_url,
+        "--container-codex-image",
+        "bus-local-codex:dev",
+        "--codex-ssh-agent-host-path",
+        socket.to_str().unwrap(),
+    ]);
+    let err = load(None, &overrides)
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("codex.ssh_agent_host_path"), "{err}");
+    let overrides = cli_overrides(&[
+        "--docker-host",
+        &socket_url,
+        "--container-codex-image",
+        "bus-local-codex:dev",
+        "--codex-home-host-path",
+        hidden.to_str().unwrap(),
+    ]);
+    let err = load(None, &overrides)
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("codex.home_host_path"),
+        "a directory holding it: {err}"
+    );
+}
+
+#[test]
+fn network_policy_keys_load_and_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[policy]\nallowed_networks = [\"none\", \"jobs\"]\n",
+    );
+    let settings = load(Some(&path), &[]).unwrap().settings().unwrap();
+    let networks = &settings.worker.policy.networks;
+    assert_eq!(
+        networks.default_network().as_str(),
+        "none",
+        "the first listed"
+    );
+    networks
+        .check(&bus_docker_domain::NetworkName::parse("jobs").unwrap())
+        .unwrap();
+    assert!(networks
+        .check(&bus_docker_domain::NetworkName::parse("default").unwrap())
+        .is_err());
+    let path = write_config(
+        dir.path(),
+        "[policy]\nallowed_networks = [\"none\"]\ndefault_network = \"jobs\"\n",
+    );
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policy.default_network"), "{err}");
+    let path = write_config(dir.path(), "[policy]\ndefault_network = \"a b\"\n");
+    let err = load(Some(&path), &[])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policy.default_network"), "{err}");
 }

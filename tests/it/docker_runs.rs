@@ -2,7 +2,6 @@
 //! Docker Engine: exit codes, streams, timeout, cancel, stdin, interactive
 //! input, the codex mounts, pull policies, runner operations, hardening.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::io::{Read, Write};
@@ -176,7 +175,7 @@ async fn requests_cannot_widen_privileges_and_hardening_applies() {
     let c = caller
         .publish(
             Operation::Run,
-            json!({"run_id": run_id, "image": test_image(),
+            json!({"run_id": run_id, "image": test_image(), "network": "none",
                    "command": ["sh", "-c", "touch /rootfs-file 2>/dev/null && echo rootfs-rw || echo rootfs-ro; touch /scratch/f && echo tmpfs-rw; ls /sys/class/net; sleep 2"]}),
         )
         .await;

@@ -3,7 +3,6 @@
 //! testcontainers: the Bus scope rules, identity filtering and group cursors
 //! as the worker meets them, with exactly the seed scopes it needs.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! Events API → HttpSource → worker → StaticRuntime → HttpPublisher →
 //! caller. Every operation's response shape, errors, groups, reconnects.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::collections::HashMap;

@@ -3,7 +3,6 @@
 //! Each checks that every request got exactly one response and that no
 //! managed container remains. Figures are printed (`--nocapture`).
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! each gets its documented error (or is skipped with a log line), the
 //! worker never panics, and no container starts for any of them.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use bus_docker_domain::Operation;

@@ -7,7 +7,6 @@
 //!   64 KiB per event at a bounded rate and stops with a note; UTF-8
 //!   characters cut between writes arrive whole; no events unless asked.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! move with requests and runs, and `/readyz` following the Events API
 //! and the engine.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::net::SocketAddr;

@@ -20,7 +20,6 @@
 //! engine, so tests sharing the two engines at once would skew each other's
 //! spread.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::collections::HashMap;

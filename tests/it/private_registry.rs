@@ -8,7 +8,6 @@
 //! so plain HTTP works). The test image is pushed to it and its tag removed
 //! locally, then workers run it with good, missing and wrong credentials.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! static runtime and a paused clock: queued runs are answered `canceled`,
 //! running runs get the grace period, then are left to the next start-up.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! source it used (never the token), and writes no ANSI colour to a stderr
 //! that is not a terminal.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::path::Path;

@@ -8,7 +8,6 @@
 //! * a delete sent through another worker ends the run `canceled`, with what
 //!   the process printed on SIGTERM.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | socket missing, connection refused/reset, request timeout, 502/503/504 | `Unavailable` |
 //! | any failure to negotiate the API version | `Unavailable` |
+//! | 404 on create or start naming a network (`network X not found`) | `InvalidSpec` (`network`) |
 //! | 404 on create (the image) | `ImageMissing` |
 //! | 409 on create (the name) | `NameConflict` |
 //! | 404 on any container call | `ContainerGone` |
@@ -206,6 +207,13 @@ pub(crate) fn classify(err: &BollardError) -> Class {
     }
 }
 
+/// Whether a 404 on create is about the run's network, not its image
+/// (dockerd: `network <name> not found`).
+fn missing_network(err: &BollardError) -> bool {
+    matches!(err, BollardError::DockerResponseServerError { message, .. }
+        if message.contains("network ") && message.contains("not found"))
+}
+
 /// `error: cause: cause`, each source once.
 pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -299,6 +307,15 @@ impl DockerError {
                 image: image.clone(),
                 reason: chain.clone(),
             },
+            // dockerd 20.10 checks the network at start, newer ones at create.
+            (Class::NotFound, Self::Create { source, .. } | Self::Start { source, .. })
+                if missing_network(source) =>
+            {
+                RuntimeError::InvalidSpec(bus_docker_domain::FieldError::new(
+                    "network",
+                    format!("does not exist on the engine: {chain}"),
+                ))
+            }
             (Class::NotFound, Self::Create { image, .. }) => {
                 RuntimeError::ImageMissing(image.clone())
             }
@@ -353,6 +370,18 @@ mod tests {
             create(status(404, "No such image: img:1")).into_runtime(),
             RuntimeError::ImageMissing("img:1".into())
         );
+        assert!(matches!(
+            create(status(404, "network jobs-net not found")).into_runtime(),
+            RuntimeError::InvalidSpec(e) if e.field() == "network" && e.message().contains("jobs-net")
+        ));
+        let start = DockerError::Start {
+            id: "abc".into(),
+            source: status(404, "network jobs-net not found"),
+        };
+        assert!(matches!(
+            start.into_runtime(),
+            RuntimeError::InvalidSpec(e) if e.field() == "network"
+        ));
         assert_eq!(
             create(status(
                 409,

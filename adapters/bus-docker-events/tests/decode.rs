@@ -610,3 +610,28 @@ fn stream_output_must_be_a_boolean() {
     );
     assert_eq!(err.field(), "stream_output");
 }
+
+/// v3 §4: every network form decodes (whether it is allowed is policy's
+/// answer, `forbidden` for namespace-sharing forms, never `bad_request`);
+/// an empty one is unset.
+#[test]
+fn network_forms_decode_and_empty_is_unset() {
+    for name in [
+        "none",
+        "default",
+        "bridge",
+        "bus_stack-net",
+        "host",
+        "container:4f2a9c",
+    ] {
+        let run =
+            run_request(json!({"image": "alpine:3.20", "command": ["true"], "network": name}));
+        assert_eq!(run.network.as_ref().map(|n| n.as_str()), Some(name));
+    }
+    let run = run_request(json!({"image": "alpine:3.20", "command": ["true"], "network": ""}));
+    assert_eq!(run.network, None);
+    assert_eq!(
+        refused_field("run", json!({"network": "container:"})),
+        "network"
+    );
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bus_docker_domain::error::{ErrorCode, FieldError, OperationError};
 use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId};
+use bus_docker_domain::network::NetworkPolicy;
 use bus_docker_domain::output::{OutputEvent, OutputStream};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
@@ -118,6 +119,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
                 error: Some("engine unreachable: connection refused".into()),
             },
         ],
+        networks: NetworkPolicy::default(),
         streams: Vec::new(),
     }
 }
@@ -129,6 +131,10 @@ fn details_json(problem: Option<&str>) -> Value {
         "intake": "open",
         "profiles": {"codex": {"image": "codex:latest", "present": true}},
         "request_mounts": "pinned",
+        "network_policy": {
+            "mode": "permissive", "default_network": "default", "allowed_networks": null,
+            "refused": ["host", "container:<id>", "<mode>:<target>"],
+        },
         "engines": [
             {"docker_host": "unix:///var/run/docker.sock", "state": "up", "engine_version": "27.0.3",
              "active_runs": 1, "error": null},

@@ -2,7 +2,7 @@
 //! `--provider static`, the self-test and the tests of everything above the
 //! runtime port. It starts no processes; containers are entries in a map.
 //!
-//! What a run does is fixed by its command (README "The static provider"):
+//! What a run does is fixed by its command (docs/operating.md, "The static provider"):
 //! * `exit N` exits with code N and no output;
 //! * `sleep S` waits S seconds (honouring timeout and cancel), exit 0;
 //! * `cat` copies stdin (text, or interactive input until `eof`) to stdout,

@@ -3,6 +3,7 @@
 use super::*;
 use crate::mount::tests::FakePaths;
 use crate::mount::RequestedMount;
+use crate::network::NetworkPolicy;
 use crate::profile::{CodexOptions, Profile};
 use std::path::PathBuf;
 
@@ -36,7 +37,14 @@ fn policy() -> Policy {
     Policy {
         mounts: MountPolicy::new(vec![PathBuf::from("/srv")], vec![]),
         images: ImagePolicy::new(vec!["allowed/*".into(), "base:1".into()]),
-        allowed_networks: vec![NetworkName::none(), NetworkName::parse("host").unwrap()],
+        networks: NetworkPolicy::new(
+            Some(vec![
+                NetworkName::none(),
+                NetworkName::parse("host").unwrap(),
+            ]),
+            None,
+        )
+        .unwrap(),
         ..Policy::default()
     }
 }
@@ -80,7 +88,7 @@ fn an_image_run_gets_defaults() {
     assert_eq!(spec.run_id.as_str(), "gen");
     assert_eq!(spec.owner.as_ref().unwrap().as_str(), "stamped");
     assert_eq!(spec.network.as_str(), "none");
-    assert_eq!(spec.timeout, Duration::from_secs(300));
+    assert_eq!(spec.timeout, Duration::from_secs(30 * 60), "v3: 30 minutes");
     assert_eq!(spec.container_name(), "bus-run-gen");
     assert!(spec.hardening.no_new_privileges);
 }
@@ -93,8 +101,90 @@ fn profile_or_image_and_command_are_required() {
     assert_eq!(bad_field(run(&r)), "command");
     r.command = Some(vec![]);
     assert_eq!(bad_field(run(&r)), "command");
+    r.image = None;
     r.profile = Some(ProfileName::parse("nope").unwrap());
     assert_eq!(bad_field(run(&r)), "profile");
+}
+
+#[test]
+fn the_permissive_defaults_of_v3() {
+    let permissive = Policy::default();
+    let go = |r: &RunRequest, policy: &Policy| {
+        resolve(
+            r,
+            &origin(),
+            &profiles(),
+            policy,
+            &FakePaths::with(&[]),
+            RunId::parse("gen").unwrap(),
+        )
+    };
+    let mut r = image_run();
+    r.image = Some(ImageRef::parse("any/image:1").unwrap());
+    let spec = go(&r, &permissive).unwrap();
+    assert_eq!(
+        spec.network.as_str(),
+        "default",
+        "the engine's default network"
+    );
+    assert_eq!(spec.timeout, Duration::from_secs(30 * 60));
+    assert!(permissive.max_timeout >= spec.timeout);
+    let mut codex = RunRequest {
+        profile: Some(ProfileName::parse("codex").unwrap()),
+        command: Some(vec!["codex".into()]),
+        ..RunRequest::default()
+    };
+    assert_eq!(go(&codex, &permissive).unwrap().network.as_str(), "default");
+    for name in ["none", "default", "bridge", "bus-stack_net"] {
+        codex.network = Some(NetworkName::parse(name).unwrap());
+        assert_eq!(go(&codex, &permissive).unwrap().network.as_str(), name);
+    }
+    for name in ["host", "container:0123abcd"] {
+        r.network = Some(NetworkName::parse(name).unwrap());
+        match go(&r, &permissive) {
+            Err(OperationError::Forbidden { rule, .. }) => assert_eq!(rule, "network_not_allowed"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_unconfigured_profile_with_an_image_is_an_image_run_under_its_name() {
+    let mut r = image_run();
+    r.profile = Some(ProfileName::parse("local-model").unwrap());
+    let spec = run(&r).unwrap();
+    assert_eq!(spec.profile.as_ref().unwrap().as_str(), "local-model");
+    assert_eq!(spec.image.as_str(), "allowed/x:1");
+    // Still under the image policy.
+    r.image = Some(ImageRef::parse("elsewhere/x:1").unwrap());
+    assert_eq!(forbidden_rule(run(&r)), "image_not_allowed");
+    // Without an image: bad_request saying how to configure it.
+    r.image = None;
+    match run(&r) {
+        Err(OperationError::InvalidSpec(e)) => {
+            assert_eq!(e.field(), "profile");
+            assert!(e.message().contains("[profiles.local-model]"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let no_codex = RunRequest {
+        profile: Some(ProfileName::parse("codex").unwrap()),
+        command: Some(vec!["codex".into()]),
+        ..RunRequest::default()
+    };
+    match resolve(
+        &no_codex,
+        &origin(),
+        &Profiles::default(),
+        &policy(),
+        &FakePaths::with(&[]),
+        RunId::parse("gen").unwrap(),
+    ) {
+        Err(OperationError::InvalidSpec(e)) => {
+            assert!(e.message().contains("--container-codex-image"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -161,6 +251,8 @@ fn networks_must_be_allowed() {
     let mut r = image_run();
     r.network = Some(NetworkName::parse("bridge").unwrap());
     assert_eq!(forbidden_rule(run(&r)), "network_not_allowed");
+    r.network = Some(NetworkName::parse("default").unwrap());
+    assert_eq!(forbidden_rule(run(&r)), "network_not_allowed");
     r.network = Some(NetworkName::parse("host").unwrap());
     assert_eq!(run(&r).unwrap().network.as_str(), "host");
 }
@@ -169,7 +261,7 @@ fn networks_must_be_allowed() {
 fn timeouts_are_capped() {
     let mut r = image_run();
     r.timeout_seconds = Some(1_000_000);
-    assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(1800));
+    assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(3600));
     r.timeout_seconds = Some(5);
     assert_eq!(run(&r).unwrap().timeout, Duration::from_secs(5));
 }
@@ -252,6 +344,11 @@ fn profile_of_finds_or_names_the_profile() {
         "open"
     );
     r.profile = Some(ProfileName::parse("missing").unwrap());
+    assert!(
+        profile_of(&r, &profiles()).unwrap().is_none(),
+        "with an image"
+    );
+    r.image = None;
     assert!(matches!(
         profile_of(&r, &profiles()),
         Err(OperationError::InvalidSpec(e)) if e.field() == "profile"
@@ -402,7 +499,7 @@ fn network_of_prefers_request_then_profile_then_default() {
 fn timeout_of_defaults_and_caps() {
     let open = open_profile();
     let mut r = image_run();
-    assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(300));
+    assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(1800));
     assert_eq!(
         timeout_of(&r, Some(&open), &policy()),
         Duration::from_secs(42)
@@ -413,7 +510,7 @@ fn timeout_of_defaults_and_caps() {
         Duration::from_secs(42)
     );
     r.timeout_seconds = Some(u64::MAX);
-    assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(1800));
+    assert_eq!(timeout_of(&r, None, &policy()), Duration::from_secs(3600));
 }
 
 #[test]

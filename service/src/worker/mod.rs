@@ -32,6 +32,7 @@
 //! | intake follows capacity: the "room for a run" signal | `intake.rs` |
 
 mod answer;
+mod background;
 mod delete;
 mod input;
 mod intake;

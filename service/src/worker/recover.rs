@@ -24,7 +24,6 @@ use super::answer::{DriveJob, RunFacts};
 use super::live::recovered_first_seq;
 use super::table::LiveRun;
 use super::{input_channel, sleep_or_stop, Worker, RECOVERY_BACKOFF};
-use crate::pool::PROBE_INTERVAL;
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// Re-attach to the containers this runner left behind, on every
@@ -152,16 +151,5 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner.tasks.spawn(async move {
             this.recover().await;
         });
-    }
-
-    /// Probe the engines known to be down every [`PROBE_INTERVAL`] until the
-    /// worker stops, so that one that comes back takes new runs again.
-    pub(super) async fn watch_engines(&self) {
-        if self.inner.pool.len() < 2 {
-            return;
-        }
-        while sleep_or_stop(PROBE_INTERVAL, self.inner.lifecycle.stopping_token()).await {
-            self.inner.pool.probe_down().await;
-        }
     }
 }

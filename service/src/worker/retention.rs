@@ -40,19 +40,4 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
         }
     }
-
-    /// Start the background work of a worker: recovery of left-behind runs
-    /// the tombstone sweep, and the probe of engines that are down. All end
-    /// when the worker stops.
-    pub fn start_background(&self) {
-        self.spawn_recovery();
-        let this = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { this.sweep_tombstones().await });
-        let this = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { this.watch_engines().await });
-    }
 }

@@ -33,6 +33,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             intake_open,
             profiles: Default::default(),
             engines: Vec::new(),
+            networks: s.policy.networks.clone(),
             streams: self
                 .inner
                 .streams

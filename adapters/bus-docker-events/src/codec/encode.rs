@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::ids::{OwnerId, ProfileName};
+use bus_docker_domain::network::NetworkPolicy;
 use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
@@ -443,6 +444,7 @@ fn runner_details(report: &RunnerReport) -> Value {
             "error": e.error,
         })).collect::<Vec<_>>(),
     });
+    details["network_policy"] = network_policy(&report.networks);
     if !report.streams.is_empty() {
         details["streams"] = report.streams.iter().map(stream_details).collect();
     }
@@ -464,6 +466,24 @@ fn stream_details(stream: &StreamReport) -> Value {
             "state": "refused",
             "missing_scope": scope,
             "error": message,
+        }),
+    }
+}
+
+/// The network policy in force: `permissive` (any network that shares no
+/// namespace) or `allow_list` (exactly `allowed_networks`).
+fn network_policy(networks: &NetworkPolicy) -> Value {
+    match networks.allowed() {
+        None => json!({
+            "mode": "permissive",
+            "default_network": networks.default_network().as_str(),
+            "allowed_networks": null,
+            "refused": ["host", "container:<id>", "<mode>:<target>"],
+        }),
+        Some(list) => json!({
+            "mode": "allow_list",
+            "default_network": networks.default_network().as_str(),
+            "allowed_networks": list.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
         }),
     }
 }
