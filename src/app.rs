@@ -10,7 +10,6 @@ use bus_docker_domain::run::EngineId;
 use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
 use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen, StreamsHealth};
-use bus_docker_events::intake::FollowsIntake;
 use bus_docker_static::StaticRuntime;
 use bus_events_client::{Backoff, ClientConfig, EventsClient, EventsUrl, TokenLookup, TokenSource};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +87,8 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
         AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into())
     })?;
     let url = EventsUrl::parse(url).map_err(|source| AppError::EventsUrl {
-        url: url.to_owned(),
+        // Never the text as given: it may carry a password (issue 16, 8a).
+        url: bus_events_client::redact_url(url),
         source,
     })?;
     let mut config = ClientConfig::new(url, token_source(settings)?);
@@ -209,20 +209,24 @@ impl<R: ContainerRuntime> App<R, HttpSource, HttpPublisher> {
         info!(prefix = %listen.prefix, group = %listen.group, consumer = %listen.consumer, provider = runtime.provider(), engines = ?engines, "worker listening");
         let streams = source.health();
         let mut app = Self::build_with(settings, runtime, source, publisher, lifecycle);
+        let probe = streams.clone();
+        app.worker
+            .watch_streams(std::sync::Arc::new(move || probe.reports()));
         app.ops.streams = Some(streams);
         app
     }
 }
 
-impl<R: ContainerRuntime, S: EventSource + FollowsIntake, P: EventPublisher> App<R, S, P> {
+impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// Wire given adapters (tests inject fakes here). The source must stop
-    /// when `lifecycle.stopping` fires; the publisher must give up when
-    /// `lifecycle.abandon` fires. The source takes run requests only while
-    /// the worker has room for them (intake follows capacity, contract §5).
+    /// when `lifecycle.stopping` fires or when it is closed, handing on what
+    /// it had taken; the publisher must give up when `lifecycle.abandon`
+    /// fires. The source hands on every request whatever the worker's load:
+    /// a run it has no room for is answered `capacity` (contract §5).
     pub fn build_with(
         settings: &Settings,
         runtime: impl Into<EnginePool<R>>,
-        mut source: S,
+        source: S,
         publisher: P,
         lifecycle: Lifecycle,
     ) -> Self {
@@ -233,7 +237,6 @@ impl<R: ContainerRuntime, S: EventSource + FollowsIntake, P: EventPublisher> App
             stop: lifecycle.stopping(),
         };
         let worker = Worker::new(runtime, publisher, settings.worker.clone(), lifecycle);
-        source.follow_intake(worker.intake());
         Self {
             worker,
             source,
@@ -287,7 +290,9 @@ impl<R: ContainerRuntime, S: EventSource + FollowsIntake, P: EventPublisher> App
 
     /// Recover left-behind runs, then feed requests to the worker until
     /// `shutdown` resolves or the source fails for good; then shut down
-    /// gracefully.
+    /// gracefully: stop the streams, dispatch every request they had
+    /// already read (a run among them is answered `canceled`), and give
+    /// running runs the grace.
     ///
     /// # Errors
     /// `Unauthorized` when the Events API refused the worker;
@@ -319,6 +324,26 @@ impl<R: ContainerRuntime, S: EventSource + FollowsIntake, P: EventPublisher> App
                     None => break,
                 },
             }
+        }
+        // A request read is a request answered (contract §5): close the
+        // source and hand on whatever it had taken off its streams.
+        self.worker.begin_shutdown();
+        self.source.close();
+        let mut drained = 0_usize;
+        while let Some(item) = self.source.next_inbound().await {
+            match item {
+                Ok(inbound) => {
+                    drained += 1;
+                    self.worker.dispatch(inbound);
+                }
+                Err(SourceError::Fatal(message)) => error!("{message}"),
+            }
+        }
+        if drained > 0 {
+            info!(
+                drained,
+                "requests read before the streams closed were dispatched"
+            );
         }
         self.worker.shutdown(self.shutdown_grace).await;
         info!("worker stopped");

@@ -4,7 +4,11 @@
 //! * `GET /healthz`: 200 while the process runs;
 //! * `GET /readyz`: 200 when every request stream is connected and the
 //!   engine (any engine of the pool) answered its last probe; 503 with a
-//!   one-line reason otherwise.
+//!   one-line reason otherwise. A stream the Events API refuses (403: the
+//!   token lacks its scope, contract §9) is not connected: 503 naming the
+//!   stream and the missing scope, for as long as it is refused. The worker
+//!   meanwhile serves the operations whose streams it has, so a probe that
+//!   only restarts on `/healthz` leaves it running.
 //!
 //! Without `--metrics-addr` none of this exists: no socket is opened.
 //! Engine health is the pool's (`bus_docker_service::pool`: one probe
@@ -125,6 +129,17 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, String) {
 /// Why the worker cannot take requests now, if it cannot.
 fn not_ready(shared: &Shared) -> Option<String> {
     if let Some(streams) = &shared.streams {
+        let refused = streams.refused();
+        if !refused.is_empty() {
+            let each: Vec<String> = refused
+                .iter()
+                .map(|(name, scope)| format!("{name} (missing scope {scope})"))
+                .collect();
+            return Some(format!(
+                "request streams refused by the Events API (HTTP 403): {}",
+                each.join(", ")
+            ));
+        }
         let down = streams.disconnected();
         if !down.is_empty() {
             return Some(format!(

@@ -134,6 +134,16 @@ impl LocalBus {
         mint_token(&self.secret, &claims).map_err(|e| LocalBusError::Setup(e.to_string()))
     }
 
+    /// A token of this bus's identity with exactly `scopes` (space
+    /// separated), e.g. a worker token that lacks a container scope.
+    ///
+    /// # Errors
+    /// Minting failed.
+    pub fn token_with_scopes(&self, scopes: &str) -> Result<String, LocalBusError> {
+        mint_token(&self.secret, &MintClaims::new(LOCAL_IDENTITY, scopes))
+            .map_err(|e| LocalBusError::Setup(e.to_string()))
+    }
+
     /// A client of this bus with the given token and fast retries.
     ///
     /// # Errors

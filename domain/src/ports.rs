@@ -390,12 +390,26 @@ pub trait EventPublisher: Send + Sync + 'static {
 }
 
 /// Delivers inbound requests.
+///
+/// A request the source has taken off its transport is a request it hands
+/// on: the Events API counts it as delivered and sends it to nobody else
+/// (contract §5). So a source never withholds or drops one, whatever the
+/// worker's load (a run the worker has no room for is answered
+/// `capacity`), and after [`EventSource::close`] it still returns
+/// everything it had taken before it returns `None`.
 pub trait EventSource: Send + 'static {
-    /// The next request, `None` when the source has stopped (shutdown).
+    /// The next request, `None` when the source has stopped (shutdown) and
+    /// handed on everything it had taken.
     ///
     /// # Errors
-    /// `Fatal` when the Events API refuses the worker (401/403): a
-    /// configuration error the worker cannot recover from.
+    /// `Fatal` when the Events API refuses the worker so that it cannot
+    /// serve anything (401, or every request stream 403): a configuration
+    /// error the worker cannot recover from.
     fn next_inbound(&mut self)
         -> impl Future<Output = Option<Result<Inbound, SourceError>>> + Send;
+
+    /// Take nothing more off the transport: from now on
+    /// [`EventSource::next_inbound`] returns what was already taken, then
+    /// `None`.
+    fn close(&mut self);
 }

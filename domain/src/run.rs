@@ -438,14 +438,38 @@ pub struct RunnerReport {
     pub queued_runs: usize,
     pub max_concurrent_runs: usize,
     pub max_queued_runs: usize,
-    /// Whether the worker reads run requests now; `false` while its queue
-    /// is full (intake follows capacity, contract §5).
+    /// Whether the worker has room for another run now; `false` while
+    /// its queue is full and a run request is answered `capacity` (intake
+    /// follows capacity, contract §5). Run requests are read either way.
     pub intake_open: bool,
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,
     /// The network policy in force (contract §4, v3).
     pub networks: crate::network::NetworkPolicy,
+    /// Every request stream, in operation order (contract §9); empty for a
+    /// source without streams.
+    pub streams: Vec<StreamReport>,
+}
+
+/// One request stream in `runner.status` (contract §9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// The request event name the stream listens to.
+    pub name: String,
+    pub state: StreamState,
+}
+
+/// Whether a request stream is being read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    /// Accepted by the Events API and being read.
+    Connected,
+    /// Being (re)connected.
+    Connecting,
+    /// The Events API refuses it (403): the token lacks `scope`. Asked for
+    /// again about once a minute.
+    Refused { scope: String, message: String },
 }
 
 /// One engine of the pool in `runner.status`.

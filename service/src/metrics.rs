@@ -129,7 +129,7 @@ impl Metrics {
         );
         registry.register(
             "bus_docker_run_intake_open",
-            "Whether the worker reads run requests (1) or paused intake because its queue is full (0)",
+            "Whether the worker has room for another run (1) or answers run requests capacity because its queue is full (0)",
             intake_open.clone(),
         );
         registry.register(

@@ -153,17 +153,41 @@ async fn the_worker_with_its_seed_scopes_answers_through_the_image_server() {
         .expect("clean exit");
 }
 
+/// Contract v3 §9 (changed on purpose: before v3 this worker exited): a
+/// token that lacks `container:admin` serves the operations it has; only a
+/// token that opens no stream at all stops the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_missing_one_seed_scope_is_refused() {
+async fn a_worker_missing_one_seed_scope_serves_the_operations_it_has() {
     let (_events, url) = start_events().await;
     let s =
         settings("provider = \"static\"\nevent_prefix = \"bus.docker\"\nshutdown_grace = \"2s\"\n");
+    let caller = client(&url, &token(ACCOUNT, "container:run"));
+    let mut waiter = ResponseWaiter::open(&caller, &s.worker.prefix, Operation::Run, WAIT)
+        .await
+        .expect("waiter");
     let without_admin = WORKER_SCOPES.replace(" container:admin", "");
-    let (_stop, handle) = spawn_worker(&url, &token(ACCOUNT, &without_admin), &s);
+    let (stop, handle) = spawn_worker(&url, &token(ACCOUNT, &without_admin), &s);
+    let run = correlation_id();
+    publish_run(&caller, &s, &run).await;
+    let r = waiter.wait(&run, WAIT).await.expect("response");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert!(!handle.is_finished(), "a missing scope does not stop it");
+    stop.cancel();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("worker stops")
+        .expect("task")
+        .expect("clean exit");
+
+    let (_stop, handle) = spawn_worker(&url, &token(ACCOUNT, "events:send events:listen"), &s);
     let result = tokio::time::timeout(WAIT, handle)
         .await
         .expect("the worker gives up in time")
         .expect("task");
-    let err = result.expect_err("403 on the runner streams is fatal");
+    let err = result.expect_err("no stream can be opened: fatal");
     assert!(matches!(err, AppError::Unauthorized(_)), "{err}");
+    assert!(
+        err.to_string().contains("no request stream can be opened"),
+        "{err}"
+    );
 }

@@ -253,8 +253,11 @@ async fn refusals_carry_the_documented_codes() {
         );
     }
 
-    // One slot, no queue: while it is taken the worker pauses run intake
-    // (contract §5) and the next run waits in the group, not `capacity`.
+    // One slot, no queue: while it is taken, a run request is read and
+    // answered `capacity` at once (contract v3 §5: nothing is left unread
+    // in the stream), and runner.status says intake is full. (Before v3 the
+    // run waited in the group while the worker closed its run stream; that
+    // lost requests written in the instant before the close.)
     let mut runs = caller.waiter(Operation::Run).await;
     let first = caller
         .publish(
@@ -264,12 +267,16 @@ async fn refusals_carry_the_documented_codes() {
         .await;
     common::wait_running(&caller, "cap-1").await;
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
-    assert_eq!(st["status"]["details"]["intake"], "paused", "{st}");
+    assert_eq!(st["status"]["details"]["intake"], "full", "{st}");
     let second = caller
         .publish(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
         .await;
-    let early = runs.wait(&second, Duration::from_millis(500)).await;
-    assert!(early.is_err(), "not taken while full: {early:?}");
+    let second = runs.wait(&second, WAIT).await.unwrap();
+    assert_eq!(
+        code(&second),
+        "capacity",
+        "full: answered at once: {second}"
+    );
     let not_interactive = caller
         .call(Operation::Input, json!({"run_id": "cap-1", "data": "x"}))
         .await;
@@ -278,10 +285,13 @@ async fn refusals_carry_the_documented_codes() {
         .call(Operation::Delete, json!({"run_id": "cap-1"}))
         .await;
     assert_eq!(runs.wait(&first, WAIT).await.unwrap()["status"], "canceled");
-    let second = runs.wait(&second, WAIT).await.unwrap();
+    let third = caller
+        .publish(Operation::Run, json!({"image": "a:1", "command": ["true"]}))
+        .await;
+    let third = runs.wait(&third, WAIT).await.unwrap();
     assert_eq!(
-        second["status"], "succeeded",
-        "taken once the slot freed: {second}"
+        third["status"], "succeeded",
+        "taken once the slot freed: {third}"
     );
     let dup = caller
         .call(

@@ -549,3 +549,89 @@ async fn a_command_line_near_the_event_limit_is_answered_cut_and_flagged() {
     assert!(r.to_string().len() < 4 * 1024 * 1024);
     worker.stop().await.unwrap();
 }
+
+/// Issue 16 item 8a: a password in `--events-url` (or `BUS_EVENTS_API_URL`),
+/// or in a Docker host, is refused or used, but never printed: not in the
+/// error message, not in any log line of the start-up.
+#[test]
+fn no_credential_of_a_url_reaches_the_output() {
+    const SECRET: &str = "S3cretPASS";
+    let worker = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bus-integration-docker"));
+        command
+            .env_remove("BUS_EVENTS_API_URL")
+            .env_remove("BUS_DOCKER_CONFIG")
+            .env_remove("BUS_DOCKER_PROVIDER")
+            .env_remove("BUS_DOCKER_DOCKER_HOSTS")
+            .env_remove("DOCKER_HOST")
+            .env("BUS_API_TOKEN", "x.y.z")
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1");
+        command
+    };
+    // What the message shows instead: where, without the credential.
+    let cases: Vec<(&str, &str, std::process::Command)> = vec![
+        ("a password in --events-url", "http://***@127.0.0.1:9", {
+            let mut c = worker();
+            c.args([
+                "--provider",
+                "static",
+                "--events-url",
+                &format!("http://user:{SECRET}@127.0.0.1:9"),
+            ]);
+            c
+        }),
+        (
+            "a password in BUS_EVENTS_API_URL",
+            "http://***@127.0.0.1:9/local/v1",
+            {
+                let mut c = worker();
+                c.args(["--provider", "static"]).env(
+                    "BUS_EVENTS_API_URL",
+                    format!("http://bus:{SECRET}@127.0.0.1:9/local/v1"),
+                );
+                c
+            },
+        ),
+        (
+            "a password in an events URL that does not parse",
+            "http://***@[::1",
+            {
+                let mut c = worker();
+                c.args([
+                    "--provider",
+                    "static",
+                    "--events-url",
+                    &format!("http://user:{SECRET}@[::1"),
+                ]);
+                c
+            },
+        ),
+        (
+            "a password in a Docker host with an unsupported scheme",
+            "ftp://nowhere",
+            {
+                let mut c = worker();
+                c.args(["--events-url", "http://127.0.0.1:9"])
+                    .env("DOCKER_HOST", format!("ftp://user:{SECRET}@nowhere"));
+                c
+            },
+        ),
+    ];
+    for (what, shown, mut command) in cases {
+        let out = command.output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "{what}: refused: {stderr}");
+        assert!(
+            stderr.contains(shown),
+            "{what}: the message still says where ({shown}): {stderr}"
+        );
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "{what}: the password was printed: {stdout}{stderr}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod metrics;
 mod networks;
 mod pool;
 mod private_registry;
+mod scopes;
 mod shutdown;
 mod token_lookup;
 mod trust;

@@ -2,28 +2,46 @@
 //! transport client `bus-events-client`.
 //!
 //! The source opens one unicast subscription per request name and merges
-//! them; each line is decoded by [`crate::codec`]. The run request stream
-//! follows the worker's intake ([`crate::intake`]): it is connected only
-//! while the worker has room for a run. A line that cannot be
+//! them; each line is decoded by [`crate::codec`]. A line that cannot be
 //! used but still names one of our requests and a correlation id becomes
 //! an `Inbound` with a `bad_request` error so the caller gets an answer.
+//!
+//! # Every line read is handed on (contract §5)
+//!
+//! The Events API counts an event as delivered once it is written to a
+//! stream; it has no acknowledgement and sends it to nobody else. So the
+//! source reads every stream all the time and hands every request it reads
+//! to the worker, whatever the worker's load: there is no pause, and no
+//! path closes a stream because the worker is busy. A run the worker has
+//! no room for is answered `capacity` at once; "intake open" is only an
+//! observable (`runner.status`, metrics). Streams close only at shutdown
+//! ([`EventSource::close`]), and then hand on what they had already read
+//! (`bus-events-client`'s subscription finishes a begun line, too).
+//!
+//! # Refused streams (contract §9)
+//!
+//! A stream the Events API refuses with 403 (the token lacks its scope) is
+//! logged once at error level naming the scope, asked for again about once
+//! a minute (`ClientConfig::refused_retry`), and reported by
+//! [`StreamsHealth`] (`/readyz`) and in `runner.status`. The other streams
+//! go on; only when every stream is refused does the source end with a
+//! fatal error: the worker could serve nothing.
 
 use bus_docker_domain::error::{FieldError, PublishError, SourceError};
 use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
+use bus_docker_domain::run::{StreamReport, StreamState};
 use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
 use std::sync::Arc;
 
 use bus_events_client::{EventsClient, StreamError, StreamItem, StreamStatus};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::codec::{self, Decoded, RawInbound};
-use crate::intake::FollowsIntake;
-use crate::run_stream::{forward_intake, GatedStatus, RunStream};
 
 /// Where a worker listens.
 #[derive(Clone, Debug)]
@@ -33,63 +51,119 @@ pub struct Listen {
     pub consumer: String,
 }
 
+/// Names under these prefixes need a `container:*` scope (contract §1).
+const PROTECTED_PREFIXES: [&str; 2] = ["bus.containers.", "bus.docker."];
+
+/// The scope the Events API asks of a listener on `name` (contract §1):
+/// `container:read` for status, `container:run` for run and input,
+/// `container:delete` for delete, `container:admin` for `runner.*`, and
+/// `events:listen` for names outside the protected prefixes.
+#[must_use]
+pub fn listen_scope(name: &str) -> &'static str {
+    let Some(rest) = PROTECTED_PREFIXES
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+    else {
+        return "events:listen";
+    };
+    match rest.split('.').next().unwrap_or_default() {
+        "status" => "container:read",
+        "run" | "input" => "container:run",
+        "delete" => "container:delete",
+        _ => "container:admin",
+    }
+}
+
+/// One line (or error) read off request stream number `stream`.
+struct Arrival {
+    stream: usize,
+    item: Result<StreamItem, StreamError>,
+}
+
 /// The inbound side: every request name of the prefix, merged.
 pub struct HttpSource {
     prefix: EventPrefix,
-    rx: mpsc::Receiver<Result<StreamItem, StreamError>>,
+    rx: mpsc::Receiver<Arrival>,
     streams: StreamsHealth,
-    /// Open while the run stream may be connected; starts open and follows
-    /// the worker's intake once [`FollowsIntake::follow_intake`] is called.
-    run_gate: Arc<watch::Sender<bool>>,
+    /// Ends the subscriptions: fired by [`EventSource::close`] (and with
+    /// the worker's stop signal, its parent).
+    close: CancellationToken,
+    /// A fatal error was returned: it is returned once.
+    gave_up: bool,
 }
 
 /// One request stream's connection.
 #[derive(Debug)]
-enum Watched {
-    Always(StreamStatus),
-    /// The run stream: closed on purpose while intake is paused.
-    Gated(Arc<GatedStatus>),
+struct Watched {
+    name: String,
+    scope: &'static str,
+    status: StreamStatus,
 }
 
 impl Watched {
-    fn is_disconnected(&self) -> bool {
-        match self {
-            Self::Always(s) => !s.is_open(),
-            Self::Gated(g) => g.is_disconnected(),
-        }
-    }
-
-    fn reconnects(&self) -> u64 {
-        match self {
-            Self::Always(s) => s.connections().saturating_sub(1),
-            Self::Gated(g) => g.reconnects(),
-        }
+    fn refused(&self) -> Option<String> {
+        self.status.refused().map(|e| e.to_string())
     }
 }
 
-/// The request streams' connections, read by readiness probes and
-/// metrics. Cheap to clone.
+/// The request streams' connections, read by readiness probes, metrics and
+/// `runner.status`. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct StreamsHealth {
-    streams: Arc<[(String, Watched)]>,
+    streams: Arc<[Watched]>,
 }
 
 impl StreamsHealth {
-    /// The request names whose stream is not connected right now. A run
-    /// stream closed because intake is paused (the worker is full) is not
-    /// counted: that is the worker working as intended.
+    /// The request names whose stream is not connected right now, refused
+    /// ones excepted (see [`StreamsHealth::refused`]).
     pub fn disconnected(&self) -> Vec<&str> {
         self.streams
             .iter()
-            .filter(|(_, s)| s.is_disconnected())
-            .map(|(name, _)| name.as_str())
+            .filter(|s| !s.status.is_open() && s.refused().is_none())
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// The request streams the Events API refuses (403), each with the
+    /// scope it needs.
+    pub fn refused(&self) -> Vec<(&str, &str)> {
+        self.streams
+            .iter()
+            .filter(|s| s.refused().is_some())
+            .map(|s| (s.name.as_str(), s.scope))
             .collect()
     }
 
     /// How many times a request stream was connected again after its
-    /// first connection (resuming after a paused intake is not counted).
+    /// first connection.
     pub fn reconnects(&self) -> u64 {
-        self.streams.iter().map(|(_, s)| s.reconnects()).sum()
+        self.streams
+            .iter()
+            .map(|s| s.status.connections().saturating_sub(1))
+            .sum()
+    }
+
+    /// Every stream's state, for `runner.status`.
+    pub fn reports(&self) -> Vec<StreamReport> {
+        self.streams
+            .iter()
+            .map(|s| StreamReport {
+                name: s.name.clone(),
+                state: match s.refused() {
+                    Some(message) => StreamState::Refused {
+                        scope: s.scope.to_owned(),
+                        message,
+                    },
+                    None if s.status.is_open() => StreamState::Connected,
+                    None => StreamState::Connecting,
+                },
+            })
+            .collect()
+    }
+
+    /// Whether the Events API refuses every request stream.
+    fn all_refused(&self) -> bool {
+        !self.streams.is_empty() && self.streams.iter().all(|s| s.refused().is_some())
     }
 }
 
@@ -137,8 +211,9 @@ impl HttpPublisher {
     }
 }
 
-/// Open the subscriptions (they stop when `stop` fires) and build the
-/// publisher (whose retries stop when `abandon` fires).
+/// Open the subscriptions (they stop when `stop` fires, or when the source
+/// is closed) and build the publisher (whose retries stop when `abandon`
+/// fires).
 pub fn connect(
     client: &EventsClient,
     listen: &Listen,
@@ -146,31 +221,29 @@ pub fn connect(
     abandon: &CancellationToken,
 ) -> (HttpSource, HttpPublisher) {
     let (tx, rx) = mpsc::channel(64);
+    let close = stop.child_token();
     let mut streams = Vec::new();
-    let run_gate = Arc::new(watch::Sender::new(true));
-    for op in Operation::ALL {
+    for (index, op) in Operation::ALL.into_iter().enumerate() {
         let name = listen.prefix.request_name(op);
-        if op == Operation::Run {
-            let status = Arc::new(GatedStatus::default());
-            streams.push((name.clone(), Watched::Gated(Arc::clone(&status))));
-            let task = RunStream {
-                client: client.clone(),
-                name,
-                listen: listen.clone(),
-                stop: stop.clone(),
-                gate: run_gate.subscribe(),
-                tx: tx.clone(),
-                status,
-            };
-            tokio::spawn(task.run());
-            continue;
-        }
-        let mut sub = client.subscribe(&name, &listen.group, &listen.consumer, stop.clone());
-        streams.push((name.clone(), Watched::Always(sub.status())));
+        let mut sub = client.subscribe(&name, &listen.group, &listen.consumer, close.clone());
+        streams.push(Watched {
+            scope: listen_scope(&name),
+            status: sub.status(),
+            name: name.clone(),
+        });
         let tx = tx.clone();
+        // No cancellation here: the subscription ends on `close` after
+        // handing on what it read, and every item it hands on goes on.
         tokio::spawn(async move {
             while let Some(item) = sub.recv().await {
-                if tx.send(item).await.is_err() {
+                if tx
+                    .send(Arrival {
+                        stream: index,
+                        item,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -184,7 +257,8 @@ pub fn connect(
             streams: StreamsHealth {
                 streams: streams.into(),
             },
-            run_gate,
+            close,
+            gave_up: false,
         },
         HttpPublisher::new(client, abandon, bus_events_client::DEFAULT_MAX_LINE_BYTES),
     )
@@ -244,26 +318,72 @@ impl HttpSource {
             }
         }
     }
-}
 
-impl FollowsIntake for HttpSource {
-    fn follow_intake(&mut self, intake: watch::Receiver<bool>) {
-        forward_intake(intake, Arc::clone(&self.run_gate));
+    /// A stream's error: a refusal (403) is logged once here (the
+    /// subscription reports it once and asks again slowly) and is fatal
+    /// only when every stream is refused; anything else ends the worker.
+    fn on_stream_error(&mut self, stream: usize, err: &StreamError) -> Option<SourceError> {
+        let watched = &self.streams.streams[stream];
+        if !matches!(err, StreamError::Forbidden { .. }) {
+            let fatal = format!("{}: {err}", watched.name);
+            return self.give_up(fatal);
+        }
+        error!(
+            stream = %watched.name,
+            missing_scope = watched.scope,
+            "the Events API refuses the request stream {} (HTTP 403): the token lacks the scope `{}`; \
+             its requests are not served, and it is asked for again about once a minute: {err}",
+            watched.name,
+            watched.scope,
+        );
+        if !self.streams.all_refused() {
+            return None;
+        }
+        let each: Vec<String> = self
+            .streams
+            .refused()
+            .iter()
+            .map(|(name, scope)| format!("{name} (missing scope {scope})"))
+            .collect();
+        self.give_up(format!(
+            "no request stream can be opened: the Events API refuses every one (HTTP 403); \
+             the token lacks the scopes: {}",
+            each.join(", ")
+        ))
+    }
+
+    /// `Fatal(message)` the first time; nothing after that (the app loop
+    /// is already stopping).
+    fn give_up(&mut self, message: String) -> Option<SourceError> {
+        if std::mem::replace(&mut self.gave_up, true) {
+            debug!("{message}");
+            return None;
+        }
+        Some(SourceError::Fatal(message))
     }
 }
 
 impl EventSource for HttpSource {
     async fn next_inbound(&mut self) -> Option<Result<Inbound, SourceError>> {
         loop {
-            match self.rx.recv().await? {
+            let Arrival { stream, item } = self.rx.recv().await?;
+            match item {
                 Ok(item) => {
                     if let Some(inbound) = self.inbound_of(item) {
                         return Some(Ok(inbound));
                     }
                 }
-                Err(err) => return Some(Err(SourceError::Fatal(err.to_string()))),
+                Err(err) => {
+                    if let Some(fatal) = self.on_stream_error(stream, &err) {
+                        return Some(Err(fatal));
+                    }
+                }
             }
         }
+    }
+
+    fn close(&mut self) {
+        self.close.cancel();
     }
 }
 
@@ -321,7 +441,24 @@ mod tests {
             prefix: EventPrefix::parse("bus.docker").unwrap(),
             rx,
             streams: StreamsHealth::default(),
-            run_gate: Arc::new(watch::Sender::new(true)),
+            close: CancellationToken::new(),
+            gave_up: false,
+        }
+    }
+
+    #[test]
+    fn each_stream_needs_the_scope_of_its_operation() {
+        for (name, scope) in [
+            ("bus.docker.status.request", "container:read"),
+            ("bus.docker.run.request", "container:run"),
+            ("bus.containers.input.request", "container:run"),
+            ("bus.docker.delete.request", "container:delete"),
+            ("bus.docker.runner.status.request", "container:admin"),
+            ("bus.containers.runner.delete.request", "container:admin"),
+            ("bus.t.x.run.request", "events:listen"),
+            ("bus.dockerx.run.request", "events:listen"),
+        ] {
+            assert_eq!(listen_scope(name), scope, "{name}");
         }
     }
 

@@ -9,13 +9,9 @@
 //! * [`codec`]: payload DTOs, `decode` and `encode`.
 //! * [`http`]: `HttpSource` / `HttpPublisher` on `bus-events-client`.
 //! * [`memory`]: `MemoryBus` / `MemorySource` / `MemoryPublisher` for tests.
-//! * [`intake`]: `FollowsIntake`, how both sources stop taking run requests
-//!   while the worker is full (and why the HTTP one closes its run stream).
 //!
 //! Must not depend on any Docker library.
 
 pub mod codec;
 pub mod http;
-pub mod intake;
 pub mod memory;
-mod run_stream;

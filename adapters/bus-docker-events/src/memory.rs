@@ -3,9 +3,10 @@
 //! published responses come out of it.
 //!
 //! Requests wait on the bus until the worker takes them, in the order they
-//! were sent; a source following the worker's intake
-//! ([`FollowsIntake`]) passes over run requests while intake is closed,
-//! leaving them on the bus, and keeps taking every other request.
+//! were sent, whatever the worker's load: like the HTTP source, this one
+//! never withholds a request (a run the worker has no room for is answered
+//! `capacity`). Once closed it takes nothing more: requests still on the
+//! bus were never taken, so nothing taken is left behind.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +17,7 @@ use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::Operation;
-use tokio::sync::{watch, Notify};
-
-use crate::intake::FollowsIntake;
+use tokio::sync::Notify;
 
 /// A live output event as the bus saw it: with how many responses had
 /// been published before it (to check that a run's output events precede
@@ -72,8 +70,8 @@ impl Drop for Senders {
 /// The worker's inbound side.
 pub struct MemorySource {
     requests: Arc<Requests>,
-    /// The worker's run intake, once followed.
-    intake: Option<watch::Receiver<bool>>,
+    /// [`EventSource::close`] was called: take nothing more.
+    closed: bool,
 }
 
 /// The worker's outbound side.
@@ -102,7 +100,7 @@ pub fn memory_events() -> (MemoryBus, MemorySource, MemoryPublisher) {
         },
         MemorySource {
             requests,
-            intake: None,
+            closed: false,
         },
         MemoryPublisher {
             published,
@@ -167,31 +165,14 @@ impl MemoryBus {
 }
 
 impl MemorySource {
-    /// Whether run requests may be taken now.
-    fn intake_open(&mut self) -> bool {
-        self.intake
-            .as_mut()
-            .is_none_or(|intake| *intake.borrow_and_update())
-    }
-
-    /// The first waiting request that may be taken now; `Err(true)` when
-    /// none is waiting and the bus is closed.
-    fn take(&mut self) -> Result<Inbound, bool> {
-        let runs = self.intake_open();
+    /// The first waiting request; `Err(true)` when none is waiting and the
+    /// bus is closed.
+    fn take(&self) -> Result<Inbound, bool> {
         let mut waiting = self.requests.lock();
-        let first = waiting
-            .iter()
-            .position(|inbound| runs || inbound.operation != Operation::Run);
-        match first.and_then(|at| waiting.remove(at)) {
+        match waiting.pop_front() {
             Some(inbound) => Ok(inbound),
-            None => Err(waiting.is_empty() && self.requests.closed.load(Ordering::SeqCst)),
+            None => Err(self.requests.closed.load(Ordering::SeqCst)),
         }
-    }
-}
-
-impl FollowsIntake for MemorySource {
-    fn follow_intake(&mut self, intake: watch::Receiver<bool>) {
-        self.intake = Some(intake);
     }
 }
 
@@ -199,26 +180,20 @@ impl EventSource for MemorySource {
     /// Cancel safe: a request is taken only when it is returned.
     async fn next_inbound(&mut self) -> Option<Result<Inbound, SourceError>> {
         loop {
+            if self.closed {
+                return None;
+            }
             match self.take() {
                 Ok(inbound) => return Some(Ok(inbound)),
                 Err(true) => return None,
-                Err(false) => {}
-            }
-            let requests = Arc::clone(&self.requests);
-            let intake_changed = async {
-                match self.intake.as_mut() {
-                    Some(intake) => intake.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = requests.sent.notified() => {}
-                alive = intake_changed => if !alive {
-                    // The worker went away: run requests flow again.
-                    self.intake = None;
-                },
+                // `notify_one` keeps a permit when nobody waits: no lost wake-up.
+                Err(false) => self.requests.sent.notified().await,
             }
         }
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
     }
 }
 
@@ -284,36 +259,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_intake_leaves_run_requests_on_the_bus_and_opening_delivers_them() {
-        let (bus, mut source, _publisher) = memory_events();
-        let (intake, watch) = watch::channel(false);
-        source.follow_intake(watch);
-        bus.send(run("r-1"));
-        bus.send(inbound("s-1", Request::RunnerStatus));
-
-        assert_eq!(
-            next(&mut source).await.as_deref(),
-            Some("s-1"),
-            "other requests flow"
-        );
-        assert_eq!(next(&mut source).await, None, "the run is not taken");
-        let untaken: Vec<_> = bus.untaken().into_iter().map(|i| i.correlation).collect();
-        assert_eq!(untaken, [CorrelationId::parse("r-1").unwrap()]);
-
-        // Opening wakes a source already waiting.
-        let waiting = tokio::spawn(async move { (next(&mut source).await, source) });
-        tokio::task::yield_now().await;
-        intake.send_replace(true);
-        let (taken, mut source) = waiting.await.unwrap();
-        assert_eq!(taken.as_deref(), Some("r-1"));
-        assert!(bus.untaken().is_empty());
-
-        bus.send(run("r-2"));
-        assert_eq!(next(&mut source).await.as_deref(), Some("r-2"));
-    }
-
-    #[tokio::test]
-    async fn without_intake_every_request_flows_in_order_and_a_dropped_bus_ends_the_source() {
+    async fn every_request_flows_in_order_and_a_dropped_bus_ends_the_source() {
         let (bus, mut source, _publisher) = memory_events();
         bus.send(run("r-1"));
         bus.send(inbound("s-1", Request::RunnerStatus));
@@ -325,13 +271,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_worker_that_goes_away_leaves_intake_open() {
+    async fn a_closed_source_takes_nothing_more() {
         let (bus, mut source, _publisher) = memory_events();
-        let (intake, watch) = watch::channel(false);
-        source.follow_intake(watch);
         bus.send(run("r-1"));
-        assert_eq!(next(&mut source).await, None);
-        drop(intake);
         assert_eq!(next(&mut source).await.as_deref(), Some("r-1"));
+        bus.send(run("r-2"));
+        source.close();
+        assert_eq!(source.next_inbound().await.map(|_| ()), None);
+        let untaken: Vec<_> = bus.untaken().into_iter().map(|i| i.correlation).collect();
+        assert_eq!(
+            untaken,
+            [CorrelationId::parse("r-2").unwrap()],
+            "left on the bus, never taken"
+        );
     }
 }

@@ -13,6 +13,7 @@ use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
     CapturedOutput, EngineInfo, EngineReport, Finished, ProfileImage, RequestMounts, RunReport,
     RunState, RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails, SessionUsage,
+    StreamReport, StreamState,
 };
 use bus_docker_events::codec::{
     encode, encode_minimal, encode_output, Encoded, STREAM_HEADROOM_BYTES,
@@ -125,6 +126,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
             },
         ],
         networks: NetworkPolicy::default(),
+        streams: Vec::new(),
     }
 }
 
@@ -375,7 +377,41 @@ fn runner_responses() {
     let mut full = runner_report(RunnerState::Ready, None);
     full.intake_open = false;
     let e = encoded(Operation::RunnerStatus, Reply::RunnerStatus(Box::new(full)));
-    assert_eq!(e.payload["status"]["details"]["intake"], "paused");
+    assert_eq!(e.payload["status"]["details"]["intake"], "full");
+
+    // Contract §9: the request streams, a refused one with its scope.
+    let mut streams = runner_report(RunnerState::Degraded, Some("streams refused"));
+    streams.streams = vec![
+        StreamReport {
+            name: "bus.docker.status.request".into(),
+            state: StreamState::Connected,
+        },
+        StreamReport {
+            name: "bus.docker.run.request".into(),
+            state: StreamState::Connecting,
+        },
+        StreamReport {
+            name: "bus.docker.runner.status.request".into(),
+            state: StreamState::Refused {
+                scope: "container:admin".into(),
+                message: "HTTP 403: the token lacks `container:admin`".into(),
+            },
+        },
+    ];
+    let e = encoded(
+        Operation::RunnerStatus,
+        Reply::RunnerStatus(Box::new(streams)),
+    );
+    assert_eq!(
+        e.payload["status"]["details"]["streams"],
+        json!([
+            {"name": "bus.docker.status.request", "state": "connected"},
+            {"name": "bus.docker.run.request", "state": "connecting"},
+            {"name": "bus.docker.runner.status.request", "state": "refused",
+             "missing_scope": "container:admin",
+             "error": "HTTP 403: the token lacks `container:admin`"},
+        ])
+    );
 
     let e = encoded(
         Operation::RunnerStart,

@@ -36,6 +36,7 @@ pub(crate) struct Inner {
     pub(crate) stream_backoff: Backoff,
     pub(crate) max_line_bytes: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) refused_retry: Duration,
 }
 
 impl std::fmt::Debug for EventsClient {
@@ -73,6 +74,7 @@ impl EventsClient {
                 stream_backoff: config.stream_backoff,
                 max_line_bytes: config.max_line_bytes,
                 request_timeout: config.request_timeout,
+                refused_retry: config.refused_retry,
             }),
         })
     }

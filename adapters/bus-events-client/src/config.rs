@@ -28,7 +28,15 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// TCP connect timeout (default 5 s).
     pub connect_timeout: Duration,
+    /// How long a stream the server refused (403: the token lacks the
+    /// scope) waits before it asks again, so that a token re-granted the
+    /// scope is picked up (default [`REFUSED_STREAM_RETRY`]).
+    pub refused_retry: Duration,
 }
+
+/// How often a refused (403) stream is asked for again: about once a
+/// minute (contract §9).
+pub const REFUSED_STREAM_RETRY: Duration = Duration::from_secs(60);
 
 impl ClientConfig {
     /// A configuration with the defaults for everything but URL and token.
@@ -42,6 +50,7 @@ impl ClientConfig {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            refused_retry: REFUSED_STREAM_RETRY,
         }
     }
 }

@@ -14,7 +14,8 @@ pub enum UrlError {
     /// The text does not parse as an absolute URL.
     #[error("`{input}` is not a valid URL")]
     Invalid {
-        /// The rejected text.
+        /// The rejected text as [`redact_url`] shows it: credentials and
+        /// query never reach an error message.
         input: String,
         /// What the URL parser said.
         #[source]
@@ -61,7 +62,7 @@ impl EventsUrl {
     pub fn parse(input: &str) -> Result<Self, UrlError> {
         let trimmed = input.trim();
         let url = Url::parse(trimmed).map_err(|source| UrlError::Invalid {
-            input: trimmed.to_owned(),
+            input: redact_url(trimmed),
             source,
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -128,6 +129,31 @@ impl EventsUrl {
     pub(crate) fn stream_endpoint(&self) -> &Url {
         &self.stream
     }
+}
+
+/// `text` as logs and error messages may show it: a `user:password@`
+/// before the host becomes `***@`, and a query or fragment (which may carry
+/// a secret too) becomes `?***`. Works on text that is not a valid URL as
+/// well (RFC 3986: the authority ends at the first `/`, `?` or `#` after
+/// `://`, and its user information at the last `@` in it), so that an
+/// error about a malformed URL cannot leak what it carried either.
+#[must_use]
+pub fn redact_url(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(at) => text.split_at(at + 3),
+        None => ("", text),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let path = match tail.find(['?', '#']) {
+        Some(at) => format!("{}?***", &tail[..at]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{host}{path}")
 }
 
 impl FromStr for EventsUrl {

@@ -75,8 +75,8 @@ mod subscription;
 mod token;
 
 pub use client::EventsClient;
-pub use config::{Backoff, ClientConfig, DEFAULT_MAX_LINE_BYTES};
-pub use endpoint::{EventsUrl, UrlError};
+pub use config::{Backoff, ClientConfig, DEFAULT_MAX_LINE_BYTES, REFUSED_STREAM_RETRY};
+pub use endpoint::{redact_url, EventsUrl, UrlError};
 pub use envelope::{Envelope, OutboundEvent, StreamItem};
 pub use error::{BoxError, ClientError, PublishError, RequestFailure, StreamError};
 pub use ndjson::{End, Frame, LineFramer};

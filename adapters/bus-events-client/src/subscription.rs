@@ -4,10 +4,22 @@
 //! The channel is what carries backpressure: when the consumer stops pulling
 //! items the task stops reading the body, and TCP flow control slows the
 //! server down.
+//!
+//! **A line read is a line handed on.** The Events API counts an event as
+//! delivered once it is written to the stream, and it has no
+//! acknowledgement: an event read off the socket and then dropped is lost
+//! for good. So nothing here drops a parsed line: stopping never interrupts
+//! handing a line to the consumer (only the consumer going away does),
+//! and a stream asked to stop first hands on what has already arrived — the
+//! rest of a line it has begun included, for up to [`STOP_DRAIN`] — before
+//! it closes the connection. Only the bytes still on the wire when the
+//! connection closes are beyond its reach (contract §5: closing a stream
+//! with unread events in it loses them; the worker closes its streams only
+//! at shutdown).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,6 +43,14 @@ const CHANNEL_CAPACITY: usize = 64;
 /// A connection that lasted this long counts as healthy: the next reconnect
 /// starts again from the smallest delay.
 const HEALTHY_CONNECTION: Duration = Duration::from_secs(30);
+
+/// How long a stream asked to stop waits for the rest of a line it has
+/// begun before it closes the connection.
+pub const STOP_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a stream asked to stop keeps taking what has already arrived
+/// (a server that never stops writing cannot hold up a shutdown).
+const STOP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a stream asks the server to hand out events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +82,17 @@ impl DeliveryMode {
 /// * On EOF (clean or cut mid-line), a network error, 408, 429 or 5xx it
 ///   reconnects after the stream backoff, logged at `info`. The backoff
 ///   restarts after a connection that delivered data or lasted 30 s.
-/// * On 401/403 a token file is re-read; if the token changed it reconnects,
-///   otherwise it yields [`StreamError`] once and ends. Other statuses that
-///   retrying cannot fix end it the same way.
-/// * It ends when the cancellation token fires; dropping the subscription
-///   stops the task too.
+/// * On 401/403 a token file is re-read; if the token changed it reconnects.
+///   Otherwise a 403 (the token lacks this stream's scope) is yielded as
+///   [`StreamError::Forbidden`] once, and the stream is asked for again
+///   every `refused_retry` (about once a minute), silently, until the
+///   server accepts it: a token re-granted the scope is picked up
+///   ([`StreamStatus::refused`] says why it is refused meanwhile). A 401,
+///   and other statuses that retrying cannot fix, are yielded once and end
+///   the subscription.
+/// * It ends when the cancellation token fires, after handing on what had
+///   already arrived (see the module docs); dropping the subscription stops
+///   the task too.
 ///
 /// Malformed lines are logged at `warn` and yielded as
 /// [`StreamItem::Malformed`]; the subscription keeps going.
@@ -83,6 +109,9 @@ struct Shared {
     work_mode: AtomicBool,
     /// A stream is open right now (accepted, body being read).
     open: AtomicBool,
+    /// The server's last 403 while it refuses the stream; cleared when it
+    /// accepts it.
+    refused: Mutex<Option<StreamError>>,
 }
 
 /// A watch on one subscription's connection, for readiness probes and
@@ -104,9 +133,20 @@ impl StreamStatus {
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
     }
+
+    /// The server's refusal (403) while it refuses the stream: the
+    /// subscription asks again every `refused_retry`.
+    #[must_use]
+    pub fn refused(&self) -> Option<StreamError> {
+        self.shared.refused().clone()
+    }
 }
 
 impl Shared {
+    fn refused(&self) -> std::sync::MutexGuard<'_, Option<StreamError>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn mode(&self) -> DeliveryMode {
         if self.work_mode.load(Ordering::Relaxed) {
             DeliveryMode::Work
@@ -213,6 +253,8 @@ enum Next {
     RetryNow,
     /// Connect again after the backoff.
     Reconnect { reason: String, delivered: bool },
+    /// The token lacks the scope (403): yield it once, ask again slowly.
+    Refused(StreamError),
     /// Yield the error and end.
     Fatal(StreamError),
 }
@@ -220,14 +262,9 @@ enum Next {
 impl StreamTask {
     async fn run(self) {
         let mut backoff = BackoffState::new(self.client.inner.stream_backoff);
-        loop {
+        while !self.stop.is_cancelled() {
             let started = Instant::now();
-            let next = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                next = self.connect_and_read() => next,
-            };
-            match next {
+            match self.connect_and_read().await {
                 Next::Stop => return,
                 Next::RetryNow => {}
                 Next::Fatal(error) => {
@@ -237,6 +274,24 @@ impl StreamTask {
                         _ = self.tx.send(Err(error)) => {}
                     }
                     return;
+                }
+                Next::Refused(error) => {
+                    // Yielded once per refusal: the caller logs it once.
+                    let first = self.shared.refused().replace(error.clone()).is_none();
+                    if first {
+                        tokio::select! {
+                            biased;
+                            () = self.stop.cancelled() => return,
+                            sent = self.tx.send(Err(error)) => if sent.is_err() { return },
+                        }
+                    }
+                    let delay = self.client.inner.refused_retry;
+                    tracing::debug!(event = %self.name, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "stream refused (403); asking again later");
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
                 Next::Reconnect { reason, delivered } => {
                     if delivered || started.elapsed() >= HEALTHY_CONNECTION {
@@ -274,7 +329,13 @@ impl StreamTask {
             .header(AUTHORIZATION, bearer.header())
             .header(ACCEPT, "application/x-ndjson")
             .send();
-        let response = match tokio::time::timeout(inner.request_timeout, request).await {
+        // Stopping before the server answered: nothing was read yet.
+        let answered = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Next::Stop,
+            answered = tokio::time::timeout(inner.request_timeout, request) => answered,
+        };
+        let response = match answered {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 return Next::Reconnect {
@@ -294,14 +355,19 @@ impl StreamTask {
         if status.is_success() {
             self.shared.connections.fetch_add(1, Ordering::Relaxed);
             self.shared.open.store(true, Ordering::Relaxed);
+            if self.shared.refused().take().is_some() {
+                tracing::info!(event = %self.name, "event stream accepted: the token now has its scope");
+            }
             tracing::debug!(event = %self.name, delivery = mode.as_str(), "event stream open");
             let next = self.read_body(response).await;
             self.shared.open.store(false, Ordering::Relaxed);
             return next;
         }
-        let message = tokio::time::timeout(inner.request_timeout, error_message(response))
-            .await
-            .unwrap_or_default();
+        let message = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Next::Stop,
+            message = tokio::time::timeout(inner.request_timeout, error_message(response)) => message.unwrap_or_default(),
+        };
         self.on_error_status(status, message, mode, &bearer).await
     }
 
@@ -333,7 +399,7 @@ impl StreamTask {
                         message,
                     })
                 } else {
-                    Next::Fatal(StreamError::Forbidden {
+                    Next::Refused(StreamError::Forbidden {
                         status: code,
                         message,
                     })
@@ -350,13 +416,55 @@ impl StreamTask {
         }
     }
 
+    /// Read the body to its end, handing on every line. When `stop` fires,
+    /// take no more from the server than what has already arrived — what
+    /// the body yields without waiting — and the rest of a begun line (for
+    /// at most [`STOP_DRAIN`]), then close.
     async fn read_body(&self, response: reqwest::Response) -> Next {
         let max_line_bytes = self.client.inner.max_line_bytes;
         let mut framer = LineFramer::new(max_line_bytes);
         let mut body = response.bytes_stream();
         let mut delivered = false;
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
-            let chunk = match body.next().await {
+            let next = match draining {
+                None => tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => {
+                        draining = Some(tokio::time::Instant::now());
+                        continue;
+                    }
+                    next = body.next() => next,
+                },
+                Some(stopped) => {
+                    let begun = framer.buffered_bytes() > 0;
+                    let waited = if stopped.elapsed() >= STOP_DRAIN_LIMIT {
+                        None
+                    } else if begun {
+                        // The rest of this line is on its way: wait for it.
+                        tokio::time::timeout_at(stopped + STOP_DRAIN, body.next())
+                            .await
+                            .ok()
+                    } else {
+                        // Only what is there already.
+                        futures_util::FutureExt::now_or_never(body.next())
+                    };
+                    match waited {
+                        Some(next) => next,
+                        None => {
+                            if begun {
+                                tracing::warn!(
+                                    event = %self.name,
+                                    partial_len = framer.buffered_bytes(),
+                                    "stopping: the rest of a line did not arrive in time; its bytes are dropped",
+                                );
+                            }
+                            return Next::Stop;
+                        }
+                    }
+                }
+            };
+            let chunk = match next {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(error)) => {
                     return Next::Reconnect {
@@ -391,6 +499,7 @@ impl StreamTask {
                         "skipping an unusable stream line",
                     );
                 }
+                // Never given up for `stop`: a line read is a line handed on.
                 if self.tx.send(Ok(item)).await.is_err() {
                     return Next::Stop;
                 }

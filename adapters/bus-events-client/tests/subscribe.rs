@@ -2,7 +2,11 @@
 
 mod common;
 
-use bus_events_client::{DeliveryMode, StreamError, StreamItem, Subscription, TokenSource};
+use std::time::Duration;
+
+use bus_events_client::{
+    ClientConfig, DeliveryMode, EventsClient, StreamError, StreamItem, Subscription, TokenSource,
+};
 use common::{client, static_token, within, FakeEvents};
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -183,19 +187,78 @@ async fn a_401_on_the_stream_is_fatal() {
     assert_eq!(subscription.connections(), 0);
 }
 
+/// Contract §9: a 403 (the token lacks this stream's scope) is reported
+/// once and the stream is asked for again about once a minute (here
+/// `refused_retry`), so that a token re-granted the scope is picked up.
 #[tokio::test]
-async fn a_403_on_the_stream_is_fatal() {
-    let fake = FakeEvents::start().await;
-    fake.script_stream(&[403]);
-    let client = client(fake.url(), static_token("tok"));
+async fn a_403_is_yielded_once_and_the_stream_is_asked_for_again_slowly() {
+    const RETRY: Duration = Duration::from_millis(150);
+    let mut fake = FakeEvents::start().await;
+    fake.script_stream(&[403, 403, 403]);
+    let mut config = ClientConfig::new(fake.url(), static_token("tok"));
+    config.stream_backoff.min = Duration::from_millis(1);
+    config.stream_backoff.max = Duration::from_millis(1);
+    config.refused_retry = RETRY;
+    let client = EventsClient::new(config).unwrap();
     let mut subscription = client.subscribe(NAME, "g", "c", CancellationToken::new());
+    let status = subscription.status();
 
     let error = within(subscription.next()).await.unwrap().unwrap_err();
     assert!(
         matches!(&error, StreamError::Forbidden { status: 403, .. }),
         "{error:?}"
     );
-    assert!(within(subscription.next()).await.is_none());
+    assert_eq!(status.refused(), Some(error));
+    let mut asked = vec![];
+    for _ in 0..3 {
+        let conn = fake.next_stream().await;
+        asked.push((conn.status, std::time::Instant::now()));
+        assert!(status.refused().is_some(), "still refused");
+    }
+    let accepted = fake.next_stream().await;
+    assert_eq!(accepted.status, 200);
+    assert_eq!(
+        asked.iter().map(|a| a.0).collect::<Vec<_>>(),
+        [403, 403, 403]
+    );
+    for pair in asked.windows(2) {
+        assert!(
+            pair[1].1 - pair[0].1 >= RETRY,
+            "asked again only after refused_retry, not at the reconnect backoff"
+        );
+    }
+    accepted.send_line(&request_line("c-1")).await;
+    // The only item after the one error: a refusal is reported once.
+    assert_eq!(next_event_id(&mut subscription).await, "c-1");
+    assert_eq!(status.refused(), None, "accepted: no longer refused");
+    assert!(status.is_open());
+}
+
+/// A line read is a line handed on: stopping a stream hands on the rest
+/// of a line it has begun, then closes the connection.
+#[tokio::test]
+async fn stopping_finishes_a_begun_line_before_closing() {
+    let mut fake = FakeEvents::start().await;
+    let client = client(fake.url(), static_token("tok"));
+    let stop = CancellationToken::new();
+    let mut subscription = client.subscribe(NAME, "g", "c", stop.clone());
+    let conn = fake.next_stream().await;
+    let third = request_line("c-3");
+    let (head, tail) = third.split_at(20);
+    conn.send(format!(
+        "{}\n{}\n{head}",
+        request_line("c-1"),
+        request_line("c-2")
+    ))
+    .await;
+    assert_eq!(next_event_id(&mut subscription).await, "c-1");
+    assert_eq!(next_event_id(&mut subscription).await, "c-2");
+
+    stop.cancel();
+    conn.send(format!("{tail}\n")).await;
+    assert_eq!(next_event_id(&mut subscription).await, "c-3");
+    assert!(within(subscription.next()).await.is_none(), "then it ends");
+    within(conn.client_gone()).await;
 }
 
 #[tokio::test]

@@ -114,6 +114,48 @@ fn garbage_is_rejected() {
     ));
 }
 
+/// Issue 16 item 8a: no credential of a URL reaches an error message,
+/// whether the URL is refused for carrying it or is not a URL at all.
+#[test]
+fn no_error_about_a_url_shows_its_password() {
+    for input in [
+        "http://user:S3cretPASS@host/",
+        "http://user:S3cretPASS@[::1/",
+        "http://user:S3cretPASS@host:notaport/",
+        "http://S3cretPASS@host:99999/",
+        "ftp://user:S3cretPASS@host/",
+        "http://host/?token=S3cretPASS",
+        "http://host:bad/#S3cretPASS",
+    ] {
+        let err = EventsUrl::parse(input).expect_err(input);
+        let mut shown = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            shown.push_str(&format!(" {cause}"));
+            source = cause.source();
+        }
+        assert!(!shown.contains("S3cretPASS"), "{input}: {shown}");
+    }
+}
+
+#[test]
+fn redact_url_keeps_the_host_and_hides_user_information_and_query() {
+    for (input, shown) in [
+        (
+            "http://user:pw@host:8080/local/v1",
+            "http://***@host:8080/local/v1",
+        ),
+        ("http://pw@host", "http://***@host"),
+        ("https://a:b@c@host/x?y=1#z", "https://***@host/x?***"),
+        ("http://host:8080/p", "http://host:8080/p"),
+        ("user:pw@host/x", "***@host/x"),
+        ("not a url", "not a url"),
+        ("tcp://u:p@10.0.0.5:2376", "tcp://***@10.0.0.5:2376"),
+    ] {
+        assert_eq!(bus_events_client::redact_url(input), shown, "{input}");
+    }
+}
+
 // --- Outgoing envelope -----------------------------------------------------
 
 #[test]

@@ -1,13 +1,14 @@
-//! Intake follows capacity (contract §5): the worker's signal to its event
-//! source that it has room for another run.
+//! Intake follows capacity (contract §5): whether the worker has room for
+//! another run.
 //!
 //! The run table counts admitted runs (queued, creating, running, and
 //! recovered ones) and updates the signal on every admission and every
-//! retirement. While it reads `false` the source stops pulling from the run
-//! request stream, so the unicast group hands run requests to a worker with
-//! room; the other request streams keep being read. A request taken anyway
-//! (it was in flight when intake closed) still meets admission and gets
-//! `capacity` if there is no room when it arrives.
+//! retirement. It is an observable only — `runner.status`
+//! (`details.intake: "open" | "full"`) and `bus_docker_run_intake_open` —
+//! never a switch on the event source: every run request read is handed
+//! to the worker, and one that finds no room is answered `capacity` at
+//! once. (Before v3 the source closed its run stream while this read
+//! `false`, and lost the requests the server had already written into it.)
 
 use tokio::sync::watch;
 

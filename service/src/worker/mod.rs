@@ -56,7 +56,7 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::profile::Profiles;
 use bus_docker_domain::request::{Inbound, Request};
 use bus_docker_domain::response::{Reply, Response};
-use bus_docker_domain::run::{EngineId, RunMark};
+use bus_docker_domain::run::{EngineId, RunMark, StreamReport};
 use bus_docker_domain::spec::Policy;
 use bus_docker_domain::{EventPrefix, Operation, OperationError, OwnerId, PublishError, RunId};
 use tokio::sync::{mpsc, Semaphore};
@@ -153,7 +153,13 @@ struct Inner<R, P> {
     run_order: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// What the worker counts (exposed only with `--metrics-addr`).
     metrics: Metrics,
+    /// The request streams' states for `runner.status`, when the event
+    /// source has streams ([`Worker::watch_streams`]).
+    streams: std::sync::OnceLock<StreamsProbe>,
 }
+
+/// Reads the request streams' states (the event adapter's to provide).
+pub type StreamsProbe = Arc<dyn Fn() -> Vec<StreamReport> + Send + Sync>;
 
 /// Why an operation other than `run` failed: the error code, and whatever
 /// partial reply the response still carries (contract §3).
@@ -246,6 +252,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 refused: CancellationToken::new(),
                 run_order: Mutex::new(None),
                 metrics: Metrics::new(),
+                streams: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -277,11 +284,18 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// "Run intake open" (contract §5): `true` while fewer runs are
-    /// admitted than `max_concurrent_runs` + `max_queued_runs`. The event
-    /// source stops pulling run requests while it reads `false`, so the
-    /// group hands them to a worker with room.
+    /// admitted than `max_concurrent_runs` + `max_queued_runs`. An
+    /// observable only (`runner.status`, metrics): run requests are read
+    /// whatever it says, and one that finds no room is answered `capacity`.
     pub fn intake(&self) -> tokio::sync::watch::Receiver<bool> {
         self.table().intake.watch()
+    }
+
+    /// Report the request streams `probe` describes in `runner.status`
+    /// (contract §9). Set once, by the composition root; later calls are
+    /// ignored.
+    pub fn watch_streams(&self, probe: StreamsProbe) {
+        let _ = self.inner.streams.set(probe);
     }
 
     fn table(&self) -> MutexGuard<'_, RunTable> {

@@ -8,7 +8,9 @@
 //! reachable engine's; `engines` lists each one.
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
-use bus_docker_domain::run::{EngineReport, ProfileImage, RunnerReport, RunnerState};
+use bus_docker_domain::run::{
+    EngineReport, ProfileImage, RunnerReport, RunnerState, StreamReport, StreamState,
+};
 
 use super::Worker;
 
@@ -32,7 +34,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             profiles: Default::default(),
             engines: Vec::new(),
             networks: s.policy.networks.clone(),
+            streams: self
+                .inner
+                .streams
+                .get()
+                .map(|probe| probe())
+                .unwrap_or_default(),
         };
+        let refused = refused_streams(&report.streams);
         let mut down = Vec::new();
         for probe in self.inner.pool.probe_all().await {
             let docker_host = probe.engine.to_string();
@@ -62,10 +71,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
         if report.engine.is_none() {
             report.state = RunnerState::Unavailable;
-            report.problem = Some(down.join("; "));
+            let problems: Vec<String> = std::iter::once(down.join("; ")).chain(refused).collect();
+            report.problem = Some(problems.join("; "));
             return report;
         }
         let mut problems = Vec::new();
+        problems.extend(refused);
         if !down.is_empty() {
             problems.push(format!("engines unreachable: {}", down.join(", ")));
         }
@@ -95,4 +106,24 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
         report
     }
+}
+
+/// "request streams refused …" naming each refused stream and its scope,
+/// when any is refused.
+fn refused_streams(streams: &[StreamReport]) -> Option<String> {
+    let refused: Vec<String> = streams
+        .iter()
+        .filter_map(|s| match &s.state {
+            StreamState::Refused { scope, .. } => {
+                Some(format!("{} (missing scope {scope})", s.name))
+            }
+            _ => None,
+        })
+        .collect();
+    (!refused.is_empty()).then(|| {
+        format!(
+            "request streams refused by the Events API (HTTP 403): {}",
+            refused.join(", ")
+        )
+    })
 }

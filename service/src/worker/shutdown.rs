@@ -2,8 +2,8 @@
 //!
 //! `Lifecycle` is created once by the composition root and handed to the
 //! worker and to the event adapters. Its tokens are private: adapters get
-//! child tokens (they can watch, not trigger), and [`Worker::shutdown`] is
-//! the only code that cancels them.
+//! child tokens (they can watch, not trigger), and [`Worker::begin_shutdown`]
+//! and [`Worker::shutdown`] are the only code that cancels them.
 
 use std::time::Duration;
 
@@ -59,6 +59,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// Whether shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.inner.lifecycle.is_stopping()
+    }
+
+    /// Begin stopping: the event source's streams end (handing on what they
+    /// had read, which the app loop still dispatches: a run among it is
+    /// answered `canceled`), and queued runs are answered `canceled`.
+    /// [`Worker::shutdown`] does this too; the app loop calls it first so
+    /// that it can drain the source before waiting for the runs.
+    pub fn begin_shutdown(&self) {
+        self.inner.lifecycle.stopping.cancel();
     }
 
     /// Stop: intake ends, queued runs are answered `canceled`, running ones

@@ -8,7 +8,9 @@ use bus_docker_domain::ids::{OwnerId, ProfileName};
 use bus_docker_domain::network::NetworkPolicy;
 use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::response::{Failure, Reply, Response};
-use bus_docker_domain::run::{CapturedOutput, RunReport, RunStatus, RunSummary, RunnerReport};
+use bus_docker_domain::run::{
+    CapturedOutput, RunReport, RunStatus, RunSummary, RunnerReport, StreamReport, StreamState,
+};
 use serde_json::{json, Map, Value};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -434,7 +436,7 @@ fn runner_details(report: &RunnerReport) -> Value {
         "queued_runs": report.queued_runs,
         "max_concurrent_runs": report.max_concurrent_runs,
         "max_queued_runs": report.max_queued_runs,
-        "intake": if report.intake_open { "open" } else { "paused" },
+        "intake": if report.intake_open { "open" } else { "full" },
         "profiles": profiles,
         "request_mounts": engine.map(|e| e.request_mounts.describe()),
         "engines": report.engines.iter().map(|e| json!({
@@ -447,10 +449,29 @@ fn runner_details(report: &RunnerReport) -> Value {
         })).collect::<Vec<_>>(),
     });
     details["network_policy"] = network_policy(&report.networks);
+    if !report.streams.is_empty() {
+        details["streams"] = report.streams.iter().map(stream_details).collect();
+    }
     if let Some(problem) = &report.problem {
         details["problem"] = json!(problem);
     }
     details
+}
+
+/// One request stream of `details.streams` (contract §9):
+/// `{"name", "state": "connected" | "connecting" | "refused"}`, and for a
+/// refused one `missing_scope` and the server's `error`.
+fn stream_details(stream: &StreamReport) -> Value {
+    match &stream.state {
+        StreamState::Connected => json!({"name": stream.name, "state": "connected"}),
+        StreamState::Connecting => json!({"name": stream.name, "state": "connecting"}),
+        StreamState::Refused { scope, message } => json!({
+            "name": stream.name,
+            "state": "refused",
+            "missing_scope": scope,
+            "error": message,
+        }),
+    }
 }
 
 /// The network policy in force: `permissive` (any network that shares no

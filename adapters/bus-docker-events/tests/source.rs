@@ -1,8 +1,9 @@
-//! Intake follows capacity on the real event path (contract §5): an
-//! `HttpSource` whose run intake is closed takes no run requests, so the
-//! unicast group gives them to another consumer or keeps them until the
-//! intake opens; its other request streams keep flowing. Checked against
-//! the in-process local Events API (`bus-events-local`).
+//! The HTTP source on the real event path (contract v3 §5): it hands on
+//! every request it reads, whatever the worker's load — there is no
+//! intake switch any more — and once closed it hands on what it had read,
+//! then ends. Checked against the in-process local Events API
+//! (`bus-events-local`). (Before v3 this file checked that a closed intake
+//! closed the run stream: the mechanism that lost requests.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,13 +11,11 @@ use std::time::Duration;
 use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ports::EventSource;
 use bus_docker_events::http::{self, HttpSource, Listen};
-use bus_docker_events::intake::FollowsIntake;
 use bus_events_client::{
     CancellationToken, ClientConfig, EventsClient, EventsUrl, OutboundEvent, TokenSource,
 };
 use bus_events_local::{mint_token, serve, MintClaims, RunningServer, ServerConfig};
 use serde_json::json;
-use tokio::sync::watch;
 
 const GROUP: &str = "workers";
 
@@ -111,58 +110,49 @@ async fn taken(source: &mut HttpSource, wait: Duration) -> Option<(Operation, St
 }
 
 const SOON: Duration = Duration::from_secs(10);
-const NOT_WITHIN: Duration = Duration::from_millis(400);
 
 #[tokio::test]
-async fn a_closed_run_intake_takes_no_run_requests_and_opening_delivers_them() {
+async fn every_request_read_is_handed_on_and_a_closed_source_ends_after_what_it_read() {
     let bus = Bus::start().await;
-    let mut a = bus.source("a");
-    let (intake, watch) = watch::channel(false);
-    a.follow_intake(watch);
-    bus.wait_consumers(Operation::Status, 1).await;
-    assert_eq!(bus.consumers(Operation::Run), 0, "closed: no run stream");
-
-    bus.publish(Operation::Run, "r-1").await;
+    let mut source = bus.source("a");
+    for op in Operation::ALL {
+        bus.wait_consumers(op, 1).await;
+    }
+    // A burst published before anything is taken from the source: every
+    // request is handed on, once, run stream or not.
+    for i in 0..100 {
+        bus.publish(Operation::Run, &format!("r-{i}")).await;
+    }
     bus.publish(Operation::Status, "s-1").await;
+    let mut runs = Vec::new();
+    let mut status = None;
+    while runs.len() < 100 || status.is_none() {
+        match taken(&mut source, SOON)
+            .await
+            .expect("every request is handed on")
+        {
+            (Operation::Run, c) => runs.push(c),
+            (Operation::Status, c) => status = Some(c),
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..100).map(|i| format!("r-{i}")).collect();
+    assert_eq!(runs, expected, "every run, once, in order");
+    assert_eq!(status.as_deref(), Some("s-1"));
+    assert!(source.health().disconnected().is_empty());
     assert_eq!(
-        taken(&mut a, SOON).await,
-        Some((Operation::Status, "s-1".into())),
-        "other requests flow while intake is closed"
-    );
-    assert_eq!(
-        taken(&mut a, NOT_WITHIN).await,
-        None,
-        "the run waits in the group"
+        source.health().reconnects(),
+        0,
+        "never closed or reconnected"
     );
 
-    intake.send_replace(true);
-    assert_eq!(
-        taken(&mut a, SOON).await,
-        Some((Operation::Run, "r-1".into()))
-    );
-    let health = a.health();
-    assert!(
-        health.disconnected().is_empty(),
-        "{:?}",
-        health.disconnected()
-    );
-
-    // Closed again: a run published now goes to another consumer of the
-    // group, and this one never sees it.
-    intake.send_replace(false);
-    bus.wait_consumers(Operation::Run, 0).await;
-    assert!(
-        health.disconnected().is_empty(),
-        "a paused run stream is not a fault: {:?}",
-        health.disconnected()
-    );
-    bus.publish(Operation::Run, "r-2").await;
-    let mut b = bus.source("b");
-    assert_eq!(
-        taken(&mut b, SOON).await,
-        Some((Operation::Run, "r-2".into()))
-    );
-    assert_eq!(taken(&mut a, NOT_WITHIN).await, None);
-    assert_eq!(health.reconnects(), 0, "pausing is not reconnecting");
+    // Closed: the source ends (after handing on anything it had read) and
+    // its streams leave the group.
+    source.close();
+    let ended = tokio::time::timeout(SOON, source.next_inbound()).await;
+    assert!(matches!(ended, Ok(None)), "the closed source ends");
+    for op in Operation::ALL {
+        bus.wait_consumers(op, 0).await;
+    }
     bus.stop.cancel();
 }
