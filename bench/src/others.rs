@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bus_docker_domain::ports::ContainerRuntime;
-use bus_docker_domain::profile::{Hardening, PullPolicy};
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{CorrelationId, ImageRef, NetworkName, OwnerId, RunId};
+use bus_docker_domain::ImageRef;
 use bus_docker_engine::DockerEngine;
 
 use crate::{pool, progress, BenchError};
@@ -27,31 +26,13 @@ pub struct Others {
 }
 
 impl Others {
-    fn spec(&self, k: usize) -> Result<RunSpec, BenchError> {
-        let field = |e: &dyn std::fmt::Display| BenchError::new(e.to_string());
-        Ok(RunSpec {
-            run_id: RunId::parse(&format!("{}-other-{k}", self.tag)).map_err(|e| field(&e))?,
-            owner: Some(OwnerId::parse(&format!("{}-owner-{k}", self.tag)).map_err(|e| field(&e))?),
-            correlation: CorrelationId::parse(&format!("{}-other-{k}", self.tag))
-                .map_err(|e| field(&e))?,
-            reply_event: self.reply_event.clone(),
-            profile: None,
-            image: self.image.clone(),
-            pull_policy: PullPolicy::Never,
-            command: vec!["sleep".to_owned(), "3600".to_owned()],
-            workdir: None,
-            env: std::collections::BTreeMap::new(),
-            mounts: Vec::new(),
-            network: NetworkName::none(),
-            stdin: None,
-            interactive: false,
-            timeout: Duration::from_secs(3600),
-            labels: std::collections::BTreeMap::new(),
-            hardening: Hardening::default(),
-            max_output_bytes: 1 << 20,
-            stream_output: false,
-            codex_home: None,
-        })
+    fn spec(&self, k: usize) -> RunSpec {
+        RunSpec::builder(&format!("{}-other-{k}", self.tag), self.image.as_str())
+            .owner(&format!("{}-owner-{k}", self.tag))
+            .reply_event(&self.reply_event)
+            .command(&["sleep", "3600"])
+            .timeout(Duration::from_secs(3600))
+            .build()
     }
 
     /// Create and start containers until there are `n`.
@@ -63,9 +44,7 @@ impl Others {
         progress(format!(
             "status: starting containers {from}..{n} of other owners"
         ));
-        let specs = (from..n)
-            .map(|k| self.spec(k))
-            .collect::<Result<Vec<_>, _>>()?;
+        let specs = (from..n).map(|k| self.spec(k)).collect::<Vec<_>>();
         let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let job = {
             let (engine, docker, specs) = (self.engine.clone(), self.docker.clone(), specs);

@@ -566,3 +566,6 @@ fn check_labels(req: &RunRequest) -> Result<(), OperationError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,12 +1,9 @@
 //! Unit tests of the engine pool over switchable fake engines.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
-use bus_docker_domain::profile::Hardening;
 use bus_docker_domain::run::RunMark;
 use bus_docker_domain::spec::SessionKey;
-use bus_docker_domain::{CorrelationId, NetworkName, RunId};
 use bus_docker_static::StaticRuntime;
 
 use super::*;
@@ -109,28 +106,9 @@ impl ContainerRuntime for Switchable {
 }
 
 fn spec(run: &str) -> RunSpec {
-    RunSpec {
-        run_id: RunId::parse(run).unwrap(),
-        owner: None,
-        correlation: CorrelationId::parse(&format!("c-{run}")).unwrap(),
-        reply_event: "bus.docker.run.response".into(),
-        profile: None,
-        image: ImageRef::parse("static/test").unwrap(),
-        pull_policy: PullPolicy::Never,
-        command: vec!["true".into()],
-        workdir: None,
-        env: BTreeMap::new(),
-        mounts: Vec::new(),
-        network: NetworkName::none(),
-        stdin: None,
-        interactive: false,
-        timeout: Duration::from_secs(60),
-        labels: BTreeMap::new(),
-        hardening: Hardening::default(),
-        max_output_bytes: 1024,
-        stream_output: false,
-        codex_home: None,
-    }
+    RunSpec::builder(run, "static/test")
+        .max_output_bytes(1024)
+        .build()
 }
 
 fn pool(n: usize, cap: Option<usize>) -> (EnginePool<Switchable>, Vec<Switchable>) {

@@ -68,31 +68,13 @@ pub use error::DockerError;
 /// A spec for unit tests.
 #[cfg(test)]
 pub(crate) fn test_spec() -> bus_docker_domain::spec::RunSpec {
-    use bus_docker_domain::profile::{Hardening, PullPolicy};
-    use bus_docker_domain::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId};
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    bus_docker_domain::spec::RunSpec {
-        run_id: RunId::parse("r1").unwrap(),
-        owner: Some(OwnerId::parse("owner-1").unwrap()),
-        correlation: CorrelationId::parse("c-1").unwrap(),
-        reply_event: "bus.docker.run.response".into(),
-        profile: Some(ProfileName::parse("codex").unwrap()),
-        image: ImageRef::parse("img:1").unwrap(),
-        pull_policy: PullPolicy::Never,
-        command: vec!["sh".into(), "-c".into(), "echo \"hi\"".into()],
-        workdir: None,
-        env: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
-        mounts: Vec::new(),
-        network: NetworkName::none(),
-        stdin: None,
-        interactive: false,
-        timeout: Duration::from_secs(60),
-        labels: BTreeMap::from([("bus.task.ref".to_owned(), "t-9".to_owned())]),
-        hardening: Hardening::default(),
-        max_output_bytes: 1024,
-        stream_output: false,
-        codex_home: None,
-    }
+    bus_docker_domain::spec::RunSpec::builder("r1", "img:1")
+        .owner("owner-1")
+        .correlation("c-1")
+        .profile("codex")
+        .command(&["sh", "-c", "echo \"hi\""])
+        .env("A", "1")
+        .label("bus.task.ref", "t-9")
+        .max_output_bytes(1024)
+        .build()
 }

@@ -448,30 +448,11 @@ mod tests {
     }
 
     fn spec(run_id: &str, command: &[&str]) -> RunSpec {
-        use bus_docker_domain::profile::Hardening;
-        use bus_docker_domain::{CorrelationId, NetworkName, RunId};
-        RunSpec {
-            run_id: RunId::parse(run_id).unwrap(),
-            owner: None,
-            correlation: CorrelationId::parse("c-1").unwrap(),
-            reply_event: "bus.docker.run.response".into(),
-            profile: None,
-            image: ImageRef::parse("img:1").unwrap(),
-            pull_policy: PullPolicy::Never,
-            command: command.iter().map(|c| (*c).to_owned()).collect(),
-            workdir: None,
-            env: Default::default(),
-            mounts: Vec::new(),
-            network: NetworkName::none(),
-            stdin: None,
-            interactive: false,
-            timeout: Duration::from_secs(60),
-            labels: Default::default(),
-            hardening: Hardening::default(),
-            max_output_bytes: 1024,
-            stream_output: false,
-            codex_home: None,
-        }
+        RunSpec::builder(run_id, "img:1")
+            .correlation("c-1")
+            .command(command)
+            .max_output_bytes(1024)
+            .build()
     }
 
     fn io() -> RunIo {

@@ -3,16 +3,14 @@
 //! removes every container a test created, also when the test fails.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bus_docker_domain::ports::{ContainerRuntime, RunIo, Stdin};
-use bus_docker_domain::profile::{Hardening, PullPolicy};
 use bus_docker_domain::run::ContainerRef;
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{CorrelationId, ImageRef, NetworkName, OwnerId, RunId};
+use bus_docker_domain::{ImageRef, RunId};
 use bus_docker_engine::{DockerEngine, EngineOptions};
 
 pub const MIB: usize = 1024 * 1024;
@@ -56,28 +54,12 @@ pub fn run_id_prefix() -> String {
 }
 
 pub fn spec(test: &str, command: &[&str]) -> RunSpec {
-    RunSpec {
-        run_id: run_id(test),
-        owner: Some(OwnerId::parse("owner-1").unwrap()),
-        correlation: CorrelationId::parse(&format!("corr-{test}")).unwrap(),
-        reply_event: "bus.docker.run.response".into(),
-        profile: None,
-        image: ImageRef::parse(&image()).unwrap(),
-        pull_policy: PullPolicy::Never,
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        workdir: None,
-        env: BTreeMap::new(),
-        mounts: Vec::new(),
-        network: NetworkName::none(),
-        stdin: None,
-        interactive: false,
-        timeout: Duration::from_secs(60),
-        labels: BTreeMap::new(),
-        hardening: Hardening::default(),
-        max_output_bytes: MIB,
-        stream_output: false,
-        codex_home: None,
-    }
+    RunSpec::builder(run_id(test).as_str(), &image())
+        .owner("owner-1")
+        .correlation(&format!("corr-{test}"))
+        .command(command)
+        .max_output_bytes(MIB)
+        .build()
 }
 
 /// Run io with nothing on stdin, no cancel, a 1 MiB tail, and no stop
