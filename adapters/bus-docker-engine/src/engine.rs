@@ -18,10 +18,11 @@ use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RuntimeError};
 
 use crate::client::{Connection, EngineOptions};
-use crate::config::{container_body, ImageSeen};
+use crate::config::container_body;
 use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
+use crate::images::{self, Images, Unready};
 use crate::input::{InputError, InputSessions};
 use crate::labels::{self, Listed};
 use crate::pinning::{run_of, Pinning};
@@ -43,18 +44,13 @@ pub struct DockerEngine {
 struct Inner {
     conn: Connection,
     inputs: InputSessions,
-    /// Images seen present (reference → id), so `ensure_image` under
-    /// `if-not-present`/`never` skips an inspect. (`create` still reads the
-    /// image once, fresh: its labels and id must be the ones that run.) An
-    /// entry is dropped when a create finds the image gone.
-    images: std::sync::Mutex<HashMap<String, String>>,
+    /// Images seen present (`images.rs`). (`create` still reads the
+    /// image once, fresh: its labels and id must be the ones that run.)
+    images: Images,
     /// Containers this process created and has not driven yet, with
     /// whether their stdin is open: their first drive skips an inspect.
     created: std::sync::Mutex<HashMap<String, bool>>,
     pins: Pinning,
-    /// Where registry credentials are looked up at each pull.
-    registry_config: ClientConfig,
-    pull_timeout: Duration,
     /// Managed containers kept from the engine's events (`view.rs`):
     /// listings are answered from it while its stream is connected.
     view: View,
@@ -92,10 +88,11 @@ impl DockerEngine {
                 conn,
                 pins,
                 inputs: InputSessions::new(),
-                images: std::sync::Mutex::new(HashMap::new()),
+                images: Images::new(
+                    ClientConfig::locate(opts.docker_config_dir.as_deref()),
+                    opts.pull_timeout,
+                ),
                 created: std::sync::Mutex::new(HashMap::new()),
-                registry_config: ClientConfig::locate(opts.docker_config_dir.as_deref()),
-                pull_timeout: opts.pull_timeout,
                 view: View::new(),
                 list_calls: AtomicU64::new(0),
             }),
@@ -172,42 +169,6 @@ impl DockerEngine {
         err.into_runtime()
     }
 
-    async fn pull(&self, docker: &Docker, image: &ImageRef) -> Result<(), DockerError> {
-        let limits = crate::pull::PullLimits {
-            idle: self.inner.conn.request_timeout(),
-            deadline: self.inner.pull_timeout,
-        };
-        crate::pull::pull(docker, image, &self.inner.registry_config, limits).await
-    }
-
-    /// The image's id, `None` when it is not present.
-    async fn image_id(
-        &self,
-        docker: &Docker,
-        image: &ImageRef,
-    ) -> Result<Option<String>, DockerError> {
-        Ok(self.image_seen(docker, image).await?.map(|seen| seen.id))
-    }
-
-    /// The image's id and labels, `None` when it is not present.
-    async fn image_seen(
-        &self,
-        docker: &Docker,
-        image: &ImageRef,
-    ) -> Result<Option<ImageSeen>, DockerError> {
-        match docker.inspect_image(image.as_str()).await {
-            Ok(info) => Ok(Some(ImageSeen {
-                id: info.id.unwrap_or_default(),
-                labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
-            })),
-            Err(source) if classify(&source) == Class::NotFound => Ok(None),
-            Err(source) => Err(DockerError::InspectImage {
-                image: image.to_string(),
-                source,
-            }),
-        }
-    }
-
     async fn create_once(
         &self,
         spec: &RunSpec,
@@ -218,7 +179,7 @@ impl DockerEngine {
         // Read the image now, not from the cache: its labels decide which
         // `bus.*` keys the worker must blank, and the container is created
         // from exactly this image id.
-        let image = match self.image_seen(&docker, &spec.image).await {
+        let image = match images::image_seen(&docker, &spec.image).await {
             Ok(Some(image)) => image,
             Ok(None) => return Err(RuntimeError::ImageMissing(spec.image.to_string())),
             Err(err) => return Err(self.fail(err).await),
@@ -268,55 +229,17 @@ impl DockerEngine {
         }
     }
 
-    fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner
-            .images
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
-        if policy != PullPolicy::Always {
-            if let Some(id) = self.images().get(image.as_str()).cloned() {
-                return Ok(id);
-            }
-        }
-        let id = self.ensure_uncached(image, policy).await?;
-        self.images().insert(image.as_str().to_owned(), id.clone());
-        Ok(id)
-    }
-
-    async fn ensure_uncached(
-        &self,
-        image: &ImageRef,
-        policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
-        let present = match policy {
-            PullPolicy::Always => None,
-            PullPolicy::IfNotPresent | PullPolicy::Never => {
-                match self.image_id(&docker, image).await {
-                    Ok(id) => id,
-                    Err(err) => return Err(self.fail(err).await),
-                }
-            }
-        };
-        if let Some(id) = present {
-            return Ok(id);
-        }
-        if policy == PullPolicy::Never {
-            return Err(RuntimeError::ImageMissing(image.to_string()));
-        }
-        if let Err(err) = self.pull(&docker, image).await {
-            return Err(self.fail(err).await);
-        }
-        match self.image_id(&docker, image).await {
-            Ok(Some(id)) => Ok(id),
-            Ok(None) => Err(RuntimeError::PullFailed {
+        let idle = self.inner.conn.request_timeout();
+        match self.inner.images.ensure(&docker, image, policy, idle).await {
+            Ok(id) => Ok(id),
+            Err(Unready::Missing) => Err(RuntimeError::ImageMissing(image.to_string())),
+            Err(Unready::NotAfterPull) => Err(RuntimeError::PullFailed {
                 image: image.to_string(),
                 reason: "the pull finished but the image is not present".to_owned(),
             }),
-            Err(err) => Err(self.fail(err).await),
+            Err(Unready::Engine(err)) => Err(self.fail(err).await),
         }
     }
 
@@ -349,7 +272,7 @@ impl ContainerRuntime for DockerEngine {
 
     async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
         let docker = self.docker().await?;
-        match self.image_id(&docker, image).await {
+        match images::image_id(&docker, image).await {
             Ok(id) => Ok(id.is_some()),
             Err(err) => Err(self.fail(err).await),
         }
@@ -373,12 +296,12 @@ impl ContainerRuntime for DockerEngine {
             Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
                 // The image went away since it was seen (cache): make it
                 // present again under the run's pull policy, then retry.
-                self.images().remove(spec.image.as_str());
+                self.inner.images.forget(&spec.image);
                 self.ensure(&spec.image, spec.pull_policy).await?;
                 self.create_once(spec, runner).await
             }
             Err(err @ RuntimeError::ImageMissing(_)) => {
-                self.images().remove(spec.image.as_str());
+                self.inner.images.forget(&spec.image);
                 Err(err)
             }
             other => other,
