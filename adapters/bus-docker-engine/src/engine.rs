@@ -25,7 +25,7 @@ use crate::error::{classify, Class, DockerError};
 use crate::images::{self, Images, Unready};
 use crate::input::{InputError, InputSessions};
 use crate::labels::{self, Listed};
-use crate::pinning::{run_of, Pinning};
+use crate::pinning::Pinning;
 use crate::records::{self, Marked};
 use crate::registry::ClientConfig;
 use crate::view::{self, View};
@@ -108,6 +108,13 @@ impl DockerEngine {
     /// `engine_info`.
     pub fn request_mounts(&self) -> RequestMounts {
         self.inner.pins.describe()
+    }
+
+    /// Request-mount pins held by containers this process created (for
+    /// tests: each is released when its own container is removed).
+    #[doc(hidden)]
+    pub fn held_pins(&self) -> usize {
+        self.inner.pins.held_pins()
     }
 
     /// Stdin connections held for runs other workers drive.
@@ -242,13 +249,6 @@ impl DockerEngine {
             Err(Unready::Engine(err)) => Err(self.fail(err).await),
         }
     }
-
-    /// The container is gone: its run's pins go too.
-    async fn release_pins(&self, container: &ContainerRef) {
-        if let Some(run) = run_of(&container.name) {
-            self.inner.pins.release(run.to_owned()).await;
-        }
-    }
 }
 
 impl ContainerRuntime for DockerEngine {
@@ -306,8 +306,9 @@ impl ContainerRuntime for DockerEngine {
             }
             other => other,
         };
-        if created.is_err() {
-            self.inner.pins.unpin(pinned).await;
+        match &created {
+            Ok(container) => self.inner.pins.created(&container.id, pinned),
+            Err(_) => self.inner.pins.unpin(pinned).await,
         }
         created
     }
@@ -364,7 +365,7 @@ impl ContainerRuntime for DockerEngine {
             Ok(()) => {
                 tracing::debug!(container = %container.name, "container removed");
                 self.view_removed(&container.id);
-                self.release_pins(container).await;
+                self.inner.pins.release(&container.id).await;
                 Ok(())
             }
             // Gone, or another worker is removing it right now.
@@ -372,7 +373,7 @@ impl ContainerRuntime for DockerEngine {
                 if classify(&source) == Class::NotFound {
                     self.view_removed(&container.id);
                 }
-                self.release_pins(container).await;
+                self.inner.pins.release(&container.id).await;
                 Ok(())
             }
             Err(source) => Err(self

@@ -315,3 +315,80 @@ fn a_staging_dir_inside_an_allowed_root_stops_the_worker() {
         "{err}"
     );
 }
+
+/// Mount points under `root` in this process's mount namespace (the one
+/// dockerd shares: the pins are made here).
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+        .filter(|point| point.starts_with(&format!("{root}/")))
+        .collect()
+}
+
+/// Issue 16.2: run ids that end in `.answered` and `.deleted` beside
+/// their plain twin, of two owners. Each run's pins are released when its
+/// own container goes (found by what was recorded at create, not by the
+/// name: `bus-run-vic.answered` is not a mark of `vic`), and no host mount
+/// is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pin_is_released_when_its_own_run_ends_whatever_its_id_ends_in() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    let work = s.root.join("work");
+    let base = support::run_id("vic");
+    let run = |id: String, owner: &str| {
+        let mut spec = spec("vic", &["cat", "/data/marker"]);
+        spec.run_id = bus_docker_domain::RunId::parse(&id).unwrap();
+        spec.owner = Some(bus_docker_domain::OwnerId::parse(owner).unwrap());
+        spec.mounts = vec![s.admit(&work).unwrap()];
+        spec
+    };
+    let plain = run(base.to_string(), "owner-a");
+    let answered = run(format!("{base}.answered"), "owner-b");
+    let deleted = run(format!("{base}.deleted"), "owner-b");
+    let mut refs = Vec::new();
+    for spec in [&plain, &answered, &deleted] {
+        refs.push(cleanup.create(&s.engine, spec).await);
+    }
+    assert_eq!(s.engine.held_pins(), 3);
+    assert_eq!(mounts_under(&s.staging).len(), 3, "one pin per run");
+
+    // Owner B's runs end as the worker ends them: driven, marked answered
+    // (renamed `bus-run-<id>.answered`), then removed through the
+    // reference made at create (the name before the mark).
+    for container in &refs[1..] {
+        let exit = s
+            .engine
+            .drive(container, io(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(exit.stdout.text, "inside");
+        s.engine.mark_answered(container).await.unwrap();
+        s.engine.remove(container).await.unwrap();
+    }
+    let left = mounts_under(&s.staging);
+    assert_eq!(left.len(), 1, "only the plain run's pin is left: {left:?}");
+    let plain_dir = s.staging.join(plain.run_id.as_str());
+    assert!(
+        left[0].starts_with(&format!("{}/", plain_dir.display())),
+        "the plain run keeps its own pin: {left:?}"
+    );
+    assert_eq!(s.staged(), vec![plain.run_id.as_str().to_owned()]);
+    assert_eq!(s.engine.held_pins(), 1);
+
+    // Owner A's run still mounts what was checked.
+    let exit = s
+        .engine
+        .drive(&refs[0], io(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(exit.stdout.text, "inside", "{exit:?}");
+    s.engine.mark_answered(&refs[0]).await.unwrap();
+    s.engine.remove(&refs[0]).await.unwrap();
+    assert_eq!(mounts_under(&s.staging), Vec::<String>::new());
+    assert!(s.staged().is_empty(), "{:?}", s.staged());
+    assert_eq!(s.engine.held_pins(), 0);
+}
