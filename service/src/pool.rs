@@ -26,7 +26,7 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, EngineId, EngineInfo, Exit, RequestMounts};
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
@@ -414,7 +414,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
         on: &Placement,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         let m = &self.members[on.index];
         let result = m.runtime.ensure_image(image, policy).await;
         m.note(&result);
@@ -430,9 +430,10 @@ impl<R: ContainerRuntime> EnginePool<R> {
         on: &Placement,
         spec: &RunSpec,
         runner: &str,
+        image: &ImageId,
     ) -> Result<ContainerRef, RuntimeError> {
         let m = &self.members[on.index];
-        let result = m.runtime.create(spec, runner).await;
+        let result = m.runtime.create(spec, runner, image).await;
         m.note(&result);
         let mut container = result?;
         container.engine = m.id.clone();

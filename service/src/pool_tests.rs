@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use bus_docker_domain::profile::Hardening;
 use bus_docker_domain::run::RunMark;
-use bus_docker_domain::{CorrelationId, NetworkName, RunId};
+use bus_docker_domain::{CorrelationId, ImageId, NetworkName, RunId};
 use bus_docker_static::StaticRuntime;
 
 use super::*;
@@ -51,13 +51,18 @@ impl ContainerRuntime for Switchable {
         self.check()?;
         self.inner.image_present(image).await
     }
-    async fn ensure_image(&self, i: &ImageRef, p: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure_image(&self, i: &ImageRef, p: PullPolicy) -> Result<ImageId, RuntimeError> {
         self.check()?;
         self.inner.ensure_image(i, p).await
     }
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
         self.check()?;
-        self.inner.create(spec, runner).await
+        self.inner.create(spec, runner, image).await
     }
     async fn drive(&self, c: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
         self.check()?;
@@ -136,7 +141,11 @@ fn pool(n: usize, cap: Option<usize>) -> (EnginePool<Switchable>, Vec<Switchable
 /// Place and create one run; returns the engine it went to.
 async fn run_one(pool: &EnginePool<Switchable>, run: &str) -> Result<ContainerRef, OperationError> {
     let placement = pool.place(false).await?;
-    Ok(pool.create(&placement, &spec(run), "r").await?)
+    let spec = spec(run);
+    let image = pool
+        .ensure_image(&placement, &spec.image, spec.pull_policy)
+        .await?;
+    Ok(pool.create(&placement, &spec, "r", &image).await?)
 }
 
 fn index(c: &ContainerRef) -> char {

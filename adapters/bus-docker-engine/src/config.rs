@@ -70,10 +70,17 @@ pub fn wants_stdin(spec: &RunSpec) -> bool {
 /// is how `cat` sees EOF. Never a restart policy, never auto-remove: the
 /// container is the durable record and only `remove` deletes it.
 ///
-/// `image` is what the image was inspected as just before: the container
-/// is created from that image's id (what was checked is what runs), and
-/// its labels are overridden where they would speak for the run.
-pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> ContainerCreateBody {
+/// `image` is the checked image (its id and labels): its labels are
+/// overridden where they would speak for the run. `from` is what the
+/// engine creates the container from: the run's reference (what `docker
+/// ps` then shows), or the checked id when the reference has moved since
+/// the check (`images.rs`).
+pub fn container_body(
+    spec: &RunSpec,
+    runner: &str,
+    image: &ImageSeen,
+    from: &str,
+) -> ContainerCreateBody {
     let stdin = wants_stdin(spec);
     let hardening = &spec.hardening;
     let mounts = spec
@@ -117,7 +124,7 @@ pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> Contai
         ..HostConfig::default()
     };
     ContainerCreateBody {
-        image: Some(image.id.clone()),
+        image: Some(from.to_owned()),
         cmd: Some(spec.command.clone()),
         working_dir: spec.workdir.as_ref().map(|w| w.as_str().to_owned()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -196,8 +203,8 @@ mod tests {
             id: "sha256:1".into(),
             labels: HashMap::from([("bus.profile".to_owned(), "admin".to_owned())]),
         };
-        let body = container_body(&spec, "docker@h", &seen);
-        assert_eq!(body.image.as_deref(), Some("sha256:1"));
+        let body = container_body(&spec, "docker@h", &seen, "img:1");
+        assert_eq!(body.image.as_deref(), Some("img:1"));
         assert_eq!(body.cmd.as_ref().unwrap(), &spec.command);
         assert!(body.entrypoint.is_none());
         assert_eq!(body.env.as_ref().unwrap(), &vec!["A=1".to_owned()]);
@@ -249,7 +256,7 @@ mod tests {
     fn stdin_is_opened_for_text_and_interactive_runs() {
         let mut spec = test_spec();
         spec.stdin = Some("x".into());
-        let body = container_body(&spec, "r", &ImageSeen::default());
+        let body = container_body(&spec, "r", &ImageSeen::default(), "img:1");
         assert_eq!(
             (body.open_stdin, body.stdin_once, body.attach_stdin),
             (Some(true), Some(true), Some(true))
@@ -257,7 +264,7 @@ mod tests {
         spec.stdin = None;
         spec.interactive = true;
         assert_eq!(
-            container_body(&spec, "r", &ImageSeen::default()).open_stdin,
+            container_body(&spec, "r", &ImageSeen::default(), "img:1").open_stdin,
             Some(true)
         );
     }

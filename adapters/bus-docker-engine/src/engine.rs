@@ -15,10 +15,10 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, RequestMounts, RunMark};
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{ImageRef, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 
 use crate::client::{Connection, EngineOptions};
-use crate::config::container_body;
+use crate::config::{container_body, ImageSeen};
 use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
@@ -176,27 +176,81 @@ impl DockerEngine {
         err.into_runtime()
     }
 
-    async fn create_once(
+    /// Create the run's container from `checked` (the id `ensure_image`
+    /// gave): from the run's reference, so that `docker ps` shows it, and
+    /// when the engine resolved the reference to another image (a tag
+    /// moved since the check) or could not resolve it (the reference was
+    /// removed), created again from the id.
+    async fn create_checked(
         &self,
         spec: &RunSpec,
         runner: &str,
+        checked: &ImageId,
     ) -> Result<ContainerRef, RuntimeError> {
         let docker = self.docker().await?;
-        let name = spec.container_name();
-        // Read the image now, not from the cache: its labels decide which
-        // `bus.*` keys the worker must blank, and the container is created
-        // from exactly this image id.
-        let image = match images::image_seen(&docker, &spec.image).await {
+        // The checked image's labels decide which `bus.*` keys the worker
+        // must blank: read them by id, fresh.
+        let image = match images::image_seen(&docker, checked.as_str()).await {
             Ok(Some(image)) => image,
-            Ok(None) => return Err(RuntimeError::ImageMissing(spec.image.to_string())),
+            Ok(None) => {
+                self.inner.images.forget(&spec.image);
+                return Err(RuntimeError::ImageMissing(spec.image.to_string()));
+            }
             Err(err) => return Err(self.fail(err).await),
         };
+        let container = match self
+            .create_once(&docker, spec, runner, &image, spec.image.as_str())
+            .await
+        {
+            Ok(container) => container,
+            Err(RuntimeError::ImageMissing(_)) => {
+                // The reference went away since the check; the checked
+                // image is still there (read above).
+                tracing::warn!(image = %spec.image, %checked, "the image reference is gone since its check: creating from the checked id");
+                self.inner.images.forget(&spec.image);
+                return self
+                    .create_once(&docker, spec, runner, &image, checked.as_str())
+                    .await;
+            }
+            Err(err) => return Err(err),
+        };
+        let resolved = match images::created_from(&docker, &container.id).await {
+            Ok(resolved) if resolved == checked.as_str() => return Ok(container),
+            Ok(resolved) => resolved,
+            Err(err) => {
+                let err = self.fail(err).await;
+                let _ = self.remove(&container).await;
+                return Err(err);
+            }
+        };
+        tracing::warn!(
+            container = %container.name,
+            image = %spec.image,
+            %checked,
+            %resolved,
+            "the image reference moved between its check and the create: creating from the checked id"
+        );
+        self.inner.images.forget(&spec.image);
+        self.remove(&container).await?;
+        self.create_once(&docker, spec, runner, &image, checked.as_str())
+            .await
+    }
+
+    async fn create_once(
+        &self,
+        docker: &Docker,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageSeen,
+        from: &str,
+    ) -> Result<ContainerRef, RuntimeError> {
+        let name = spec.container_name();
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..CreateContainerOptions::default()
         };
         match docker
-            .create_container(Some(options), container_body(spec, runner, &image))
+            .create_container(Some(options), container_body(spec, runner, image, from))
             .await
         {
             Ok(created) => {
@@ -236,7 +290,7 @@ impl DockerEngine {
         }
     }
 
-    async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<ImageId, RuntimeError> {
         let docker = self.docker().await?;
         let idle = self.inner.conn.request_timeout();
         match self.inner.images.ensure(&docker, image, policy, idle).await {
@@ -282,30 +336,22 @@ impl ContainerRuntime for DockerEngine {
         &self,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         self.ensure(image, policy).await
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %spec.run_id))]
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
         // Request mounts become their pins (pinning.rs); a failed create
         // undoes this attempt's pins only.
         let pinned = self.inner.pins.pin(spec).await?;
         let spec = pinned.spec.as_ref();
-        let created = match self.create_once(spec, runner).await {
-            Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
-                // The image went away since it was seen (cache): make it
-                // present again under the run's pull policy, then retry.
-                self.inner.images.forget(&spec.image);
-                self.ensure(&spec.image, spec.pull_policy).await?;
-                self.create_once(spec, runner).await
-            }
-            Err(err @ RuntimeError::ImageMissing(_)) => {
-                self.inner.images.forget(&spec.image);
-                Err(err)
-            }
-            other => other,
-        };
+        let created = self.create_checked(spec, runner, image).await;
         match &created {
             Ok(container) => self.inner.pins.created(&container.id, pinned),
             Err(_) => self.inner.pins.unpin(pinned).await,

@@ -1,5 +1,12 @@
-//! Images: making a run's image present under its pull policy, and
-//! reading an image's id and labels.
+//! Images: making a run's image present under its pull policy, reading
+//! an image's id and labels, and which image a container was created from.
+//!
+//! What was checked is what runs (contract §9, "What operators see"): the
+//! worker ensures the image and hands the id down to `create`. The
+//! container is created from the reference the run asked for (so
+//! `docker ps` shows it, not `sha256:…`), then [`created_from`] reads the
+//! image id the engine resolved; when the tag was moved in between, that
+//! container is removed and created again from the checked id.
 //!
 //! `ensure` answers from a cache of images seen present (reference → id)
 //! under `if-not-present`/`never`, so a run of a known image costs no
@@ -12,7 +19,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::ImageRef;
+use bus_docker_domain::{ImageId, ImageRef};
 
 use crate::config::ImageSeen;
 use crate::error::{classify, Class, DockerError};
@@ -68,15 +75,15 @@ impl Images {
         image: &ImageRef,
         policy: PullPolicy,
         idle: Duration,
-    ) -> Result<String, Unready> {
+    ) -> Result<ImageId, Unready> {
         if policy != PullPolicy::Always {
             if let Some(id) = self.seen().get(image.as_str()).cloned() {
-                return Ok(id);
+                return Ok(ImageId::new(id));
             }
         }
         let id = self.ensure_uncached(docker, image, policy, idle).await?;
         self.seen().insert(image.as_str().to_owned(), id.clone());
-        Ok(id)
+        Ok(ImageId::new(id))
     }
 
     async fn ensure_uncached(
@@ -113,15 +120,18 @@ pub(crate) async fn image_id(
     docker: &Docker,
     image: &ImageRef,
 ) -> Result<Option<String>, DockerError> {
-    Ok(image_seen(docker, image).await?.map(|seen| seen.id))
+    Ok(image_seen(docker, image.as_str())
+        .await?
+        .map(|seen| seen.id))
 }
 
-/// The image's id and labels, `None` when it is not present.
+/// The image's id and labels (`image` is a reference or an id), `None`
+/// when it is not present.
 pub(crate) async fn image_seen(
     docker: &Docker,
-    image: &ImageRef,
+    image: &str,
 ) -> Result<Option<ImageSeen>, DockerError> {
-    match docker.inspect_image(image.as_str()).await {
+    match docker.inspect_image(image).await {
         Ok(info) => Ok(Some(ImageSeen {
             id: info.id.unwrap_or_default(),
             labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
@@ -132,4 +142,11 @@ pub(crate) async fn image_seen(
             source,
         }),
     }
+}
+
+/// The id of the image the container `id` was created from, as the
+/// engine resolved it.
+pub(crate) async fn created_from(docker: &Docker, id: &str) -> Result<String, DockerError> {
+    let info = crate::control::inspect_raw(docker, id).await?;
+    Ok(info.image.unwrap_or_default())
 }

@@ -93,7 +93,7 @@ async fn run(
     spec: &RunSpec,
 ) -> Result<String, RuntimeError> {
     cleanup.track(&spec.container_name());
-    let container = engine.create(spec, "docker@test").await?;
+    let container = support::create_run(&engine, spec, "docker@test").await?;
     let exit = engine.drive(&container, io(Duration::from_secs(30))).await;
     engine.remove(&container).await?;
     Ok(exit?.stdout.text)
@@ -121,7 +121,9 @@ async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
     );
     spec.mounts = vec![s.admit(&work).unwrap()];
     cleanup.track(&spec.container_name());
-    let container = s.engine.create(&spec, "docker@test").await.unwrap();
+    let container = support::create_run(&s.engine, &spec, "docker@test")
+        .await
+        .unwrap();
     // The engine resolves bind sources at start: swap before it.
     swap_for_symlink(&work, &s.outside);
     let exit = s
@@ -212,7 +214,9 @@ async fn racing_swaps_never_mount_the_outside_dir() {
         AccessMode::ReadWrite,
     )];
     cleanup.track(&attacker.container_name());
-    let attacker_ref = s.engine.create(&attacker, "docker@test").await.unwrap();
+    let attacker_ref = support::create_run(&s.engine, &attacker, "docker@test")
+        .await
+        .unwrap();
     let racer = {
         let engine = s.engine.clone();
         let container = attacker_ref.clone();
@@ -287,7 +291,7 @@ async fn request_mounts_are_refused_where_the_worker_cannot_pin() {
         ContainerPath::parse("t", "/data").unwrap(),
         AccessMode::ReadOnly,
     )];
-    match engine.create(&spec, "docker@test").await {
+    match support::create_run(&engine, &spec, "docker@test").await {
         Err(RuntimeError::Forbidden {
             rule: "mount_pinning",
             detail,
