@@ -184,6 +184,10 @@ pub struct ManagedContainer {
     pub started_at: Option<SystemTime>,
     /// When the container was created (whole seconds from a listing).
     pub created_at: Option<SystemTime>,
+    /// When the container exited, by the engine's clock: only from an
+    /// inspect (`None` from a listing, or while it has not exited). A
+    /// tombstone's retention counts from it.
+    pub finished_at: Option<SystemTime>,
 }
 
 /// Runs containers. Implemented by `DockerEngine` (bollard) and

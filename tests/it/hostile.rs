@@ -550,3 +550,120 @@ async fn a_command_line_near_the_event_limit_is_answered_cut_and_flagged() {
     assert!(r.to_string().len() < 4 * 1024 * 1024);
     worker.stop().await.unwrap();
 }
+
+/// The engine's finish time of a container (by name); `None` when it is
+/// gone.
+async fn finished_at(docker: &bollard::Docker, name: &str) -> Option<std::time::SystemTime> {
+    let info = docker
+        .inspect_container(name.trim_start_matches('/'), None)
+        .await
+        .ok()?;
+    let at = info.state?.finished_at?;
+    humantime::parse_rfc3339(&at).ok()
+}
+
+/// Issue 16.6: a runner answers runs and stops for good; a worker with
+/// another runner name removes its `.answered` tombstones once their
+/// retention (from the finish time on the engine) is over, and touches
+/// neither a tombstone still within retention nor the live run it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_of_a_runner_that_never_comes_back_are_removed_by_another() {
+    use std::time::{Duration, SystemTime};
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let gone = unique("gone");
+    // The runner that goes keeps its tombstones for an hour itself.
+    let a = docker_settings(&gone, "run_retention = \"1h\"\n");
+    let worker_a = spawn_worker(&bus, &a, "wa").await;
+    let caller = Caller::new(&bus, &a.worker.prefix);
+    let image = test_image();
+    let early = format!("{gone}-early");
+    let late = format!("{gone}-late");
+    let live = format!("{gone}-live");
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": early, "image": image, "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": live, "image": image, "command": ["sleep", "120"]}),
+        )
+        .await;
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": late, "image": image, "command": ["sleep", "5"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    common::wait_running(&caller, &live).await;
+    // Stopped for good: the live run is left to the engine (shutdown).
+    let _ = worker_a.stop().await;
+    let name = |id: &str| format!("bus-run-{id}");
+    let early_done = finished_at(&docker, &format!("{}.answered", name(&early)))
+        .await
+        .expect("the early tombstone");
+    let late_done = finished_at(&docker, &format!("{}.answered", name(&late)))
+        .await
+        .expect("the late tombstone");
+    assert!(late_done > early_done + Duration::from_secs(4));
+
+    let retention = Duration::from_secs(8);
+    let other = unique("sweeper");
+    let b = docker_settings(&other, "run_retention = \"8s\"\n");
+    let worker_b = spawn_worker(&bus, &b, "wb").await;
+    let present = |tomb: String| {
+        let docker = docker.clone();
+        async move { finished_at(&docker, &tomb).await.is_some() }
+    };
+    let early_tomb = format!("{}.answered", name(&early));
+    let late_tomb = format!("{}.answered", name(&late));
+    common::eventually(
+        "the early tombstone is removed",
+        Duration::from_secs(30),
+        || {
+            let present = present(early_tomb.clone());
+            async move { (!present.await).then_some(()) }
+        },
+    )
+    .await;
+    let removed = SystemTime::now();
+    assert!(
+        removed >= early_done + retention,
+        "removed {:?} before its retention was over",
+        (early_done + retention).duration_since(removed)
+    );
+    if SystemTime::now() < late_done + retention - Duration::from_millis(500) {
+        assert!(
+            present(late_tomb.clone()).await,
+            "still within retention: kept"
+        );
+    }
+    common::eventually(
+        "the late tombstone is removed",
+        Duration::from_secs(30),
+        || {
+            let present = present(late_tomb.clone());
+            async move { (!present.await).then_some(()) }
+        },
+    )
+    .await;
+    assert!(SystemTime::now() >= late_done + retention);
+    let left = common::containers_of(&docker, &gone).await;
+    assert_eq!(
+        left,
+        vec![format!("/{}", name(&live))],
+        "the live run is untouched"
+    );
+    let _ = worker_b.stop().await;
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker
+        .remove_container(&name(&live), Some(opts))
+        .await
+        .unwrap();
+}

@@ -270,6 +270,7 @@ impl DockerEngine {
                     image_id: Some(&image.id),
                     state: bus_docker_domain::ports::ContainerState::Created,
                     started_at: None,
+                    finished_at: None,
                     // The create event brings the engine's time.
                     created_at: None,
                 });

@@ -138,6 +138,7 @@ pub(crate) struct Listed<'a> {
     pub state: ContainerState,
     pub started_at: Option<SystemTime>,
     pub created_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
 }
 
 /// The run id and mark: the id from the worker's label and the mark from
@@ -192,6 +193,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         state: listed.state,
         started_at: listed.started_at,
         created_at: listed.created_at,
+        finished_at: listed.finished_at,
     })
 }
 
@@ -232,6 +234,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Running,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         assert!(managed(listed(&labels)).unwrap().stream_output);
@@ -260,6 +263,7 @@ mod tests {
             image_id: Some("sha256:1"),
             state: ContainerState::Running,
             started_at: None,
+            finished_at: None,
             created_at: None,
         })
         .unwrap();
@@ -288,6 +292,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Exited,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         assert_eq!(managed(listed("bus-run-r7")).unwrap().run_id.as_str(), "r7");
@@ -309,6 +314,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Exited,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         let live = managed(listed("bus-run-x.deleted")).unwrap();
@@ -353,6 +359,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Created,
             started_at: None,
+            finished_at: None,
             created_at: None,
         })
         .unwrap();

@@ -118,6 +118,7 @@ pub(crate) fn apply(entries: &mut Entries, event: &EventMessage) {
                 image_id: attributes.get("image").map(String::as_str),
                 state: ContainerState::Created,
                 started_at: None,
+                finished_at: None,
                 created_at: event_time(event),
             });
             if let Some(created) = created {

@@ -161,10 +161,16 @@ async fn list_managed_reads_the_run_back_from_its_labels() {
     assert_eq!(full.started_at, exit.started_at);
     assert!(full.started_at.is_some());
     assert_eq!(
+        full.finished_at, exit.finished_at,
+        "the engine's finish time"
+    );
+    assert!(full.finished_at.is_some());
+    assert_eq!(
         full,
         ManagedContainer {
             started_at: full.started_at,
             created_at: full.created_at,
+            finished_at: full.finished_at,
             ..record
         }
     );

@@ -265,6 +265,7 @@ impl ContainerRuntime for StaticRuntime {
             state: ContainerState::Created,
             started_at: None,
             created_at: Some(SystemTime::now()),
+            finished_at: None,
         };
         state.containers.insert(
             container.id.clone(),
@@ -353,6 +354,7 @@ impl ContainerRuntime for StaticRuntime {
         };
         if let Some(e) = entry {
             e.managed.state = ContainerState::Exited;
+            e.managed.finished_at = exit.finished_at;
             e.stdin_open = false;
             e.input = None;
             e.halt = None;
@@ -383,6 +385,7 @@ impl ContainerRuntime for StaticRuntime {
             // As from the engine's list: the start time needs an inspect.
             .map(|e| ManagedContainer {
                 started_at: None,
+                finished_at: None,
                 ..e.managed.clone()
             })
             .collect();
