@@ -149,6 +149,8 @@ struct Inner<R, P> {
     run_order: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// What the worker counts (exposed only with `--metrics-addr`).
     metrics: Metrics,
+    /// Input taken and not yet written, per run and in all (`input.rs`).
+    held_input: input::HeldInput,
 }
 
 /// Why an operation other than `run` failed: the error code, and whatever
@@ -242,6 +244,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 refused: CancellationToken::new(),
                 run_order: Mutex::new(None),
                 metrics: Metrics::new(),
+                held_input: input::HeldInput::default(),
             }),
         }
     }
@@ -256,6 +259,13 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// The worker's metrics recorder.
+    /// Input held for runs (bytes, requests): taken and not yet written
+    /// (bounded, `input.rs`).
+    pub fn held_input(&self) -> (usize, usize) {
+        let held = self.inner.held_input.total();
+        (held.bytes, held.chunks)
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }

@@ -33,7 +33,6 @@ use bus_docker_domain::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -227,7 +226,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let stdin = match (spec.interactive, input) {
             (true, Some(rx)) => Stdin::Interactive(
                 spec.stdin.as_ref().map(|s| s.clone().into_bytes()),
-                Box::pin(ReceiverStream::new(rx)),
+                self.inner.held_input.metered(spec.run_id.clone(), rx),
             ),
             _ => spec
                 .stdin
