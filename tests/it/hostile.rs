@@ -667,3 +667,102 @@ async fn tombstones_of_a_runner_that_never_comes_back_are_removed_by_another() {
         .await
         .unwrap();
 }
+
+/// A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`), in
+/// bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a memory field")
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 16.4: 300 input requests of 1 MiB each to an interactive run that
+/// never reads its stdin. Every one is answered at once (accepted while
+/// the run's bound has room, `capacity` past it; none waits out its 10 s),
+/// and the worker process (the binary, measured from /proc) stays near
+/// its idle memory instead of growing by the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_flood_to_a_run_that_never_reads_holds_nothing_past_its_bound() {
+    use std::time::Duration;
+    let _docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("flood");
+    let s = docker_settings(&runner, "");
+    let prefix = s.worker.prefix.as_str().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = common::worker_process(&bus, &runner, &prefix, &log)
+        .spawn()
+        .expect("worker binary starts");
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let run_id = format!("{runner}-r");
+    caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": run_id, "image": test_image(), "command": ["sleep", "120"],
+                   "interactive": true, "timeout_seconds": 300}),
+        )
+        .await;
+    common::wait_running(&caller, &run_id).await;
+    let pid = child.id().expect("worker pid");
+    let (idle, _) = memory_of(pid);
+
+    let mut inputs = caller.waiter(Operation::Input).await;
+    let data = "x".repeat(1024 * 1024);
+    let started = std::time::Instant::now();
+    for _ in 0..300 {
+        caller
+            .publish(Operation::Input, json!({"run_id": run_id, "data": data}))
+            .await;
+    }
+    let seen = common::collect(
+        &mut inputs,
+        300,
+        Duration::from_millis(500),
+        Duration::from_secs(120),
+    )
+    .await;
+    let took = started.elapsed();
+    let (now, peak) = memory_of(pid);
+    let answers: Vec<&Value> = seen.values().flatten().collect();
+    assert_eq!(answers.len(), 300, "one answer per request");
+    let accepted = answers.iter().filter(|a| a["accepted"] == true).count();
+    let capacity = answers
+        .iter()
+        .filter(|a| common::code(a) == "capacity")
+        .count();
+    eprintln!(
+        "input flood: {accepted} accepted, {capacity} capacity in {took:?}; worker RSS idle {} KiB, after {} KiB, peak {} KiB",
+        idle / 1024,
+        now / 1024,
+        peak / 1024
+    );
+    assert_eq!(
+        accepted + capacity,
+        300,
+        "accepted or capacity, nothing else"
+    );
+    assert!(
+        accepted <= 8,
+        "{accepted} accepted: 4 MiB may wait, and the driver writes one"
+    );
+    assert!(
+        now.saturating_sub(idle) < 32 * 1024 * 1024,
+        "the worker holds {} KiB more than idle",
+        (now - idle) / 1024
+    );
+    let deleted = caller
+        .call(Operation::Delete, json!({"run_id": run_id}))
+        .await;
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let _ = child.kill().await;
+}
