@@ -93,7 +93,7 @@ async fn run(
     spec: &RunSpec,
 ) -> Result<String, RuntimeError> {
     cleanup.track(&spec.container_name());
-    let container = support::create_run(&engine, spec, "docker@test").await?;
+    let container = support::create_run(engine, spec, "docker@test").await?;
     let exit = engine.drive(&container, io(Duration::from_secs(30))).await;
     engine.remove(&container).await?;
     Ok(exit?.stdout.text)
