@@ -128,7 +128,7 @@ pub fn container_body(
         cmd: Some(spec.command.clone()),
         working_dir: spec.workdir.as_ref().map(|w| w.as_str().to_owned()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(labels::for_run(spec, runner, &image.labels)),
+        labels: Some(labels::for_run(spec, runner, &image.id, &image.labels)),
         attach_stdin: Some(stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),

@@ -266,7 +266,7 @@ impl DockerEngine {
                 let record = labels::managed(Listed {
                     id: &created.id,
                     name: &name,
-                    labels: &labels::for_run(spec, runner, &image.labels),
+                    labels: &labels::for_run(spec, runner, &image.id, &image.labels),
                     image_id: Some(&image.id),
                     state: bus_docker_domain::ports::ContainerState::Created,
                     started_at: None,

@@ -32,6 +32,9 @@ pub const RUNNER: &str = "bus.runner";
 pub const PROFILE: &str = "bus.profile";
 /// The image as requested (the reference, not the id).
 pub const IMAGE: &str = "bus.image";
+/// The id of the image the worker checked and created the container from
+/// (the engine's events name only the reference the container shows).
+pub const IMAGE_ID: &str = "bus.image-id";
 /// The command as a JSON array of strings.
 pub const ARGS: &str = "bus.args";
 /// `true` or `false`.
@@ -71,6 +74,7 @@ pub fn filters(filter: &ManagedFilter) -> HashMap<String, Vec<String>> {
 pub fn for_run(
     spec: &RunSpec,
     runner: &str,
+    image_id: &str,
     image: &HashMap<String, String>,
 ) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = image
@@ -93,6 +97,7 @@ pub fn for_run(
         put(PROFILE, profile.as_str().to_owned());
     }
     put(IMAGE, spec.image.as_str().to_owned());
+    put(IMAGE_ID, image_id.to_owned());
     put(ARGS, args_label(&spec.command));
     put(INTERACTIVE, spec.interactive.to_string());
     if spec.stream_output {
@@ -183,7 +188,8 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         runner: get(RUNNER).map(str::to_owned),
         profile: get(PROFILE).and_then(|v| ProfileName::parse(v).ok()),
         image: get(IMAGE).unwrap_or_default().to_owned(),
-        image_id: listed.image_id.map(str::to_owned),
+        // What the worker recorded; else what the engine lists.
+        image_id: get(IMAGE_ID).or(listed.image_id).map(str::to_owned),
         args,
         interactive: get(INTERACTIVE) == Some("true"),
         stream_output: get(STREAM_OUTPUT) == Some("true"),
@@ -205,7 +211,7 @@ mod tests {
     #[test]
     fn labels_carry_the_contract_and_what_recovery_needs() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         assert_eq!(labels[MANAGED_BY], "bus-integration-docker");
         assert_eq!(labels[RUN_ID], "r1");
         assert_eq!(labels[OWNER], "owner-1");
@@ -225,7 +231,7 @@ mod tests {
     fn the_live_output_choice_survives_in_a_label() {
         let mut spec = test_spec();
         spec.stream_output = true;
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         assert_eq!(labels[STREAM_OUTPUT], "true");
         let listed = |labels| Listed {
             id: "abc",
@@ -238,7 +244,7 @@ mod tests {
             created_at: None,
         };
         assert!(managed(listed(&labels)).unwrap().stream_output);
-        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        let plain = for_run(&test_spec(), "docker@host", "sha256:1", &HashMap::new());
         assert!(!managed(listed(&plain)).unwrap().stream_output);
     }
 
@@ -247,7 +253,7 @@ mod tests {
         let mut spec = test_spec();
         spec.owner = None;
         spec.profile = None;
-        let labels = for_run(&spec, "r", &HashMap::new());
+        let labels = for_run(&spec, "r", "sha256:1", &HashMap::new());
         assert!(!labels.contains_key(OWNER));
         assert!(!labels.contains_key(PROFILE));
     }
@@ -255,7 +261,7 @@ mod tests {
     #[test]
     fn a_managed_container_round_trips_through_its_labels() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         let m = managed(Listed {
             id: "abc",
             name: "bus-run-r1",
@@ -342,7 +348,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let labels = for_run(&spec, "docker@host", &image);
+        let labels = for_run(&spec, "docker@host", "sha256:1", &image);
         assert_eq!(labels[PROFILE], "");
         assert_eq!(labels[OWNER], "");
         assert_eq!(labels["bus.user.secret"], "");

@@ -291,7 +291,9 @@ async fn request_mounts_are_refused_where_the_worker_cannot_pin() {
         ContainerPath::parse("t", "/data").unwrap(),
         AccessMode::ReadOnly,
     )];
-    match support::create_run(&engine, &spec, "docker@test").await {
+    // Pins come first: nothing is asked of the (absent) engine.
+    let image = bus_docker_domain::ImageId::new("sha256:any");
+    match engine.create(&spec, "docker@test", &image).await {
         Err(RuntimeError::Forbidden {
             rule: "mount_pinning",
             detail,
