@@ -562,6 +562,9 @@ async fn finished_at(docker: &bollard::Docker, name: &str) -> Option<std::time::
     humantime::parse_rfc3339(&at).ok()
 }
 
+/// How long a response may precede its run mark.
+const WAIT_MARK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Issue 16.6: a runner answers runs and stops for good; a worker with
 /// another runner name removes its `.answered` tombstones once their
 /// retention (from the finish time on the engine) is over, and touches
@@ -587,6 +590,17 @@ async fn tombstones_of_a_runner_that_never_comes_back_are_removed_by_another() {
         )
         .await;
     assert_eq!(r["status"], "succeeded", "{r}");
+    // Contract §9: the container shows the reference the run asked for,
+    // and the response's image id is the one it was created from.
+    // (It is marked answered right after the response is published.)
+    let tomb = format!("bus-run-{early}.answered");
+    let info = common::eventually("the early run is marked answered", WAIT_MARK, || {
+        let (docker, tomb) = (docker.clone(), tomb.clone());
+        async move { docker.inspect_container(&tomb, None).await.ok() }
+    })
+    .await;
+    assert_eq!(info.config.unwrap().image.as_deref(), Some(image.as_str()));
+    assert_eq!(info.image.as_deref(), r["image_id"].as_str(), "{r}");
     caller
         .publish(
             Operation::Run,
