@@ -9,7 +9,7 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, SessionUsage, SessionsSwept};
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{ImageRef, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 use bus_docker_engine::DockerEngine;
 use bus_docker_static::StaticRuntime;
 
@@ -49,12 +49,17 @@ impl ContainerRuntime for AnyRuntime {
         &self,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         forward!(self, rt => rt.ensure_image(image, policy))
     }
 
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
-        forward!(self, rt => rt.create(spec, runner))
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.create(spec, runner, image))
     }
 
     async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {

@@ -63,8 +63,12 @@ impl Others {
                 );
                 async move {
                     let started = Instant::now();
+                    let image = engine
+                        .ensure_image(&specs[i].image, specs[i].pull_policy)
+                        .await
+                        .map_err(|e| BenchError::new(format!("image {}: {e}", specs[i].image)))?;
                     let container = engine
-                        .create(&specs[i], &runner)
+                        .create(&specs[i], &runner, &image)
                         .await
                         .map_err(|e| BenchError::new(format!("create {}: {e}", specs[i].run_id)))?;
                     created

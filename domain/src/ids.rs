@@ -470,3 +470,25 @@ mod tests {
         }
     }
 }
+
+/// An image's id as the engine names it (`sha256:…`): what was checked
+/// present, what a run's container is created from, and what its response
+/// reports. The engine gives it; it is not parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageId(String);
+
+impl ImageId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ImageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

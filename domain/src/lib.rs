@@ -34,4 +34,6 @@ pub mod spec;
 
 pub use error::{ErrorCode, FieldError, OperationError, PublishError, RuntimeError, SourceError};
 pub use events::{EventPrefix, Operation};
-pub use ids::{CorrelationId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName};
+pub use ids::{
+    CorrelationId, ImageId, ImageRef, NetworkName, OwnerId, ProfileName, RunId, SessionName,
+};

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures_core::Stream;
 
 use crate::error::{PublishError, RuntimeError, SourceError};
-use crate::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
+use crate::ids::{CorrelationId, ImageId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
 use crate::output::{OutputEvent, OutputSink};
 use crate::profile::PullPolicy;
 use crate::request::Inbound;
@@ -186,6 +186,10 @@ pub struct ManagedContainer {
     pub created_at: Option<SystemTime>,
     /// The codex session the run resumes (`bus.session`).
     pub session: Option<SessionName>,
+    /// When the container exited, by the engine's clock: only from an
+    /// inspect (`None` from a listing, or while it has not exited). A
+    /// tombstone's retention counts from it.
+    pub finished_at: Option<SystemTime>,
 }
 
 /// Runs containers. Implemented by `DockerEngine` (bollard) and
@@ -209,7 +213,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         image: &ImageRef,
     ) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
 
-    /// Make the image present under the pull policy; returns its id.
+    /// Make the image present under the pull policy; returns its id (what
+    /// [`ContainerRuntime::create`] is then given).
     ///
     /// # Errors
     /// `ImageMissing` when absent under `Never`, `PullFailed` when a pull
@@ -218,18 +223,24 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<ImageId, RuntimeError>> + Send;
 
     /// Create (not start) the run's container, named and labelled per
-    /// contract §5 with `runner` as `bus.runner`.
+    /// contract §5 with `runner` as `bus.runner`, from `image`: the id
+    /// [`ContainerRuntime::ensure_image`] checked for `spec.image`. The
+    /// container is created from exactly that image (what was checked is
+    /// what runs and what the response reports), and shows the reference
+    /// the run asked for where the runtime can (contract §9).
     ///
     /// # Errors
     /// `NameConflict` when `bus-run-<run_id>` exists (a duplicate delivery),
-    /// `ImageMissing` when the image vanished, `Unavailable`, `Engine`.
+    /// `ImageMissing` when the image vanished (ensure it again, then
+    /// create), `Unavailable`, `Engine`.
     fn create(
         &self,
         spec: &RunSpec,
         runner: &str,
+        image: &ImageId,
     ) -> impl Future<Output = Result<ContainerRef, RuntimeError>> + Send;
 
     /// Drive a container to its end: start it unless it is already

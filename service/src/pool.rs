@@ -37,7 +37,7 @@ use bus_docker_domain::run::{
 };
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::spec::SessionKey;
-use bus_docker_domain::{ImageRef, OperationError, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, OperationError, RuntimeError};
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
@@ -460,7 +460,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
         on: &Placement,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         let m = &self.members[on.index];
         let result = m.runtime.ensure_image(image, policy).await;
         m.note(&result);
@@ -476,9 +476,10 @@ impl<R: ContainerRuntime> EnginePool<R> {
         on: &Placement,
         spec: &RunSpec,
         runner: &str,
+        image: &ImageId,
     ) -> Result<ContainerRef, RuntimeError> {
         let m = &self.members[on.index];
-        let result = m.runtime.create(spec, runner).await;
+        let result = m.runtime.create(spec, runner, image).await;
         m.note(&result);
         let mut container = result?;
         container.engine = m.id.clone();

@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 
 use bus_docker_domain::run::RunMark;
 use bus_docker_domain::spec::SessionKey;
+use bus_docker_domain::ImageId;
 use bus_docker_static::StaticRuntime;
 
 use super::*;
@@ -56,13 +57,18 @@ impl ContainerRuntime for Switchable {
         self.check()?;
         self.inner.image_present(image).await
     }
-    async fn ensure_image(&self, i: &ImageRef, p: PullPolicy) -> Result<String, RuntimeError> {
+    async fn ensure_image(&self, i: &ImageRef, p: PullPolicy) -> Result<ImageId, RuntimeError> {
         self.check()?;
         self.inner.ensure_image(i, p).await
     }
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
         self.check()?;
-        self.inner.create(spec, runner).await
+        self.inner.create(spec, runner, image).await
     }
     async fn drive(&self, c: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
         self.check()?;
@@ -127,7 +133,11 @@ fn pool(n: usize, cap: Option<usize>) -> (EnginePool<Switchable>, Vec<Switchable
 /// Place and create one run; returns the engine it went to.
 async fn run_one(pool: &EnginePool<Switchable>, run: &str) -> Result<ContainerRef, OperationError> {
     let placement = pool.place(false).await?;
-    Ok(pool.create(&placement, &spec(run), "r").await?)
+    let spec = spec(run);
+    let image = pool
+        .ensure_image(&placement, &spec.image, spec.pull_policy)
+        .await?;
+    Ok(pool.create(&placement, &spec, "r", &image).await?)
 }
 
 fn index(c: &ContainerRef) -> char {
@@ -318,7 +328,12 @@ async fn a_session_run_goes_to_the_engine_that_holds_the_session() {
             EngineId::new("unix:///engine-1.sock"),
             "{run}"
         );
-        pool.create(&placed, &spec(run), "r").await.unwrap();
+        let spec = spec(run);
+        let image = pool
+            .ensure_image(&placed, &spec.image, spec.pull_policy)
+            .await
+            .unwrap();
+        pool.create(&placed, &spec, "r", &image).await.unwrap();
     }
     // The engine holding it is down: the run starts anew elsewhere rather
     // than not at all.

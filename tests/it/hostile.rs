@@ -635,3 +635,233 @@ fn no_credential_of_a_url_reaches_the_output() {
         );
     }
 }
+
+/// The engine's finish time of a container (by name); `None` when it is
+/// gone.
+async fn finished_at(docker: &bollard::Docker, name: &str) -> Option<std::time::SystemTime> {
+    let info = docker
+        .inspect_container(name.trim_start_matches('/'), None)
+        .await
+        .ok()?;
+    let at = info.state?.finished_at?;
+    humantime::parse_rfc3339(&at).ok()
+}
+
+/// How long a response may precede its run mark.
+const WAIT_MARK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Issue 16.6: a runner answers runs and stops for good; a worker with
+/// another runner name removes its `.answered` tombstones once their
+/// retention (from the finish time on the engine) is over, and touches
+/// neither a tombstone still within retention nor the live run it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_of_a_runner_that_never_comes_back_are_removed_by_another() {
+    use std::time::{Duration, SystemTime};
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let gone = unique("gone");
+    // The runner that goes keeps its tombstones for an hour itself.
+    let a = docker_settings(&gone, "run_retention = \"1h\"\n");
+    let worker_a = spawn_worker(&bus, &a, "wa").await;
+    let caller = Caller::new(&bus, &a.worker.prefix);
+    let image = test_image();
+    let early = format!("{gone}-early");
+    let late = format!("{gone}-late");
+    let live = format!("{gone}-live");
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": early, "image": image, "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    // Contract §9: the container shows the reference the run asked for,
+    // and the response's image id is the one it was created from.
+    // (It is marked answered right after the response is published.)
+    let tomb = format!("bus-run-{early}.answered");
+    let info = common::eventually("the early run is marked answered", WAIT_MARK, || {
+        let (docker, tomb) = (docker.clone(), tomb.clone());
+        async move { docker.inspect_container(&tomb, None).await.ok() }
+    })
+    .await;
+    assert_eq!(info.config.unwrap().image.as_deref(), Some(image.as_str()));
+    assert_eq!(info.image.as_deref(), r["image_id"].as_str(), "{r}");
+    caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": live, "image": image, "command": ["sleep", "120"]}),
+        )
+        .await;
+    let r = caller
+        .call(
+            Operation::Run,
+            json!({"run_id": late, "image": image, "command": ["sleep", "5"]}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    common::wait_running(&caller, &live).await;
+    // Stopped for good: the live run is left to the engine (shutdown).
+    let _ = worker_a.stop().await;
+    let name = |id: &str| format!("bus-run-{id}");
+    let early_done = finished_at(&docker, &format!("{}.answered", name(&early)))
+        .await
+        .expect("the early tombstone");
+    let late_done = finished_at(&docker, &format!("{}.answered", name(&late)))
+        .await
+        .expect("the late tombstone");
+    assert!(late_done > early_done + Duration::from_secs(4));
+
+    let retention = Duration::from_secs(8);
+    let other = unique("sweeper");
+    let b = docker_settings(&other, "run_retention = \"8s\"\n");
+    let worker_b = spawn_worker(&bus, &b, "wb").await;
+    let present = |tomb: String| {
+        let docker = docker.clone();
+        async move { finished_at(&docker, &tomb).await.is_some() }
+    };
+    let early_tomb = format!("{}.answered", name(&early));
+    let late_tomb = format!("{}.answered", name(&late));
+    common::eventually(
+        "the early tombstone is removed",
+        Duration::from_secs(30),
+        || {
+            let present = present(early_tomb.clone());
+            async move { (!present.await).then_some(()) }
+        },
+    )
+    .await;
+    let removed = SystemTime::now();
+    assert!(
+        removed >= early_done + retention,
+        "removed {:?} before its retention was over",
+        (early_done + retention).duration_since(removed)
+    );
+    if SystemTime::now() < late_done + retention - Duration::from_millis(500) {
+        assert!(
+            present(late_tomb.clone()).await,
+            "still within retention: kept"
+        );
+    }
+    common::eventually(
+        "the late tombstone is removed",
+        Duration::from_secs(30),
+        || {
+            let present = present(late_tomb.clone());
+            async move { (!present.await).then_some(()) }
+        },
+    )
+    .await;
+    assert!(SystemTime::now() >= late_done + retention);
+    let left = common::containers_of(&docker, &gone).await;
+    assert_eq!(
+        left,
+        vec![format!("/{}", name(&live))],
+        "the live run is untouched"
+    );
+    let _ = worker_b.stop().await;
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker
+        .remove_container(&name(&live), Some(opts))
+        .await
+        .unwrap();
+}
+
+/// A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`), in
+/// bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a memory field")
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 16.4: 300 input requests of 1 MiB each to an interactive run that
+/// never reads its stdin. Every one is answered at once (accepted while
+/// the run's bound has room, `capacity` past it; none waits out its 10 s),
+/// and the worker process (the binary, measured from /proc) stays near
+/// its idle memory instead of growing by the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_flood_to_a_run_that_never_reads_holds_nothing_past_its_bound() {
+    use std::time::Duration;
+    let _docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("flood");
+    let s = docker_settings(&runner, "");
+    let prefix = s.worker.prefix.as_str().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = common::worker_process(&bus, &runner, &prefix, &log)
+        .spawn()
+        .expect("worker binary starts");
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let run_id = format!("{runner}-r");
+    caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": run_id, "image": test_image(), "command": ["sleep", "120"],
+                   "interactive": true, "timeout_seconds": 300}),
+        )
+        .await;
+    common::wait_running(&caller, &run_id).await;
+    let pid = child.id().expect("worker pid");
+    let (idle, _) = memory_of(pid);
+
+    let mut inputs = caller.waiter(Operation::Input).await;
+    let data = "x".repeat(1024 * 1024);
+    let started = std::time::Instant::now();
+    for _ in 0..300 {
+        caller
+            .publish(Operation::Input, json!({"run_id": run_id, "data": data}))
+            .await;
+    }
+    let seen = common::collect(
+        &mut inputs,
+        300,
+        Duration::from_millis(500),
+        Duration::from_secs(120),
+    )
+    .await;
+    let took = started.elapsed();
+    let (now, peak) = memory_of(pid);
+    let answers: Vec<&Value> = seen.values().flatten().collect();
+    assert_eq!(answers.len(), 300, "one answer per request");
+    let accepted = answers.iter().filter(|a| a["accepted"] == true).count();
+    let capacity = answers
+        .iter()
+        .filter(|a| common::code(a) == "capacity")
+        .count();
+    eprintln!(
+        "input flood: {accepted} accepted, {capacity} capacity in {took:?}; worker RSS idle {} KiB, after {} KiB, peak {} KiB",
+        idle / 1024,
+        now / 1024,
+        peak / 1024
+    );
+    assert_eq!(
+        accepted + capacity,
+        300,
+        "accepted or capacity, nothing else"
+    );
+    assert!(
+        accepted <= 8,
+        "{accepted} accepted: 4 MiB may wait, and the driver writes one"
+    );
+    assert!(
+        now.saturating_sub(idle) < 32 * 1024 * 1024,
+        "the worker holds {} KiB more than idle",
+        (now - idle) / 1024
+    );
+    let deleted = caller
+        .call(Operation::Delete, json!({"run_id": run_id}))
+        .await;
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let _ = child.kill().await;
+}

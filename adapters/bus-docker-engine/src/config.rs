@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount as EngineMount, MountType};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount as EngineMount, MountType,
+};
 use bus_docker_domain::mount::AccessMode;
 use bus_docker_domain::spec::RunSpec;
 use time::format_description::well_known::Rfc3339;
@@ -16,6 +18,43 @@ use crate::labels;
 /// Options of each tmpfs mount. dockerd adds `noexec` (checked on 20.10):
 /// scratch space holds data, not programs.
 pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
+
+/// Log files the engine keeps per container (the one written and the one
+/// before it).
+pub const LOG_FILES: usize = 2;
+
+/// The smallest log file: below it the engine would rotate on every few
+/// lines, and a small tail would gain nothing.
+pub const LOG_FILE_MIN_BYTES: usize = 1024 * 1024;
+
+/// The engine's log of a run's container, bounded (issue 16.3: a run
+/// printing 200 MB left a 375 MiB log for as long as its tombstone).
+///
+/// The worker reads the engine's log only to recover a run it did not see
+/// end (a re-attach or a collect after a restart): the response needs the
+/// last `max_output_bytes` of each stream. So each `json-file` log file
+/// holds `2 × max_output_bytes` of log records (at least
+/// [`LOG_FILE_MIN_BYTES`]) and the engine keeps [`LOG_FILES`] of them: at
+/// most `4 × max_output_bytes` on disk (4 MiB at the default 1 MiB), and
+/// at least one full file of the latest records, room for both streams'
+/// tails written in chunks (a record adds about 60 bytes of JSON around
+/// up to 16 KiB of output). Output made of many very short lines costs
+/// more per byte: a recovered run may then get a shorter tail, and its
+/// byte counts count what the log still holds. A run the worker drives
+/// from its start is read from the attach stream and is not affected.
+///
+/// `json-file` is named, not left to the daemon's default driver: the
+/// bound must hold, and recovery reads the log back through the engine.
+pub fn log_config(max_output_bytes: usize) -> HostConfigLogConfig {
+    let file = max_output_bytes.saturating_mul(2).max(LOG_FILE_MIN_BYTES);
+    HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), file.to_string()),
+            ("max-file".to_owned(), LOG_FILES.to_string()),
+        ])),
+    }
+}
 
 /// Whether the container gets an open stdin: text to feed or an
 /// interactive run.
@@ -31,10 +70,17 @@ pub fn wants_stdin(spec: &RunSpec) -> bool {
 /// is how `cat` sees EOF. Never a restart policy, never auto-remove: the
 /// container is the durable record and only `remove` deletes it.
 ///
-/// `image` is what the image was inspected as just before: the container
-/// is created from that image's id (what was checked is what runs), and
-/// its labels are overridden where they would speak for the run.
-pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> ContainerCreateBody {
+/// `image` is the checked image (its id and labels): its labels are
+/// overridden where they would speak for the run. `from` is what the
+/// engine creates the container from: the run's reference (what `docker
+/// ps` then shows), or the checked id when the reference has moved since
+/// the check (`images.rs`).
+pub fn container_body(
+    spec: &RunSpec,
+    runner: &str,
+    image: &ImageSeen,
+    from: &str,
+) -> ContainerCreateBody {
     let stdin = wants_stdin(spec);
     let hardening = &spec.hardening;
     let mounts = spec
@@ -75,14 +121,15 @@ pub fn container_body(spec: &RunSpec, runner: &str, image: &ImageSeen) -> Contai
         tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         privileged: Some(false),
         auto_remove: Some(false),
+        log_config: Some(log_config(spec.max_output_bytes)),
         ..HostConfig::default()
     };
     ContainerCreateBody {
-        image: Some(image.id.clone()),
+        image: Some(from.to_owned()),
         cmd: Some(spec.command.clone()),
         working_dir: spec.workdir.as_ref().map(|w| w.as_str().to_owned()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(labels::for_run(spec, runner, &image.labels)),
+        labels: Some(labels::for_run(spec, runner, &image.id, &image.labels)),
         attach_stdin: Some(stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -157,8 +204,8 @@ mod tests {
             id: "sha256:1".into(),
             labels: HashMap::from([("bus.profile".to_owned(), "admin".to_owned())]),
         };
-        let body = container_body(&spec, "docker@h", &seen);
-        assert_eq!(body.image.as_deref(), Some("sha256:1"));
+        let body = container_body(&spec, "docker@h", &seen, "img:1");
+        assert_eq!(body.image.as_deref(), Some("img:1"));
         assert_eq!(body.cmd.as_ref().unwrap(), &spec.command);
         assert!(body.entrypoint.is_none());
         assert_eq!(body.env.as_ref().unwrap(), &vec!["A=1".to_owned()]);
@@ -182,6 +229,15 @@ mod tests {
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.auto_remove, Some(false));
         assert!(host.restart_policy.is_none());
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log = log.config.unwrap();
+        assert_eq!(log["max-file"], "2");
+        assert_eq!(
+            log["max-size"],
+            LOG_FILE_MIN_BYTES.to_string(),
+            "a 1 KiB tail still gets a 1 MiB file"
+        );
         assert!(host.pid_mode.is_none() && host.ipc_mode.is_none());
         let mounts = host.mounts.unwrap();
         assert_eq!(mounts[0].read_only, Some(true));
@@ -191,10 +247,17 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_log_is_bounded_by_the_output_cap() {
+        let log = log_config(8 << 20).config.unwrap();
+        assert_eq!(log["max-size"], (16 << 20).to_string());
+        assert_eq!(log["max-file"], "2");
+    }
+
+    #[test]
     fn stdin_is_opened_for_text_and_interactive_runs() {
         let mut spec = test_spec();
         spec.stdin = Some("x".into());
-        let body = container_body(&spec, "r", &ImageSeen::default());
+        let body = container_body(&spec, "r", &ImageSeen::default(), "img:1");
         assert_eq!(
             (body.open_stdin, body.stdin_once, body.attach_stdin),
             (Some(true), Some(true), Some(true))
@@ -202,7 +265,7 @@ mod tests {
         spec.stdin = None;
         spec.interactive = true;
         assert_eq!(
-            container_body(&spec, "r", &ImageSeen::default()).open_stdin,
+            container_body(&spec, "r", &ImageSeen::default(), "img:1").open_stdin,
             Some(true)
         );
     }

@@ -17,16 +17,17 @@ use bus_docker_domain::run::{
     ContainerRef, EngineInfo, Exit, RequestMounts, RunMark, SessionUsage, SessionsSwept,
 };
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{ImageRef, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 
 use crate::client::{Connection, EngineOptions};
 use crate::config::{container_body, ImageSeen};
 use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
+use crate::images::{self, Images, Unready};
 use crate::input::{InputError, InputSessions};
 use crate::labels::{self, Listed};
-use crate::pinning::{run_of, Pinning};
+use crate::pinning::Pinning;
 use crate::records::{self, Marked};
 use crate::registry::ClientConfig;
 use crate::view::{self, View};
@@ -45,18 +46,13 @@ pub struct DockerEngine {
 struct Inner {
     conn: Connection,
     inputs: InputSessions,
-    /// Images seen present (reference → id), so `ensure_image` under
-    /// `if-not-present`/`never` skips an inspect. (`create` still reads the
-    /// image once, fresh: its labels and id must be the ones that run.) An
-    /// entry is dropped when a create finds the image gone.
-    images: std::sync::Mutex<HashMap<String, String>>,
+    /// Images seen present (`images.rs`). (`create` still reads the
+    /// image once, fresh: its labels and id must be the ones that run.)
+    images: Images,
     /// Containers this process created and has not driven yet, with
     /// whether their stdin is open: their first drive skips an inspect.
     created: std::sync::Mutex<HashMap<String, bool>>,
     pins: Pinning,
-    /// Where registry credentials are looked up at each pull.
-    registry_config: ClientConfig,
-    pull_timeout: Duration,
     /// Managed containers kept from the engine's events (`view.rs`):
     /// listings are answered from it while its stream is connected.
     view: View,
@@ -97,10 +93,11 @@ impl DockerEngine {
                 conn,
                 pins,
                 inputs: InputSessions::new(),
-                images: std::sync::Mutex::new(HashMap::new()),
+                images: Images::new(
+                    ClientConfig::locate(opts.docker_config_dir.as_deref()),
+                    opts.pull_timeout,
+                ),
                 created: std::sync::Mutex::new(HashMap::new()),
-                registry_config: ClientConfig::locate(opts.docker_config_dir.as_deref()),
-                pull_timeout: opts.pull_timeout,
                 view: View::new(),
                 list_calls: AtomicU64::new(0),
                 homes: std::sync::Mutex::new(HashMap::new()),
@@ -117,6 +114,13 @@ impl DockerEngine {
     /// `engine_info`.
     pub fn request_mounts(&self) -> RequestMounts {
         self.inner.pins.describe()
+    }
+
+    /// Request-mount pins held by containers this process created (for
+    /// tests: each is released when its own container is removed).
+    #[doc(hidden)]
+    pub fn held_pins(&self) -> usize {
+        self.inner.pins.held_pins()
     }
 
     /// Stdin connections held for runs other workers drive.
@@ -178,63 +182,81 @@ impl DockerEngine {
         err.into_runtime()
     }
 
-    async fn pull(&self, docker: &Docker, image: &ImageRef) -> Result<(), DockerError> {
-        let limits = crate::pull::PullLimits {
-            idle: self.inner.conn.request_timeout(),
-            deadline: self.inner.pull_timeout,
+    /// Create the run's container from `checked` (the id `ensure_image`
+    /// gave): from the run's reference, so that `docker ps` shows it, and
+    /// when the engine resolved the reference to another image (a tag
+    /// moved since the check) or could not resolve it (the reference was
+    /// removed), created again from the id.
+    async fn create_checked(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        checked: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
+        let docker = self.docker().await?;
+        // The checked image's labels decide which `bus.*` keys the worker
+        // must blank: read them by id, fresh.
+        let image = match images::image_seen(&docker, checked.as_str()).await {
+            Ok(Some(image)) => image,
+            Ok(None) => {
+                self.inner.images.forget(&spec.image);
+                return Err(RuntimeError::ImageMissing(spec.image.to_string()));
+            }
+            Err(err) => return Err(self.fail(err).await),
         };
-        crate::pull::pull(docker, image, &self.inner.registry_config, limits).await
-    }
-
-    /// The image's id, `None` when it is not present.
-    async fn image_id(
-        &self,
-        docker: &Docker,
-        image: &ImageRef,
-    ) -> Result<Option<String>, DockerError> {
-        Ok(self.image_seen(docker, image).await?.map(|seen| seen.id))
-    }
-
-    /// The image's id and labels, `None` when it is not present.
-    async fn image_seen(
-        &self,
-        docker: &Docker,
-        image: &ImageRef,
-    ) -> Result<Option<ImageSeen>, DockerError> {
-        match docker.inspect_image(image.as_str()).await {
-            Ok(info) => Ok(Some(ImageSeen {
-                id: info.id.unwrap_or_default(),
-                labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
-            })),
-            Err(source) if classify(&source) == Class::NotFound => Ok(None),
-            Err(source) => Err(DockerError::InspectImage {
-                image: image.to_string(),
-                source,
-            }),
-        }
+        let container = match self
+            .create_once(&docker, spec, runner, &image, spec.image.as_str())
+            .await
+        {
+            Ok(container) => container,
+            Err(RuntimeError::ImageMissing(_)) => {
+                // The reference went away since the check; the checked
+                // image is still there (read above).
+                tracing::warn!(image = %spec.image, %checked, "the image reference is gone since its check: creating from the checked id");
+                self.inner.images.forget(&spec.image);
+                return self
+                    .create_once(&docker, spec, runner, &image, checked.as_str())
+                    .await;
+            }
+            Err(err) => return Err(err),
+        };
+        let resolved = match images::created_from(&docker, &container.id).await {
+            Ok(resolved) if resolved == checked.as_str() => return Ok(container),
+            Ok(resolved) => resolved,
+            Err(err) => {
+                let err = self.fail(err).await;
+                let _ = self.remove(&container).await;
+                return Err(err);
+            }
+        };
+        tracing::warn!(
+            container = %container.name,
+            image = %spec.image,
+            %checked,
+            %resolved,
+            "the image reference moved between its check and the create: creating from the checked id"
+        );
+        self.inner.images.forget(&spec.image);
+        self.remove(&container).await?;
+        self.create_once(&docker, spec, runner, &image, checked.as_str())
+            .await
     }
 
     async fn create_once(
         &self,
+        docker: &Docker,
         spec: &RunSpec,
         runner: &str,
+        image: &ImageSeen,
+        from: &str,
     ) -> Result<ContainerRef, RuntimeError> {
-        let docker = self.docker().await?;
         let name = spec.container_name();
-        // Read the image now, not from the cache: its labels decide which
-        // `bus.*` keys the worker must blank, and the container is created
-        // from exactly this image id.
-        let image = match self.image_seen(&docker, &spec.image).await {
-            Ok(Some(image)) => image,
-            Ok(None) => return Err(RuntimeError::ImageMissing(spec.image.to_string())),
-            Err(err) => return Err(self.fail(err).await),
-        };
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..CreateContainerOptions::default()
         };
         match docker
-            .create_container(Some(options), container_body(spec, runner, &image))
+            .create_container(Some(options), container_body(spec, runner, image, from))
             .await
         {
             Ok(created) => {
@@ -250,10 +272,11 @@ impl DockerEngine {
                 let record = labels::managed(Listed {
                     id: &created.id,
                     name: &name,
-                    labels: &labels::for_run(spec, runner, &image.labels),
+                    labels: &labels::for_run(spec, runner, &image.id, &image.labels),
                     image_id: Some(&image.id),
                     state: bus_docker_domain::ports::ContainerState::Created,
                     started_at: None,
+                    finished_at: None,
                     // The create event brings the engine's time.
                     created_at: None,
                 });
@@ -274,55 +297,17 @@ impl DockerEngine {
         }
     }
 
-    fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner
-            .images
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<String, RuntimeError> {
-        if policy != PullPolicy::Always {
-            if let Some(id) = self.images().get(image.as_str()).cloned() {
-                return Ok(id);
-            }
-        }
-        let id = self.ensure_uncached(image, policy).await?;
-        self.images().insert(image.as_str().to_owned(), id.clone());
-        Ok(id)
-    }
-
-    async fn ensure_uncached(
-        &self,
-        image: &ImageRef,
-        policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    async fn ensure(&self, image: &ImageRef, policy: PullPolicy) -> Result<ImageId, RuntimeError> {
         let docker = self.docker().await?;
-        let present = match policy {
-            PullPolicy::Always => None,
-            PullPolicy::IfNotPresent | PullPolicy::Never => {
-                match self.image_id(&docker, image).await {
-                    Ok(id) => id,
-                    Err(err) => return Err(self.fail(err).await),
-                }
-            }
-        };
-        if let Some(id) = present {
-            return Ok(id);
-        }
-        if policy == PullPolicy::Never {
-            return Err(RuntimeError::ImageMissing(image.to_string()));
-        }
-        if let Err(err) = self.pull(&docker, image).await {
-            return Err(self.fail(err).await);
-        }
-        match self.image_id(&docker, image).await {
-            Ok(Some(id)) => Ok(id),
-            Ok(None) => Err(RuntimeError::PullFailed {
+        let idle = self.inner.conn.request_timeout();
+        match self.inner.images.ensure(&docker, image, policy, idle).await {
+            Ok(id) => Ok(id),
+            Err(Unready::Missing) => Err(RuntimeError::ImageMissing(image.to_string())),
+            Err(Unready::NotAfterPull) => Err(RuntimeError::PullFailed {
                 image: image.to_string(),
                 reason: "the pull finished but the image is not present".to_owned(),
             }),
-            Err(err) => Err(self.fail(err).await),
+            Err(Unready::Engine(err)) => Err(self.fail(err).await),
         }
     }
 
@@ -369,6 +354,7 @@ impl DockerEngine {
         &self,
         spec: &RunSpec,
         container: &ContainerRef,
+        image: &ImageId,
     ) -> Result<(), RuntimeError> {
         let Some(home) = &spec.codex_home else {
             return Ok(());
@@ -382,17 +368,9 @@ impl DockerEngine {
                 crate::codex_home::home_volume(&spec.run_id),
             );
         let docker = self.docker().await?;
-        let seeded = match self.image_id(&docker, &spec.image).await {
-            Ok(Some(image)) => {
-                crate::codex_home::seed(&docker, spec, home, &container.id, &image).await
-            }
-            Ok(None) => Err(DockerError::Seed {
-                run: spec.run_id.to_string(),
-                from: home.seed_from.display().to_string(),
-                reason: format!("the image {} is gone", spec.image),
-            }),
-            Err(err) => Err(err),
-        };
+        // The helper runs the image the run was checked against.
+        let seeded =
+            crate::codex_home::seed(&docker, spec, home, &container.id, image.as_str()).await;
         match seeded {
             Ok(()) => Ok(()),
             Err(err) => {
@@ -402,13 +380,6 @@ impl DockerEngine {
                 }
                 Err(err)
             }
-        }
-    }
-
-    /// The container is gone: its run's pins go too.
-    async fn release_pins(&self, container: &ContainerRef) {
-        if let Some(run) = run_of(&container.name) {
-            self.inner.pins.release(run.to_owned()).await;
         }
     }
 }
@@ -434,7 +405,7 @@ impl ContainerRuntime for DockerEngine {
 
     async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
         let docker = self.docker().await?;
-        match self.image_id(&docker, image).await {
+        match images::image_id(&docker, image).await {
             Ok(id) => Ok(id.is_some()),
             Err(err) => Err(self.fail(err).await),
         }
@@ -444,12 +415,17 @@ impl ContainerRuntime for DockerEngine {
         &self,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         self.ensure(image, policy).await
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %spec.run_id))]
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
         // Request mounts become their pins (pinning.rs); a failed create
         // undoes this attempt's pins only.
         let pinned = self.inner.pins.pin(spec).await?;
@@ -458,26 +434,16 @@ impl ContainerRuntime for DockerEngine {
             self.inner.pins.unpin(pinned).await;
             return Err(err);
         }
-        let created = match self.create_once(spec, runner).await {
-            Err(RuntimeError::ImageMissing(_)) if spec.pull_policy != PullPolicy::Never => {
-                // The image went away since it was seen (cache): make it
-                // present again under the run's pull policy, then retry.
-                self.images().remove(spec.image.as_str());
-                self.ensure(&spec.image, spec.pull_policy).await?;
-                self.create_once(spec, runner).await
-            }
-            Err(err @ RuntimeError::ImageMissing(_)) => {
-                self.images().remove(spec.image.as_str());
-                Err(err)
-            }
-            other => other,
-        };
-        let created = match created {
-            Ok(container) => self.seed_home(spec, &container).await.map(|()| container),
+        let created = match self.create_checked(spec, runner, image).await {
+            Ok(container) => self
+                .seed_home(spec, &container, image)
+                .await
+                .map(|()| container),
             Err(err) => Err(err),
         };
-        if created.is_err() {
-            self.inner.pins.unpin(pinned).await;
+        match &created {
+            Ok(container) => self.inner.pins.created(&container.id, pinned),
+            Err(_) => self.inner.pins.unpin(pinned).await,
         }
         created
     }
@@ -534,7 +500,7 @@ impl ContainerRuntime for DockerEngine {
             Ok(()) => {
                 tracing::debug!(container = %container.name, "container removed");
                 self.view_removed(&container.id);
-                self.release_pins(container).await;
+                self.inner.pins.release(&container.id).await;
                 self.drop_home(&docker, container).await;
                 Ok(())
             }
@@ -544,7 +510,7 @@ impl ContainerRuntime for DockerEngine {
                     self.view_removed(&container.id);
                     self.drop_home(&docker, container).await;
                 }
-                self.release_pins(container).await;
+                self.inner.pins.release(&container.id).await;
                 Ok(())
             }
             Err(source) => Err(self

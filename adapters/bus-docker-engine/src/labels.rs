@@ -32,6 +32,9 @@ pub const RUNNER: &str = "bus.runner";
 pub const PROFILE: &str = "bus.profile";
 /// The image as requested (the reference, not the id).
 pub const IMAGE: &str = "bus.image";
+/// The id of the image the worker checked and created the container from
+/// (the engine's events name only the reference the container shows).
+pub const IMAGE_ID: &str = "bus.image-id";
 /// The command as a JSON array of strings.
 pub const ARGS: &str = "bus.args";
 /// `true` or `false`.
@@ -73,6 +76,7 @@ pub fn filters(filter: &ManagedFilter) -> HashMap<String, Vec<String>> {
 pub fn for_run(
     spec: &RunSpec,
     runner: &str,
+    image_id: &str,
     image: &HashMap<String, String>,
 ) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = image
@@ -95,6 +99,7 @@ pub fn for_run(
         put(PROFILE, profile.as_str().to_owned());
     }
     put(IMAGE, spec.image.as_str().to_owned());
+    put(IMAGE_ID, image_id.to_owned());
     put(ARGS, args_label(&spec.command));
     put(INTERACTIVE, spec.interactive.to_string());
     if spec.stream_output {
@@ -143,6 +148,7 @@ pub(crate) struct Listed<'a> {
     pub state: ContainerState,
     pub started_at: Option<SystemTime>,
     pub created_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
 }
 
 /// The run id and mark: the id from the worker's label and the mark from
@@ -187,7 +193,8 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         runner: get(RUNNER).map(str::to_owned),
         profile: get(PROFILE).and_then(|v| ProfileName::parse(v).ok()),
         image: get(IMAGE).unwrap_or_default().to_owned(),
-        image_id: listed.image_id.map(str::to_owned),
+        // What the worker recorded; else what the engine lists.
+        image_id: get(IMAGE_ID).or(listed.image_id).map(str::to_owned),
         args,
         interactive: get(INTERACTIVE) == Some("true"),
         stream_output: get(STREAM_OUTPUT) == Some("true"),
@@ -198,6 +205,7 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
         started_at: listed.started_at,
         created_at: listed.created_at,
         session: get(SESSION).and_then(|v| bus_docker_domain::SessionName::parse(v).ok()),
+        finished_at: listed.finished_at,
     })
 }
 
@@ -209,7 +217,7 @@ mod tests {
     #[test]
     fn labels_carry_the_contract_and_what_recovery_needs() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         assert_eq!(labels[MANAGED_BY], "bus-integration-docker");
         assert_eq!(labels[RUN_ID], "r1");
         assert_eq!(labels[OWNER], "owner-1");
@@ -229,7 +237,7 @@ mod tests {
     fn the_live_output_choice_survives_in_a_label() {
         let mut spec = test_spec();
         spec.stream_output = true;
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         assert_eq!(labels[STREAM_OUTPUT], "true");
         let listed = |labels| Listed {
             id: "abc",
@@ -238,10 +246,11 @@ mod tests {
             image_id: None,
             state: ContainerState::Running,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         assert!(managed(listed(&labels)).unwrap().stream_output);
-        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        let plain = for_run(&test_spec(), "docker@host", "sha256:1", &HashMap::new());
         assert!(!managed(listed(&plain)).unwrap().stream_output);
     }
 
@@ -255,7 +264,7 @@ mod tests {
                 name: bus_docker_domain::SessionName::parse("task-1").unwrap(),
             }),
         });
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         assert_eq!(labels[SESSION], "task-1");
         let listed = |labels| Listed {
             id: "abc",
@@ -265,10 +274,11 @@ mod tests {
             state: ContainerState::Exited,
             started_at: None,
             created_at: None,
+            finished_at: None,
         };
         let m = managed(listed(&labels)).unwrap();
         assert_eq!(m.session.unwrap().as_str(), "task-1");
-        let plain = for_run(&test_spec(), "docker@host", &HashMap::new());
+        let plain = for_run(&test_spec(), "docker@host", "sha256:1", &HashMap::new());
         assert!(!plain.contains_key(SESSION));
         assert!(managed(listed(&plain)).unwrap().session.is_none());
     }
@@ -278,7 +288,7 @@ mod tests {
         let mut spec = test_spec();
         spec.owner = None;
         spec.profile = None;
-        let labels = for_run(&spec, "r", &HashMap::new());
+        let labels = for_run(&spec, "r", "sha256:1", &HashMap::new());
         assert!(!labels.contains_key(OWNER));
         assert!(!labels.contains_key(PROFILE));
     }
@@ -286,7 +296,7 @@ mod tests {
     #[test]
     fn a_managed_container_round_trips_through_its_labels() {
         let spec = test_spec();
-        let labels = for_run(&spec, "docker@host", &HashMap::new());
+        let labels = for_run(&spec, "docker@host", "sha256:1", &HashMap::new());
         let m = managed(Listed {
             id: "abc",
             name: "bus-run-r1",
@@ -294,6 +304,7 @@ mod tests {
             image_id: Some("sha256:1"),
             state: ContainerState::Running,
             started_at: None,
+            finished_at: None,
             created_at: None,
         })
         .unwrap();
@@ -322,6 +333,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Exited,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         assert_eq!(managed(listed("bus-run-r7")).unwrap().run_id.as_str(), "r7");
@@ -343,6 +355,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Exited,
             started_at: None,
+            finished_at: None,
             created_at: None,
         };
         let live = managed(listed("bus-run-x.deleted")).unwrap();
@@ -370,7 +383,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let labels = for_run(&spec, "docker@host", &image);
+        let labels = for_run(&spec, "docker@host", "sha256:1", &image);
         assert_eq!(labels[PROFILE], "");
         assert_eq!(labels[OWNER], "");
         assert_eq!(labels["bus.user.secret"], "");
@@ -387,6 +400,7 @@ mod tests {
             image_id: None,
             state: ContainerState::Created,
             started_at: None,
+            finished_at: None,
             created_at: None,
         })
         .unwrap();

@@ -22,6 +22,8 @@
 //!   stream, so listings do not ask the engine each time (`fresh`
 //!   listings still do).
 //! * `input.rs`: stdin for runs another worker drives (held attaches).
+//! * `images.rs`: making an image present under a pull policy (a cache
+//!   of images seen), reading an image's id and labels.
 //! * `pull.rs`: pulls with credentials, an idle limit and a deadline.
 //! * `config.rs`: create bodies, pull references, engine timestamps.
 //! * [`codex_home`]: per-run Codex homes (an anonymous volume seeded on
@@ -50,6 +52,7 @@ mod control;
 mod drive;
 pub mod engine;
 pub mod error;
+mod images;
 mod input;
 pub mod labels;
 mod output;

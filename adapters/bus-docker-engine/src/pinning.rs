@@ -9,15 +9,22 @@
 //! body names the staging path. Operator/profile mounts are taken as
 //! configured.
 //!
+//! A container's pins are recorded under its id when it is created, and
+//! released when that container is removed: never found by parsing a
+//! container name (`x.answered` and `x.deleted` are legal run ids, and a
+//! name a run mark changed would point at another run's pins). Pins of
+//! containers this process did not create (a worker that stopped before
+//! removing them) are swept by the run ids the containers' labels record.
+//!
 //! Where pinning cannot work (an engine not on a local unix socket, no
 //! mount privilege, a worker in another mount namespace than dockerd),
 //! request mounts are refused with `forbidden` (`mount_pinning`) and
 //! `runner.status` says why.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bus_docker_domain::mount::{AccessMode, Mount, MountOrigin};
 use bus_docker_domain::run::RequestMounts;
@@ -33,6 +40,9 @@ pub const DEFAULT_STAGING_NAME: &str = "default";
 /// Pinning for one engine connection.
 pub(crate) struct Pinning {
     state: Result<Arc<HostMounts>, String>,
+    /// The pins of each container this process created: container id →
+    /// its pins.
+    held: Mutex<HashMap<String, Vec<Pin>>>,
 }
 
 /// A run's spec with its request mounts replaced by their pins.
@@ -89,6 +99,7 @@ impl Pinning {
         Ok(match pins.probe() {
             Ok(()) => Self {
                 state: Ok(Arc::new(pins)),
+                held: Mutex::new(HashMap::new()),
             },
             Err(err) => Self::refused(format!("this process cannot create bind mounts ({err})")),
         })
@@ -96,7 +107,10 @@ impl Pinning {
 
     fn refused(reason: String) -> Self {
         tracing::warn!(%reason, "request mounts are refused on this engine (in a pool, runs with request mounts go to an engine that pins them); operator and profile mounts still work");
-        Self { state: Err(reason) }
+        Self {
+            state: Err(reason),
+            held: Mutex::new(HashMap::new()),
+        }
     }
 
     /// What `runner.status` reports.
@@ -161,16 +175,41 @@ impl Pinning {
         .await;
     }
 
-    /// The run's container is gone: release all its pins.
-    pub(crate) async fn release(&self, run_id: String) {
+    /// The create succeeded: `container` (its id) now holds the pins.
+    pub(crate) fn created(&self, container: &str, pinned: Pinned<'_>) {
+        if pinned.pins.is_empty() {
+            return;
+        }
+        self.held().insert(container.to_owned(), pinned.pins);
+    }
+
+    /// The container is gone: release the pins it was created with (none
+    /// when this process did not create it, or released them already).
+    pub(crate) async fn release(&self, container: &str) {
         let Ok(pins) = &self.state else { return };
+        let Some(list) = self.held().remove(container) else {
+            return;
+        };
         let pins = Arc::clone(pins);
         let _ = blocking(move || {
-            if let Err(err) = pins.release(&run_id) {
-                tracing::warn!(%run_id, error = %err, "releasing mount pins failed");
+            for pin in &list {
+                if let Err(err) = pins.unpin(pin) {
+                    tracing::warn!(run_id = pin.run_id(), error = %err, "releasing a mount pin failed");
+                }
             }
         })
         .await;
+    }
+
+    /// Pins held by containers of this process (for tests).
+    pub(crate) fn held_pins(&self) -> usize {
+        self.held().values().map(Vec::len).sum()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Pin>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Release pins of runs whose containers no longer exist.
@@ -249,10 +288,4 @@ fn refusal(target: &str, err: &PinError) -> RuntimeError {
         rule,
         detail: format!("the mount on {target}: {err}"),
     }
-}
-
-/// The run id of a managed container's name (`bus-run-<run_id>`, with or
-/// without a run mark).
-pub(crate) fn run_of(name: &str) -> Option<&str> {
-    bus_docker_domain::run::RunMark::split(name.trim_start_matches('/')).map(|(id, _)| id)
 }

@@ -66,6 +66,7 @@ fn from_summary(summary: &ContainerSummary) -> Option<ManagedContainer> {
             .created
             .and_then(|s| u64::try_from(s).ok())
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+        finished_at: None,
     })
 }
 
@@ -125,6 +126,7 @@ fn from_inspect(info: &ContainerInspectResponse) -> Option<ManagedContainer> {
         state: inspected_state(state.and_then(|s| s.status)),
         started_at: engine_time(state.and_then(|s| s.started_at.as_deref())),
         created_at: info.created.as_ref().and_then(Stamp::system_time),
+        finished_at: engine_time(state.and_then(|s| s.finished_at.as_deref())),
     })
 }
 

@@ -23,9 +23,9 @@
 //! container.
 //!
 //! What an event gives: `Actor.Attributes` are the container's labels plus
-//! `name` (the name after the event) and `image` (the image the container
-//! was created from: the worker creates from the image id, which is what a
-//! listing says too). The creation time is the create event's (whole
+//! `name` (the name after the event) and `image` (the reference the
+//! container was created from: what `docker ps` shows, not its id; the id
+//! is the worker's `bus.image-id` label, as in a listing). The creation time is the create event's (whole
 //! seconds, like a listing's).
 
 use std::collections::HashMap;
@@ -118,6 +118,7 @@ pub(crate) fn apply(entries: &mut Entries, event: &EventMessage) {
                 image_id: attributes.get("image").map(String::as_str),
                 state: ContainerState::Created,
                 started_at: None,
+                finished_at: None,
                 created_at: event_time(event),
             });
             if let Some(created) = created {

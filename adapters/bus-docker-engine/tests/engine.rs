@@ -529,3 +529,73 @@ async fn driving_a_removed_container_reports_it_gone() {
         Err(RuntimeError::ContainerGone(_))
     ));
 }
+
+/// The bytes the engine keeps on disk for a container's log: its
+/// `LogPath` and the rotated files beside it (`<LogPath>.1`, …).
+async fn engine_log_bytes(id: &str) -> (u64, usize) {
+    let docker = support::raw_docker().await;
+    let info = docker.inspect_container(id, None).await.unwrap();
+    let path = std::path::PathBuf::from(info.log_path.expect("a json-file log path"));
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = 0;
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).expect("the engine's log directory (run as root)") {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with(&name) {
+            bytes += entry.metadata().unwrap().len();
+            files += 1;
+        }
+    }
+    (bytes, files)
+}
+
+/// Issue 16.3: a run printing 200 MB leaves a bounded engine log (json-file
+/// `max-size` = 2 × `max_output_bytes`, 2 files), and the response keeps
+/// the right tail and byte counts; collecting the exited container again
+/// from its log (what recovery does) still finds the whole tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_run_leaves_a_bounded_engine_log() {
+    let engine = engine().await;
+    let cleanup = Cleanup::new(&engine);
+    let spec = spec(
+        "log200",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero bs=1M count=200 2>/dev/null | tr '\\0' x; echo END",
+        ],
+    );
+    let container = cleanup.create(&engine, &spec).await;
+    let started = Instant::now();
+    let exit = engine
+        .drive(&container, io(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(exit.ending, Ending::Exited(0));
+    assert_eq!(exit.stdout.total_bytes, 200 * MIB as u64 + 4);
+    assert!(exit.stdout.truncated);
+    assert_eq!(exit.stdout.text.len(), MIB);
+    assert!(exit.stdout.text.ends_with("xxxEND\n"));
+    assert_eq!(
+        exit.stdout.text.bytes().filter(|b| *b == b'x').count(),
+        MIB - 4
+    );
+
+    let (bytes, files) = engine_log_bytes(&container.id).await;
+    eprintln!("200 MB run took {took:?}; the engine keeps {bytes} bytes of log in {files} files");
+    assert!(files <= 2, "{files} log files");
+    assert!(bytes <= 4 * MIB as u64 + 64 * 1024, "{bytes} bytes of log");
+
+    // Recovery collects an exited container from its log.
+    let again = engine
+        .drive(&container, io(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.stdout.text, exit.stdout.text,
+        "the log still holds the tail"
+    );
+    assert!(again.stdout.truncated);
+}

@@ -107,7 +107,7 @@ async fn create_names_and_labels_the_container_once() {
     assert_eq!(config.open_stdin, Some(false));
 
     // A second delivery of the same run loses the name race.
-    match engine.create(&spec, "docker@test").await {
+    match support::create_run(&engine, &spec, "docker@test").await {
         Err(RuntimeError::NameConflict(name)) => assert_eq!(name, container.name),
         other => panic!("expected a name conflict, got {other:?}"),
     }
@@ -160,11 +160,20 @@ async fn list_managed_reads_the_run_back_from_its_labels() {
     let full = engine.inspect_managed(&container).await.unwrap();
     assert_eq!(full.started_at, exit.started_at);
     assert!(full.started_at.is_some());
+    // The engine's finish time (the drive's may come from the wait
+    // answer, a moment apart).
+    let (a, b) = (full.finished_at.unwrap(), exit.finished_at.unwrap());
+    let apart = a
+        .duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap();
+    assert!(apart < Duration::from_secs(1), "{a:?} vs {b:?}");
     assert_eq!(
         full,
         ManagedContainer {
             started_at: full.started_at,
             created_at: full.created_at,
+            finished_at: full.finished_at,
             ..record
         }
     );
@@ -293,7 +302,7 @@ async fn a_missing_image_at_create_is_image_missing() {
     let mut spec = spec("noimage", &["true"]);
     spec.image = ImageRef::parse("bus-test-missing:none").unwrap();
     cleanup.track(&spec.container_name());
-    match engine.create(&spec, "docker@test").await {
+    match support::create_run(&engine, &spec, "docker@test").await {
         Err(RuntimeError::ImageMissing(image)) => assert_eq!(image, "bus-test-missing:none"),
         other => panic!("expected image missing, got {other:?}"),
     }
@@ -309,7 +318,7 @@ async fn pull_policies_decide_what_happens_to_images() {
     assert!(!engine.image_present(&missing).await.unwrap());
     for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
         let id = engine.ensure_image(&present, policy).await.unwrap();
-        assert!(id.starts_with("sha256:"), "{id}");
+        assert!(id.as_str().starts_with("sha256:"), "{id}");
     }
     assert_eq!(
         engine.ensure_image(&missing, PullPolicy::Never).await,
@@ -384,7 +393,7 @@ async fn an_unreachable_engine_is_unavailable_quickly() {
             Err(RuntimeError::Unavailable(_))
         ));
         assert!(matches!(
-            engine.create(&spec("unreachable", &["true"]), "r").await,
+            support::create_run(&engine, &spec("unreachable", &["true"]), "r").await,
             Err(RuntimeError::Unavailable(_))
         ));
     }
@@ -504,10 +513,12 @@ async fn an_image_removed_after_it_was_seen_is_not_trusted_from_the_cache() {
     .await
     .unwrap();
     let cached = ImageRef::parse(&tag).unwrap();
-    engine
+    let checked = engine
         .ensure_image(&cached, PullPolicy::IfNotPresent)
         .await
         .expect("present, and now remembered");
+    // The tag goes; the image it named stays (the test image keeps its
+    // own tag).
     raw.remove_image(
         &tag,
         None::<bollard::query_parameters::RemoveImageOptions>,
@@ -516,19 +527,92 @@ async fn an_image_removed_after_it_was_seen_is_not_trusted_from_the_cache() {
     .await
     .unwrap();
 
+    // The create is handed the checked id: the reference no longer
+    // resolves, so the container is created from that id.
+    let cleanup = Cleanup::new(&engine);
     let mut never = spec("cache-never", &["true"]);
     never.image = cached.clone();
+    let container = cleanup.track_created(engine.create(&never, "test", &checked).await.unwrap());
+    let info = raw.inspect_container(&container.id, None).await.unwrap();
+    assert_eq!(info.image.as_deref(), Some(checked.as_str()));
     assert_eq!(
-        engine.create(&never, "test").await,
-        Err(RuntimeError::ImageMissing(tag.clone())),
-        "never: the create's 404 is reported as a missing image"
+        info.config.unwrap().image.as_deref(),
+        Some(checked.as_str())
     );
-    let mut pull = spec("cache-pull", &["true"]);
-    pull.image = cached.clone();
-    pull.pull_policy = PullPolicy::IfNotPresent;
-    match engine.create(&pull, "test").await {
+    // The cache forgot it: ensuring asks the engine again (and the pull
+    // fails here, no registry is reachable).
+    match engine.ensure_image(&cached, PullPolicy::IfNotPresent).await {
         Err(RuntimeError::PullFailed { image, .. }) => assert_eq!(image, tag),
         other => panic!("if-not-present re-ensures the image (and the pull fails here): {other:?}"),
     }
     assert!(!engine.image_present(&cached).await.unwrap());
+}
+
+/// Contract §9 "What operators see" and issue 18.4: a run's container
+/// shows the reference the run asked for (`Config.Image`, what `docker ps`
+/// prints) and is created from the image id that was checked, also when
+/// the tag is moved to another image between the check and the create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_shows_its_reference_and_runs_the_checked_image() {
+    let engine = engine().await;
+    let raw = raw_docker().await;
+    let cleanup = Cleanup::new(&engine);
+    let tag = format!("bus-test-ref:{}", run_id_prefix().to_lowercase());
+    let (repo, version) = tag.split_once(':').unwrap();
+    let retag = |source: String| {
+        let raw = raw.clone();
+        async move {
+            raw.tag_image(
+                &source,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo(repo)
+                        .tag(version)
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    retag(image()).await;
+    let reference = ImageRef::parse(&tag).unwrap();
+    let checked = engine
+        .ensure_image(&reference, PullPolicy::Never)
+        .await
+        .unwrap();
+
+    let mut plain = spec("ref-shown", &["true"]);
+    plain.image = reference.clone();
+    let container = cleanup.track_created(engine.create(&plain, "test", &checked).await.unwrap());
+    let info = raw.inspect_container(&container.id, None).await.unwrap();
+    assert_eq!(info.config.unwrap().image.as_deref(), Some(tag.as_str()));
+    assert_eq!(info.image.as_deref(), Some(checked.as_str()));
+
+    // The tag moves to another image after the check.
+    let other =
+        std::env::var("BUS_TEST_CODEX_IMAGE").unwrap_or_else(|_| "bus-test-codex:local".to_owned());
+    retag(other).await;
+    let moved = raw.inspect_image(&tag).await.unwrap().id.unwrap();
+    assert_ne!(moved, checked.as_str(), "the tag now names another image");
+    let mut late = spec("ref-moved", &["true"]);
+    late.image = reference.clone();
+    let container = cleanup.track_created(engine.create(&late, "test", &checked).await.unwrap());
+    let info = raw.inspect_container(&container.id, None).await.unwrap();
+    assert_eq!(
+        info.image.as_deref(),
+        Some(checked.as_str()),
+        "what was checked is what runs"
+    );
+    let managed = engine.inspect_managed(&container).await.unwrap();
+    assert_eq!(managed.image_id.as_deref(), Some(checked.as_str()));
+    assert_eq!(managed.image, tag, "the record keeps the reference");
+    drop(cleanup);
+    let _ = raw
+        .remove_image(
+            &tag,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
 }

@@ -93,7 +93,7 @@ async fn run(
     spec: &RunSpec,
 ) -> Result<String, RuntimeError> {
     cleanup.track(&spec.container_name());
-    let container = engine.create(spec, "docker@test").await?;
+    let container = support::create_run(engine, spec, "docker@test").await?;
     let exit = engine.drive(&container, io(Duration::from_secs(30))).await;
     engine.remove(&container).await?;
     Ok(exit?.stdout.text)
@@ -121,7 +121,9 @@ async fn a_source_swapped_after_create_still_mounts_the_checked_dir() {
     );
     spec.mounts = vec![s.admit(&work).unwrap()];
     cleanup.track(&spec.container_name());
-    let container = s.engine.create(&spec, "docker@test").await.unwrap();
+    let container = support::create_run(&s.engine, &spec, "docker@test")
+        .await
+        .unwrap();
     // The engine resolves bind sources at start: swap before it.
     swap_for_symlink(&work, &s.outside);
     let exit = s
@@ -212,7 +214,9 @@ async fn racing_swaps_never_mount_the_outside_dir() {
         AccessMode::ReadWrite,
     )];
     cleanup.track(&attacker.container_name());
-    let attacker_ref = s.engine.create(&attacker, "docker@test").await.unwrap();
+    let attacker_ref = support::create_run(&s.engine, &attacker, "docker@test")
+        .await
+        .unwrap();
     let racer = {
         let engine = s.engine.clone();
         let container = attacker_ref.clone();
@@ -287,7 +291,9 @@ async fn request_mounts_are_refused_where_the_worker_cannot_pin() {
         ContainerPath::parse("t", "/data").unwrap(),
         AccessMode::ReadOnly,
     )];
-    match engine.create(&spec, "docker@test").await {
+    // Pins come first: nothing is asked of the (absent) engine.
+    let image = bus_docker_domain::ImageId::new("sha256:any");
+    match engine.create(&spec, "docker@test", &image).await {
         Err(RuntimeError::Forbidden {
             rule: "mount_pinning",
             detail,
@@ -314,4 +320,81 @@ fn a_staging_dir_inside_an_allowed_root_stops_the_worker() {
         matches!(err, bus_docker_engine::DockerError::Staging { .. }),
         "{err}"
     );
+}
+
+/// Mount points under `root` in this process's mount namespace (the one
+/// dockerd shares: the pins are made here).
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+        .filter(|point| point.starts_with(&format!("{root}/")))
+        .collect()
+}
+
+/// Issue 16.2: run ids that end in `.answered` and `.deleted` beside
+/// their plain twin, of two owners. Each run's pins are released when its
+/// own container goes (found by what was recorded at create, not by the
+/// name: `bus-run-vic.answered` is not a mark of `vic`), and no host mount
+/// is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pin_is_released_when_its_own_run_ends_whatever_its_id_ends_in() {
+    let s = setup().await;
+    let cleanup = Cleanup::new(&s.engine);
+    let work = s.root.join("work");
+    let base = support::run_id("vic");
+    let run = |id: String, owner: &str| {
+        let mut spec = spec("vic", &["cat", "/data/marker"]);
+        spec.run_id = bus_docker_domain::RunId::parse(&id).unwrap();
+        spec.owner = Some(bus_docker_domain::OwnerId::parse(owner).unwrap());
+        spec.mounts = vec![s.admit(&work).unwrap()];
+        spec
+    };
+    let plain = run(base.to_string(), "owner-a");
+    let answered = run(format!("{base}.answered"), "owner-b");
+    let deleted = run(format!("{base}.deleted"), "owner-b");
+    let mut refs = Vec::new();
+    for spec in [&plain, &answered, &deleted] {
+        refs.push(cleanup.create(&s.engine, spec).await);
+    }
+    assert_eq!(s.engine.held_pins(), 3);
+    assert_eq!(mounts_under(&s.staging).len(), 3, "one pin per run");
+
+    // Owner B's runs end as the worker ends them: driven, marked answered
+    // (renamed `bus-run-<id>.answered`), then removed through the
+    // reference made at create (the name before the mark).
+    for container in &refs[1..] {
+        let exit = s
+            .engine
+            .drive(container, io(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(exit.stdout.text, "inside");
+        s.engine.mark_answered(container).await.unwrap();
+        s.engine.remove(container).await.unwrap();
+    }
+    let left = mounts_under(&s.staging);
+    assert_eq!(left.len(), 1, "only the plain run's pin is left: {left:?}");
+    let plain_dir = s.staging.join(plain.run_id.as_str());
+    assert!(
+        left[0].starts_with(&format!("{}/", plain_dir.display())),
+        "the plain run keeps its own pin: {left:?}"
+    );
+    assert_eq!(s.staged(), vec![plain.run_id.as_str().to_owned()]);
+    assert_eq!(s.engine.held_pins(), 1);
+
+    // Owner A's run still mounts what was checked.
+    let exit = s
+        .engine
+        .drive(&refs[0], io(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(exit.stdout.text, "inside", "{exit:?}");
+    s.engine.mark_answered(&refs[0]).await.unwrap();
+    s.engine.remove(&refs[0]).await.unwrap();
+    assert_eq!(mounts_under(&s.staging), Vec::<String>::new());
+    assert!(s.staged().is_empty(), "{:?}", s.staged());
+    assert_eq!(s.engine.held_pins(), 0);
 }

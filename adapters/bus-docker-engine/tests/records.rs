@@ -140,7 +140,7 @@ async fn listings_are_filtered_by_runner_and_run() {
     let runner_b = format!("docker@{}b", run_id_prefix());
     for (spec, runner) in [(&a, &runner_a), (&b, &runner_b)] {
         cleanup.track(&spec.container_name());
-        engine.create(spec, runner).await.unwrap();
+        support::create_run(&engine, spec, runner).await.unwrap();
     }
     let ids = |list: Vec<bus_docker_domain::ports::ManagedContainer>| {
         list.into_iter().map(|m| m.run_id).collect::<Vec<RunId>>()

@@ -35,7 +35,7 @@ use bus_docker_domain::run::{
     ContainerRef, Ending, EngineInfo, Exit, RequestMounts, RunMark, TailBuffer,
 };
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::{ImageRef, RuntimeError};
+use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -214,7 +214,7 @@ impl ContainerRuntime for StaticRuntime {
         &self,
         image: &ImageRef,
         policy: PullPolicy,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<ImageId, RuntimeError> {
         if image.as_str().starts_with("missing/") {
             return Err(match policy {
                 PullPolicy::Never => RuntimeError::ImageMissing(image.to_string()),
@@ -224,10 +224,18 @@ impl ContainerRuntime for StaticRuntime {
                 },
             });
         }
-        Ok(image_id(image))
+        Ok(ImageId::new(image_id(image)))
     }
 
-    async fn create(&self, spec: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        runner: &str,
+        image: &ImageId,
+    ) -> Result<ContainerRef, RuntimeError> {
+        if image.as_str() != image_id(&spec.image) {
+            return Err(RuntimeError::ImageMissing(image.to_string()));
+        }
         let mut state = self.lock();
         let name = spec.container_name();
         if state
@@ -258,6 +266,7 @@ impl ContainerRuntime for StaticRuntime {
             started_at: None,
             created_at: Some(SystemTime::now()),
             session: spec.session().cloned(),
+            finished_at: None,
         };
         state.containers.insert(
             container.id.clone(),
@@ -346,6 +355,7 @@ impl ContainerRuntime for StaticRuntime {
         };
         if let Some(e) = entry {
             e.managed.state = ContainerState::Exited;
+            e.managed.finished_at = exit.finished_at;
             e.stdin_open = false;
             e.input = None;
             e.halt = None;
@@ -376,6 +386,7 @@ impl ContainerRuntime for StaticRuntime {
             // As from the engine's list: the start time needs an inspect.
             .map(|e| ManagedContainer {
                 started_at: None,
+                finished_at: None,
                 ..e.managed.clone()
             })
             .collect();
@@ -447,6 +458,11 @@ mod tests {
         assert!(matches!(program(&a(&["printf", "OK"])), Program::Echo(t) if t == "printf OK"));
     }
 
+    /// The id `ensure_image` gives for the image of [`spec`].
+    fn checked() -> ImageId {
+        ImageId::new(image_id(&spec("x", &[]).image))
+    }
+
     fn spec(run_id: &str, command: &[&str]) -> RunSpec {
         RunSpec::builder(run_id, "img:1")
             .correlation("c-1")
@@ -470,10 +486,10 @@ mod tests {
     async fn listings_follow_the_filter_and_leave_the_start_to_inspect() {
         let rt = StaticRuntime::new();
         let a = rt
-            .create(&spec("a", &["echo", "a"]), "docker@a")
+            .create(&spec("a", &["echo", "a"]), "docker@a", &checked())
             .await
             .unwrap();
-        rt.create(&spec("b", &["echo", "b"]), "docker@b")
+        rt.create(&spec("b", &["echo", "b"]), "docker@b", &checked())
             .await
             .unwrap();
         rt.drive(&a, io()).await.unwrap();
@@ -501,7 +517,10 @@ mod tests {
     async fn a_delete_through_another_handle_cancels_the_drive() {
         let rt = StaticRuntime::new();
         let other = rt.clone();
-        let c = rt.create(&spec("d", &["sleep", "30"]), "r").await.unwrap();
+        let c = rt
+            .create(&spec("d", &["sleep", "30"]), "r", &checked())
+            .await
+            .unwrap();
         let deleting = async {
             while other.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
                 tokio::task::yield_now().await;
@@ -531,7 +550,10 @@ mod tests {
     #[tokio::test]
     async fn a_kill_ends_the_drive_as_killed() {
         let rt = StaticRuntime::new();
-        let c = rt.create(&spec("k", &["sleep", "30"]), "r").await.unwrap();
+        let c = rt
+            .create(&spec("k", &["sleep", "30"]), "r", &checked())
+            .await
+            .unwrap();
         let killing = async {
             while rt.inspect_managed(&c).await.unwrap().state != ContainerState::Running {
                 tokio::task::yield_now().await;
@@ -549,10 +571,16 @@ mod tests {
     #[tokio::test]
     async fn a_taken_tombstone_name_is_a_conflict() {
         let rt = StaticRuntime::new();
-        let first = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        let first = rt
+            .create(&spec("t", &["exit", "0"]), "r", &checked())
+            .await
+            .unwrap();
         rt.drive(&first, io()).await.unwrap();
         rt.mark_answered(&first).await.unwrap();
-        let second = rt.create(&spec("t", &["exit", "0"]), "r").await.unwrap();
+        let second = rt
+            .create(&spec("t", &["exit", "0"]), "r", &checked())
+            .await
+            .unwrap();
         assert_eq!(
             rt.mark_answered(&second).await,
             Err(RuntimeError::NameConflict("bus-run-t.answered".into()))

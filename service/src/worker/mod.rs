@@ -156,6 +156,8 @@ struct Inner<R, P> {
     /// The request streams' states for `runner.status`, when the event
     /// source has streams ([`Worker::watch_streams`]).
     streams: std::sync::OnceLock<StreamsProbe>,
+    /// Input taken and not yet written, per run and in all (`input.rs`).
+    held_input: input::HeldInput,
 }
 
 /// Reads the request streams' states (the event adapter's to provide).
@@ -253,6 +255,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 run_order: Mutex::new(None),
                 metrics: Metrics::new(),
                 streams: std::sync::OnceLock::new(),
+                held_input: input::HeldInput::default(),
             }),
         }
     }
@@ -267,6 +270,13 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// The worker's metrics recorder.
+    /// Input held for runs (bytes, requests): taken and not yet written
+    /// (bounded, `input.rs`).
+    pub fn held_input(&self) -> (usize, usize) {
+        let held = self.inner.held_input.total();
+        (held.bytes, held.chunks)
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }

@@ -16,7 +16,6 @@ use bus_docker_domain::ports::{
 use bus_docker_domain::run::{EngineId, RunMark};
 use bus_docker_domain::ImageRef;
 use futures_util::future::join_all;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -121,7 +120,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             warn!(run_id = %facts.run_id, "more runs recovered than max_concurrent_runs: this one runs without a slot");
         }
         let stdin = if managed.interactive {
-            Stdin::Interactive(None, Box::pin(ReceiverStream::new(rx)))
+            Stdin::Interactive(
+                None,
+                self.inner.held_input.metered(facts.run_id.clone(), rx),
+            )
         } else {
             Stdin::Closed
         };

@@ -23,14 +23,16 @@ use bus_docker_domain::mount::{MountOrigin, RealHostPaths};
 use bus_docker_domain::ports::{
     ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedFilter, Stdin,
 };
+use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::request::RunRequest;
 use bus_docker_domain::response::Response;
 use bus_docker_domain::run::{ContainerRef, EngineId, RunMark, RunState};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
-use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId, RuntimeError};
+use bus_docker_domain::{
+    CorrelationId, ImageId, Operation, OperationError, OwnerId, RunId, RuntimeError,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -195,7 +197,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         received: Instant,
     ) {
         let facts = RunFacts::of_spec(&spec);
-        let Some((permit, placement, image_id)) = self.slot_and_image(&facts, &spec, &cancel).await
+        let Some((permit, placement, mut image)) =
+            self.slot_and_image(&facts, &spec, &cancel).await
         else {
             return;
         };
@@ -211,7 +214,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         // benchmark reads this line (target `bus_integration_docker::dispatch`).
         let dispatch = received.elapsed();
         debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, docker_host = %placement.engine, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
-        let Some(container) = self.create_alone(&facts, &spec, &placement).await else {
+        let Some(container) = self
+            .create_alone(&facts, &spec, &placement, &mut image)
+            .await
+        else {
             return;
         };
         drop(placement);
@@ -220,7 +226,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         let stdin = match (spec.interactive, input) {
             (true, Some(rx)) => Stdin::Interactive(
                 spec.stdin.as_ref().map(|s| s.clone().into_bytes()),
-                Box::pin(ReceiverStream::new(rx)),
+                self.inner.held_input.metered(spec.run_id.clone(), rx),
             ),
             _ => spec
                 .stdin
@@ -233,7 +239,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             timeout: spec.timeout,
             max_output_bytes: spec.max_output_bytes,
             cancel,
-            image_id,
+            image_id: Some(image.to_string()),
             live_from_seq: spec.stream_output.then_some(0),
             _slot: Some(permit),
         };
@@ -249,7 +255,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         facts: &RunFacts,
         spec: &RunSpec,
         cancel: &CancellationToken,
-    ) -> Option<(OwnedSemaphorePermit, Placement, Option<String>)> {
+    ) -> Option<(OwnedSemaphorePermit, Placement, ImageId)> {
         let lifecycle = &self.inner.lifecycle;
         let permit = tokio::select! {
             permit = Arc::clone(&self.inner.slots).acquire_owned() => match permit {
@@ -284,7 +290,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         let refusal = tokio::select! {
             pulled = self.inner.pool.ensure_image(&placement, &spec.image, spec.pull_policy) => match pulled {
-                Ok(id) => return Some((permit, placement, Some(id))),
+                Ok(id) => return Some((permit, placement, id)),
                 Err(err) => err.into(),
             },
             () = cancel.cancelled() => OperationError::Canceled("deleted while its image was being pulled".into()),
@@ -304,15 +310,40 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// moment, creates again): two deliveries never both start, since each
     /// created before it looked. `None` when this delivery must not run
     /// (answered or dropped already).
+    ///
+    /// The container is created from `image`, the id the image was
+    /// checked as; when it vanished since (`ImageMissing`), the image is
+    /// made present again once under the run's pull policy and `image`
+    /// becomes the new id.
     async fn create_alone(
         &self,
         facts: &RunFacts,
         spec: &RunSpec,
         placement: &Placement,
+        image: &mut ImageId,
     ) -> Option<ContainerRef> {
         let runner = &self.inner.settings.runner_name;
+        let mut ensured_again = false;
         for attempt in 1..=TWIN_ATTEMPTS {
-            let container = match self.inner.pool.create(placement, spec, runner).await {
+            let created = match self.inner.pool.create(placement, spec, runner, image).await {
+                Err(RuntimeError::ImageMissing(_))
+                    if !ensured_again && spec.pull_policy != PullPolicy::Never =>
+                {
+                    ensured_again = true;
+                    match (self.inner.pool)
+                        .ensure_image(placement, &spec.image, spec.pull_policy)
+                        .await
+                    {
+                        Ok(id) => {
+                            *image = id;
+                            self.inner.pool.create(placement, spec, runner, image).await
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
+                other => other,
+            };
+            let container = match created {
                 Ok(c) => c,
                 Err(RuntimeError::NameConflict(name)) => {
                     self.name_conflict(facts, &placement.engine, name).await;

@@ -76,6 +76,17 @@ pub fn io(timeout: Duration) -> RunIo {
     }
 }
 
+/// Create the spec's container as the worker does: the image is ensured
+/// under the spec's pull policy and the id it gave is handed to `create`.
+pub async fn create_run(
+    engine: &DockerEngine,
+    spec: &RunSpec,
+    runner: &str,
+) -> Result<ContainerRef, bus_docker_domain::RuntimeError> {
+    let image = engine.ensure_image(&spec.image, spec.pull_policy).await?;
+    engine.create(spec, runner, &image).await
+}
+
 /// Removes the containers it tracks when dropped, even while a failed
 /// test unwinds.
 pub struct Cleanup {
@@ -95,12 +106,17 @@ impl Cleanup {
         self.names.lock().unwrap().push(name.to_owned());
     }
 
+    /// Track a container created by the test itself (by id).
+    pub fn track_created(&self, container: ContainerRef) -> ContainerRef {
+        self.track(&container.id);
+        container
+    }
+
     /// Create the spec's container and track it (by name before the
     /// create, by id after: a run mark renames it).
     pub async fn create(&self, engine: &DockerEngine, spec: &RunSpec) -> ContainerRef {
         self.track(&spec.container_name());
-        let container = engine
-            .create(spec, "docker@test")
+        let container = create_run(engine, spec, "docker@test")
             .await
             .expect("container created");
         self.track(&container.id);
