@@ -424,6 +424,8 @@ pub struct RunnerReport {
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,
+    /// Warm profiles: parked and wanted per profile and engine (§10).
+    pub warm: Vec<crate::warm::WarmReport>,
 }
 
 /// One engine of the pool in `runner.status`.

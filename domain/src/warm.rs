@@ -30,6 +30,18 @@ pub struct ParkedContainer {
     pub claimable: bool,
 }
 
+/// One warm profile on one engine in `runner.status` (`details.warm`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmReport {
+    pub profile: String,
+    /// The engine's URL without credentials (empty for an unnamed one).
+    pub docker_host: String,
+    pub parked: usize,
+    pub wanted: usize,
+    /// Why the profile cannot be kept warm (its runs take the cold path).
+    pub refused: Option<String>,
+}
+
 /// Why a run cannot take a container parked from `template` (`None`: it
 /// can). The reason names the first field fixed at create that differs.
 pub fn misfit(template: &RunSpec, spec: &RunSpec) -> Option<&'static str> {

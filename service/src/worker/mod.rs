@@ -30,6 +30,7 @@
 //! | stop: `Lifecycle` and `shutdown` | `shutdown.rs` |
 //! | the in-memory run table | `table.rs` |
 //! | intake follows capacity: the "room for a run" signal | `intake.rs` |
+//! | warm start: parked containers, claims, refill | `warm.rs` |
 
 mod answer;
 mod delete;
@@ -45,6 +46,7 @@ mod runner_status;
 mod shutdown;
 mod status;
 mod table;
+mod warm;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -68,6 +70,7 @@ use crate::pool::EnginePool;
 use run::RunTurn;
 pub use shutdown::Lifecycle;
 use table::RunTable;
+pub use warm::{WarmSettings, DEFAULT_WARM_MAX_AGE, WARM_TICK};
 
 /// Input chunks buffered per interactive run between `input.request`s and
 /// the container's stdin: enough for a burst of small writes, small enough
@@ -110,6 +113,8 @@ pub struct WorkerSettings {
     /// How long finished runs stay listed in `status` and their containers
     /// stay as `.answered` tombstones (0: removed once answered).
     pub run_retention: Duration,
+    /// Warm profiles (contract §10); none by default.
+    pub warm: WarmSettings,
 }
 
 /// The worker. Cheap to clone.
@@ -149,6 +154,8 @@ struct Inner<R, P> {
     run_order: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// What the worker counts (exposed only with `--metrics-addr`).
     metrics: Metrics,
+    /// Parked containers of warm profiles (`warm.rs`).
+    warm: warm::WarmPool,
 }
 
 /// Why an operation other than `run` failed: the error code, and whatever
@@ -230,8 +237,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             RunTable::new(settings.response_cache, settings.response_cache_bytes)
                 .with_intake_limit(intake_limit),
         );
+        let warm = warm::WarmPool::new(&settings);
         Self {
             inner: Arc::new(Inner {
+                warm,
                 pool: engines.into(),
                 publisher,
                 settings,

@@ -54,5 +54,9 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner
             .tasks
             .spawn(async move { this.watch_engines().await });
+        let this = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { this.warm_loop().await });
     }
 }

@@ -31,6 +31,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             intake_open,
             profiles: Default::default(),
             engines: Vec::new(),
+            warm: self.warm_counts(),
         };
         let mut down = Vec::new();
         for probe in self.inner.pool.probe_all().await {
