@@ -102,4 +102,23 @@ impl ContainerRuntime for AnyRuntime {
     ) -> Result<(), RuntimeError> {
         forward!(self, rt => rt.write_input(container, chunk))
     }
+
+    async fn park(&self, template: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.park(template, runner))
+    }
+
+    async fn list_parked(
+        &self,
+        runner: &str,
+    ) -> Result<Vec<bus_docker_domain::warm::ParkedContainer>, RuntimeError> {
+        forward!(self, rt => rt.list_parked(runner))
+    }
+
+    async fn claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &RunSpec,
+    ) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.claim(parked, spec))
+    }
 }

@@ -21,3 +21,4 @@ mod private_registry;
 mod shutdown;
 mod token_lookup;
 mod trust;
+mod warm;
