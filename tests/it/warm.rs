@@ -85,7 +85,13 @@ async fn a_hit_runs_the_request_command_with_its_env_workdir_and_stdin() {
     assert_eq!(parked.len(), 2, "{parked:?}");
     // Parked containers are no runs: not in a caller's status, no slot.
     let st = caller.call(Operation::Status, json!({})).await;
-    assert_eq!(st["items"], json!([]), "{st}");
+    let listed: Vec<&Value> = st["items"].as_array().unwrap().iter().collect();
+    assert!(
+        !listed
+            .iter()
+            .any(|i| parked.values().any(|p| i["details"]["container_id"] == *p)),
+        "{st}"
+    );
     assert_eq!(status["status"]["details"]["active_runs"], 0);
 
     let r = caller
@@ -128,4 +134,536 @@ async fn a_hit_runs_the_request_command_with_its_env_workdir_and_stdin() {
         left.is_empty(),
         "shutdown removes parked containers: {left:?}"
     );
+}
+
+/// The response of a run, and whether it claimed one of `parked`.
+async fn run_hit(
+    caller: &Caller,
+    parked: &HashMap<String, String>,
+    payload: Value,
+) -> (Value, bool) {
+    let r = caller.call(Operation::Run, payload).await;
+    let id = r["runtime"]["container_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let hit = parked.values().any(|p| *p == id);
+    (r, hit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_container_serves_one_run_and_nothing_of_it_is_seen_by_the_next() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-fresh");
+    let s = warm_settings(&runner, 2, "");
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 2).await;
+    let parked = parked_on(&docker, &runner).await;
+    let (first, hit) = run_hit(
+        &caller,
+        &parked,
+        quick(&[
+            "sh",
+            "-c",
+            "echo secret > /tmp/leak; (sleep 300 &); echo left",
+        ]),
+    )
+    .await;
+    assert!(hit, "{first}");
+    assert_eq!(first["stdout"], "left\n", "{first}");
+    let (second, hit) = run_hit(
+        &caller,
+        &parked,
+        quick(&[
+            "sh",
+            "-c",
+            "test -e /tmp/leak && echo FILE; ps | grep -v grep | grep -q 'sleep 300' && echo PROC; echo clean",
+        ]),
+    )
+    .await;
+    assert!(hit, "{second}");
+    assert_ne!(
+        first["runtime"]["container_id"], second["runtime"]["container_id"],
+        "single use"
+    );
+    assert_eq!(second["stdout"], "clean\n", "{second}");
+    // The first container is gone with its background process.
+    let first_id = first["runtime"]["container_id"].as_str().unwrap();
+    assert!(docker.inspect_container(first_id, None).await.is_err());
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_count_from_the_claim_not_from_parking() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-bill");
+    let s = warm_settings(&runner, 1, "");
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 1).await;
+    let parked = parked_on(&docker, &runner).await;
+    // The scenario itself: the container waits parked for 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = SystemTime::now();
+    let (r, hit) = run_hit(&caller, &parked, quick(&["sleep", "1"])).await;
+    assert!(hit, "{r}");
+    let ms = r["duration_ms"].as_u64().unwrap();
+    assert!((950..1800).contains(&ms), "duration from the claim: {r}");
+    let started = humantime::parse_rfc3339(r["started_at"].as_str().unwrap()).unwrap();
+    assert!(
+        started + Duration::from_millis(5) >= before,
+        "started_at is the claim, not the park: {r}"
+    );
+    // The timeout counts from the claim too: 1 s, after 2 s parked.
+    let (t, hit) = run_hit(
+        &caller,
+        &parked_on(&docker, &runner).await,
+        json!({"profile": "quick", "command": ["sleep", "5"], "timeout_seconds": 1}),
+    )
+    .await;
+    if hit {
+        assert_eq!(t["status"], "timed_out", "{t}");
+        let ms = t["duration_ms"].as_u64().unwrap();
+        assert!(ms >= 900, "{t}");
+    }
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_run_reads_back_takes_input_and_deletes_like_a_cold_one() {
+    use bus_docker_domain::ports::{ContainerRuntime, ManagedFilter};
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-del");
+    let s = warm_settings(&runner, 2, "");
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 2).await;
+    let parked = parked_on(&docker, &runner).await;
+
+    let run_id = unique("warmdel").replace('-', "_");
+    let mut waiter = caller.waiter(Operation::Run).await;
+    let correlation = caller
+        .publish(
+            Operation::Run,
+            json!({"run_id": run_id, "owner_identity_id": "alice", "profile": "quick",
+                   "command": ["sh", "-c", "read line; echo got:$line; sleep 30"],
+                   "interactive": true, "labels": {"k": "v"}}),
+        )
+        .await;
+    let st = eventually("running", Duration::from_secs(30), || async {
+        let st = caller
+            .call(
+                Operation::Status,
+                json!({"run_id": run_id, "owner_identity_id": "alice"}),
+            )
+            .await;
+        (st["items"][0]["state"] == "running").then_some(st)
+    })
+    .await;
+    let item = &st["items"][0];
+    assert_eq!(item["owner_identity_id"], "alice", "{st}");
+    assert_eq!(item["details"]["profile"], "quick", "{st}");
+    let container_id = item["details"]["container_id"].as_str().unwrap().to_owned();
+    assert!(parked.values().any(|p| *p == container_id), "{st}");
+
+    // Another worker (a fresh adapter: nothing cached) reads it back.
+    let other =
+        bus_docker_engine::DockerEngine::connect(bus_docker_engine::EngineOptions::default())
+            .unwrap();
+    let rid = bus_docker_domain::RunId::parse(&run_id).unwrap();
+    let listed = other
+        .list_managed(&ManagedFilter::run(rid.clone()).fresh())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let m = &listed[0];
+    assert_eq!(m.owner.as_ref().map(|o| o.as_str()), Some("alice"));
+    assert_eq!(
+        m.correlation.as_ref().map(|c| c.as_str()),
+        Some(correlation.as_str())
+    );
+    assert!(m.interactive);
+    let full = other.inspect_managed(&m.container).await.unwrap();
+    let age = SystemTime::now()
+        .duration_since(full.started_at.unwrap())
+        .unwrap();
+    assert!(
+        age < Duration::from_secs(20),
+        "started_at is the claim: {age:?}"
+    );
+    // Bob sees nothing of alice's run.
+    let bobs = caller
+        .call(Operation::Status, json!({"owner_identity_id": "bob"}))
+        .await;
+    assert_eq!(bobs["items"], json!([]), "{bobs}");
+
+    let input = caller
+        .call(
+            Operation::Input,
+            json!({"run_id": run_id, "owner_identity_id": "alice", "data": "hello\n"}),
+        )
+        .await;
+    assert_eq!(input["accepted"], true, "{input}");
+    let deleted = caller
+        .call(
+            Operation::Delete,
+            json!({"run_id": run_id, "owner_identity_id": "alice"}),
+        )
+        .await;
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let r = waiter.wait(&correlation, WAIT).await.expect("run response");
+    assert_eq!(r["status"], "canceled", "{r}");
+    assert_eq!(r["stdout"], "got:hello\n", "{r}");
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_kill_in_a_warm_container_is_oom_killed() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-oom");
+    // The profile with an 8 MiB limit, parked with it.
+    let toml = format!(
+        "[profiles.quick]\nimage = \"{}\"\nnetwork = \"none\"\nwarm = 1\n[profiles.quick.hardening]\nmemory_bytes = 8388608\n",
+        test_image()
+    );
+    let s = docker_settings(&runner, &toml);
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 1).await;
+    let parked = parked_on(&docker, &runner).await;
+    let (r, hit) = run_hit(
+        &caller,
+        &parked,
+        quick(&["sh", "-c", "head -c 64m /dev/zero | tail; echo tail=$?"]),
+    )
+    .await;
+    assert!(hit, "{r}");
+    assert_eq!(r["oom_killed"], true, "{r}");
+    assert_eq!(r["stdout"], "tail=137\n", "{r}");
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_delete_removes_parked_containers_until_runner_start() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-rdel");
+    let s = warm_settings(&runner, 2, "");
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 2).await;
+    let deleted = caller.call(Operation::RunnerDelete, json!({})).await;
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    assert_eq!(deleted["removed_containers"], 2, "{deleted}");
+    assert!(parked_on(&docker, &runner).await.is_empty());
+    let st = caller.call(Operation::RunnerStatus, json!({})).await;
+    let engines = &st["status"]["details"]["warm"]["quick"]["engines"];
+    assert!(
+        engines
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|e| e["parked"] == 0),
+        "{st}"
+    );
+    let started = caller.call(Operation::RunnerStart, json!({})).await;
+    assert_eq!(started["accepted"], true, "{started}");
+    wait_parked(&caller, 2).await;
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_parked_container_cannot_take_go_the_cold_path() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-miss");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "mounted").unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let s = warm_settings(
+        &runner,
+        1,
+        &format!("[policy]\nallowed_mount_roots = [\"{}\"]\n", root.display()),
+    );
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 1).await;
+    let parked = parked_on(&docker, &runner).await;
+    let (mounted, hit) = run_hit(
+        &caller,
+        &parked,
+        json!({"profile": "quick", "command": ["cat", "/m/f"],
+               "mounts": [{"source": root, "target": "/m", "read_only": true}]}),
+    )
+    .await;
+    assert!(!hit, "request mounts take the cold path: {mounted}");
+    assert_eq!(mounted["stdout"], "mounted", "{mounted}");
+    let (image, hit) = run_hit(
+        &caller,
+        &parked,
+        json!({"image": test_image(), "command": ["echo", "cold"], "network": "none"}),
+    )
+    .await;
+    assert!(!hit, "{image}");
+    assert_eq!(image["stdout"], "cold\n");
+    // The parked container is still there, untouched.
+    assert_eq!(parked_on(&docker, &runner).await, parked);
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_claim_and_response_answers_once_after_restart() {
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-crash");
+    let s = warm_settings(&runner, 1, "");
+    let prefix = s.worker.prefix.as_str().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let spawn = || {
+        let mut cmd = common::worker_process(&bus, &runner, &prefix, &log);
+        cmd.env("BUS_DOCKER__PROFILES__QUICK__IMAGE", test_image())
+            .env("BUS_DOCKER__PROFILES__QUICK__NETWORK", "none")
+            .env("BUS_DOCKER__PROFILES__QUICK__WARM", "1");
+        cmd.spawn().expect("worker starts")
+    };
+    let mut first = spawn();
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 1).await;
+    let parked = parked_on(&docker, &runner).await;
+    let mut waiter = caller.waiter(Operation::Run).await;
+    let correlation = caller
+        .publish(
+            Operation::Run,
+            quick(&["sh", "-c", "echo started >&2; sleep 2; echo done"]),
+        )
+        .await;
+    // Claimed and running: the command wrote its first line.
+    eventually("claimed and running", Duration::from_secs(30), || async {
+        use bollard::query_parameters::LogsOptionsBuilder;
+        use futures_util::StreamExt;
+        let names = containers_of(&docker, &runner).await;
+        let name = names.iter().find(|n| n.starts_with("/bus-run-"))?;
+        let opts = LogsOptionsBuilder::default().stderr(true).build();
+        let logs: Vec<_> = docker
+            .logs(name.trim_start_matches('/'), Some(opts))
+            .collect()
+            .await;
+        logs.iter()
+            .filter_map(|l| l.as_ref().ok())
+            .any(|l| l.to_string().contains("started"))
+            .then_some(())
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let mut second = spawn();
+    let seen = collect(
+        &mut waiter,
+        1,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )
+    .await;
+    let answers = seen.get(&correlation).cloned().unwrap_or_default();
+    assert_eq!(answers.len(), 1, "answered exactly once: {seen:?}");
+    let r = &answers[0];
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["stdout"], "done\n", "the claim record is not output: {r}");
+    assert_eq!(r["stderr"], "started\n", "{r}");
+    assert!(
+        parked.values().any(|p| r["runtime"]["container_id"] == *p),
+        "{r} {parked:?} {logs}"
+    );
+    let ms = r["duration_ms"].as_u64().unwrap();
+    assert!((1900..4000).contains(&ms), "from the claim: {r}");
+    assert_eq!(seen.len(), 1, "nothing else answered: {seen:?}");
+    // The unclaimed containers of the killed worker are never answered;
+    // the second worker removed them and parked its own.
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+    let left: Vec<String> = containers_of(&docker, &runner)
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("/bus-run-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Clean up the second worker's parked container (killed, not stopped).
+    for id in parked_on(&docker, &runner).await.values() {
+        let _ = docker
+            .remove_container(
+                id,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(logs.matches("panicked").count(), 0, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_containers_are_kept_on_every_engine_of_a_pool() {
+    let var = |n: &str| {
+        std::env::var(n).unwrap_or_else(|_| {
+            panic!("{n} is not set: run with scripts/test.sh (or source the dev env) for the pool engines")
+        })
+    };
+    let (three, two) = (var("BUS_TEST_DOCKER_HOST_3"), var("BUS_TEST_DOCKER_HOST_2"));
+    let connect =
+        |h: &str| bollard::Docker::connect_with_unix(h, 30, bollard::API_DEFAULT_VERSION).unwrap();
+    let clients = [connect(&three), connect(&two)];
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-pool");
+    let s = warm_settings(
+        &runner,
+        2,
+        &format!("[docker]\nhosts = [\"{three}\", \"{two}\"]\n"),
+    );
+    let worker = spawn_worker(&bus, &s, "w1").await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let st = wait_parked(&caller, 2).await;
+    let engines = st["status"]["details"]["warm"]["quick"]["engines"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(engines.len(), 2, "{st}");
+    let mut parked = HashMap::new();
+    for c in &clients {
+        let on = parked_on(c, &runner).await;
+        assert_eq!(on.len(), 2, "two parked on each engine");
+        parked.extend(on);
+    }
+    let (r, hit) = run_hit(&caller, &parked, quick(&["echo", "pooled"])).await;
+    assert!(hit, "{r}");
+    assert_eq!(r["stdout"], "pooled\n");
+    let host = r["runtime"]["docker_host"].as_str().unwrap();
+    assert!(host == three || host == two, "{r}");
+    worker.stop().await.unwrap();
+    for c in &clients {
+        assert!(no_containers_left(c, &runner).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_request_never_claims_two_containers() {
+    use bollard::query_parameters::EventsOptionsBuilder;
+    use futures_util::StreamExt;
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner_a = unique("warm-dup-a");
+    let runner_b = unique("warm-dup-b");
+    // Tombstones stop a late duplicate (as for cold runs): keep them.
+    let keep = "run_retention = \"60s\"\n";
+    let sa = warm_settings(&runner_a, 2, keep);
+    let mut sb = warm_settings(&runner_b, 2, keep);
+    // One group on one prefix: either worker may take either delivery.
+    sb.worker.prefix = sa.worker.prefix.clone();
+    let wa = spawn_worker(&bus, &sa, "wa").await;
+    let wb = spawn_worker(&bus, &sb, "wb").await;
+    let caller = Caller::new(&bus, &sa.worker.prefix);
+    eventually("parked on both", Duration::from_secs(30), || async {
+        (parked_on(&docker, &runner_a).await.len() == 2
+            && parked_on(&docker, &runner_b).await.len() == 2)
+            .then_some(())
+    })
+    .await;
+    let since = common::unix_now() - 1;
+    let mut waiter = caller.waiter(Operation::Run).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let run_id = format!("{}_{i}", unique("dup").replace('-', "_"));
+        let correlation = format!("dup-{run_id}");
+        let payload =
+            json!({"run_id": run_id, "profile": "quick", "command": ["echo", i.to_string()]});
+        caller
+            .publish_as(Operation::Run, &correlation, payload.clone())
+            .await;
+        caller
+            .publish_as(Operation::Run, &correlation, payload)
+            .await;
+        ids.push((run_id, correlation));
+    }
+    let seen = collect(
+        &mut waiter,
+        ids.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )
+    .await;
+    for (run_id, correlation) in &ids {
+        let answers = seen.get(correlation).cloned().unwrap_or_default();
+        let brief: Vec<_> = answers
+            .iter()
+            .map(|a| {
+                (
+                    a["runner_name"].clone(),
+                    a["runtime"]["container_id"].clone(),
+                    a["started_at"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "{run_id}: {brief:?}");
+        assert_eq!(answers[0]["status"], "succeeded", "{answers:?}");
+    }
+    // One claim per run id: exactly one rename to each run's name.
+    let filters = HashMap::from([
+        ("event".to_owned(), vec!["rename".to_owned()]),
+        ("type".to_owned(), vec!["container".to_owned()]),
+    ]);
+    let until = (common::unix_now() + 1).to_string();
+    let opts = EventsOptionsBuilder::default()
+        .since(&since.to_string())
+        .until(&until)
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker.events(Some(opts)).collect().await;
+    for (run_id, _) in &ids {
+        let name = format!("bus-run-{run_id}");
+        let renames = events
+            .iter()
+            .filter_map(|e| e.as_ref().ok())
+            .filter(|e| {
+                e.actor
+                    .as_ref()
+                    .and_then(|a| a.attributes.as_ref())
+                    .and_then(|a| a.get("name"))
+                    == Some(&name)
+            })
+            .count();
+        assert!(renames <= 1, "{run_id} claimed {renames} containers");
+    }
+    wa.stop().await.unwrap();
+    wb.stop().await.unwrap();
+    // What is left are the answered tombstones (retention), no live run
+    // and no parked container.
+    for runner in [&runner_a, &runner_b] {
+        for name in containers_of(&docker, runner).await {
+            assert!(name.ends_with(".answered"), "{name}");
+            let _ = docker
+                .remove_container(
+                    name.trim_start_matches('/'),
+                    Some(bollard::query_parameters::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        }
+    }
 }

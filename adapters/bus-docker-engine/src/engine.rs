@@ -336,10 +336,13 @@ impl DockerEngine {
         let record = match self.inner.warm.record(&id) {
             Some(known) => known,
             None => match warm::read_record(docker, &id).await {
-                Ok(read) => {
-                    self.inner.warm.remember(&id, read.clone());
-                    read
+                // Only a record found is remembered: the engine's log can
+                // trail the claim by a moment.
+                Ok(Some(read)) => {
+                    self.inner.warm.remember(&id, Some(read.clone()));
+                    Some(read)
                 }
+                Ok(None) => None,
                 Err(err) => {
                     tracing::debug!(container = %id, error = %err, "cannot read the claim record");
                     None
@@ -362,9 +365,9 @@ impl DockerEngine {
                 if labels.get(labels::WARM).is_none_or(String::is_empty) {
                     return None;
                 }
-                let read = warm::read_record(docker, id).await.ok()?;
-                self.inner.warm.remember(id, read.clone());
-                read
+                let read = warm::read_record(docker, id).await.ok()??;
+                self.inner.warm.remember(id, Some(read.clone()));
+                Some(read)
             }
         }?;
         Some(drive::WarmRun {
@@ -462,7 +465,13 @@ impl ContainerRuntime for DockerEngine {
             Some(_) => None,
             None => self.warm_run(&docker, &container.id).await,
         };
+        let claimed = warm.is_some();
         match drive::drive(&docker, &container.id, io, settle, created, warm).await {
+            Ok(exit) if claimed && warm::never_ran(&exit) => Err(RuntimeError::Engine(
+                "the worker that claimed this warm container stopped before handing it the \
+                 command: the command never ran"
+                    .to_owned(),
+            )),
             Ok(exit) => Ok(exit),
             Err(err) => Err(self.fail(err).await),
         }

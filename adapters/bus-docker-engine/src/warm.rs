@@ -27,7 +27,9 @@
 //! command, which so becomes the container's main process: its exit code,
 //! signals, OOM kill and output are the container's, as in a cold run. A
 //! parked container whose worker went away sees its stdin close and exits
-//! without running anything. An image without `/bin/sh` cannot be parked:
+//! without running anything; one claimed by a worker that went away before
+//! handing it the command exits [`NEVER_RAN_STATUS`] saying [`NEVER_RAN`],
+//! and its run is answered `error` (the command never ran). An image without `/bin/sh` cannot be parked:
 //! [`park`] refuses it, naming why.
 //!
 //! # The claim and its record
@@ -78,12 +80,17 @@ use crate::output::Output;
 /// its count in a positional parameter, which no `export` can change.
 pub const LAUNCHER: &str = r#"IFS= read -r __bl_rec || exit 0
 printf '%s\n' "$__bl_rec"
+__bl_gone() {
+  printf '%s\n' "$__bl_gone_msg" >&2
+  exit 125
+}
+__bl_gone_msg='bus-launch: stdin ended before the command was handed over; nothing ran'
 __bl_v() {
-  IFS= read -r __bl_n || exit 0
+  IFS= read -r __bl_n || __bl_gone
   __bl_val=
   __bl_i=0
   while [ "$__bl_i" -lt "$__bl_n" ]; do
-    IFS= read -r __bl_l || exit 0
+    IFS= read -r __bl_l || __bl_gone
     if [ "$__bl_i" -eq 0 ]; then __bl_val=$__bl_l; else __bl_val="$__bl_val
 $__bl_l"; fi
     __bl_i=$((__bl_i + 1))
@@ -111,6 +118,19 @@ while [ "$1" -gt 0 ]; do export "$2"; __bl_c=$(($1 - 1)); shift 2; set -- "$__bl
 shift
 exec "$@"
 "#;
+
+/// What the launcher writes to stderr (with exit status
+/// [`NEVER_RAN_STATUS`]) when its stdin ends after the claim record and
+/// before the command: the worker that claimed it went away in between.
+pub const NEVER_RAN: &str =
+    "bus-launch: stdin ended before the command was handed over; nothing ran";
+/// The launcher's exit status then.
+pub const NEVER_RAN_STATUS: i64 = 125;
+
+/// Whether a warm run's exit is the launcher's "nothing ran".
+pub(crate) fn never_ran(exit: &bus_docker_domain::run::Exit) -> bool {
+    exit.exit_code == Some(NEVER_RAN_STATUS) && exit.stderr.text.trim_end() == NEVER_RAN
+}
 
 /// The shell the launcher needs in the image.
 pub const LAUNCHER_SHELL: &str = "/bin/sh";

@@ -454,8 +454,13 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         loop {
             match self.inner.pool.list_on(engine, &filter).await {
                 Ok(list) => {
+                    // A claimed warm container's correlation comes from its
+                    // claim record, which the engine's log may show a
+                    // moment after the claim: look again until it does.
                     if let Some(c) = list.into_iter().find(|c| c.container.name == name) {
-                        return c.correlation;
+                        if c.correlation.is_some() {
+                            return c.correlation;
+                        }
                     }
                 }
                 Err(err) => warn!(error = %err, "cannot look up the conflicting container"),
