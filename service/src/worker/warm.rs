@@ -32,6 +32,7 @@ use bus_docker_domain::run::{ContainerRef, EngineId};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::warm::{misfit, WarmReport};
 use bus_docker_domain::{CorrelationId, ProfileName, RunId, RuntimeError};
+use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -292,22 +293,27 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                     debug!(container = %c.name, "parked container past warm_max_age: replaced");
                     let _ = self.inner.pool.remove(&c).await;
                 }
-                while warm.parked(engine, profile) < template.wanted
-                    && !stopping.is_cancelled()
-                    && !warm.paused.load(Ordering::Acquire)
-                {
-                    let Ok(runtime) = self.inner.pool.runtime_on(engine) else {
-                        break;
-                    };
-                    let image = self
-                        .inner
-                        .pool
-                        .ensure_image_on(engine, &template.spec.image, template.spec.pull_policy)
-                        .await;
-                    let parked = match image {
-                        Ok(_) => runtime.park(&template.spec, &runner).await,
-                        Err(err) => Err(err),
-                    };
+                let missing = template.wanted.saturating_sub(warm.parked(engine, profile));
+                if missing == 0 || stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) {
+                    continue;
+                }
+                let Ok(runtime) = self.inner.pool.runtime_on(engine) else {
+                    continue;
+                };
+                let image = self
+                    .inner
+                    .pool
+                    .ensure_image_on(engine, &template.spec.image, template.spec.pull_policy)
+                    .await;
+                if let Err(err) = image {
+                    debug!(profile = %profile, docker_host = %engine, error = %err, "cannot park a container now (image); trying again later");
+                    continue;
+                }
+                // The missing ones at once: the engine's create and start
+                // are latency, not work, and a burst of claims leaves
+                // several slots empty.
+                let parking = (0..missing).map(|_| runtime.park(&template.spec, &runner));
+                for parked in join_all(parking).await {
                     match parked {
                         Ok(mut c) => {
                             c.engine = engine.clone();
@@ -320,13 +326,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                         Err(RuntimeError::Forbidden { detail, .. }) => {
                             warn!(profile = %profile, reason = %detail, "warm profile refused: its runs take the cold path");
                             locked(&warm.refused).insert(profile.clone(), detail);
-                            break;
                         }
                         Err(err) => {
                             debug!(profile = %profile, docker_host = %engine, error = %err, "cannot park a container now; trying again later");
-                            break;
                         }
                     }
+                }
+                if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) {
+                    // Parked while stopping: they go with the rest.
+                    continue;
                 }
                 self.inner
                     .metrics
