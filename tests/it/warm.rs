@@ -667,3 +667,136 @@ async fn a_duplicate_request_never_claims_two_containers() {
         }
     }
 }
+
+#[test]
+fn warm_profiles_are_configured_by_file_flag_and_env_and_default_to_none() {
+    use bus_integration_docker::cli::Cli;
+    use bus_integration_docker::config::load;
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let image = test_image();
+    std::fs::write(
+        &path,
+        format!(
+            "warm_max_age = \"90s\"\n[codex]\nimage = \"{image}\"\n[profiles.quick]\nimage = \"{image}\"\nwarm = 2\n[profiles.cold]\nimage = \"{image}\"\n"
+        ),
+    )
+    .unwrap();
+    let cli = Cli::try_parse_from(["bus-integration-docker", "--codex-warm", "3"]).unwrap();
+    let s = load(Some(&path), &cli.worker.overrides())
+        .unwrap()
+        .settings()
+        .unwrap();
+    let warm: Vec<(String, usize)> = s
+        .worker
+        .warm
+        .profiles
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(warm, [("codex".to_owned(), 3), ("quick".to_owned(), 2)]);
+    assert_eq!(s.worker.warm.max_age, Duration::from_secs(90));
+    let plain = load(None, &[]).unwrap().settings().unwrap();
+    assert!(
+        plain.worker.warm.profiles.is_empty(),
+        "default 0: no parked containers"
+    );
+    assert_eq!(plain.worker.warm.max_age, Duration::from_secs(600));
+    // codex.warm without a codex image names the key.
+    let cli = Cli::try_parse_from(["bus-integration-docker", "--codex-warm", "1"]).unwrap();
+    let err = load(None, &cli.worker.overrides())
+        .unwrap()
+        .settings()
+        .unwrap_err();
+    assert!(err.to_string().contains("codex.warm"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_without_a_shell_is_refused_as_a_warm_profile_with_the_reason() {
+    use bus_docker_domain::ports::ContainerRuntime;
+    let docker = require_engine().await;
+    // An image with no /bin/sh: a scratch image holding one empty file.
+    let tag = format!("bus-test-noshell:{}", std::process::id());
+    let mut tar = Vec::new();
+    {
+        let mut add = |name: &str, data: &[u8]| {
+            let mut header = [0u8; 512];
+            header[..name.len()].copy_from_slice(name.as_bytes());
+            header[100..107].copy_from_slice(b"0000644");
+            header[108..115].copy_from_slice(b"0000000");
+            header[116..123].copy_from_slice(b"0000000");
+            let size = format!("{:011o}", data.len());
+            header[124..135].copy_from_slice(size.as_bytes());
+            header[136..147].copy_from_slice(b"00000000000");
+            header[156] = b'0';
+            header[257..262].copy_from_slice(b"ustar");
+            header[148..156].copy_from_slice(b"        ");
+            let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+            header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            tar.extend_from_slice(&header);
+            tar.extend_from_slice(data);
+            tar.resize(tar.len().div_ceil(512) * 512, 0);
+        };
+        add("Dockerfile", b"FROM scratch\nCOPY f /f\n");
+        add("f", b"x");
+    }
+    tar.resize(tar.len() + 1024, 0);
+    let opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .t(&tag)
+        .rm(true)
+        .build();
+    use futures_util::StreamExt;
+    let mut build = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+    while let Some(step) = build.next().await {
+        step.expect("the no-shell image builds");
+    }
+    let engine =
+        bus_docker_engine::DockerEngine::connect(bus_docker_engine::EngineOptions::default())
+            .unwrap();
+    let runner = unique("warm-noshell");
+    let s = docker_settings(
+        &runner,
+        &format!("[profiles.bare]\nimage = \"{tag}\"\nnetwork = \"none\"\npull_policy = \"never\"\nwarm = 1\n"),
+    );
+    let profile = s
+        .worker
+        .profiles
+        .iter()
+        .find(|p| p.name.as_str() == "bare")
+        .unwrap()
+        .clone();
+    let template = bus_docker_domain::spec::resolve(
+        &bus_docker_domain::request::RunRequest {
+            profile: Some(profile.name.clone()),
+            command: Some(vec!["true".into()]),
+            ..Default::default()
+        },
+        &bus_docker_domain::spec::Origin {
+            correlation: bus_docker_domain::CorrelationId::parse("c").unwrap(),
+            stamped_owner: None,
+            reply_event: "r".into(),
+        },
+        &s.worker.profiles,
+        &s.worker.policy,
+        &bus_docker_domain::mount::RealHostPaths,
+        bus_docker_domain::RunId::parse("t").unwrap(),
+    )
+    .unwrap();
+    let refused = engine.park(&template, &runner).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("/bin/sh"),
+        "the reason names the missing shell: {refused}"
+    );
+    assert!(
+        containers_of(&docker, &runner).await.is_empty(),
+        "nothing left"
+    );
+    let _ = docker
+        .remove_image(
+            &tag,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+}
