@@ -800,3 +800,56 @@ async fn an_image_without_a_shell_is_refused_as_a_warm_profile_with_the_reason()
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_containers_are_replaced_after_warm_max_age_and_show_in_metrics() {
+    use bus_integration_docker::app::{self, App};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-age");
+    let s = warm_settings(
+        &runner,
+        1,
+        "warm_max_age = \"1s\"\nmetrics_addr = \"127.0.0.1:0\"\n",
+    );
+    common::init_tracing();
+    let client = bus.client().unwrap();
+    let mut app = App::over_http(&s, app::runtime(&s).unwrap(), &client, "w1".into());
+    let addr = app.bind_metrics().unwrap().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    common::wait_connected(&bus, &s, 1).await;
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    wait_parked(&caller, 1).await;
+    let first = parked_on(&docker, &runner).await;
+    // Past warm_max_age the parked container is replaced by a new one.
+    eventually("replaced", Duration::from_secs(20), || async {
+        let now = parked_on(&docker, &runner).await;
+        (now.len() == 1 && now.values().all(|id| !first.values().any(|f| f == id))).then_some(())
+    })
+    .await;
+    wait_parked(&caller, 1).await;
+    let parked = parked_on(&docker, &runner).await;
+    let (r, hit) = run_hit(&caller, &parked, quick(&["true"])).await;
+    assert!(hit, "{r}");
+    let scrape = || async move {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    let text = eventually("metrics", Duration::from_secs(20), || async {
+        let text = scrape().await;
+        (text.contains(r#"bus_docker_warm_claims_total{profile="quick",result="hit"} 1"#)
+            && text.contains(r#"bus_docker_warm_parked{profile="quick"} 1"#))
+        .then_some(text)
+    })
+    .await;
+    assert!(!text.contains("run_id"), "no run ids as labels");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
+}
