@@ -315,6 +315,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 let parking = (0..missing).map(|_| runtime.park(&template.spec, &runner));
                 for parked in join_all(parking).await {
                     match parked {
+                        Ok(mut c)
+                            if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) =>
+                        {
+                            // Parked while `runner.delete` or shutdown
+                            // removed the others: it goes too.
+                            c.engine = engine.clone();
+                            let _ = self.inner.pool.remove(&c).await;
+                        }
                         Ok(mut c) => {
                             c.engine = engine.clone();
                             locked(&warm.slots)
@@ -331,10 +339,6 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                             debug!(profile = %profile, docker_host = %engine, error = %err, "cannot park a container now; trying again later");
                         }
                     }
-                }
-                if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) {
-                    // Parked while stopping: they go with the rest.
-                    continue;
                 }
                 self.inner
                     .metrics
