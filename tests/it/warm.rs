@@ -853,3 +853,77 @@ async fn parked_containers_are_replaced_after_warm_max_age_and_show_in_metrics()
     handle.await.unwrap().unwrap();
     assert!(no_containers_left(&docker, &runner).await.is_empty());
 }
+
+/// A profile spec resolved from `s` (what the worker parks from), as run
+/// `run_id`.
+fn profile_spec(
+    s: &Settings,
+    profile: &str,
+    run_id: &str,
+    command: &[&str],
+) -> bus_docker_domain::spec::RunSpec {
+    bus_docker_domain::spec::resolve(
+        &bus_docker_domain::request::RunRequest {
+            profile: Some(bus_docker_domain::ProfileName::parse(profile).unwrap()),
+            command: Some(command.iter().map(|c| (*c).to_owned()).collect()),
+            ..Default::default()
+        },
+        &bus_docker_domain::spec::Origin {
+            correlation: bus_docker_domain::CorrelationId::parse(&format!("c-{run_id}")).unwrap(),
+            stamped_owner: None,
+            reply_event: "bus.t.run.response".into(),
+        },
+        &s.worker.profiles,
+        &s.worker.policy,
+        &bus_docker_domain::mount::RealHostPaths,
+        bus_docker_domain::RunId::parse(run_id).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_worker_went_away_before_the_command_is_answered_as_never_run() {
+    use bus_docker_domain::ports::{ContainerRuntime, RunIo, Stdin};
+    use bus_docker_engine::{DockerEngine, EngineOptions};
+    let docker = require_engine().await;
+    let runner = unique("warm-gone");
+    let s = warm_settings(&runner, 1, "");
+    let run_id = unique("gone").replace('-', "_");
+    let claimed = {
+        // The worker that parks and claims, then goes away before its
+        // drive hands the command over (its attach closes with it).
+        let first = DockerEngine::connect(EngineOptions::default()).unwrap();
+        let parked = first
+            .park(&profile_spec(&s, "quick", "template", &["true"]), &runner)
+            .await
+            .unwrap();
+        first
+            .claim(
+                &parked,
+                &profile_spec(&s, "quick", &run_id, &["echo", "ran"]),
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(claimed.name, format!("bus-run-{run_id}"));
+    // Another worker reads the run back from the engine and drives it.
+    let second = DockerEngine::connect(EngineOptions::default()).unwrap();
+    let m = second.inspect_managed(&claimed).await.unwrap();
+    assert_eq!(
+        m.correlation.as_ref().map(|c| c.as_str().to_owned()),
+        Some(format!("c-{run_id}"))
+    );
+    let io = RunIo {
+        stdin: Stdin::Closed,
+        timeout: Duration::from_secs(30),
+        cancel: Box::pin(std::future::pending()),
+        max_output_bytes: 1024,
+        stop_grace: Duration::from_secs(1),
+        output: None,
+    };
+    let ended = second.drive(&claimed, io).await;
+    let err = ended.expect_err("nothing ran: not a result");
+    assert!(err.to_string().contains("never ran"), "{err}");
+    second.remove(&claimed).await.unwrap();
+    assert!(containers_of(&docker, &runner).await.is_empty());
+}
