@@ -247,6 +247,9 @@ pub struct WorkerArgs {
     /// GIT_SSH_COMMAND in the container.
     #[arg(long, env = "BUS_DOCKER_CODEX_GIT_SSH_COMMAND", global = true)]
     pub codex_git_ssh_command: Option<String>,
+    /// Parked codex containers kept per engine (warm start; 0: none).
+    #[arg(long, env = "BUS_DOCKER_CODEX_WARM", global = true)]
+    pub codex_warm: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -327,6 +330,9 @@ impl WorkerArgs {
         }
         if let Some(n) = self.max_queued_runs {
             out.push(("max_queued_runs".into(), OverrideValue::Number(n)));
+        }
+        if let Some(n) = self.codex_warm {
+            out.push(("codex.warm".into(), OverrideValue::Number(n)));
         }
         out
     }

@@ -122,4 +122,23 @@ impl ContainerRuntime for AnyRuntime {
     async fn sweep_sessions(&self, retention: Duration) -> Result<SessionsSwept, RuntimeError> {
         forward!(self, rt => rt.sweep_sessions(retention))
     }
+
+    async fn park(&self, template: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.park(template, runner))
+    }
+
+    async fn list_parked(
+        &self,
+        runner: &str,
+    ) -> Result<Vec<bus_docker_domain::warm::ParkedContainer>, RuntimeError> {
+        forward!(self, rt => rt.list_parked(runner))
+    }
+
+    async fn claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &RunSpec,
+    ) -> Result<ContainerRef, RuntimeError> {
+        forward!(self, rt => rt.claim(parked, spec))
+    }
 }

@@ -30,6 +30,7 @@ mod others;
 mod report;
 mod stats;
 mod status;
+mod warm;
 mod worker;
 
 use std::collections::HashSet;
@@ -98,6 +99,10 @@ struct Args {
     /// Only the status scenario.
     #[arg(long)]
     status_only: bool,
+    /// Only the warm start scenarios (`warm.rs`; figures also in
+    /// `<json dir>/warm.json`).
+    #[arg(long, conflicts_with_all = ["status_only", "live_only"])]
+    warm_only: bool,
     /// Untimed runs before each scenario.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -351,6 +356,19 @@ async fn interrupted() -> &'static str {
 
 async fn scenarios(bench: &Bench, figures: &mut Figures) -> Result<(), BenchError> {
     let args = &bench.args;
+    if args.warm_only {
+        let out = warm::run(bench).await?;
+        warm::print(&out);
+        let path = args.json.with_file_name("warm.json");
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let text =
+            serde_json::to_string_pretty(&out).map_err(|e| BenchError::new(e.to_string()))?;
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| BenchError::new(format!("writing {}: {e}", path.display())))?;
+        return Ok(());
+    }
     if !args.live_only && !args.status_only {
         sequential(bench, figures).await?;
         for &c in &args.concurrency {

@@ -52,6 +52,21 @@ impl WorkerProcess {
         log: &Path,
         rust_log: &str,
     ) -> Result<Self, BenchError> {
+        Self::start_with_env(bin, bus, prefix, runner, max_concurrent, log, rust_log, &[]).await
+    }
+
+    /// [`WorkerProcess::start`] with extra environment (warm profiles).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_env(
+        bin: &Path,
+        bus: &LocalBus,
+        prefix: &EventPrefix,
+        runner: &str,
+        max_concurrent: usize,
+        log: &Path,
+        rust_log: &str,
+        env: &[(String, String)],
+    ) -> Result<Self, BenchError> {
         let spawned = Instant::now();
         let file = std::fs::File::create(log)
             .map_err(|e| BenchError::new(format!("creating {}: {e}", log.display())))?;
@@ -59,6 +74,7 @@ impl WorkerProcess {
             .worker_command(bin, runner, prefix.as_str())
             .env("BUS_DOCKER_MAX_CONCURRENT_RUNS", max_concurrent.to_string())
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -182,7 +198,7 @@ pub fn parse_dispatch(log: &str, run_ids: &HashSet<String>) -> Vec<f64> {
         .collect()
 }
 
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line
         .match_indices(&format!("{name}="))
         .map(|(i, _)| i)
@@ -201,7 +217,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     )
 }
 
-fn strip_ansi(line: &str) -> String {
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

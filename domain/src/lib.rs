@@ -16,6 +16,7 @@
 //! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
 //! * [`network`]: which network a run joins (`NetworkPolicy`).
 //! * [`placement`]: which engine of the pool a new run goes to.
+//! * [`warm`]: parked containers of warm profiles and which runs fit them.
 //! * [`error`]: errors and the wire codes they map to.
 
 pub mod error;
@@ -31,6 +32,7 @@ pub mod request;
 pub mod response;
 pub mod run;
 pub mod spec;
+pub mod warm;
 
 pub use error::{ErrorCode, FieldError, OperationError, PublishError, RuntimeError, SourceError};
 pub use events::{EventPrefix, Operation};

@@ -19,6 +19,7 @@ use crate::request::Inbound;
 use crate::response::Response;
 use crate::run::{ContainerRef, EngineInfo, Exit, RunMark, SessionUsage, SessionsSwept};
 use crate::spec::RunSpec;
+use crate::warm::ParkedContainer;
 
 /// Resolves when the run must be canceled.
 pub type CancelSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -374,6 +375,66 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SessionsSwept, RuntimeError>> + Send {
         let _ = retention;
         async { Ok(SessionsSwept::default()) }
+    }
+
+    /// Warm start (contract §10): create and start a container from
+    /// `template` (a profile's spec with no request in it) that waits,
+    /// running nothing, until [`ContainerRuntime::claim`] hands it a run.
+    /// The default refuses: a runtime that cannot park containers serves
+    /// every run cold.
+    ///
+    /// # Errors
+    /// `Forbidden` (rule `warm`) when the image cannot be parked, naming
+    /// why (no shell for the launcher); `ImageMissing`, `Unavailable`,
+    /// `Engine`.
+    fn park(
+        &self,
+        template: &RunSpec,
+        runner: &str,
+    ) -> impl Future<Output = Result<ContainerRef, RuntimeError>> + Send {
+        let _ = (template, runner);
+        async {
+            Err(RuntimeError::Forbidden {
+                rule: "warm",
+                detail: format!("the {} runtime cannot park containers", self.provider()),
+            })
+        }
+    }
+
+    /// The parked containers of `runner` (unclaimed ones only; a claimed
+    /// container is a run and lists with [`ContainerRuntime::list_managed`]).
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn list_parked(
+        &self,
+        runner: &str,
+    ) -> impl Future<Output = Result<Vec<ParkedContainer>, RuntimeError>> + Send {
+        let _ = runner;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Claim a parked container for `spec`: record the run's facts with
+    /// the container (the engine keeps them) and rename it
+    /// `bus-run-<run_id>`, the durable claim (unique per engine, so two
+    /// deliveries never claim two containers on one engine). The next
+    /// [`ContainerRuntime::drive`] of the returned container starts the
+    /// command at once; its `started_at`, duration and deadline count from
+    /// the claim. A container whose claim failed after its record was
+    /// written is removed by the runtime (it never serves another run).
+    ///
+    /// # Errors
+    /// `NameConflict` when `bus-run-<run_id>` exists (the parked container
+    /// is removed), `ContainerGone` when it is not claimable by this
+    /// process, `Unavailable`, `Engine`.
+    fn claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &RunSpec,
+    ) -> impl Future<Output = Result<ContainerRef, RuntimeError>> + Send {
+        let _ = spec;
+        let gone = RuntimeError::ContainerGone(parked.id.clone());
+        async { Err(gone) }
     }
 }
 

@@ -450,6 +450,8 @@ pub struct RunnerReport {
     /// Every request stream, in operation order (contract §9); empty for a
     /// source without streams.
     pub streams: Vec<StreamReport>,
+    /// Warm profiles: parked and wanted per profile and engine (§10).
+    pub warm: Vec<crate::warm::WarmReport>,
 }
 
 /// One request stream in `runner.status` (contract §9).

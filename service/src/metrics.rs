@@ -42,6 +42,17 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileLabel {
+    profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    profile: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabel {
     host: String,
 }
@@ -79,6 +90,8 @@ struct Inner {
     /// The reconnect total last mirrored into `reconnects`.
     reconnects_seen: AtomicU64,
     publish_failures: Counter,
+    warm_parked: Family<ProfileLabel, Gauge>,
+    warm_claims: Family<ClaimLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,6 +120,18 @@ impl Metrics {
         let engine_up = Family::<HostLabel, Gauge>::default();
         let reconnects = Counter::default();
         let publish_failures = Counter::default();
+        let warm_parked = Family::<ProfileLabel, Gauge>::default();
+        let warm_claims = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "bus_docker_warm_parked",
+            "Parked containers of a warm profile, on every engine (contract §10)",
+            warm_parked.clone(),
+        );
+        registry.register(
+            "bus_docker_warm_claims",
+            "Runs of a warm profile that claimed a parked container (hit) or took the cold path (miss)",
+            warm_claims.clone(),
+        );
         registry.register(
             "bus_docker_runs",
             "Runs answered, by final status",
@@ -165,6 +190,8 @@ impl Metrics {
                 reconnects,
                 reconnects_seen: AtomicU64::new(0),
                 publish_failures,
+                warm_parked,
+                warm_claims,
             }),
         }
     }
@@ -203,6 +230,27 @@ impl Metrics {
     /// A response could not be published.
     pub fn publish_failed(&self) {
         self.inner.publish_failures.inc();
+    }
+
+    /// Parked containers of a warm profile now, on every engine.
+    pub fn warm_parked(&self, profile: &str, parked: usize) {
+        self.inner
+            .warm_parked
+            .get_or_create(&ProfileLabel {
+                profile: profile.to_owned(),
+            })
+            .set(i64::try_from(parked).unwrap_or(i64::MAX));
+    }
+
+    /// A run of a warm profile claimed a parked container, or missed.
+    pub fn warm_claim(&self, profile: &str, hit: bool) {
+        self.inner
+            .warm_claims
+            .get_or_create(&ClaimLabels {
+                profile: profile.to_owned(),
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
     }
 
     /// The outcome of an engine probe.

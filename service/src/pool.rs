@@ -467,6 +467,31 @@ impl<R: ContainerRuntime> EnginePool<R> {
         result
     }
 
+    /// The runtime of `engine` (warm start parks and claims through it;
+    /// the caller stamps the engine on what it returns).
+    ///
+    /// # Errors
+    /// `Engine` for an engine outside the pool.
+    pub fn runtime_on(&self, engine: &EngineId) -> Result<&R, RuntimeError> {
+        self.member(engine).map(|m| &m.runtime)
+    }
+
+    /// Make the image present on `engine` under `policy`.
+    ///
+    /// # Errors
+    /// As [`ContainerRuntime::ensure_image`].
+    pub async fn ensure_image_on(
+        &self,
+        engine: &EngineId,
+        image: &ImageRef,
+        policy: PullPolicy,
+    ) -> Result<ImageId, RuntimeError> {
+        let m = self.member(engine)?;
+        let result = m.runtime.ensure_image(image, policy).await;
+        m.note(&result);
+        result
+    }
+
     /// Create the run's container on the placed engine.
     ///
     /// # Errors

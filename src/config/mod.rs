@@ -29,7 +29,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::de;
-use bus_docker_service::worker::WorkerSettings;
+use bus_docker_service::worker::{WarmSettings, WorkerSettings};
 
 mod hosts;
 mod sections;
@@ -81,6 +81,10 @@ pub struct Config {
     /// tombstones that stop redelivered duplicates) this long.
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub run_retention: Duration,
+    /// A parked container of a warm profile older than this is replaced
+    /// (contract §10).
+    #[serde(deserialize_with = "de::duration::deserialize")]
+    pub warm_max_age: Duration,
     pub max_concurrent_runs: usize,
     pub max_queued_runs: usize,
     pub response_cache: usize,
@@ -109,6 +113,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             run_retention: Duration::from_secs(15 * 60),
+            warm_max_age: bus_docker_service::worker::DEFAULT_WARM_MAX_AGE,
             max_concurrent_runs: 4,
             max_queued_runs: 64,
             response_cache: 1024,
@@ -264,6 +269,35 @@ fn default_runner_name() -> String {
 }
 
 impl Config {
+    /// The warm profiles (contract §10): `codex.warm` and
+    /// `profiles.<name>.warm`, each naming a configured profile.
+    fn warm(&self, profiles: &[Profile]) -> Result<WarmSettings, ConfigError> {
+        let mut warm = WarmSettings {
+            max_age: self.warm_max_age,
+            ..WarmSettings::default()
+        };
+        if self.warm_max_age.is_zero() {
+            return Err(invalid("warm_max_age", "must be more than 0"));
+        }
+        let mut wants = vec![("codex", "codex.warm".to_owned(), self.codex.warm)];
+        for (name, pc) in &self.profiles {
+            wants.push((name.as_str(), format!("profiles.{name}.warm"), pc.warm));
+        }
+        for (name, key, n) in wants {
+            if n == 0 {
+                continue;
+            }
+            let Some(profile) = profiles.iter().find(|p| p.name.as_str() == name) else {
+                return Err(invalid(
+                    key,
+                    "the profile has no image (for codex: --container-codex-image)",
+                ));
+            };
+            warm.profiles.insert(profile.name.clone(), n);
+        }
+        Ok(warm)
+    }
+
     /// Validate and turn into domain settings.
     ///
     /// # Errors
@@ -307,6 +341,7 @@ impl Config {
             }
             profiles.push(profile);
         }
+        let warm = self.warm(&profiles)?;
         let runner_name = self.runner_name.clone().unwrap_or_else(default_runner_name);
         let mount_staging_dir = self
             .docker
@@ -326,6 +361,7 @@ impl Config {
                 stop_grace: self.stop_grace.min(self.policy.max_stop_grace),
                 run_retention: self.run_retention,
                 session_retention: self.codex.session_retention(),
+                warm,
             },
             provider: self.provider,
             log_format: self.log_format,

@@ -196,6 +196,8 @@ pub struct CodexConfig {
     pub pull_policy: Option<String>,
     #[serde(deserialize_with = "de::opt_duration::deserialize")]
     pub default_timeout: Option<Duration>,
+    /// Parked containers kept per engine (contract §10); 0: none.
+    pub warm: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -226,6 +228,8 @@ pub struct ProfileConfig {
     #[serde(deserialize_with = "de::boolean::deserialize")]
     pub allow_image_override: bool,
     pub hardening: HardeningConfig,
+    /// Parked containers kept per engine (contract §10); 0: none.
+    pub warm: usize,
 }
 
 impl PolicyConfig {

@@ -25,3 +25,4 @@ mod scopes;
 mod shutdown;
 mod token_lookup;
 mod trust;
+mod warm;

@@ -127,18 +127,30 @@ async fn wait_for_end(docker: &Docker, id: &str, s: Stopping) -> Result<Outcome,
     Ok(Outcome { stopped, code })
 }
 
+/// A warm run's claim (`warm.rs`): when it was claimed (its start, for
+/// `started_at`, the duration and the deadline) and how many bytes of its
+/// stdout the launcher's claim record takes (held back from the output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WarmRun {
+    pub claimed_at: SystemTime,
+    pub record_len: u64,
+}
+
 /// Drive the container to its end (see the module docs). `created` is
 /// what this process knows of a container it has just created (its open
 /// stdin), which saves the engine an inspect; otherwise the engine is asked.
+/// `warm`: the container is a claimed warm run; its times count from the
+/// claim, not from the container's start.
 pub(crate) async fn drive(
     docker: &Docker,
     id: &str,
     io: RunIo,
     settle: Duration,
     created: Option<bool>,
+    warm: Option<WarmRun>,
 ) -> Result<Exit, DockerError> {
     use ContainerStateStatusEnum as S;
-    let seen = match created {
+    let mut seen = match created {
         Some(open_stdin) => Observed {
             status: Some(S::CREATED),
             open_stdin,
@@ -146,13 +158,52 @@ pub(crate) async fn drive(
         },
         None => inspect(docker, id).await?,
     };
-    match seen.status {
-        Some(S::CREATED) => live(docker, id, io, seen, true, settle).await,
-        Some(S::RUNNING | S::PAUSED | S::RESTARTING) => {
-            live(docker, id, io, seen, false, settle).await
-        }
-        _ => collect(docker, id, io, seen).await,
+    if let Some(warm) = warm {
+        seen.started_at = Some(warm.claimed_at);
     }
+    match seen.status {
+        Some(S::CREATED) if warm.is_none() => live(docker, id, io, seen, true, settle, None).await,
+        Some(S::CREATED | S::RUNNING | S::PAUSED | S::RESTARTING) => {
+            live(docker, id, io, seen, false, settle, warm).await
+        }
+        _ => collect(docker, id, io, seen, warm).await,
+    }
+}
+
+/// Drive a warm container this process has just claimed: it is running
+/// and attached since it was parked; `frame` (the command for the
+/// launcher) goes to its stdin ahead of the run's own input.
+pub(crate) async fn drive_claimed(
+    docker: &Docker,
+    id: &str,
+    io: RunIo,
+    settle: Duration,
+    claimed: crate::warm::Claimed,
+) -> Result<Exit, DockerError> {
+    let crate::warm::Claimed {
+        output,
+        input,
+        frame,
+        claimed_at,
+    } = claimed;
+    let mut io = io;
+    let stdin = std::mem::replace(&mut io.stdin, Stdin::Closed);
+    io.stdin = crate::warm::behind_frame(frame, stdin);
+    let live_sink = io
+        .output
+        .take()
+        .map(|sink| LiveSink::new(sink, LogBytes::default()));
+    attached(
+        docker,
+        id,
+        (output, input),
+        io,
+        live_sink,
+        Some(claimed_at),
+        true,
+        settle,
+    )
+    .await
 }
 
 /// The stdin to feed: none when the container was created without one.
@@ -169,7 +220,7 @@ fn usable_stdin(stdin: Stdin, open: bool, id: &str) -> Stdin {
     Stdin::Closed
 }
 
-type Input = Pin<Box<dyn AsyncWrite + Send>>;
+pub(crate) type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 async fn attach(
     docker: &Docker,
@@ -198,27 +249,27 @@ async fn attach(
 async fn live(
     docker: &Docker,
     id: &str,
-    io: RunIo,
+    mut io: RunIo,
     seen: Observed,
     fresh: bool,
     settle: Duration,
+    warm: Option<WarmRun>,
 ) -> Result<Exit, DockerError> {
-    let RunIo {
-        stdin,
-        timeout,
-        cancel,
-        max_output_bytes,
-        stop_grace,
-        output: sink,
-    } = io;
-    let live_sink = match sink {
+    let record = warm.map_or(0, |w| w.record_len);
+    let live_sink = match io.output.take() {
         Some(sink) if fresh => Some(LiveSink::new(sink, LogBytes::default())),
-        Some(sink) => Some(LiveSink::new(sink, logged_so_far(docker, id).await?)),
+        Some(sink) => {
+            let mut logged = logged_so_far(docker, id).await?;
+            logged.stdout = logged.stdout.saturating_sub(record);
+            Some(LiveSink::new(sink, logged))
+        }
         None => None,
     };
-    let stdin = usable_stdin(stdin, seen.open_stdin, id);
-    let wants_stdin = !matches!(stdin, Stdin::Closed);
+    let stdin = std::mem::replace(&mut io.stdin, Stdin::Closed);
+    io.stdin = usable_stdin(stdin, seen.open_stdin && warm.is_none(), id);
+    let wants_stdin = !matches!(io.stdin, Stdin::Closed);
     let (output, input) = attach(docker, id, fresh, wants_stdin).await?;
+    let output = crate::warm::skip_stdout(output, record);
     let started_at = if fresh {
         if let Err(source) = docker
             .start_container(id, None::<StartContainerOptions>)
@@ -228,7 +279,7 @@ async fn live(
                 id: id.to_owned(),
                 source,
             };
-            return not_started(docker, id, err, max_output_bytes).await;
+            return not_started(docker, id, err, io.max_output_bytes).await;
         }
         // The deadline counts from here; the exact `State.StartedAt` comes
         // with the final inspect. (An inspect right after start would wait
@@ -238,7 +289,42 @@ async fn live(
         tracing::info!(container = id, "re-attached to a running container");
         seen.started_at
     };
+    attached(
+        docker,
+        id,
+        (output, input),
+        io,
+        live_sink,
+        started_at,
+        warm.is_some(),
+        settle,
+    )
+    .await
+}
 
+/// The attached part of a drive: pump the output, feed stdin, wait for
+/// the end (stopping the container at the deadline or on cancel) and read
+/// the exit. `claimed`: a warm run, whose start is `started_at` (the
+/// claim), never the container's own.
+#[allow(clippy::too_many_arguments)]
+async fn attached(
+    docker: &Docker,
+    id: &str,
+    (output, input): (Output, Input),
+    io: RunIo,
+    live_sink: Option<LiveSink>,
+    started_at: Option<SystemTime>,
+    claimed: bool,
+    settle: Duration,
+) -> Result<Exit, DockerError> {
+    let RunIo {
+        stdin,
+        timeout,
+        cancel,
+        max_output_bytes,
+        stop_grace,
+        output: _,
+    } = io;
     let mut pump = OutputPump::new(output, max_output_bytes).with_live(live_sink);
     let feeder = feed_stdin(input, stdin, id);
     let stopping = Stopping {
@@ -267,7 +353,7 @@ async fn live(
     if let Some(err) = &pump.error {
         tracing::warn!(container = id, error = %err, "output stream broke; the captured tail may be incomplete");
     }
-    read_exit(docker, id, outcome?, started_at, pump).await
+    read_exit(docker, id, outcome?, started_at, claimed, pump).await
 }
 
 /// How many bytes of each stream a re-attached container has logged so
@@ -338,6 +424,7 @@ async fn read_exit(
     id: &str,
     outcome: Outcome,
     started_at: Option<SystemTime>,
+    claimed: bool,
     pump: OutputPump,
 ) -> Result<Exit, DockerError> {
     let last = match inspect(docker, id).await {
@@ -360,10 +447,14 @@ async fn read_exit(
             Ending::Exited(exit_code.ok_or_else(|| DockerError::Vanished { id: id.to_owned() })?)
         }
     };
-    let (started_at, finished_at) = ordered(
-        last.started_at.or(started_at),
-        last.finished_at.or_else(|| Some(SystemTime::now())),
-    );
+    // A claimed warm run started at its claim, not with its container.
+    let start = if claimed {
+        started_at
+    } else {
+        last.started_at.or(started_at)
+    };
+    let (started_at, finished_at) =
+        ordered(start, last.finished_at.or_else(|| Some(SystemTime::now())));
     Ok(Exit {
         ending,
         exit_code,
@@ -381,6 +472,7 @@ async fn collect(
     id: &str,
     io: RunIo,
     seen: Observed,
+    warm: Option<WarmRun>,
 ) -> Result<Exit, DockerError> {
     let options = LogsOptions {
         stdout: true,
@@ -388,10 +480,11 @@ async fn collect(
         follow: false,
         ..LogsOptions::default()
     };
-    let mut pump = OutputPump::new(
+    let logs = crate::warm::skip_stdout(
         Box::pin(docker.logs(id, Some(options))),
-        io.max_output_bytes,
+        warm.map_or(0, |w| w.record_len),
     );
+    let mut pump = OutputPump::new(logs, io.max_output_bytes);
     pump.run().await;
     if let Some(source) = pump.error.take() {
         let err = DockerError::Logs {

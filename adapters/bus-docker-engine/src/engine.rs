@@ -17,6 +17,7 @@ use bus_docker_domain::run::{
     ContainerRef, EngineInfo, Exit, RequestMounts, RunMark, SessionUsage, SessionsSwept,
 };
 use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 
 use crate::client::{Connection, EngineOptions};
@@ -31,6 +32,7 @@ use crate::pinning::Pinning;
 use crate::records::{self, Marked};
 use crate::registry::ClientConfig;
 use crate::view::{self, View};
+use crate::warm::{self, ClaimOutcome};
 
 /// The Docker Engine as a [`ContainerRuntime`].
 ///
@@ -61,6 +63,8 @@ struct Inner {
     /// Containers this process created with a per-run Codex home, and
     /// that home's volume: removed after the container (`codex_home.rs`).
     homes: std::sync::Mutex<HashMap<String, String>>,
+    /// Parked and claimed warm containers this process holds (`warm.rs`).
+    warm: warm::WarmState,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -101,6 +105,7 @@ impl DockerEngine {
                 view: View::new(),
                 list_calls: AtomicU64::new(0),
                 homes: std::sync::Mutex::new(HashMap::new()),
+                warm: warm::WarmState::default(),
             }),
         })
     }
@@ -382,6 +387,57 @@ impl DockerEngine {
             }
         }
     }
+
+    /// A claimed warm run read back without its run's facts (its labels are
+    /// the profile's): fill them from its claim record, read once from the
+    /// engine's log and then remembered (it never changes).
+    async fn fill_warm(&self, docker: &Docker, m: &mut ManagedContainer) {
+        if m.correlation.is_some() {
+            return;
+        }
+        let id = m.container.id.clone();
+        let record = match self.inner.warm.record(&id) {
+            Some(known) => known,
+            None => match warm::read_record(docker, &id).await {
+                // Only a record found is remembered: the engine's log can
+                // trail the claim by a moment.
+                Ok(Some(read)) => {
+                    self.inner.warm.remember(&id, Some(read.clone()));
+                    Some(read)
+                }
+                Ok(None) => None,
+                Err(err) => {
+                    tracing::debug!(container = %id, error = %err, "cannot read the claim record");
+                    None
+                }
+            },
+        };
+        if let Some(record) = record {
+            record.fill(m);
+        }
+    }
+
+    /// The claim of a warm container, for a drive that re-attaches to it
+    /// or collects it (its times count from the claim).
+    async fn warm_run(&self, docker: &Docker, id: &str) -> Option<drive::WarmRun> {
+        let record = match self.inner.warm.record(id) {
+            Some(known) => known,
+            None => {
+                let info = control::inspect_raw(docker, id).await.ok()?;
+                let labels = info.config.as_ref()?.labels.as_ref()?;
+                if labels.get(labels::WARM).is_none_or(String::is_empty) {
+                    return None;
+                }
+                let read = warm::read_record(docker, id).await.ok()??;
+                self.inner.warm.remember(id, Some(read.clone()));
+                Some(read)
+            }
+        }?;
+        Some(drive::WarmRun {
+            claimed_at: record.claimed_at,
+            record_len: record.len,
+        })
+    }
 }
 
 impl ContainerRuntime for DockerEngine {
@@ -451,21 +507,30 @@ impl ContainerRuntime for DockerEngine {
     #[tracing::instrument(skip_all, fields(container = %container.name))]
     async fn drive(&self, container: &ContainerRef, io: RunIo) -> Result<Exit, RuntimeError> {
         let docker = self.docker().await?;
+        let settle = self.inner.conn.request_timeout();
+        if let Some(claimed) = self.inner.warm.take_claimed(&container.id) {
+            return match drive::drive_claimed(&docker, &container.id, io, settle, claimed).await {
+                Ok(exit) => Ok(exit),
+                Err(err) => Err(self.fail(err).await),
+            };
+        }
         let created = self
             .inner
             .created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&container.id);
-        match drive::drive(
-            &docker,
-            &container.id,
-            io,
-            self.inner.conn.request_timeout(),
-            created,
-        )
-        .await
-        {
+        let warm = match created {
+            Some(_) => None,
+            None => self.warm_run(&docker, &container.id).await,
+        };
+        let claimed = warm.is_some();
+        match drive::drive(&docker, &container.id, io, settle, created, warm).await {
+            Ok(exit) if claimed && warm::never_ran(&exit) => Err(RuntimeError::Engine(
+                "the worker that claimed this warm container stopped before handing it the \
+                 command: the command never ran"
+                    .to_owned(),
+            )),
             Ok(exit) => Ok(exit),
             Err(err) => Err(self.fail(err).await),
         }
@@ -486,6 +551,7 @@ impl ContainerRuntime for DockerEngine {
     async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
         self.inner.inputs.forget(&container.id);
+        self.inner.warm.forget(&container.id);
         self.inner
             .created
             .lock()
@@ -536,7 +602,35 @@ impl ContainerRuntime for DockerEngine {
         };
         let found = match viewed {
             Some(found) => Ok(found),
-            None => self.list_engine(&docker, filter).await,
+            None => match (self.list_engine(&docker, filter).await, &filter.run_id) {
+                // Claimed warm runs carry no `bus.run-id` label: by name.
+                (Ok(mut found), Some(run_id)) => {
+                    match warm::list_by_run_name(&docker, run_id.as_str(), filter.runner.as_deref())
+                        .await
+                    {
+                        Ok(named) => {
+                            for m in named {
+                                if !found.iter().any(|f| f.container.id == m.container.id) {
+                                    found.push(m);
+                                }
+                            }
+                            Ok(found)
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
+                (other, _) => other,
+            },
+        };
+        let found = match found {
+            Ok(mut found) => {
+                for m in &mut found {
+                    self.fill_warm(&docker, m).await;
+                }
+                found.retain(|m| filter.matches(m));
+                Ok(found)
+            }
+            Err(err) => Err(err),
         };
         match found {
             Ok(found) => {
@@ -558,7 +652,10 @@ impl ContainerRuntime for DockerEngine {
     ) -> Result<ManagedContainer, RuntimeError> {
         let docker = self.docker().await?;
         match records::read(&docker, &container.id).await {
-            Ok(Some(found)) => Ok(found),
+            Ok(Some(mut found)) => {
+                self.fill_warm(&docker, &mut found).await;
+                Ok(found)
+            }
             Ok(None) => Err(RuntimeError::ContainerGone(container.id.clone())),
             Err(err) => Err(self.fail(err).await),
         }
@@ -663,6 +760,62 @@ impl ContainerRuntime for DockerEngine {
         match crate::codex_home::sweep(&docker, retention, now).await {
             Ok(swept) => Ok(swept),
             Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(profile = ?template.profile))]
+    async fn park(&self, template: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        let docker = self.docker().await?;
+        match warm::park(&docker, &self.inner.warm, template, runner).await {
+            Ok(Ok(parked)) => Ok(parked),
+            Ok(Err(reason)) => Err(RuntimeError::Forbidden {
+                rule: "warm",
+                detail: reason,
+            }),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn list_parked(&self, runner: &str) -> Result<Vec<ParkedContainer>, RuntimeError> {
+        let docker = self.docker().await?;
+        self.inner.list_calls.fetch_add(1, Ordering::Relaxed);
+        match warm::list_parked(&docker, &self.inner.warm, runner).await {
+            Ok(parked) => Ok(parked),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(run_id = %spec.run_id, parked = %parked.name))]
+    async fn claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &RunSpec,
+    ) -> Result<ContainerRef, RuntimeError> {
+        let docker = self.docker().await?;
+        match warm::claim(&docker, &self.inner.warm, parked, spec).await {
+            ClaimOutcome::Claimed(claimed, runner) => {
+                let mut record = labels::managed(Listed {
+                    id: &claimed.id,
+                    name: &claimed.name,
+                    labels: &labels::for_run(spec, &runner, "", &HashMap::new()),
+                    image_id: None,
+                    state: bus_docker_domain::ports::ContainerState::Running,
+                    started_at: None,
+                    created_at: None,
+                    finished_at: None,
+                });
+                if let Some(record) = record.take() {
+                    self.inner.view.write(&claimed.id, |entries| {
+                        entries.insert(claimed.id.clone(), record);
+                    });
+                }
+                Ok(claimed)
+            }
+            ClaimOutcome::NotHeld => Err(RuntimeError::ContainerGone(parked.id.clone())),
+            ClaimOutcome::Spoiled(err) => {
+                self.view_removed(&parked.id);
+                Err(self.fail(err).await)
+            }
         }
     }
 }

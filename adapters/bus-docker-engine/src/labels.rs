@@ -45,6 +45,10 @@ pub const STREAM_OUTPUT: &str = "bus.stream-output";
 pub const SESSION: &str = "bus.session";
 /// Whole seconds.
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
+/// On a warm container (contract §10): the profile it was parked for. A
+/// parked one has no run yet; a claimed one is named `bus-run-<id>` and
+/// its run's facts are in its claim record (`warm.rs`), not in labels.
+pub const WARM: &str = "bus.warm";
 /// Prefix of the request's own labels.
 pub const USER_PREFIX: &str = "bus.user.";
 /// Prefix of every label this worker reads.
@@ -123,9 +127,15 @@ pub const MAX_ARGS_LABEL_BYTES: usize = 16 * 1024;
 /// [`MAX_ARGS_LABEL_BYTES`]; a cut list ends with `"…"`. Only a recovered
 /// run's response reads it back (`args`).
 fn args_label(command: &[String]) -> String {
+    serde_json::Value::from(capped_args(command)).to_string()
+}
+
+/// The command cut to whole arguments within [`MAX_ARGS_LABEL_BYTES`] of
+/// JSON; a cut list ends with `"…"`.
+pub(crate) fn capped_args(command: &[String]) -> Vec<String> {
     let full = serde_json::Value::from(command.to_vec()).to_string();
     if full.len() <= MAX_ARGS_LABEL_BYTES {
-        return full;
+        return command.to_vec();
     }
     let mut kept: Vec<String> = Vec::new();
     for arg in command {
@@ -136,7 +146,7 @@ fn args_label(command: &[String]) -> String {
         }
     }
     kept.push("…".to_owned());
-    serde_json::Value::from(kept).to_string()
+    kept
 }
 
 /// What the engine lists about one container, beyond its labels.
@@ -172,6 +182,10 @@ pub(crate) fn managed(listed: Listed<'_>) -> Option<ManagedContainer> {
     let labels = listed.labels;
     // Empty means absent: the worker blanks the image's `bus.*` labels.
     let get = |k: &str| labels.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if get(WARM).is_some() && RunMark::split(listed.name).is_none() {
+        // Parked: no run yet (never listed as one).
+        return None;
+    }
     let Some((run_id, mark)) = identity(get(RUN_ID), listed.name) else {
         tracing::warn!(
             container = listed.id,

@@ -34,6 +34,8 @@
 //!   run, and reading them back.
 //! * [`registry`]: registry credentials from the Docker client config
 //!   (`auths`, `credsStore`, `credHelpers`) for pulls.
+//! * [`warm`]: warm start (contract §10): parked containers, the
+//!   launcher, the claim and its record in the engine's log.
 //! * [`error`]: `DockerError` (one variant per Engine call) and its
 //!   mapping to `RuntimeError`.
 //!
@@ -61,6 +63,7 @@ mod pull;
 mod records;
 pub mod registry;
 mod view;
+pub mod warm;
 
 pub use client::{
     display_host, EngineOptions, TlsError, TlsFiles, CONNECT_TIMEOUT, DEFAULT_PULL_TIMEOUT,

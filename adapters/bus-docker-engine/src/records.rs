@@ -28,7 +28,7 @@ use crate::control::{inspect_raw, rename};
 use crate::error::DockerError;
 use crate::labels::{self, Listed};
 
-fn listed_state(state: Option<ContainerSummaryStateEnum>) -> ContainerState {
+pub(crate) fn listed_state(state: Option<ContainerSummaryStateEnum>) -> ContainerState {
     match state {
         Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
         Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
@@ -48,7 +48,7 @@ fn inspected_state(state: Option<ContainerStateStatusEnum>) -> ContainerState {
     }
 }
 
-fn from_summary(summary: &ContainerSummary) -> Option<ManagedContainer> {
+pub(crate) fn from_summary(summary: &ContainerSummary) -> Option<ManagedContainer> {
     let empty = HashMap::new();
     let name = summary
         .names

@@ -133,6 +133,19 @@ pub(crate) fn apply(entries: &mut Entries, event: &EventMessage) {
         Change::Renamed => {
             if let Some(known) = entries.get_mut(id) {
                 renamed(known, name);
+            } else if let Some(claimed) = labels::managed(Listed {
+                id,
+                name,
+                labels: attributes,
+                image_id: attributes.get("image").map(String::as_str),
+                state: ContainerState::Running,
+                started_at: None,
+                created_at: event_time(event),
+                finished_at: None,
+            }) {
+                // A parked warm container claimed by a run (contract §10):
+                // it becomes a run by its new name.
+                entries.insert(id.to_owned(), claimed);
             }
         }
         Change::Destroyed => {

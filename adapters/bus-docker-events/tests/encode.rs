@@ -97,6 +97,7 @@ fn runner_report(state: RunnerState, problem: Option<&str>) -> RunnerReport {
         max_concurrent_runs: 4,
         max_queued_runs: 16,
         intake_open: true,
+        warm: Vec::new(),
         profiles: BTreeMap::from([(
             "codex".to_owned(),
             ProfileImage {

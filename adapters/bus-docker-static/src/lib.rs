@@ -35,6 +35,7 @@ use bus_docker_domain::run::{
     ContainerRef, Ending, EngineInfo, Exit, RequestMounts, RunMark, TailBuffer,
 };
 use bus_docker_domain::spec::RunSpec;
+use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +49,9 @@ pub struct StaticRuntime {
 #[derive(Default)]
 struct State {
     containers: HashMap<String, Entry>,
+    /// Parked containers of warm profiles (contract §10): no run yet, so
+    /// never listed as one.
+    parked: HashMap<String, ParkedContainer>,
     next_id: u64,
 }
 
@@ -370,8 +374,72 @@ impl ContainerRuntime for StaticRuntime {
     }
 
     async fn remove(&self, container: &ContainerRef) -> Result<(), RuntimeError> {
-        self.lock().containers.remove(&container.id);
+        let mut state = self.lock();
+        state.containers.remove(&container.id);
+        state.parked.remove(&container.id);
         Ok(())
+    }
+
+    /// A parked container: held in memory, running nothing.
+    async fn park(&self, template: &RunSpec, runner: &str) -> Result<ContainerRef, RuntimeError> {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let container = ContainerRef::new(
+            format!("static-{:012}", state.next_id),
+            format!("bus-warm-static-{}", state.next_id),
+        );
+        state.parked.insert(
+            container.id.clone(),
+            ParkedContainer {
+                container: container.clone(),
+                profile: template.profile.clone(),
+                runner: Some(runner.to_owned()),
+                state: ContainerState::Running,
+                created_at: Some(SystemTime::now()),
+                claimable: true,
+            },
+        );
+        Ok(container)
+    }
+
+    async fn list_parked(&self, runner: &str) -> Result<Vec<ParkedContainer>, RuntimeError> {
+        let mut list: Vec<_> = self
+            .lock()
+            .parked
+            .values()
+            .filter(|p| p.runner.as_deref() == Some(runner))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.container.id.cmp(&b.container.id));
+        Ok(list)
+    }
+
+    /// The parked container becomes the run's (renamed, with its facts);
+    /// its start, for times and the deadline, is now.
+    async fn claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &RunSpec,
+    ) -> Result<ContainerRef, RuntimeError> {
+        let runner = {
+            let mut state = self.lock();
+            let Some(p) = state.parked.remove(&parked.id) else {
+                return Err(RuntimeError::ContainerGone(parked.id.clone()));
+            };
+            p.runner.unwrap_or_default()
+        };
+        let image = self.ensure_image(&spec.image, spec.pull_policy).await?;
+        let created = self.create(spec, &runner, &image).await?;
+        let mut state = self.lock();
+        let mut entry = state
+            .containers
+            .remove(&created.id)
+            .ok_or_else(|| RuntimeError::ContainerGone(created.id.clone()))?;
+        entry.managed.container.id.clone_from(&parked.id);
+        entry.managed.started_at = Some(SystemTime::now());
+        let claimed = ContainerRef::new(parked.id.clone(), created.name);
+        state.containers.insert(parked.id.clone(), entry);
+        Ok(claimed)
     }
 
     async fn list_managed(
@@ -480,6 +548,47 @@ mod tests {
             stop_grace: Duration::from_secs(10),
             output: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_parked_container_is_claimed_once_and_runs_from_the_claim() {
+        let rt = StaticRuntime::new();
+        let parked = rt.park(&spec("t", &["true"]), "docker@a").await.unwrap();
+        let parked2 = rt.park(&spec("t", &["true"]), "docker@a").await.unwrap();
+        assert_eq!(rt.list_parked("docker@a").await.unwrap().len(), 2);
+        assert!(rt.list_parked("docker@b").await.unwrap().is_empty());
+        assert!(
+            rt.list_managed(&ManagedFilter::all())
+                .await
+                .unwrap()
+                .is_empty(),
+            "parked is no run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = SystemTime::now();
+        let claimed = rt
+            .claim(&parked, &spec("r1", &["echo", "hi"]))
+            .await
+            .unwrap();
+        assert_eq!(claimed.name, "bus-run-r1");
+        let run = rt.inspect_managed(&claimed).await.unwrap();
+        assert!(
+            run.started_at.unwrap() >= before,
+            "times count from the claim"
+        );
+        assert_eq!(run.correlation.unwrap().as_str(), "c-1");
+        // Single use, and a duplicate never claims a second container.
+        assert!(matches!(
+            rt.claim(&parked, &spec("r2", &["true"])).await,
+            Err(RuntimeError::ContainerGone(_))
+        ));
+        assert!(matches!(
+            rt.claim(&parked2, &spec("r1", &["true"])).await,
+            Err(RuntimeError::NameConflict(_))
+        ));
+        assert!(rt.list_parked("docker@a").await.unwrap().is_empty());
+        let exit = rt.drive(&claimed, io()).await.unwrap();
+        assert_eq!(exit.exit_code, Some(0));
     }
 
     #[tokio::test]

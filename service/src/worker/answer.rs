@@ -100,6 +100,8 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         };
         let response = self.run_response(&job, result).await;
         let published = self.publish(&response).await;
+        // Refill parked containers after the response, never before it.
+        self.inner.warm.wake();
         if published {
             self.retire(&job.container).await;
         }

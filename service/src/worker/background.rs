@@ -1,8 +1,8 @@
 //! The background work of a worker, started once by
 //! [`Worker::start_background`] and ended when the worker stops: recovery
 //! of runs left behind ([`super::recover`]), the tombstone sweep
-//! ([`super::retention`]) and the engine probe (the pool's health,
-//! [`crate::pool`]).
+//! ([`super::retention`]), the engine probe (the pool's health,
+//! [`crate::pool`]) and the warm refill ([`super::warm`]).
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 
@@ -11,7 +11,8 @@ use crate::pool::PROBE_INTERVAL;
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     /// Start the background work: recovery of left-behind runs, the
-    /// tombstone and codex session sweeps, and the engine probe. All end when the worker
+    /// tombstone and codex session sweeps, the engine probe, and the refill
+    /// of warm profiles' parked containers (`warm.rs`). All end when the worker
     /// stops.
     pub fn start_background(&self) {
         self.spawn_recovery();
@@ -27,6 +28,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         self.inner
             .tasks
             .spawn(async move { this.probe_engines().await });
+        let this = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { this.warm_loop().await });
     }
 
     /// Probe every engine of the pool now and every [`PROBE_INTERVAL`]

@@ -30,6 +30,7 @@
 //! | stop: `Lifecycle` and `shutdown` | `shutdown.rs` |
 //! | the in-memory run table | `table.rs` |
 //! | intake follows capacity: the "room for a run" signal | `intake.rs` |
+//! | warm start: parked containers, claims, refill | `warm.rs` |
 
 mod answer;
 mod background;
@@ -46,6 +47,7 @@ mod runner_status;
 mod shutdown;
 mod status;
 mod table;
+mod warm;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -69,6 +71,7 @@ use crate::pool::EnginePool;
 use run::RunTurn;
 pub use shutdown::Lifecycle;
 use table::RunTable;
+pub use warm::{WarmSettings, DEFAULT_WARM_MAX_AGE, WARM_TICK};
 
 /// Input chunks buffered per interactive run between `input.request`s and
 /// the container's stdin: enough for a burst of small writes, small enough
@@ -114,6 +117,8 @@ pub struct WorkerSettings {
     /// Codex sessions unused this long are removed (contract §6); `None`
     /// when no profile has per-run homes (nothing keeps sessions).
     pub session_retention: Option<Duration>,
+    /// Warm profiles (contract §10); none by default.
+    pub warm: WarmSettings,
 }
 
 /// The worker. Cheap to clone.
@@ -158,6 +163,8 @@ struct Inner<R, P> {
     streams: std::sync::OnceLock<StreamsProbe>,
     /// Input taken and not yet written, per run and in all (`input.rs`).
     held_input: input::HeldInput,
+    /// Parked containers of warm profiles (`warm.rs`).
+    warm: warm::WarmPool,
 }
 
 /// Reads the request streams' states (the event adapter's to provide).
@@ -242,8 +249,10 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             RunTable::new(settings.response_cache, settings.response_cache_bytes)
                 .with_intake_limit(intake_limit),
         );
+        let warm = warm::WarmPool::new(&settings);
         Self {
             inner: Arc::new(Inner {
+                warm,
                 pool: engines.into(),
                 publisher,
                 settings,

@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::answer::{DriveJob, RunFacts};
 use super::table::{Admission, Capacity, LiveRun};
+use super::warm::WarmClaim;
 use super::{input_channel, Worker};
 use crate::pool::Placement;
 
@@ -214,11 +215,36 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         // benchmark reads this line (target `bus_integration_docker::dispatch`).
         let dispatch = received.elapsed();
         debug!(target: "bus_integration_docker::dispatch", run_id = %spec.run_id, docker_host = %placement.engine, dispatch_us = u64::try_from(dispatch.as_micros()).unwrap_or(u64::MAX), "creating container");
-        let Some(container) = self
-            .create_alone(&facts, &spec, &placement, &mut image)
-            .await
-        else {
-            return;
+        let warm = self.claim_warm(&facts, &spec, &placement, received).await;
+        let container = match warm {
+            WarmClaim::Hit(claimed) => match self.twins(&facts, &claimed).await {
+                Twin::None => claimed,
+                twin => {
+                    // Another delivery made a container too: the cold
+                    // path settles it (it backs off, drops or conflicts).
+                    debug!(run_id = %facts.run_id, ?twin, "warm claim met a twin: leaving it to the cold path");
+                    let _ = self.inner.pool.remove(&claimed).await;
+                    let Some(c) = self
+                        .create_alone(&facts, &spec, &placement, &mut image)
+                        .await
+                    else {
+                        return;
+                    };
+                    c
+                }
+            },
+            WarmClaim::NameTaken(name) => {
+                return self.name_conflict(&facts, &placement.engine, name).await;
+            }
+            WarmClaim::Miss => {
+                let Some(c) = self
+                    .create_alone(&facts, &spec, &placement, &mut image)
+                    .await
+                else {
+                    return;
+                };
+                c
+            }
         };
         drop(placement);
         self.table()
@@ -463,8 +489,13 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         loop {
             match self.inner.pool.list_on(engine, &filter).await {
                 Ok(list) => {
+                    // A claimed warm container's correlation comes from its
+                    // claim record, which the engine's log may show a
+                    // moment after the claim: look again until it does.
                     if let Some(c) = list.into_iter().find(|c| c.container.name == name) {
-                        return c.correlation;
+                        if c.correlation.is_some() {
+                            return c.correlation;
+                        }
                     }
                 }
                 Err(err) => warn!(error = %err, "cannot look up the conflicting container"),

@@ -57,10 +57,14 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 after.insert(c.container.id);
             }
         }
+        // Parked warm containers of this runner go too (no refill until
+        // `runner.start`).
+        let parked = self.pause_warm().await;
         let removed = before
             .iter()
             .filter(|c| !after.contains(&c.container.id))
-            .count();
+            .count()
+            + parked;
         debug!(removed, "runner delete");
         Ok(Reply::RunnerDelete {
             removed_containers: removed,

@@ -20,6 +20,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 Reply::RunnerStart(Box::new(report)),
             ));
         }
+        self.resume_warm();
         let mut failure = None;
         for p in self.inner.settings.profiles.iter() {
             if let Err(err) = self

@@ -40,6 +40,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 .get()
                 .map(|probe| probe())
                 .unwrap_or_default(),
+            warm: self.warm_counts(),
         };
         let refused = refused_streams(&report.streams);
         let mut down = Vec::new();

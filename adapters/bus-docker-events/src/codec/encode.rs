@@ -455,6 +455,9 @@ fn runner_details(report: &RunnerReport) -> Value {
     if let Some(problem) = &report.problem {
         details["problem"] = json!(problem);
     }
+    if !report.warm.is_empty() {
+        details["warm"] = warm_details(&report.warm);
+    }
     details
 }
 
@@ -490,6 +493,26 @@ fn network_policy(networks: &NetworkPolicy) -> Value {
             "allowed_networks": list.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
         }),
     }
+}
+
+/// `details.warm`: per warm profile, what it wants per engine, why it is
+/// refused (if it is), and per engine what is parked.
+fn warm_details(warm: &[bus_docker_domain::warm::WarmReport]) -> Value {
+    let mut out = Map::new();
+    for w in warm {
+        let entry = out
+            .entry(w.profile.clone())
+            .or_insert_with(|| json!({"wanted": w.wanted, "refused": w.refused, "engines": {}}));
+        if !w.docker_host.is_empty() || w.wanted > 0 {
+            let host = if w.docker_host.is_empty() {
+                "default"
+            } else {
+                &w.docker_host
+            };
+            entry["engines"][host] = json!({"parked": w.parked, "wanted": w.wanted});
+        }
+    }
+    Value::Object(out)
 }
 
 const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =

@@ -1,0 +1,297 @@
+//! `--warm-only`: warm start (contract §10) next to the cold path and the
+//! raw Engine API sequence, measured in one run.
+//!
+//! * raw: create → start → wait → remove of `true` (bollard), the floor
+//!   of the cold path;
+//! * cold: `true` through a worker whose profile keeps nothing parked;
+//! * hit: `true` through a worker whose profile keeps 2 parked per engine,
+//!   each request sent once the pool is full again (paced), so every one
+//!   can hit; the worker's own line (target `bus_integration_docker::warm`,
+//!   `claim_us`) gives request read → claim done, after which the launcher
+//!   gets the command (one write) and `exec`s it;
+//! * miss: a run the parked containers cannot take (a plain image run) on
+//!   the warm worker, next to the same run on the cold worker;
+//! * hit rate at 1, 2 and 4 arrivals per second, sequential requests at
+//!   that rate (not waiting for responses), `warm = 2`;
+//! * idle RSS of both workers.
+//!
+//! Figures go to stdout and to `<json dir>/warm.json`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::engine::RawNetwork;
+use crate::stats::Samples;
+use crate::worker::{field, strip_ansi, Caller, WorkerProcess};
+use crate::{progress, Bench, BenchError};
+
+const RUST_LOG: &str = "warn,bus_integration_docker::dispatch=debug,bus_integration_docker::warm=debug,bus_docker_engine::warm=debug,bus_docker_service::worker::warm=debug";
+
+/// The env of a worker whose profile `quick` keeps `warm` parked.
+fn profile_env(image: &str, warm: usize) -> Vec<(String, String)> {
+    vec![
+        ("BUS_DOCKER__PROFILES__QUICK__IMAGE".into(), image.into()),
+        ("BUS_DOCKER__PROFILES__QUICK__NETWORK".into(), "none".into()),
+        ("BUS_DOCKER__PROFILES__QUICK__WARM".into(), warm.to_string()),
+        ("BUS_DOCKER__RUN_RETENTION".into(), "0s".into()),
+    ]
+}
+
+async fn worker(
+    bench: &Bench,
+    scenario: &str,
+    warm: usize,
+) -> Result<(WorkerProcess, Caller, std::path::PathBuf), BenchError> {
+    let prefix = bench.prefix(scenario)?;
+    let runner = format!("{}-{scenario}", bench.tag);
+    let log = bench.logs.join(format!("worker-{scenario}.log"));
+    let caller = Caller::open(&bench.bus, &prefix).await?;
+    let w = WorkerProcess::start_with_env(
+        &bench.worker_bin,
+        &bench.bus,
+        &prefix,
+        &runner,
+        4,
+        &log,
+        RUST_LOG,
+        &profile_env(&bench.args.image, warm),
+    )
+    .await?;
+    Ok((w, caller, log))
+}
+
+/// `claim_us` of the warm claim lines, by run id.
+fn claims(log: &std::path::Path) -> std::collections::HashMap<String, f64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("bus_integration_docker::warm"))
+        .map(strip_ansi)
+        .filter_map(|l| {
+            let run_id = field(&l, "run_id")?.to_owned();
+            let us = field(&l, "claim_us")?.parse::<u64>().ok()?;
+            #[allow(clippy::cast_precision_loss)]
+            Some((run_id, us as f64 / 1000.0))
+        })
+        .collect()
+}
+
+/// Parked containers of `runner` now.
+async fn parked(bench: &Bench, runner: &str) -> Result<usize, BenchError> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("bus.runner={runner}"), "bus.warm".to_owned()],
+    )]);
+    let opts = ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let list = bench
+        .docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| BenchError::new(e.to_string()))?;
+    Ok(list
+        .iter()
+        .filter(|c| {
+            c.names
+                .as_ref()
+                .and_then(|n| n.first())
+                .is_some_and(|n| n.starts_with("/bus-warm-"))
+        })
+        .count())
+}
+
+async fn wait_parked(bench: &Bench, runner: &str, n: usize) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    while parked(bench, runner).await? < n {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::new("parked containers did not come within 60s"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(start.elapsed())
+}
+
+fn quick(run_id: &str) -> Value {
+    json!({"run_id": run_id, "profile": "quick", "command": ["true"]})
+}
+
+fn plain(run_id: &str, image: &str) -> Value {
+    json!({"run_id": run_id, "image": image, "command": ["true"], "network": "none"})
+}
+
+async fn timed(caller: &mut Caller, run_id: &str, payload: Value) -> Result<Duration, BenchError> {
+    let t = Instant::now();
+    caller.publish_payload(run_id, payload).await?;
+    let r = caller.wait(run_id).await?;
+    if r["status"] != "succeeded" {
+        return Err(BenchError::new(format!("run {run_id}: {r}")));
+    }
+    Ok(t.elapsed())
+}
+
+fn row(name: &str, s: &Samples) -> Value {
+    json!({"scenario": name, "n": s.len(), "p50_ms": s.p50(), "p95_ms": s.p95(), "p99_ms": s.p99()})
+}
+
+/// The warm scenarios (module docs).
+pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
+    let runs = bench.args.runs;
+    let image = bench.args.image.clone();
+    let (cold_w, mut cold, _) = worker(bench, "cold", 0).await?;
+    let (warm_w, mut warm, warm_log) = worker(bench, "warm", 2).await?;
+    let warm_runner = format!("{}-warm", bench.tag);
+    wait_parked(bench, &warm_runner, 2).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cold = cold_w.memory_mib("VmRSS")?;
+    let idle_warm = warm_w.memory_mib("VmRSS")?;
+
+    for i in 0..bench.args.warmup {
+        bench.raw("wraw-warmup", i, RawNetwork::Disabled).await?;
+        timed(
+            &mut cold,
+            &bench.run_id("wcoldw", i),
+            quick(&bench.run_id("wcoldw", i)),
+        )
+        .await?;
+    }
+    let (mut raw, mut cold_s, mut hit, mut miss, mut cold_plain) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
+    let mut hit_ids = HashSet::new();
+    let mut refill = Samples::default();
+    progress(format!("warm: {runs} rounds of raw / cold / hit / miss"));
+    for i in 0..runs {
+        raw.push(bench.raw("wraw", i, RawNetwork::Disabled).await?);
+        let id = bench.run_id("wcold", i);
+        cold_s.push(timed(&mut cold, &id, quick(&id)).await?);
+        let id = bench.run_id("wcoldplain", i);
+        cold_plain.push(timed(&mut cold, &id, plain(&id, &image)).await?);
+        refill.push(wait_parked(bench, &warm_runner, 2).await?);
+        let id = bench.run_id("whit", i);
+        hit.push(timed(&mut warm, &id, quick(&id)).await?);
+        hit_ids.insert(id);
+        // The pool full again first: the miss itself, not a refill
+        // running beside it on the same two cores (that case is the
+        // hit-rate scenario's).
+        wait_parked(bench, &warm_runner, 2).await?;
+        let id = bench.run_id("wmiss", i);
+        miss.push(timed(&mut warm, &id, plain(&id, &image)).await?);
+    }
+    let claimed = claims(&warm_log);
+    let mut claim = Samples::default();
+    let mut hits = 0;
+    for id in &hit_ids {
+        if let Some(ms) = claimed.get(id) {
+            claim.push_ms(*ms);
+            hits += 1;
+        }
+    }
+
+    // Hit rate at fixed arrival rates: publish at the rate, collect after.
+    let mut rates = Vec::new();
+    for rate in [1u32, 2, 4] {
+        wait_parked(bench, &warm_runner, 2).await?;
+        let n = (runs.max(10)) as u32;
+        let every = Duration::from_secs(1) / rate;
+        let mut ids = HashSet::new();
+        let start = tokio::time::Instant::now();
+        for k in 0..n {
+            tokio::time::sleep_until(start + every * k).await;
+            let id = bench.run_id(&format!("wrate{rate}"), k as usize);
+            warm.publish_payload(&id, quick(&id)).await?;
+            ids.insert(id);
+        }
+        warm.wait_all(&ids).await?;
+        let claimed = claims(&warm_log);
+        let h = ids.iter().filter(|id| claimed.contains_key(*id)).count();
+        #[allow(clippy::cast_precision_loss)]
+        let pct = 100.0 * h as f64 / ids.len() as f64;
+        progress(format!(
+            "warm: {rate}/s: {h}/{} hits ({pct:.0} %)",
+            ids.len()
+        ));
+        rates.push(
+            json!({"arrivals_per_s": rate, "requests": ids.len(), "hits": h, "hit_rate_pct": pct}),
+        );
+    }
+    cold_w.stop().await?;
+    warm_w.stop().await?;
+
+    let ratio = |a: &Samples, b: &Samples| match (a.p50(), b.p50()) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let out = json!({
+        "rows": [row("raw create/start/wait/remove", &raw), row("cold through the worker (profile)", &cold_s),
+                 row("warm hit through the worker", &hit), row("cold path on the warm worker (plain image run)", &miss),
+                 row("same plain image run on the cold worker", &cold_plain),
+                 row("request read -> claim (hit)", &claim), row("refill after a hit (parked back to 2)", &refill)],
+        "hits_in_paced_rounds": hits,
+        "paced_rounds": runs,
+        "hit_p50_over_raw_p50": ratio(&hit, &raw),
+        "hit_p50_over_cold_p50": ratio(&hit, &cold_s),
+        "miss_p50_over_cold_p50": ratio(&miss, &cold_plain),
+        "hit_rate": rates,
+        "idle_rss_mib": {"cold_worker": idle_cold, "warm_worker": idle_warm},
+    });
+    Ok(out)
+}
+
+/// Print the warm figures.
+pub fn print(out: &Value) {
+    println!("warm start (contract §10), one run:");
+    println!(
+        "{:<50} {:>4} {:>9} {:>9} {:>9}",
+        "scenario", "n", "p50 ms", "p95 ms", "p99 ms"
+    );
+    for r in out["rows"].as_array().into_iter().flatten() {
+        let f = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "{:<50} {:>4} {:>9} {:>9} {:>9}",
+            r["scenario"].as_str().unwrap_or(""),
+            r["n"],
+            f("p50_ms"),
+            f("p95_ms"),
+            f("p99_ms")
+        );
+    }
+    let f = |k: &str| {
+        out[k]
+            .as_f64()
+            .map_or("-".to_owned(), |v| format!("{v:.2}"))
+    };
+    println!(
+        "hits in paced rounds: {}/{}",
+        out["hits_in_paced_rounds"], out["paced_rounds"]
+    );
+    println!(
+        "hit p50 / raw p50: {}  (target <= 0.25)",
+        f("hit_p50_over_raw_p50")
+    );
+    println!("hit p50 / cold p50: {}", f("hit_p50_over_cold_p50"));
+    println!(
+        "miss p50 / cold p50 (same run): {}  (target <= 1.05)",
+        f("miss_p50_over_cold_p50")
+    );
+    for r in out["hit_rate"].as_array().into_iter().flatten() {
+        println!(
+            "hit rate at {}/s: {}/{} ({:.0} %)",
+            r["arrivals_per_s"],
+            r["hits"],
+            r["requests"],
+            r["hit_rate_pct"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "idle RSS: cold worker {:.1} MiB, warm worker {:.1} MiB",
+        out["idle_rss_mib"]["cold_worker"].as_f64().unwrap_or(0.0),
+        out["idle_rss_mib"]["warm_worker"].as_f64().unwrap_or(0.0)
+    );
+}
