@@ -62,7 +62,7 @@ pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-/// The token source, first hit wins (contract §1): `--token-file` /
+/// The token source, first hit wins (docs/protocol.md §1): `--token-file` /
 /// `BUS_API_TOKEN_FILE`, `BUS_API_TOKEN`, then
 /// `$BUS_CONFIG_DIR/auth/api-token` or `~/.config/bus/auth/api-token`.
 /// Logs which source was used, never the token.
@@ -107,7 +107,7 @@ pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
 }
 
 /// The engines chosen by `provider`: for `docker`, one [`DockerEngine`] per
-/// configured host, in order (the engine pool, contract v2 §5); for
+/// configured host, in order (the engine pool, docs/protocol.md §5); for
 /// `static`, the deterministic runtime alone.
 ///
 /// # Errors
@@ -222,7 +222,7 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
     /// when `lifecycle.stopping` fires or when it is closed, handing on what
     /// it had taken; the publisher must give up when `lifecycle.abandon`
     /// fires. The source hands on every request whatever the worker's load:
-    /// a run it has no room for is answered `capacity` (contract §5).
+    /// a run it has no room for is answered `capacity` (docs/protocol.md §5).
     pub fn build_with(
         settings: &Settings,
         runtime: impl Into<EnginePool<R>>,
@@ -325,7 +325,7 @@ impl<R: ContainerRuntime, S: EventSource, P: EventPublisher> App<R, S, P> {
                 },
             }
         }
-        // A request read is a request answered (contract §5): close the
+        // A request read is a request answered (docs/protocol.md §5): close the
         // source and hand on whatever it had taken off its streams.
         self.worker.begin_shutdown();
         self.source.close();

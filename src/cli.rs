@@ -1,4 +1,4 @@
-//! The command line. Every flag of contract §6 with its env var; flags
+//! The command line. Every flag of docs/protocol.md §6 with its env var; flags
 //! beat env, env beats the config file (see [`crate::config`]).
 
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ fn duration(v: &str) -> Result<Duration, String> {
     parse_duration(v)
 }
 
-/// A boolean flag value where empty means unset (contract §6, v3).
+/// A boolean flag value where empty means unset (docs/protocol.md §6, v3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetBool(pub Option<bool>);
 
@@ -216,7 +216,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "DOCKER_CONTAINER_CODEX_IMAGE", global = true)]
     pub container_codex_image: Option<String>,
     /// Host Codex home, mounted at /root/.codex. The codex host paths are
-    /// text, not clap paths: an empty value is unset (contract §6, v3).
+    /// text, not clap paths: an empty value is unset (docs/protocol.md §6, v3).
     #[arg(long, env = "BUS_DOCKER_CODEX_HOME_HOST", global = true)]
     pub codex_home_host_path: Option<String>,
     /// Mount the Codex home read-write (default read-only).
@@ -254,7 +254,7 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     /// The given flags as dotted config keys. An empty value is unset
-    /// (contract §6, v3): the Bus compose file always passes
+    /// (docs/protocol.md §6, v3): the Bus compose file always passes
     /// `--codex-ssh-agent-host-path "$SSH_AUTH_SOCK"`, empty on a host
     /// without an agent.
     pub fn overrides(&self) -> Vec<(String, OverrideValue)> {

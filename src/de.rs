@@ -132,7 +132,7 @@ pub mod opt_duration {
     }
 }
 
-/// Text where an empty value means unset (contract §6, v3: compose files
+/// Text where an empty value means unset (docs/protocol.md §6, v3: compose files
 /// pass `""` for an option they have no value for).
 pub mod set_text {
     use super::*;

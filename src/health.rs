@@ -1,11 +1,11 @@
-//! The opt-in operations listener (`--metrics-addr`, contract §8):
+//! The opt-in operations listener (`--metrics-addr`, docs/protocol.md §8):
 //!
 //! * `GET /metrics`: the worker's [`Metrics`] as Prometheus text;
 //! * `GET /healthz`: 200 while the process runs;
 //! * `GET /readyz`: 200 when every request stream is connected and the
 //!   engine (any engine of the pool) answered its last probe; 503 with a
 //!   one-line reason otherwise. A stream the Events API refuses (403: the
-//!   token lacks its scope, contract §9) is not connected: 503 naming the
+//!   token lacks its scope, docs/protocol.md §9) is not connected: 503 naming the
 //!   stream and the missing scope, for as long as it is refused. The worker
 //!   meanwhile serves the operations whose streams it has, so a probe that
 //!   only restarts on `/healthz` leaves it running.

@@ -29,7 +29,7 @@ async fn run(cli: Cli) -> ExitCode {
     // One-shot commands print their result on stdout; keep stderr quiet.
     let quiet = !matches!(mode, Mode::Serve);
     telemetry::init(settings.log_format, if quiet { "warn" } else { "info" });
-    // Contract §6 (v3): host paths are the engine's; say once which ones
+    // docs/protocol.md §6 (v3): host paths are the engine's; say once which ones
     // this worker cannot check.
     for p in &settings.invisible_host_paths {
         tracing::warn!(

@@ -1,4 +1,4 @@
-//! `--warm-only`: warm start (contract §10) next to the cold path and the
+//! `--warm-only`: warm start (docs/protocol.md §10) next to the cold path and the
 //! raw Engine API sequence, measured in one run.
 //!
 //! * raw: create → start → wait → remove of `true` (bollard), the floor
@@ -246,7 +246,7 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
 
 /// Print the warm figures.
 pub fn print(out: &Value) {
-    println!("warm start (contract §10), one run:");
+    println!("warm start (docs/protocol.md §10), one run:");
     println!(
         "{:<50} {:>4} {:>9} {:>9} {:>9}",
         "scenario", "n", "p50 ms", "p95 ms", "p99 ms"

@@ -1,5 +1,5 @@
 //! Errors of the domain, one enum per concern, each mapping onto the wire
-//! codes of contract §3 through [`ErrorCode`].
+//! codes of docs/protocol.md §3 through [`ErrorCode`].
 
 use std::fmt;
 
@@ -41,7 +41,7 @@ impl FieldError {
     }
 }
 
-/// The error codes of contract §3.
+/// The error codes of docs/protocol.md §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     BadRequest,
@@ -115,7 +115,7 @@ impl OperationError {
         }
     }
 
-    /// The wire code of contract §3.
+    /// The wire code of docs/protocol.md §3.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidSpec(_) => ErrorCode::BadRequest,

@@ -1,4 +1,4 @@
-//! Operations and event names (contract §2).
+//! Operations and event names (docs/protocol.md §2).
 
 use std::fmt;
 
@@ -94,7 +94,7 @@ impl EventPrefix {
         format!("{}.{}.response", self.0, op.as_str())
     }
 
-    /// `<prefix>.run.output`: live output of a run (contract §2).
+    /// `<prefix>.run.output`: live output of a run (docs/protocol.md §2).
     pub fn output_name(&self) -> String {
         format!("{}.run.output", self.0)
     }

@@ -1,4 +1,4 @@
-//! Which network a run joins (contract §4, v3).
+//! Which network a run joins (docs/protocol.md §4, v3).
 //!
 //! A run without a `network` uses its profile's network, and without one
 //! the policy default: the engine's default network (Docker's `default`)

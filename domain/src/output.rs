@@ -1,4 +1,4 @@
-//! Live output (contract §2/§4, `stream_output: true`): the runtime hands
+//! Live output (docs/protocol.md §2/§4, `stream_output: true`): the runtime hands
 //! the raw bytes a container writes to an [`OutputSink`] as they arrive;
 //! the application coalesces them into [`OutputEvent`]s and publishes them
 //! before the run's one response.

@@ -1,4 +1,4 @@
-//! Placement: which engine of the pool a new run goes to (contract v2 §5
+//! Placement: which engine of the pool a new run goes to (docs/protocol.md §5
 //! "Engine pool"). Pure: the application counts, this decides.
 //!
 //! The rule: among the engines that can be reached and have room under the

@@ -156,7 +156,7 @@ impl ManagedFilter {
 }
 
 /// A container this worker manages, read back from its name and labels
-/// (contract §5): the durable record of a run. Only labels the worker
+/// (docs/protocol.md §5): the durable record of a run. Only labels the worker
 /// wrote count: a `bus.*` label the image brings is blanked at create and
 /// an empty label reads back as absent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,11 +227,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ImageId, RuntimeError>> + Send;
 
     /// Create (not start) the run's container, named and labelled per
-    /// contract §5 with `runner` as `bus.runner`, from `image`: the id
+    /// docs/protocol.md §5 with `runner` as `bus.runner`, from `image`: the id
     /// [`ContainerRuntime::ensure_image`] checked for `spec.image`. The
     /// container is created from exactly that image (what was checked is
     /// what runs and what the response reports), and shows the reference
-    /// the run asked for where the runtime can (contract §9).
+    /// the run asked for where the runtime can (docs/protocol.md §9).
     ///
     /// # Errors
     /// `NameConflict` when `bus-run-<run_id>` exists (a duplicate delivery),
@@ -341,7 +341,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         chunk: InputChunk,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
-    /// Whether this engine keeps the session `key` (contract §6): a pool
+    /// Whether this engine keeps the session `key` (docs/protocol.md §6): a pool
     /// places the session's next run on the engine that holds it. A
     /// runtime without per-run homes keeps none.
     ///
@@ -355,7 +355,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         async { Ok(false) }
     }
 
-    /// The codex session volumes this engine keeps (contract §6). A
+    /// The codex session volumes this engine keeps (docs/protocol.md §6). A
     /// runtime without per-run homes keeps none.
     ///
     /// # Errors
@@ -377,7 +377,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         async { Ok(SessionsSwept::default()) }
     }
 
-    /// Warm start (contract §10): create and start a container from
+    /// Warm start (docs/protocol.md §10): create and start a container from
     /// `template` (a profile's spec with no request in it) that waits,
     /// running nothing, until [`ContainerRuntime::claim`] hands it a run.
     /// The default refuses: a runtime that cannot park containers serves
@@ -465,7 +465,7 @@ pub trait EventPublisher: Send + Sync + 'static {
 ///
 /// A request the source has taken off its transport is a request it hands
 /// on: the Events API counts it as delivered and sends it to nobody else
-/// (contract §5). So a source never withholds or drops one, whatever the
+/// (docs/protocol.md §5). So a source never withholds or drops one, whatever the
 /// worker's load (a run the worker has no room for is answered
 /// `capacity`), and after [`EventSource::close`] it still returns
 /// everything it had taken before it returns `None`.

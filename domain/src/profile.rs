@@ -1,5 +1,5 @@
 //! Profiles: operator-defined templates for runs, including the `codex`
-//! profile of contract §6, and the hardening every container gets.
+//! profile of docs/protocol.md §6, and the hardening every container gets.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -105,7 +105,7 @@ pub struct Profile {
     pub default_timeout: Option<Duration>,
     pub pull_policy: PullPolicy,
     pub allow_image_override: bool,
-    /// A per-run Codex home (contract §6, `--codex-home-per-run`): the
+    /// A per-run Codex home (docs/protocol.md §6, `--codex-home-per-run`): the
     /// configured home on the Docker host whose configuration seeds each
     /// run's own `/root/.codex`. `None`: the home, if any, is a mount.
     pub per_run_home: Option<PathBuf>,
@@ -143,7 +143,7 @@ pub const CODEX_AUTH_FILE: &str = "/root/.codex/auth.json";
 /// What a `session` keeps across runs.
 pub const CODEX_SESSIONS: &str = "/root/.codex/sessions";
 /// What of the configured home seeds a per-run home: configuration only,
-/// never state, logs or sessions (contract §6). Names relative to the
+/// never state, logs or sessions (docs/protocol.md §6). Names relative to the
 /// home; directories are copied whole.
 pub const CODEX_HOME_SEED: [&str; 6] = [
     "config.toml",
@@ -154,7 +154,7 @@ pub const CODEX_HOME_SEED: [&str; 6] = [
     "rules",
 ];
 
-/// The codex options of contract §6, as flags/env/config give them.
+/// The codex options of docs/protocol.md §6, as flags/env/config give them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodexOptions {
     pub image: Option<ImageRef>,

@@ -26,7 +26,7 @@ pub struct RunRequest {
     pub labels: BTreeMap<String, String>,
     /// Publish `run.output` events while the run goes.
     pub stream_output: bool,
-    /// The codex session whose `sessions/` this run resumes (contract §6,
+    /// The codex session whose `sessions/` this run resumes (docs/protocol.md §6,
     /// per-run homes only).
     pub session: Option<SessionName>,
     /// Fields the request named that would change the container's
@@ -127,7 +127,7 @@ pub const PRIVILEGE_FIELDS: &[&str] = &[
     "cpuset_mems",
     "blkio_weight",
     "blkio_weight_device",
-    // The worker owns the container's lifecycle (contract §5).
+    // The worker owns the container's lifecycle (docs/protocol.md §5).
     "restart_policy",
     "auto_remove",
 ];

@@ -198,7 +198,7 @@ impl ContainerRef {
     }
 }
 
-/// What a run's container name says (contract §4/§5: the engine is the
+/// What a run's container name says (docs/protocol.md §4/§5: the engine is the
 /// record). `bus-run-<id>` is live; a worker that deletes a run another
 /// worker drives renames it `bus-run-<id>.deleted` before stopping it; a
 /// run whose response was published is renamed `bus-run-<id>.answered`
@@ -282,7 +282,7 @@ pub struct RunReport {
     /// The engine killed the container for memory.
     pub oom_killed: bool,
     pub runtime: RuntimeDetails,
-    /// The codex session the run resumed (contract §6), echoed.
+    /// The codex session the run resumed (docs/protocol.md §6), echoed.
     pub session: Option<SessionName>,
 }
 
@@ -355,7 +355,7 @@ pub struct EngineInfo {
     pub request_mounts: RequestMounts,
 }
 
-/// What the runtime does with request mounts (contract §4: what Docker
+/// What the runtime does with request mounts (docs/protocol.md §4: what Docker
 /// mounts is what was checked, else request mounts are refused).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestMounts {
@@ -440,21 +440,21 @@ pub struct RunnerReport {
     pub max_queued_runs: usize,
     /// Whether the worker has room for another run now; `false` while
     /// its queue is full and a run request is answered `capacity` (intake
-    /// follows capacity, contract §5). Run requests are read either way.
+    /// follows capacity, docs/protocol.md §5). Run requests are read either way.
     pub intake_open: bool,
     pub profiles: BTreeMap<String, ProfileImage>,
     /// Every engine of the pool, in configured order.
     pub engines: Vec<EngineReport>,
-    /// The network policy in force (contract §4, v3).
+    /// The network policy in force (docs/protocol.md §4, v3).
     pub networks: crate::network::NetworkPolicy,
-    /// Every request stream, in operation order (contract §9); empty for a
+    /// Every request stream, in operation order (docs/protocol.md §9); empty for a
     /// source without streams.
     pub streams: Vec<StreamReport>,
     /// Warm profiles: parked and wanted per profile and engine (§10).
     pub warm: Vec<crate::warm::WarmReport>,
 }
 
-/// One request stream in `runner.status` (contract §9).
+/// One request stream in `runner.status` (docs/protocol.md §9).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamReport {
     /// The request event name the stream listens to.
@@ -485,7 +485,7 @@ pub struct EngineReport {
     /// Active (created or running) managed containers on it, from every
     /// worker; `None` when it could not be listed.
     pub active_runs: Option<usize>,
-    /// The codex session volumes kept on it (contract §6); `None` when
+    /// The codex session volumes kept on it (docs/protocol.md §6); `None` when
     /// it could not be asked or keeps none.
     pub sessions: Option<SessionUsage>,
     /// Why it is unreachable.

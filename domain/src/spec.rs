@@ -51,7 +51,7 @@ impl ImagePolicy {
 }
 
 /// The timeout of a run that names none (and whose profile names none):
-/// 30 minutes, what the Bus router and task bridge wait (contract §4, v3).
+/// 30 minutes, what the Bus router and task bridge wait (docs/protocol.md §4, v3).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The longest run by default: the default timeout fits.
@@ -117,7 +117,7 @@ pub struct RunSpec {
     pub max_output_bytes: usize,
     /// Publish `run.output` events while the run goes.
     pub stream_output: bool,
-    /// The run's own Codex home (contract §6, `--codex-home-per-run`).
+    /// The run's own Codex home (docs/protocol.md §6, `--codex-home-per-run`).
     pub codex_home: Option<RunHome>,
 }
 

@@ -1,4 +1,4 @@
-//! Warm start (contract §10): which runs a parked container can take.
+//! Warm start (docs/protocol.md §10): which runs a parked container can take.
 //!
 //! A parked container is created and started from a profile alone, before
 //! any request: its image, mounts, network, hardening and log limits are

@@ -1,4 +1,4 @@
-//! What the worker counts, in the names of contract §8, on the
+//! What the worker counts, in the names of docs/protocol.md §8, on the
 //! `prometheus-client` crate.
 //!
 //! [`Metrics`] is the recorder the worker holds: it is always there (a
@@ -64,7 +64,7 @@ pub struct Sample {
     pub active: usize,
     /// Runs admitted and waiting for a slot.
     pub queued: usize,
-    /// Whether the worker reads the run request stream (contract §5).
+    /// Whether the worker reads the run request stream (docs/protocol.md §5).
     pub intake_open: bool,
     /// Request streams connected again after their first connection.
     pub stream_reconnects: u64,
@@ -107,7 +107,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every family of contract §8. (Counters are
+    /// A fresh registry with every family of docs/protocol.md §8. (Counters are
     /// registered without `_total`: the encoder appends it.)
     pub fn new() -> Self {
         let mut registry = Registry::default();
@@ -124,7 +124,7 @@ impl Metrics {
         let warm_claims = Family::<ClaimLabels, Counter>::default();
         registry.register(
             "bus_docker_warm_parked",
-            "Parked containers of a warm profile, on every engine (contract §10)",
+            "Parked containers of a warm profile, on every engine (docs/protocol.md §10)",
             warm_parked.clone(),
         );
         registry.register(

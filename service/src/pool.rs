@@ -1,4 +1,4 @@
-//! The engine pool (contract v2 §5): the engines a worker runs containers
+//! The engine pool (docs/protocol.md §5): the engines a worker runs containers
 //! on, each a [`ContainerRuntime`], and what spans them — placement of new
 //! runs ([`bus_docker_domain::placement`]), listings that look on every
 //! engine, routing a call on a container to the engine holding it, and
@@ -343,7 +343,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
     }
 
     /// As [`EnginePool::place`], for a run that resumes a codex session
-    /// (contract §6): its volume lives on one engine, so the run goes
+    /// (docs/protocol.md §6): its volume lives on one engine, so the run goes
     /// there while that engine is reachable (at the cap it is answered
     /// `capacity` rather than moved: moved, it would lose its session); a
     /// session no reachable engine holds starts anew wherever placement
@@ -568,7 +568,7 @@ impl<R: ContainerRuntime> EnginePool<R> {
     }
 
     /// Remove the codex sessions unused for `retention` on every engine
-    /// not known to be down (contract §6); each engine's outcome.
+    /// not known to be down (docs/protocol.md §6); each engine's outcome.
     pub async fn sweep_sessions(
         &self,
         retention: Duration,

@@ -82,7 +82,7 @@ pub struct Config {
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub run_retention: Duration,
     /// A parked container of a warm profile older than this is replaced
-    /// (contract §10).
+    /// (docs/protocol.md §10).
     #[serde(deserialize_with = "de::duration::deserialize")]
     pub warm_max_age: Duration,
     pub max_concurrent_runs: usize,
@@ -212,7 +212,7 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The deadline of one image pull (`pull_timeout`).
     pub pull_timeout: Duration,
-    /// Configured host paths the worker cannot see (contract §6, v3): the
+    /// Configured host paths the worker cannot see (docs/protocol.md §6, v3): the
     /// engine resolves them; `main` warns once for each.
     pub invisible_host_paths: Vec<InvisibleHostPath>,
 }
@@ -269,7 +269,7 @@ fn default_runner_name() -> String {
 }
 
 impl Config {
-    /// The warm profiles (contract §10): `codex.warm` and
+    /// The warm profiles (docs/protocol.md §10): `codex.warm` and
     /// `profiles.<name>.warm`, each naming a configured profile.
     fn warm(&self, profiles: &[Profile]) -> Result<WarmSettings, ConfigError> {
         let mut warm = WarmSettings {

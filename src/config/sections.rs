@@ -164,7 +164,7 @@ impl HardeningConfig {
     }
 }
 
-/// The codex profile (contract §6); flags and their env vars override these.
+/// The codex profile (docs/protocol.md §6); flags and their env vars override these.
 /// An empty value is unset (v3).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,7 +176,7 @@ pub struct CodexConfig {
     #[serde(deserialize_with = "de::set_boolean::deserialize")]
     pub home_writable: bool,
     /// Each run gets its own home seeded from `home_host_path`, whose
-    /// `auth.json` is shared read-write (contract §6).
+    /// `auth.json` is shared read-write (docs/protocol.md §6).
     #[serde(deserialize_with = "de::set_boolean::deserialize")]
     pub home_per_run: bool,
     /// A session unused this long is removed (default 7 days).
@@ -196,7 +196,7 @@ pub struct CodexConfig {
     pub pull_policy: Option<String>,
     #[serde(deserialize_with = "de::opt_duration::deserialize")]
     pub default_timeout: Option<Duration>,
-    /// Parked containers kept per engine (contract §10); 0: none.
+    /// Parked containers kept per engine (docs/protocol.md §10); 0: none.
     pub warm: usize,
 }
 
@@ -228,7 +228,7 @@ pub struct ProfileConfig {
     #[serde(deserialize_with = "de::boolean::deserialize")]
     pub allow_image_override: bool,
     pub hardening: HardeningConfig,
-    /// Parked containers kept per engine (contract §10); 0: none.
+    /// Parked containers kept per engine (docs/protocol.md §10); 0: none.
     pub warm: usize,
 }
 
@@ -367,7 +367,7 @@ impl ProfileConfig {
     }
 }
 
-/// A codex host path the worker cannot see (contract §6, v3): taken as
+/// A codex host path the worker cannot see (docs/protocol.md §6, v3): taken as
 /// configured, for the engine to resolve; the worker warns once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvisibleHostPath {
@@ -389,7 +389,7 @@ impl CodexConfig {
             .then(|| self.session_retention.unwrap_or(DEFAULT_SESSION_RETENTION))
     }
 
-    /// The `codex` profile (contract §6), or `None` without an image, and
+    /// The `codex` profile (docs/protocol.md §6), or `None` without an image, and
     /// the configured host paths the worker cannot see. These are paths on
     /// the Docker host: one the worker sees is canonicalised and never the
     /// Docker socket (by identity); one it cannot see is taken as given

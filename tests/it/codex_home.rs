@@ -1,4 +1,4 @@
-//! Codex runs that do not break each other (contract §6, v3), on the real
+//! Codex runs that do not break each other (docs/protocol.md §6, v3), on the real
 //! engine with the fake Codex CLI of `bus-test-codex:local`
 //! (`scripts/fake-codex.sh`: login refresh under the OAuth server's lock,
 //! a state database held locked for the run, sessions under `sessions/`).

@@ -409,7 +409,7 @@ fn every_unix_engine_socket_is_protected() {
         .expect("a directory without a socket mounts");
 }
 
-// --- v3: drop-in values (contract §4, §6) -------------------------------------
+// --- v3: drop-in values (docs/protocol.md §4, §6) -------------------------------------
 
 #[test]
 fn v3_defaults_are_the_go_workers() {

@@ -1,4 +1,4 @@
-//! THE DROP-IN TEST (contract §9 "Worker", §6 v3): the worker started
+//! THE DROP-IN TEST (docs/protocol.md §9 "Worker", §6 v3): the worker started
 //! exactly as BusDK's compose `bus-docker` service starts it — its env
 //! block with the Bus `.env.example` values and its `sh -ec` command line,
 //! `go run ./cmd/bus-integration-docker` replaced by this binary and the

@@ -153,7 +153,7 @@ async fn the_worker_with_its_seed_scopes_answers_through_the_image_server() {
         .expect("clean exit");
 }
 
-/// Contract v3 §9 (changed on purpose: before v3 this worker exited): a
+/// docs/protocol.md §9 (changed on purpose: before v3 this worker exited): a
 /// token that lacks `container:admin` serves the operations it has; only a
 /// token that opens no stream at all stops the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,7 +254,7 @@ async fn refusals_carry_the_documented_codes() {
     }
 
     // One slot, no queue: while it is taken, a run request is read and
-    // answered `capacity` at once (contract v3 §5: nothing is left unread
+    // answered `capacity` at once (docs/protocol.md §5: nothing is left unread
     // in the stream), and runner.status says intake is full. (Before v3 the
     // run waited in the group while the worker closed its run stream; that
     // lost requests written in the instant before the close.)

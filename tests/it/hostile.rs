@@ -675,7 +675,7 @@ async fn tombstones_of_a_runner_that_never_comes_back_are_removed_by_another() {
         )
         .await;
     assert_eq!(r["status"], "succeeded", "{r}");
-    // Contract §9: the container shows the reference the run asked for,
+    // docs/protocol.md §9: the container shows the reference the run asked for,
     // and the response's image id is the one it was created from.
     // (It is marked answered right after the response is published.)
     let tomb = format!("bus-run-{early}.answered");

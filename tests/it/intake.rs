@@ -1,4 +1,4 @@
-//! Intake follows capacity without losing a request (contract v3 §5,
+//! Intake follows capacity without losing a request (docs/protocol.md §5,
 //! issue 16 item 1): every run request that reaches the worker is answered
 //! exactly once, whatever the burst — at worst with `capacity`.
 //!

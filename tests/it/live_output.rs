@@ -1,4 +1,4 @@
-//! Live output (`stream_output: true`, contract §2/§4).
+//! Live output (`stream_output: true`, docs/protocol.md §2/§4).
 //!
 //! * With the static runtime on the in-memory bus and a paused clock: seq,
 //!   coalescing, pacing, and every output event before the response.

@@ -1,4 +1,4 @@
-//! Metrics and health (contract §8): the opt-in listener, counters that
+//! Metrics and health (docs/protocol.md §8): the opt-in listener, counters that
 //! move with requests and runs, and `/readyz` following the Events API
 //! and the engine.
 

@@ -1,4 +1,4 @@
-//! Run networks (contract §4, v3) on the real engine: the engine's default
+//! Run networks (docs/protocol.md §4, v3) on the real engine: the engine's default
 //! network unless the request, its profile or the operator says otherwise;
 //! user-defined networks by name; namespace-sharing forms refused; the
 //! operator's list and default narrow it; `runner.status` shows the policy.

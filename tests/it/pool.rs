@@ -1,4 +1,4 @@
-//! The engine pool on two real engines (contract v2 §5, issue 11): the
+//! The engine pool on two real engines (docs/protocol.md §5, issue 11): the
 //! second and third test engines that `scripts/test.sh` starts beside the
 //! first (`scripts/docker-engine.sh ensure2`/`ensure3`). The pool is
 //! engine 2 over tcp+TLS and engine 3 over its unix socket, so TLS is on the

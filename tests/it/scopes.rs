@@ -1,4 +1,4 @@
-//! Scopes (contract v3 §9, issue 17 item 4): a worker token that lacks a
+//! Scopes (docs/protocol.md §9, issue 17 item 4): a worker token that lacks a
 //! container scope serves the operations it has. Each stream the Events
 //! API refuses (403) is reported naming the missing scope, in `/readyz`
 //! (503) and in `runner.status` (`details.streams`, when the runner

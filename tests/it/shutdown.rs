@@ -1,4 +1,4 @@
-//! Graceful shutdown (contract §5) on the in-memory event ports with the
+//! Graceful shutdown (docs/protocol.md §5) on the in-memory event ports with the
 //! static runtime and a paused clock: queued runs are answered `canceled`,
 //! running runs get the grace period, then are left to the next start-up.
 

@@ -1,4 +1,4 @@
-//! The worker binary finds its token the Bus way (contract §1), logs which
+//! The worker binary finds its token the Bus way (docs/protocol.md §1), logs which
 //! source it used (never the token), and writes no ANSI colour to a stderr
 //! that is not a terminal.
 

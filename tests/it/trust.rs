@@ -1,5 +1,5 @@
 //! "Exactly one response, executed at most once" across workers that share
-//! one Docker Engine (contract §2, §5), on the real engine:
+//! one Docker Engine (docs/protocol.md §2, §5), on the real engine:
 //!
 //! * a request without `run_id` delivered to two workers (two groups on one
 //!   prefix: each group gets every event) runs once and is answered once;

@@ -1,4 +1,4 @@
-//! Warm start (contract §10) on a real engine: parked containers, claims
+//! Warm start (docs/protocol.md §10) on a real engine: parked containers, claims
 //! that start the command at once, fresh single use, billing times from
 //! the claim, delete, OOM, runner.delete and shutdown, misses that take
 //! the cold path, kill -9 between claim and response, two engines, and

@@ -1,4 +1,4 @@
-//! Per-run Codex homes and the sessions they keep (contract §6, v3).
+//! Per-run Codex homes and the sessions they keep (docs/protocol.md §6, v3).
 //!
 //! A run with a [`RunHome`] gets, all on the engine's side (the configured
 //! home is a path on the Docker host, which this worker may not see):

@@ -1,7 +1,7 @@
 //! Images: making a run's image present under its pull policy, reading
 //! an image's id and labels, and which image a container was created from.
 //!
-//! What was checked is what runs (contract §9, "What operators see"): the
+//! What was checked is what runs (docs/protocol.md §9, "What operators see"): the
 //! worker ensures the image and hands the id down to `create`. The
 //! container is created from the reference the run asked for (so
 //! `docker ps` shows it, not `sha256:…`), then [`created_from`] reads the

@@ -1,5 +1,5 @@
 //! The labels that make a container the durable record of a run
-//! (contract §5), and reading a [`ManagedContainer`] back from them.
+//! (docs/protocol.md §5), and reading a [`ManagedContainer`] back from them.
 //!
 //! Besides the contract's labels the adapter stores what recovery needs to
 //! answer a run after a worker restart without any local state: the
@@ -41,11 +41,11 @@ pub const ARGS: &str = "bus.args";
 pub const INTERACTIVE: &str = "bus.interactive";
 /// `true` when the request asked for live output (absent otherwise).
 pub const STREAM_OUTPUT: &str = "bus.stream-output";
-/// The codex session a run resumes (contract §6), echoed after recovery.
+/// The codex session a run resumes (docs/protocol.md §6), echoed after recovery.
 pub const SESSION: &str = "bus.session";
 /// Whole seconds.
 pub const TIMEOUT_SECONDS: &str = "bus.timeout-seconds";
-/// On a warm container (contract §10): the profile it was parked for. A
+/// On a warm container (docs/protocol.md §10): the profile it was parked for. A
 /// parked one has no run yet; a claimed one is named `bus-run-<id>` and
 /// its run's facts are in its claim record (`warm.rs`), not in labels.
 pub const WARM: &str = "bus.warm";

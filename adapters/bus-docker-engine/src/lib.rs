@@ -34,7 +34,7 @@
 //!   run, and reading them back.
 //! * [`registry`]: registry credentials from the Docker client config
 //!   (`auths`, `credsStore`, `credHelpers`) for pulls.
-//! * [`warm`]: warm start (contract §10): parked containers, the
+//! * [`warm`]: warm start (docs/protocol.md §10): parked containers, the
 //!   launcher, the claim and its record in the engine's log.
 //! * [`error`]: `DockerError` (one variant per Engine call) and its
 //!   mapping to `RuntimeError`.

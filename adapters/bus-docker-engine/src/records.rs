@@ -1,4 +1,4 @@
-//! The engine as the record of runs (contract §5): listing the managed
+//! The engine as the record of runs (docs/protocol.md §5): listing the managed
 //! containers with one call, reading one in full, and setting run marks.
 //!
 //! A listing is one `GET /containers/json` with label filters, whatever

@@ -143,7 +143,7 @@ pub(crate) fn apply(entries: &mut Entries, event: &EventMessage) {
                 created_at: event_time(event),
                 finished_at: None,
             }) {
-                // A parked warm container claimed by a run (contract §10):
+                // A parked warm container claimed by a run (docs/protocol.md §10):
                 // it becomes a run by its new name.
                 entries.insert(id.to_owned(), claimed);
             }

@@ -1,4 +1,4 @@
-//! Warm start (contract §10): parked containers, the launcher inside
+//! Warm start (docs/protocol.md §10): parked containers, the launcher inside
 //! them, the claim, and the claim record the engine keeps.
 //!
 //! # The launcher

@@ -548,7 +548,7 @@ async fn an_image_removed_after_it_was_seen_is_not_trusted_from_the_cache() {
     assert!(!engine.image_present(&cached).await.unwrap());
 }
 
-/// Contract §9 "What operators see" and issue 18.4: a run's container
+/// docs/protocol.md §9 "What operators see" and issue 18.4: a run's container
 /// shows the reference the run asked for (`Config.Image`, what `docker ps`
 /// prints) and is created from the image id that was checked, also when
 /// the tag is moved to another image between the check and the create.

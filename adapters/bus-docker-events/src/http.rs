@@ -6,7 +6,7 @@
 //! used but still names one of our requests and a correlation id becomes
 //! an `Inbound` with a `bad_request` error so the caller gets an answer.
 //!
-//! # Every line read is handed on (contract §5)
+//! # Every line read is handed on (docs/protocol.md §5)
 //!
 //! The Events API counts an event as delivered once it is written to a
 //! stream; it has no acknowledgement and sends it to nobody else. So the
@@ -18,7 +18,7 @@
 //! ([`EventSource::close`]), and then hand on what they had already read
 //! (`bus-events-client`'s subscription finishes a begun line, too).
 //!
-//! # Refused streams (contract §9)
+//! # Refused streams (docs/protocol.md §9)
 //!
 //! A stream the Events API refuses with 403 (the token lacks its scope) is
 //! logged once at error level naming the scope, asked for again about once
@@ -51,10 +51,10 @@ pub struct Listen {
     pub consumer: String,
 }
 
-/// Names under these prefixes need a `container:*` scope (contract §1).
+/// Names under these prefixes need a `container:*` scope (docs/protocol.md §1).
 const PROTECTED_PREFIXES: [&str; 2] = ["bus.containers.", "bus.docker."];
 
-/// The scope the Events API asks of a listener on `name` (contract §1):
+/// The scope the Events API asks of a listener on `name` (docs/protocol.md §1):
 /// `container:read` for status, `container:run` for run and input,
 /// `container:delete` for delete, `container:admin` for `runner.*`, and
 /// `events:listen` for names outside the protected prefixes.

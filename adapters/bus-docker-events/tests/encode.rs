@@ -1,4 +1,4 @@
-//! Payload encoding: every response encodes to the shape of contract §3/§4
+//! Payload encoding: every response encodes to the shape of docs/protocol.md §3/§4
 //! and the whole event stays under the size limit.
 
 use std::collections::BTreeMap;
@@ -380,7 +380,7 @@ fn runner_responses() {
     let e = encoded(Operation::RunnerStatus, Reply::RunnerStatus(Box::new(full)));
     assert_eq!(e.payload["status"]["details"]["intake"], "full");
 
-    // Contract §9: the request streams, a refused one with its scope.
+    // docs/protocol.md §9: the request streams, a refused one with its scope.
     let mut streams = runner_report(RunnerState::Degraded, Some("streams refused"));
     streams.streams = vec![
         StreamReport {

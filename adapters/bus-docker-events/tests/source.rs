@@ -1,4 +1,4 @@
-//! The HTTP source on the real event path (contract v3 §5): it hands on
+//! The HTTP source on the real event path (docs/protocol.md §5): it hands on
 //! every request it reads, whatever the worker's load — there is no
 //! intake switch any more — and once closed it hands on what it had read,
 //! then ends. Checked against the in-process local Events API

@@ -49,7 +49,7 @@ pub struct StaticRuntime {
 #[derive(Default)]
 struct State {
     containers: HashMap<String, Entry>,
-    /// Parked containers of warm profiles (contract §10): no run yet, so
+    /// Parked containers of warm profiles (docs/protocol.md §10): no run yet, so
     /// never listed as one.
     parked: HashMap<String, ParkedContainer>,
     next_id: u64,

@@ -200,7 +200,7 @@ impl EventsClient {
     }
 }
 
-/// A publish is retried on 5xx and 429 only (contract §1): 408, like any
+/// A publish is retried on 5xx and 429 only (docs/protocol.md §1): 408, like any
 /// other 4xx, is final.
 pub(crate) fn is_retryable_publish(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS

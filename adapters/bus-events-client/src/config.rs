@@ -35,7 +35,7 @@ pub struct ClientConfig {
 }
 
 /// How often a refused (403) stream is asked for again: about once a
-/// minute (contract §9).
+/// minute (docs/protocol.md §9).
 pub const REFUSED_STREAM_RETRY: Duration = Duration::from_secs(60);
 
 impl ClientConfig {

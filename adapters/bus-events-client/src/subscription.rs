@@ -13,7 +13,7 @@
 //! and a stream asked to stop first hands on what has already arrived — the
 //! rest of a line it has begun included, for up to [`STOP_DRAIN`] — before
 //! it closes the connection. Only the bytes still on the wire when the
-//! connection closes are beyond its reach (contract §5: closing a stream
+//! connection closes are beyond its reach (docs/protocol.md §5: closing a stream
 //! with unread events in it loses them; the worker closes its streams only
 //! at shutdown).
 

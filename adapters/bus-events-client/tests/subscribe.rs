@@ -187,7 +187,7 @@ async fn a_401_on_the_stream_is_fatal() {
     assert_eq!(subscription.connections(), 0);
 }
 
-/// Contract §9: a 403 (the token lacks this stream's scope) is reported
+/// docs/protocol.md §9: a 403 (the token lacks this stream's scope) is reported
 /// once and the stream is asked for again about once a minute (here
 /// `refused_retry`), so that a token re-granted the scope is picked up.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Host paths the operator configures (the codex options of contract §6).
+//! Host paths the operator configures (the codex options of docs/protocol.md §6).
 //!
 //! They are paths on the Docker host, not necessarily in the worker's
 //! filesystem: in the Bus compose stack the worker runs in a container that

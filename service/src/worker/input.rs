@@ -3,7 +3,7 @@
 //! drives is written through the engine. A queued or creating run has no
 //! stdin yet: `conflict`.
 //!
-//! Waiting input is bounded (contract §5, v3; issue 16.4: 300 requests of
+//! Waiting input is bounded (docs/protocol.md §5, v3; issue 16.4: 300 requests of
 //! 1 MiB to a run that never reads grew the worker by 310 MiB). Input is
 //! *held* from the moment a request is taken until the run's driver pulls
 //! it from the run's queue (or the engine write for another worker's run

@@ -1,4 +1,4 @@
-//! Intake follows capacity (contract §5): whether the worker has room for
+//! Intake follows capacity (docs/protocol.md §5): whether the worker has room for
 //! another run.
 //!
 //! The run table counts admitted runs (queued, creating, running, and

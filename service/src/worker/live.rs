@@ -1,4 +1,4 @@
-//! Live output (`stream_output: true`, contract §2/§4): the runtime hands
+//! Live output (`stream_output: true`, docs/protocol.md §2/§4): the runtime hands
 //! every chunk the container writes to a [`LiveOutput`] (the run's
 //! [`OutputSink`]); a streamer beside the drive turns what accumulated into
 //! `<prefix>.run.output` events and publishes them, all before the run's

@@ -114,10 +114,10 @@ pub struct WorkerSettings {
     /// How long finished runs stay listed in `status` and their containers
     /// stay as `.answered` tombstones (0: removed once answered).
     pub run_retention: Duration,
-    /// Codex sessions unused this long are removed (contract §6); `None`
+    /// Codex sessions unused this long are removed (docs/protocol.md §6); `None`
     /// when no profile has per-run homes (nothing keeps sessions).
     pub session_retention: Option<Duration>,
-    /// Warm profiles (contract §10); none by default.
+    /// Warm profiles (docs/protocol.md §10); none by default.
     pub warm: WarmSettings,
 }
 
@@ -171,7 +171,7 @@ struct Inner<R, P> {
 pub type StreamsProbe = Arc<dyn Fn() -> Vec<StreamReport> + Send + Sync>;
 
 /// Why an operation other than `run` failed: the error code, and whatever
-/// partial reply the response still carries (contract §3).
+/// partial reply the response still carries (docs/protocol.md §3).
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub error: OperationError,
@@ -302,7 +302,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
     }
 
-    /// "Run intake open" (contract §5): `true` while fewer runs are
+    /// "Run intake open" (docs/protocol.md §5): `true` while fewer runs are
     /// admitted than `max_concurrent_runs` + `max_queued_runs`. An
     /// observable only (`runner.status`, metrics): run requests are read
     /// whatever it says, and one that finds no room is answered `capacity`.
@@ -311,7 +311,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// Report the request streams `probe` describes in `runner.status`
-    /// (contract §9). Set once, by the composition root; later calls are
+    /// (docs/protocol.md §9). Set once, by the composition root; later calls are
     /// ignored.
     pub fn watch_streams(&self, probe: StreamsProbe) {
         let _ = self.inner.streams.set(probe);

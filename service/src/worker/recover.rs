@@ -1,7 +1,7 @@
 //! Start-up recovery: the container is the durable record of a run, so a
 //! restarted worker re-attaches to the containers its runner name left
 //! behind. Running ones are driven to their end, exited ones collected;
-//! each is answered once and then removed (contract §5).
+//! each is answered once and then removed (docs/protocol.md §5).
 //!
 //! A recovered run that asked for live output (`bus.stream-output`) keeps
 //! streaming what the container prints from the re-attach on, with `seq`

@@ -5,7 +5,7 @@
 //! by an earlier process) are kept one more retention period.
 //!
 //! The same sweep removes the expired tombstones of **every** runner on
-//! the engines (contract §5, v3): a runner may never come back, and its
+//! the engines (docs/protocol.md §5, v3): a runner may never come back, and its
 //! tombstones would otherwise stay for good. A tombstone's age counts from
 //! its container's finish time on the engine; one listing per sweep (label
 //! filters), and an inspect only for tombstones created longer ago than
@@ -54,7 +54,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         }
     }
 
-    /// Remove codex sessions unused for `session_retention` (contract §6)
+    /// Remove codex sessions unused for `session_retention` (docs/protocol.md §6)
     /// on every engine, until the worker stops. Only a worker with per-run
     /// Codex homes sweeps (the setting is `None` otherwise); any worker of
     /// the engine may remove an expired session, as with tombstones.

@@ -53,7 +53,7 @@ const TWIN_ATTEMPTS: u32 = 8;
 const TWIN_BACKOFF: Duration = Duration::from_millis(25);
 
 /// The run id of a request that did not choose one: `run_` and the first
-/// 24 hex digits of the SHA-256 of its correlation id (contract §5). Every
+/// 24 hex digits of the SHA-256 of its correlation id (docs/protocol.md §5). Every
 /// delivery of one request gets the same id, on every worker.
 pub(crate) fn derived_run_id(correlation: &CorrelationId) -> RunId {
     let digest = Sha256::digest(correlation.as_str().as_bytes());
@@ -327,7 +327,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     }
 
     /// Create the run's container on the placed engine, making sure it is
-    /// the only one of this run (contract §5: a duplicate must not run
+    /// the only one of this run (docs/protocol.md §5: a duplicate must not run
     /// twice, across engines too). The engine's unique names settle
     /// duplicates on one engine (a 409, [`Self::name_conflict`]); across
     /// engines, each delivery looks on every engine after its create and

@@ -1,4 +1,4 @@
-//! Warm start (contract §10): containers parked ahead for warm profiles,
+//! Warm start (docs/protocol.md §10): containers parked ahead for warm profiles,
 //! claimed by runs that fit them, refilled off the request path.
 //!
 //! * A warm profile (`profiles.<name>.warm = N`) keeps `N` parked

@@ -119,7 +119,7 @@ struct RunDto {
     timeout_seconds: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
     stream_output: Option<bool>,
-    /// Contract §6: an empty value is refused too (not read as absent):
+    /// docs/protocol.md §6: an empty value is refused too (not read as absent):
     /// a caller that meant a session must not silently lose it.
     session: Option<String>,
 }

@@ -461,7 +461,7 @@ fn runner_details(report: &RunnerReport) -> Value {
     details
 }
 
-/// One request stream of `details.streams` (contract §9):
+/// One request stream of `details.streams` (docs/protocol.md §9):
 /// `{"name", "state": "connected" | "connecting" | "refused"}`, and for a
 /// refused one `missing_scope` and the server's `error`.
 fn stream_details(stream: &StreamReport) -> Value {

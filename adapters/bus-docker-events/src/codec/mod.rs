@@ -1,4 +1,4 @@
-//! The payload codec of contract §3 and §4: inbound request payloads become
+//! The payload codec of docs/protocol.md §3 and §4: inbound request payloads become
 //! domain [`Request`](bus_docker_domain::request::Request)s, domain [`Response`]s become outbound envelope parts.
 //!
 //! Wire types live here, not in the domain: each request payload has a serde
@@ -88,7 +88,7 @@ pub enum Decoded {
 ///
 /// The payload's owner is not merged with the stamped owner here: both are
 /// handed on (`RunRequest::owner`, `Inbound::stamped_owner`) and the caller
-/// applies the fallback of contract §4, as `spec::resolve` does for runs.
+/// applies the fallback of docs/protocol.md §4, as `spec::resolve` does for runs.
 pub fn decode(prefix: &EventPrefix, raw: RawInbound<'_>) -> Decoded {
     let Some(operation) = prefix.operation_of(raw.name) else {
         return Decoded::Skip(format!(
@@ -126,7 +126,7 @@ pub fn decode(prefix: &EventPrefix, raw: RawInbound<'_>) -> Decoded {
     })
 }
 
-/// Encode one response (contract §3, §4).
+/// Encode one response (docs/protocol.md §3, §4).
 ///
 /// On failure the `{code, message}` object is both the envelope's `error`
 /// and `payload.error`, next to the partial reply's fields when there is
@@ -140,7 +140,7 @@ pub fn encode(response: &Response, max_event_bytes: usize) -> Encoded {
     encode::response(response, max_event_bytes)
 }
 
-/// Encode one live output event (`<prefix>.run.output`, contract §2/§4):
+/// Encode one live output event (`<prefix>.run.output`, docs/protocol.md §2/§4):
 /// payload `{"run_id", "seq", "stream", "data"}`, plus `"note"` and
 /// `"truncated": true` on the event that says live output stopped early.
 /// `data` is at most 64 KiB of text, so the event is always far below the
