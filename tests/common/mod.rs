@@ -1,5 +1,5 @@
 //! Test harness: a local Events API, workers wired like production
-//! (`App` + `HttpEvents`), and a client that publishes requests and waits
+//! (`App` + `HttpSource`/`HttpPublisher`), and a client that publishes requests and waits
 //! for their correlated responses.
 #![allow(dead_code)]
 

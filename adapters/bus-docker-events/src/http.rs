@@ -1,4 +1,4 @@
-//! `HttpEvents`: the event ports over the Bus Events API, on top of the
+//! `HttpSource` and `HttpPublisher`: the event ports over the Bus Events API, on top of the
 //! transport client `bus-events-client`.
 //!
 //! The source opens one unicast subscription per request name and merges

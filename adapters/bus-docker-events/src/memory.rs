@@ -1,4 +1,4 @@
-//! `MemoryEvents`: the event ports in memory, for tests of everything
+//! The event ports in memory (`MemoryBus`, `MemorySource`, `MemoryPublisher`), for tests of everything
 //! above the transport. Requests go in through a [`MemoryBus`] handle;
 //! published responses come out of it.
 //!
