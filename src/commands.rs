@@ -6,10 +6,10 @@ use bus_docker_domain::{ImageRef, Operation};
 use serde_json::{json, Value};
 
 use crate::app::{self, App, AppError};
+use crate::caller::{operation, request, run_following};
 use crate::cli::{ClientArgs, DemoArgs, OutputFormat};
 use crate::config::{Provider, Settings};
 use crate::local::LocalBus;
-use crate::request::{operation, request, run_following};
 use crate::runtime::AnyRuntime;
 use bus_docker_service::pool::EnginePool;
 

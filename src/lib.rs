@@ -4,26 +4,26 @@
 //! API (`bus-docker-events` over `bus-events-client`) inbound and outbound,
 //! and a container runtime (`bus-docker-engine` on bollard, or the
 //! deterministic `bus-docker-static`). The application service that
-//! answers requests lives in [`worker`].
+//! answers requests is its own crate, `bus-docker-service` (`service/`),
+//! re-exported here as [`worker`], [`pool`] and [`metrics`].
 //!
 //! Layout:
 //! * [`cli`], [`config`], [`telemetry`]: what `main` reads and sets up.
 //! * [`app`]: building adapters and the intake loop (`App::run_until`).
-//! * [`worker`]: the service: dedupe, queue, runs, recovery, shutdown.
 //! * [`runtime`]: the `--provider` enum forwarding to an adapter.
-//! * [`metrics`], [`health`]: what the worker counts, and the opt-in
-//!   `/metrics`, `/healthz`, `/readyz` listener.
-//! * [`local`], [`request`], [`commands`]: the in-process local Events
-//!   API, request/response helpers, and the one-shot commands.
+//! * [`health`]: the opt-in `/metrics`, `/healthz`, `/readyz` listener.
+//! * [`local`], [`caller`], [`commands`]: the in-process local Events
+//!   API, the caller side (publish a request, wait for its response), and
+//!   the one-shot commands.
 
 pub mod app;
+pub mod caller;
 pub mod cli;
 pub mod commands;
 pub mod config;
 mod de;
 pub mod health;
 pub mod local;
-pub mod request;
 pub mod runtime;
 pub mod telemetry;
 

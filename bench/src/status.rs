@@ -29,8 +29,8 @@ use bus_docker_domain::ports::{ContainerRuntime, ManagedFilter};
 use bus_docker_domain::{EventPrefix, ImageRef, Operation, RunId};
 use bus_docker_engine::{labels, DockerEngine, EngineOptions};
 use bus_events_client::{CancellationToken, EventsClient, OutboundEvent};
+use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::local::LocalBus;
-use bus_integration_docker::request::ResponseWaiter;
 use serde_json::{json, Value};
 
 use crate::others::{remove, Others};
@@ -450,7 +450,7 @@ async fn measure(
     }
     .await;
     // End the owner's run the way a caller would, whatever happened.
-    let deleted = bus_integration_docker::request::request(
+    let deleted = bus_integration_docker::caller::request(
         &bench
             .bus
             .client()

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bus_docker_domain::{EventPrefix, Operation};
 use bus_events_client::{CancellationToken, EventsClient, OutboundEvent};
+use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::local::LocalBus;
-use bus_integration_docker::request::ResponseWaiter;
 use serde_json::{json, Value};
 
 use crate::BenchError;

@@ -13,9 +13,9 @@ use bus_events_client::{
 };
 use bus_events_local::{mint_token, MintClaims, Secret};
 use bus_integration_docker::app::{self, App, AppError};
+use bus_integration_docker::caller::{correlation_id, ResponseWaiter};
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::WORKER_SCOPES;
-use bus_integration_docker::request::{correlation_id, ResponseWaiter};
 use common::{settings, WAIT};
 use serde_json::json;
 use testcontainers::core::WaitFor;

@@ -17,8 +17,8 @@ use bus_docker_domain::response::Reply;
 use bus_docker_domain::{CorrelationId, ImageRef, Operation, RunId};
 use bus_docker_events::memory::PublishedOutput;
 use bus_docker_static::StaticRuntime;
+use bus_integration_docker::caller::{correlation_id, ResponseWaiter};
 use bus_integration_docker::local::LocalBus;
-use bus_integration_docker::request::{correlation_id, ResponseWaiter};
 use common::{docker_settings, require_engine, spawn_worker, test_image, unique, Caller, WAIT};
 use serde_json::{json, Value};
 

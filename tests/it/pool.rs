@@ -27,9 +27,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus_docker_domain::Operation;
+use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
-use bus_integration_docker::request::ResponseWaiter;
 use common::{
     code, collect, containers_of, eventually, settings, spawn_worker, test_image, unique,
     wait_connected, Caller, SocketProxy, WAIT,

@@ -440,7 +440,7 @@ trait EngineDate {
 
 impl EngineDate for String {
     fn system_time(&self) -> Option<SystemTime> {
-        crate::config::engine_time(Some(self))
+        crate::bodies::engine_time(Some(self))
     }
 }
 

@@ -13,7 +13,7 @@ use bollard::Docker;
 use bus_docker_domain::run::RunMark;
 use futures_util::StreamExt;
 
-use crate::config::engine_time;
+use crate::bodies::engine_time;
 use crate::error::{classify, Class, DockerError};
 use crate::labels;
 

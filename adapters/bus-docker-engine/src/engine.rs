@@ -20,8 +20,8 @@ use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 
+use crate::bodies::{container_body, ImageSeen};
 use crate::client::{Connection, EngineOptions};
-use crate::config::{container_body, ImageSeen};
 use crate::control::{self, Killed};
 use crate::drive;
 use crate::error::{classify, Class, DockerError};
@@ -273,7 +273,7 @@ impl DockerEngine {
                     .created
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(created.id.clone(), crate::config::wants_stdin(spec));
+                    .insert(created.id.clone(), crate::bodies::wants_stdin(spec));
                 let record = labels::managed(Listed {
                     id: &created.id,
                     name: &name,

@@ -21,7 +21,7 @@ use bollard::Docker;
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::{ImageId, ImageRef};
 
-use crate::config::ImageSeen;
+use crate::bodies::ImageSeen;
 use crate::error::{classify, Class, DockerError};
 use crate::pull::{self, PullLimits};
 use crate::registry::ClientConfig;

@@ -25,7 +25,7 @@
 //! * `images.rs`: making an image present under a pull policy (a cache
 //!   of images seen), reading an image's id and labels.
 //! * `pull.rs`: pulls with credentials, an idle limit and a deadline.
-//! * `config.rs`: create bodies, pull references, engine timestamps.
+//! * `bodies.rs`: create bodies, pull references, engine timestamps.
 //! * [`codex_home`]: per-run Codex homes (an anonymous volume seeded on
 //!   the engine's side), session volumes, their last use and sweep.
 //! * [`pinning`]: request mounts pinned to what was checked
@@ -47,9 +47,9 @@
 //! engine of `scripts/test.sh`). They fail, never skip, when no engine is
 //! reachable (`tls.rs` skips only without `BUS_TEST_DOCKER`).
 
+mod bodies;
 pub mod client;
 pub mod codex_home;
-mod config;
 mod control;
 mod drive;
 pub mod engine;

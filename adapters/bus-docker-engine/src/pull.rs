@@ -12,7 +12,7 @@ use bollard::Docker;
 use bus_docker_domain::ImageRef;
 use futures_util::StreamExt;
 
-use crate::config::pull_parts;
+use crate::bodies::pull_parts;
 use crate::error::DockerError;
 use crate::registry::{ClientConfig, Registry};
 

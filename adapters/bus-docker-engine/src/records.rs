@@ -23,7 +23,7 @@ use bollard::Docker;
 use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
 use bus_docker_domain::run::RunMark;
 
-use crate::config::engine_time;
+use crate::bodies::engine_time;
 use crate::control::{inspect_raw, rename};
 use crate::error::DockerError;
 use crate::labels::{self, Listed};

@@ -41,7 +41,7 @@ use bus_docker_domain::run::RunMark;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::engine_time;
+use crate::bodies::engine_time;
 use crate::error::DockerError;
 use crate::labels::{self, Listed};
 

@@ -70,7 +70,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{container_body, engine_time, ImageSeen};
+use crate::bodies::{container_body, engine_time, ImageSeen};
 use crate::error::DockerError;
 use crate::labels;
 use crate::output::Output;
