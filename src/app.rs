@@ -5,8 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bus_docker_domain::container::EngineId;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, EventSource};
-use bus_docker_domain::run::EngineId;
 use bus_docker_domain::SourceError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
 use bus_docker_events::http::{self, HttpPublisher, HttpSource, Listen, StreamsHealth};

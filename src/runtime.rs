@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use bus_docker_domain::ports::{
-    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
-};
+use bus_docker_domain::container::{ContainerRef, EngineInfo, SessionUsage, SessionsSwept};
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, RunIo};
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, EngineInfo, Exit, SessionUsage, SessionsSwept};
+use bus_docker_domain::run::Exit;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 use bus_docker_engine::DockerEngine;

@@ -25,7 +25,8 @@
 
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{ContainerRuntime, ManagedFilter};
+use bus_docker_domain::container::ManagedFilter;
+use bus_docker_domain::ports::ContainerRuntime;
 use bus_docker_domain::{EventPrefix, ImageRef, Operation, RunId};
 use bus_docker_engine::{labels, DockerEngine, EngineOptions};
 use bus_events_client::{CancellationToken, EventsClient, OutboundEvent};

@@ -11,14 +11,21 @@
 //! * [`events`]: operations and the event prefix.
 //! * [`mount`], [`profile`], [`spec`]: mounts, profiles, policy, and
 //!   [`spec::resolve`] turning a request into a [`spec::RunSpec`].
-//! * [`request`], [`response`], [`run`]: what flows in and out.
-//! * [`output`]: live output (`OutputSink`, `OutputEvent`).
-//! * [`ports`]: `ContainerRuntime`, `EventPublisher`, `EventSource`.
+//! * [`request`], [`response`], [`run`]: what flows in and out; [`run`]
+//!   holds a run's outcome (exit, status, report, state, summary).
+//! * [`container`]: engines and containers (`EngineId`, `ContainerRef`,
+//!   `ManagedContainer`, `ManagedFilter`, ...).
+//! * [`runner`]: the runner's report (`runner.status`) and its judgement.
+//! * [`output`]: captured output (`TailBuffer`, `CapturedOutput`) and live
+//!   output (`OutputSink`, `OutputEvent`).
+//! * [`ports`]: the traits `ContainerRuntime`, `EventPublisher`,
+//!   `EventSource` and their IO handles (`Stdin`, `RunIo`, `InputChunk`).
 //! * [`network`]: which network a run joins (`NetworkPolicy`).
 //! * [`placement`]: which engine of the pool a new run goes to.
 //! * [`warm`]: parked containers of warm profiles and which runs fit them.
 //! * [`error`]: errors and the wire codes they map to.
 
+pub mod container;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -31,6 +38,7 @@ pub mod profile;
 pub mod request;
 pub mod response;
 pub mod run;
+pub mod runner;
 pub mod spec;
 pub mod warm;
 

@@ -7,17 +7,19 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_core::Stream;
 
+use crate::container::{ContainerRef, EngineInfo, SessionUsage, SessionsSwept};
+use crate::container::{ManagedContainer, ManagedFilter};
 use crate::error::{PublishError, RuntimeError, SourceError};
-use crate::ids::{CorrelationId, ImageId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
+use crate::ids::{ImageId, ImageRef};
 use crate::output::{OutputEvent, OutputSink};
 use crate::profile::PullPolicy;
 use crate::request::Inbound;
 use crate::response::Response;
-use crate::run::{ContainerRef, EngineInfo, Exit, RunMark, SessionUsage, SessionsSwept};
+use crate::run::Exit;
 use crate::spec::RunSpec;
 use crate::warm::ParkedContainer;
 
@@ -63,134 +65,6 @@ pub struct RunIo {
     /// restart) feeds only what it writes from the re-attach on, not the
     /// replay of its earlier log; a collected (exited) one feeds nothing.
     pub output: Option<Arc<dyn OutputSink>>,
-}
-
-/// The engine's view of a container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ContainerState {
-    Created,
-    Running,
-    Exited,
-    /// Paused, restarting, dead, removing: anything else.
-    Other(String),
-}
-
-impl ContainerState {
-    /// Created, running, paused or restarting: the container holds (or
-    /// is about to hold) a place on its engine.
-    pub fn is_active(&self) -> bool {
-        match self {
-            Self::Created | Self::Running => true,
-            Self::Exited => false,
-            Self::Other(s) => s == "paused" || s == "restarting",
-        }
-    }
-}
-
-/// Which managed containers a listing returns; the runtime turns it into
-/// the engine's own filters, so a listing costs one call however many
-/// containers the engine holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ManagedFilter {
-    /// Only containers labelled with this runner name (`bus.runner`).
-    pub runner: Option<String>,
-    /// Only the containers of this run (`bus.run-id`), whatever their mark.
-    pub run_id: Option<RunId>,
-    /// Only containers that are active: created, running, paused or
-    /// restarting (what placement counts).
-    pub active_only: bool,
-    /// Ask the engine itself, not a view kept from its events: for checks
-    /// that must see every container created before the call. Never
-    /// narrows the result ([`ManagedFilter::matches`] ignores it).
-    pub fresh: bool,
-}
-
-impl ManagedFilter {
-    /// Every managed container.
-    pub fn all() -> Self {
-        Self::default()
-    }
-
-    /// The containers of one runner.
-    pub fn runner(runner: impl Into<String>) -> Self {
-        Self {
-            runner: Some(runner.into()),
-            ..Self::default()
-        }
-    }
-
-    /// The containers of one run.
-    pub fn run(run_id: RunId) -> Self {
-        Self {
-            run_id: Some(run_id),
-            ..Self::default()
-        }
-    }
-
-    /// The active containers of every runner (placement counts them).
-    pub fn active() -> Self {
-        Self {
-            active_only: true,
-            ..Self::default()
-        }
-    }
-
-    /// The same filter, answered by the engine itself (the `fresh` field).
-    #[must_use]
-    pub fn fresh(self) -> Self {
-        Self {
-            fresh: true,
-            ..self
-        }
-    }
-
-    /// Whether a container read back passes the filter (for runtimes that
-    /// filter in memory, and for tests).
-    pub fn matches(&self, managed: &ManagedContainer) -> bool {
-        self.runner
-            .as_deref()
-            .is_none_or(|r| managed.runner.as_deref() == Some(r))
-            && self.run_id.as_ref().is_none_or(|id| *id == managed.run_id)
-            && (!self.active_only || managed.state.is_active())
-    }
-}
-
-/// A container this worker manages, read back from its name and labels
-/// (docs/protocol.md §5): the durable record of a run. Only labels the worker
-/// wrote count: a `bus.*` label the image brings is blanked at create and
-/// an empty label reads back as absent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ManagedContainer {
-    pub container: ContainerRef,
-    pub run_id: RunId,
-    /// What the container's name says about the run (live, deleted,
-    /// answered).
-    pub mark: RunMark,
-    pub owner: Option<OwnerId>,
-    pub correlation: Option<CorrelationId>,
-    pub reply_event: Option<String>,
-    pub runner: Option<String>,
-    pub profile: Option<ProfileName>,
-    pub image: String,
-    pub image_id: Option<String>,
-    pub args: Vec<String>,
-    pub interactive: bool,
-    /// The request asked for live output (`bus.stream-output`).
-    pub stream_output: bool,
-    pub timeout: Option<Duration>,
-    pub state: ContainerState,
-    /// Only an inspect gives the start time: `None` from
-    /// [`ContainerRuntime::list_managed`], exact from
-    /// [`ContainerRuntime::inspect_managed`] once the container started.
-    pub started_at: Option<SystemTime>,
-    /// When the container was created (whole seconds from a listing).
-    pub created_at: Option<SystemTime>,
-    /// The codex session the run resumes (`bus.session`).
-    pub session: Option<SessionName>,
-    /// When the container exited, by the engine's clock: only from an
-    /// inspect (`None` from a listing, or while it has not exited). A
-    /// tombstone's retention counts from it.
-    pub finished_at: Option<SystemTime>,
 }
 
 /// Runs containers. Implemented by `DockerEngine` (bollard) and

@@ -4,7 +4,8 @@
 use crate::error::{ErrorCode, OperationError};
 use crate::events::Operation;
 use crate::ids::{CorrelationId, OwnerId, RunId};
-use crate::run::{RunReport, RunSummary, RunnerReport};
+use crate::run::{RunReport, RunSummary};
+use crate::runner::RunnerReport;
 
 /// What an operation produced.
 #[derive(Clone, Debug, PartialEq, Eq)]

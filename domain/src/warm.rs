@@ -9,9 +9,9 @@
 
 use std::time::SystemTime;
 
+use crate::container::ContainerRef;
+use crate::container::ContainerState;
 use crate::ids::ProfileName;
-use crate::ports::ContainerState;
-use crate::run::ContainerRef;
 use crate::spec::RunSpec;
 
 /// A parked container of a warm profile, read back from the engine.

@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bus_docker_domain::container::{
+    ContainerRef, EngineId, EngineInfo, RequestMounts, SessionUsage, SessionsSwept,
+};
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
 use bus_docker_domain::placement::{choose, EngineLoad, NoRoom};
-use bus_docker_domain::ports::{
-    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
-};
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, RunIo};
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{
-    ContainerRef, EngineId, EngineInfo, Exit, RequestMounts, SessionUsage, SessionsSwept,
-};
+use bus_docker_domain::run::Exit;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::spec::SessionKey;
 use bus_docker_domain::{ImageId, ImageRef, OperationError, RuntimeError};

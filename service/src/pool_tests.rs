@@ -2,7 +2,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
 use bus_docker_domain::spec::SessionKey;
 use bus_docker_domain::ImageId;
 use bus_docker_static::StaticRuntime;

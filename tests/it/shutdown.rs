@@ -81,7 +81,7 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
     );
     use bus_docker_domain::ports::ContainerRuntime;
     let left = runtime
-        .list_managed(&bus_docker_domain::ports::ManagedFilter::all())
+        .list_managed(&bus_docker_domain::container::ManagedFilter::all())
         .await
         .unwrap();
     assert_eq!(

@@ -236,7 +236,8 @@ async fn times_count_from_the_claim_not_from_parking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_run_reads_back_takes_input_and_deletes_like_a_cold_one() {
-    use bus_docker_domain::ports::{ContainerRuntime, ManagedFilter};
+    use bus_docker_domain::container::ManagedFilter;
+    use bus_docker_domain::ports::ContainerRuntime;
     let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("warm-del");

@@ -45,8 +45,8 @@ use bollard::query_parameters::{
     RemoveContainerOptions, RemoveVolumeOptions,
 };
 use bollard::Docker;
+use bus_docker_domain::container::{SessionUsage, SessionsSwept};
 use bus_docker_domain::profile::{CODEX_HOME, CODEX_HOME_SEED, CODEX_SESSIONS};
-use bus_docker_domain::run::{SessionUsage, SessionsSwept};
 use bus_docker_domain::spec::{RunHome, RunSpec, SessionKey};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use bollard::Docker;
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
 use futures_util::StreamExt;
 
 use crate::bodies::engine_time;

@@ -41,8 +41,10 @@ use bollard::container::AttachContainerResults;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{AttachContainerOptions, LogsOptions, StartContainerOptions};
 use bollard::Docker;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::output::TailBuffer;
 use bus_docker_domain::ports::{CancelSignal, RunIo, Stdin};
-use bus_docker_domain::run::{Ending, Exit, RunMark, TailBuffer};
+use bus_docker_domain::run::{Ending, Exit};
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 

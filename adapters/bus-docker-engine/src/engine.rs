@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
-use bus_docker_domain::ports::{
-    ContainerRuntime, InputChunk, ManagedContainer, ManagedFilter, RunIo,
+use bus_docker_domain::container::{
+    ContainerRef, EngineInfo, RequestMounts, RunMark, SessionUsage, SessionsSwept,
 };
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, RunIo};
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{
-    ContainerRef, EngineInfo, Exit, RequestMounts, RunMark, SessionUsage, SessionsSwept,
-};
+use bus_docker_domain::run::Exit;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
@@ -279,7 +279,7 @@ impl DockerEngine {
                     name: &name,
                     labels: &labels::for_run(spec, runner, &image.id, &image.labels),
                     image_id: Some(&image.id),
-                    state: bus_docker_domain::ports::ContainerState::Created,
+                    state: bus_docker_domain::container::ContainerState::Created,
                     started_at: None,
                     finished_at: None,
                     // The create event brings the engine's time.
@@ -799,7 +799,7 @@ impl ContainerRuntime for DockerEngine {
                     name: &claimed.name,
                     labels: &labels::for_run(spec, &runner, "", &HashMap::new()),
                     image_id: None,
-                    state: bus_docker_domain::ports::ContainerState::Running,
+                    state: bus_docker_domain::container::ContainerState::Running,
                     started_at: None,
                     created_at: None,
                     finished_at: None,

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
-use bus_docker_domain::run::{ContainerRef, RunMark};
+use bus_docker_domain::container::{ContainerRef, RunMark};
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{CorrelationId, OwnerId, ProfileName, RunId};
 

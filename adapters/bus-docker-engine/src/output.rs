@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
+use bus_docker_domain::output::TailBuffer;
 use bus_docker_domain::output::{OutputSink, OutputStream};
 use bus_docker_domain::ports::Stdin;
-use bus_docker_domain::run::TailBuffer;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;

@@ -26,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bus_docker_domain::container::RequestMounts;
 use bus_docker_domain::mount::{AccessMode, Mount, MountOrigin};
-use bus_docker_domain::run::RequestMounts;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::RuntimeError;
 use bus_host_mounts::{HostMounts, Pin, PinError};

@@ -20,8 +20,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
-use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 
 use crate::bodies::engine_time;
 use crate::control::{inspect_raw, rename};

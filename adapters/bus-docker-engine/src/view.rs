@@ -36,8 +36,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
-use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 

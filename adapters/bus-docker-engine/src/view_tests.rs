@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::models::{EventActor, EventMessage, EventMessageTypeEnum};
-use bus_docker_domain::ports::{ContainerState, ManagedContainer, ManagedFilter};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 
 use super::{apply, change_of, since_param, Change, Entries, Feed, Synced, View, MAX_AGE};
 use crate::labels;

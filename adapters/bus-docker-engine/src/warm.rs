@@ -61,8 +61,9 @@ use bollard::query_parameters::{
     StartContainerOptions,
 };
 use bollard::Docker;
-use bus_docker_domain::ports::{ManagedContainer, Stdin};
-use bus_docker_domain::run::ContainerRef;
+use bus_docker_domain::container::ContainerRef;
+use bus_docker_domain::container::ManagedContainer;
+use bus_docker_domain::ports::Stdin;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{CorrelationId, OwnerId};
@@ -187,7 +188,7 @@ impl ReadRecord {
         m.interactive = r.interactive;
         m.stream_output = r.stream_output;
         m.timeout = Some(Duration::from_secs(r.timeout_seconds));
-        if m.state != bus_docker_domain::ports::ContainerState::Created {
+        if m.state != bus_docker_domain::container::ContainerState::Created {
             m.started_at = Some(self.claimed_at);
         }
         true

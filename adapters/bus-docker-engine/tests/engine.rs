@@ -6,9 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, InputChunk, InputStream, ManagedFilter, Stdin,
-};
+use bus_docker_domain::container::{ContainerState, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, InputStream, Stdin};
 use bus_docker_domain::run::Ending;
 use bus_docker_domain::RuntimeError;
 use bus_docker_engine::{DockerEngine, EngineOptions};
@@ -33,7 +32,7 @@ fn channel_input() -> (mpsc::UnboundedSender<InputChunk>, InputStream) {
 /// Retry `write_input` while the container is still being started.
 async fn write_when_running(
     engine: &DockerEngine,
-    container: &bus_docker_domain::run::ContainerRef,
+    container: &bus_docker_domain::container::ContainerRef,
     c: InputChunk,
 ) {
     let started = Instant::now();

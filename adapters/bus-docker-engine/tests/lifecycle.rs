@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::InspectContainerOptions;
+use bus_docker_domain::container::ContainerRef;
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 use bus_docker_domain::mount::{AccessMode, ContainerPath, Mount};
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState, ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::ContainerRuntime;
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{ContainerRef, Ending};
+use bus_docker_domain::run::Ending;
 use bus_docker_domain::{ImageRef, ProfileName, RuntimeError};
 use bus_docker_engine::{labels, DockerEngine, EngineOptions};
 use support::{
@@ -123,7 +125,7 @@ async fn list_managed_reads_the_run_back_from_its_labels() {
     spec.timeout = Duration::from_secs(42);
     let container = cleanup.create(&engine, &spec).await;
 
-    let find = |all: Vec<bus_docker_domain::ports::ManagedContainer>| {
+    let find = |all: Vec<bus_docker_domain::container::ManagedContainer>| {
         all.into_iter()
             .find(|m| m.run_id == spec.run_id)
             .expect("the run is listed")

@@ -7,11 +7,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bus_docker_domain::container::RequestMounts;
 use bus_docker_domain::mount::{
     AccessMode, ContainerPath, Mount, MountPolicy, RealHostPaths, RequestedMount,
 };
 use bus_docker_domain::ports::ContainerRuntime;
-use bus_docker_domain::run::RequestMounts;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{OperationError, RuntimeError};
 use bus_docker_engine::{DockerEngine, EngineOptions};

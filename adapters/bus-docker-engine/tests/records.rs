@@ -7,8 +7,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, RemoveImageOptions};
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState, ManagedFilter};
-use bus_docker_domain::run::{ContainerRef, Ending, RunMark};
+use bus_docker_domain::container::{ContainerRef, RunMark};
+use bus_docker_domain::container::{ContainerState, ManagedFilter};
+use bus_docker_domain::ports::ContainerRuntime;
+use bus_docker_domain::run::Ending;
 use bus_docker_domain::{ImageRef, RunId, RuntimeError};
 use bus_docker_engine::DockerEngine;
 use futures_util::StreamExt;
@@ -142,7 +144,7 @@ async fn listings_are_filtered_by_runner_and_run() {
         cleanup.track(&spec.container_name());
         support::create_run(&engine, spec, runner).await.unwrap();
     }
-    let ids = |list: Vec<bus_docker_domain::ports::ManagedContainer>| {
+    let ids = |list: Vec<bus_docker_domain::container::ManagedContainer>| {
         list.into_iter().map(|m| m.run_id).collect::<Vec<RunId>>()
     };
     let of_a = ids(engine

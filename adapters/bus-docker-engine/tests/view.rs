@@ -8,8 +8,9 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState, ManagedContainer, ManagedFilter};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::ContainerRuntime;
 use bus_docker_domain::RunId;
 use bus_docker_engine::DockerEngine;
 use support::{engine, io, spec, Cleanup};

@@ -32,7 +32,7 @@ use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::ports::{EventPublisher, EventSource};
 use bus_docker_domain::request::Inbound;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::run::{StreamReport, StreamState};
+use bus_docker_domain::runner::{StreamReport, StreamState};
 use bus_docker_domain::{CorrelationId, EventPrefix, Operation};
 use std::sync::Arc;
 

@@ -4,16 +4,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bus_docker_domain::container::{EngineInfo, RequestMounts, SessionUsage};
 use bus_docker_domain::error::{ErrorCode, FieldError, OperationError};
 use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, OwnerId, ProfileName, RunId, SessionName};
 use bus_docker_domain::network::NetworkPolicy;
+use bus_docker_domain::output::CapturedOutput;
 use bus_docker_domain::output::{OutputEvent, OutputStream};
 use bus_docker_domain::response::{Failure, Reply, Response};
 use bus_docker_domain::run::{
-    CapturedOutput, EngineInfo, EngineReport, Finished, ProfileImage, RequestMounts, RunReport,
-    RunState, RunStatus, RunSummary, RunnerReport, RunnerState, RuntimeDetails, SessionUsage,
-    StreamReport, StreamState,
+    Finished, RunReport, RunState, RunStatus, RunSummary, RuntimeDetails,
+};
+use bus_docker_domain::runner::{
+    EngineReport, ProfileImage, RunnerReport, RunnerState, StreamReport, StreamState,
 };
 use bus_docker_events::codec::{
     encode, encode_minimal, encode_output, Encoded, STREAM_HEADROOM_BYTES,

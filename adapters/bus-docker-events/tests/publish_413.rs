@@ -13,9 +13,10 @@ use axum::routing::post;
 use axum::Router;
 use bus_docker_domain::events::{EventPrefix, Operation};
 use bus_docker_domain::ids::{CorrelationId, ImageRef, RunId};
+use bus_docker_domain::output::CapturedOutput;
 use bus_docker_domain::ports::EventPublisher;
 use bus_docker_domain::response::{Reply, Response};
-use bus_docker_domain::run::{CapturedOutput, RunReport, RunStatus};
+use bus_docker_domain::run::{RunReport, RunStatus};
 use bus_docker_events::http::HttpPublisher;
 use bus_events_client::{
     CancellationToken, ClientConfig, EventsClient, EventsUrl, Secret, TokenSource,

@@ -26,14 +26,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bus_docker_domain::container::{ContainerRef, EngineInfo, RequestMounts, RunMark};
+use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
+use bus_docker_domain::output::TailBuffer;
 use bus_docker_domain::output::{OutputSink, OutputStream};
-use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, InputChunk, ManagedContainer, ManagedFilter, RunIo, Stdin,
-};
+use bus_docker_domain::ports::{ContainerRuntime, InputChunk, RunIo, Stdin};
 use bus_docker_domain::profile::PullPolicy;
-use bus_docker_domain::run::{
-    ContainerRef, Ending, EngineInfo, Exit, RequestMounts, RunMark, TailBuffer,
-};
+use bus_docker_domain::run::{Ending, Exit};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::ParkedContainer;
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};

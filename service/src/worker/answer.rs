@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bus_docker_domain::container::ContainerRef;
 use bus_docker_domain::output::OutputSink;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, RunIo, Stdin};
 use bus_docker_domain::response::{Reply, Response};
-use bus_docker_domain::run::{ContainerRef, Ending, Exit, RunReport, RunStatus, RuntimeDetails};
+use bus_docker_domain::run::{Ending, Exit, RunReport, RunStatus, RuntimeDetails};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{
     CorrelationId, ImageRef, Operation, OperationError, OwnerId, ProfileName, RunId, RuntimeError,

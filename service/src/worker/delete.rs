@@ -3,10 +3,10 @@
 //! its driver stops the container and answers `canceled`). A run another
 //! worker drives is stopped through the engine; that worker answers it.
 
+use bus_docker_domain::container::RunMark;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::request::DeleteRequest;
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{OperationError, OwnerId};
 
 use super::{visible, Answer, Worker};

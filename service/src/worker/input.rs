@@ -15,10 +15,11 @@
 //! `conflict`. A run holding nothing always takes one request, whatever its
 //! size (an event's data is under 4 MiB).
 
-use bus_docker_domain::ports::{ContainerRuntime, ContainerState, EventPublisher, InputChunk};
+use bus_docker_domain::container::ContainerState;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk};
 use bus_docker_domain::request::InputRequest;
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{OperationError, OwnerId, RunId};
 use std::collections::HashMap;
 use std::pin::Pin;

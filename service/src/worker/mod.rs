@@ -52,13 +52,13 @@ mod warm;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bus_docker_domain::ports::{
-    ContainerRuntime, EventPublisher, InputChunk, ManagedContainer, ManagedFilter,
-};
+use bus_docker_domain::container::{EngineId, RunMark};
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk};
 use bus_docker_domain::profile::Profiles;
 use bus_docker_domain::request::{Inbound, Request};
 use bus_docker_domain::response::{Reply, Response};
-use bus_docker_domain::run::{EngineId, RunMark, StreamReport};
+use bus_docker_domain::runner::StreamReport;
 use bus_docker_domain::spec::Policy;
 use bus_docker_domain::{EventPrefix, Operation, OperationError, OwnerId, PublishError, RunId};
 use tokio::sync::{mpsc, Semaphore};

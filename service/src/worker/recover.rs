@@ -10,10 +10,9 @@
 
 use std::sync::Arc;
 
-use bus_docker_domain::ports::{
-    ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter, Stdin,
-};
-use bus_docker_domain::run::{EngineId, RunMark};
+use bus_docker_domain::container::{EngineId, RunMark};
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, Stdin};
 use bus_docker_domain::ImageRef;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;

@@ -16,8 +16,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedFilter};
-use bus_docker_domain::run::RunMark;
+use bus_docker_domain::container::ManagedFilter;
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use tracing::{debug, info, warn};
 
 use super::{sleep_or_stop, Worker};

@@ -19,14 +19,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bus_docker_domain::container::{ContainerRef, EngineId, RunMark};
+use bus_docker_domain::container::{ContainerState, ManagedFilter};
 use bus_docker_domain::mount::{MountOrigin, RealHostPaths};
-use bus_docker_domain::ports::{
-    ContainerRuntime, ContainerState, EventPublisher, InputChunk, ManagedFilter, Stdin,
-};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk, Stdin};
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::request::RunRequest;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::run::{ContainerRef, EngineId, RunMark, RunState};
+use bus_docker_domain::run::RunState;
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::{
     CorrelationId, ImageId, Operation, OperationError, OwnerId, RunId, RuntimeError,

@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter};
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::RunMark;
 use bus_docker_domain::{RunId, RuntimeError};
 use tracing::{debug, warn};
 

@@ -4,7 +4,7 @@
 
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::RunnerState;
+use bus_docker_domain::runner::RunnerState;
 use bus_docker_domain::OperationError;
 use tracing::warn;
 

@@ -5,10 +5,12 @@
 //! the pool. One list call per engine, filtered by run id when the request
 //! names one: no call per container.
 
-use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, ManagedContainer, ManagedFilter};
+use bus_docker_domain::container::RunMark;
+use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
+use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::request::StatusQuery;
 use bus_docker_domain::response::Reply;
-use bus_docker_domain::run::{Finished, RunMark, RunState, RunStatus, RunSummary};
+use bus_docker_domain::run::{Finished, RunState, RunStatus, RunSummary};
 use bus_docker_domain::OwnerId;
 use tracing::debug;
 

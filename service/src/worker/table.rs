@@ -4,9 +4,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use bus_docker_domain::ports::{InputChunk, ManagedContainer};
+use bus_docker_domain::container::ContainerRef;
+use bus_docker_domain::container::ManagedContainer;
+use bus_docker_domain::ports::InputChunk;
 use bus_docker_domain::response::Response;
-use bus_docker_domain::run::{ContainerRef, RunState, RunSummary};
+use bus_docker_domain::run::{RunState, RunSummary};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{CorrelationId, Operation, OperationError, OwnerId, RunId};
 use tokio::sync::mpsc;

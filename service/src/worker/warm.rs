@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bus_docker_domain::container::{ContainerRef, EngineId};
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
 use bus_docker_domain::request::RunRequest;
-use bus_docker_domain::run::{ContainerRef, EngineId};
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::warm::{misfit, WarmReport};
 use bus_docker_domain::{CorrelationId, ProfileName, RunId, RuntimeError};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bus_docker_domain::container::ContainerRef;
 use bus_docker_domain::ports::{ContainerRuntime, RunIo, Stdin};
-use bus_docker_domain::run::ContainerRef;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::{ImageRef, RunId};
 use bus_docker_engine::{DockerEngine, EngineOptions};

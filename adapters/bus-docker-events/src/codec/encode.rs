@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus_docker_domain::ids::{OwnerId, ProfileName};
 use bus_docker_domain::network::NetworkPolicy;
+use bus_docker_domain::output::CapturedOutput;
 use bus_docker_domain::output::OutputEvent;
 use bus_docker_domain::response::{Failure, Reply, Response};
-use bus_docker_domain::run::{
-    CapturedOutput, RunReport, RunStatus, RunSummary, RunnerReport, StreamReport, StreamState,
-};
+use bus_docker_domain::run::{RunReport, RunStatus, RunSummary};
+use bus_docker_domain::runner::{RunnerReport, StreamReport, StreamState};
 use serde_json::{json, Map, Value};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
