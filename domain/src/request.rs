@@ -350,3 +350,10 @@ mod tests {
         }
     }
 }
+
+/// The owner a request acts for (docs/protocol.md §4): the payload's owner
+/// field, else the owner the Events API stamped on the envelope. Input,
+/// delete and status see and touch only that owner's runs.
+pub fn acting_owner(asked: Option<OwnerId>, stamped: Option<OwnerId>) -> Option<OwnerId> {
+    asked.or(stamped)
+}

@@ -5,32 +5,25 @@
 
 use bus_docker_domain::container::RunMark;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
-use bus_docker_domain::request::DeleteRequest;
+use bus_docker_domain::request::{acting_owner, DeleteRequest};
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::{OperationError, OwnerId};
 
-use super::{visible, Answer, Worker};
+use super::table::Local;
+use super::{Answer, Worker};
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn delete(&self, req: DeleteRequest, stamped: Option<OwnerId>) -> Answer {
-        let owner = req.owner.or(stamped);
-        let local = {
-            let table = self.table();
-            table.live.get(&req.run_id).map(|run| {
-                (
-                    visible(owner.as_ref(), run.owner.as_ref()),
-                    run.cancel.clone(),
-                    run.owner.clone(),
-                )
-            })
+        let owner = acting_owner(req.owner, stamped);
+        let here = match self.table().lookup(&req.run_id, owner.as_ref()) {
+            Local::Here(run) => Some((run.cancel.clone(), run.owner.clone())),
+            Local::Hidden => return Err(OperationError::NotFound(req.run_id.to_string()).into()),
+            Local::Elsewhere => None,
         };
-        let run_owner = match local {
-            Some((true, cancel, run_owner)) => {
+        let run_owner = match here {
+            Some((cancel, run_owner)) => {
                 cancel.cancel();
                 run_owner
-            }
-            Some((false, ..)) => {
-                return Err(OperationError::NotFound(req.run_id.to_string()).into())
             }
             None => {
                 let c = self.find_in_engine(&req.run_id, owner.as_ref()).await?;

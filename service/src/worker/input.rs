@@ -18,7 +18,7 @@
 use bus_docker_domain::container::ContainerState;
 use bus_docker_domain::container::RunMark;
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, InputChunk};
-use bus_docker_domain::request::InputRequest;
+use bus_docker_domain::request::{acting_owner, InputRequest};
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::{OperationError, OwnerId, RunId};
 use std::collections::HashMap;
@@ -31,7 +31,8 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{visible, Answer, Refusal, Worker, INPUT_SEND_TIMEOUT};
+use super::table::Local;
+use super::{Answer, Refusal, Worker, INPUT_SEND_TIMEOUT};
 
 /// What the run table says about the run an input is for.
 enum Target {
@@ -178,7 +179,7 @@ fn not_accepting(run_id: &RunId) -> OperationError {
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn input(&self, req: InputRequest, stamped: Option<OwnerId>) -> Answer {
-        let owner = req.owner.or(stamped);
+        let owner = acting_owner(req.owner.clone(), stamped);
         let bytes = req.data.len();
         let chunk = InputChunk {
             data: req.data.into_bytes(),
@@ -251,11 +252,11 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     fn input_target(&self, run_id: &RunId, owner: Option<&OwnerId>) -> Target {
         let table = self.table();
-        match table.live.get(run_id) {
-            None => Target::Elsewhere,
-            Some(run) if !visible(owner, run.owner.as_ref()) => Target::Hidden,
-            Some(run) if !run.interactive => Target::NotInteractive,
-            Some(run) => match (&run.input, run.accepts_input()) {
+        match table.lookup(run_id, owner) {
+            Local::Elsewhere => Target::Elsewhere,
+            Local::Hidden => Target::Hidden,
+            Local::Here(run) if !run.interactive => Target::NotInteractive,
+            Local::Here(run) => match (&run.input, run.accepts_input()) {
                 (Some(tx), true) => Target::Queue(tx.clone()),
                 _ => Target::NotAccepting,
             },

@@ -5,7 +5,18 @@
 //!
 //! 1. a redelivered request (same correlation id, live or answered) is
 //!    dropped with a log line: never a second container, never a second
-//!    response;
+//!    response. Redelivery is checked at three moments, each for a reason:
+//!    * at dispatch (`mod.rs`, `SeenRequests`), for every operation: cheap,
+//!      but bounded and shared with status traffic, so it forgets first;
+//!    * here, before resolving (`RunTable::redelivered`): the run table's
+//!      own records of admitted and answered runs, which the seen set may
+//!      have forgotten;
+//!    * at admission (`RunTable::admit` → `Admission::Duplicate`): resolving
+//!      runs on a blocking thread, so a twin delivered meanwhile is caught
+//!      under the table's lock;
+//!
+//!    and across workers the engine decides: the unique container name
+//!    (`name_conflict`) and the twin check on every engine (`twins`);
 //! 2. the request is resolved into a [`RunSpec`] under the profiles and the
 //!    policy (mount sources are looked up on the filesystem: off the async
 //!    workers); without a caller-chosen `run_id` the id is derived from the
@@ -37,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::answer::{DriveJob, RunFacts};
-use super::table::{Admission, Capacity, LiveRun};
+use super::table::{Admission, Capacity, LiveRun, Redelivered};
 use super::warm::WarmClaim;
 use super::{input_channel, Worker};
 use crate::pool::Placement;
@@ -147,16 +158,17 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
 
     /// A request this worker is running or has answered: logged, dropped.
     fn is_redelivery(&self, correlation: &CorrelationId) -> bool {
-        let table = self.table();
-        if table.done.by_correlation(correlation).is_some() {
-            info!("redelivered run request already answered: dropped (no second response)");
-            return true;
+        match self.table().redelivered(correlation) {
+            Some(Redelivered::Answered) => {
+                info!("redelivered run request already answered: dropped (no second response)");
+                true
+            }
+            Some(Redelivered::InProgress) => {
+                info!("redelivered run request still running: attached to the running one, not re-run");
+                true
+            }
+            None => false,
         }
-        if table.by_correlation.contains_key(correlation) {
-            info!("redelivered run request still running: attached to the running one, not re-run");
-            return true;
-        }
-        false
     }
 
     /// Resolve on a blocking thread: mount sources are canonicalised on the

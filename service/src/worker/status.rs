@@ -8,7 +8,7 @@
 use bus_docker_domain::container::RunMark;
 use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
-use bus_docker_domain::request::StatusQuery;
+use bus_docker_domain::request::{acting_owner, StatusQuery};
 use bus_docker_domain::response::Reply;
 use bus_docker_domain::run::{Finished, RunState, RunStatus, RunSummary};
 use bus_docker_domain::OwnerId;
@@ -47,7 +47,7 @@ fn engine_summary(c: ManagedContainer) -> RunSummary {
 
 impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
     pub(super) async fn status(&self, q: StatusQuery, stamped: Option<OwnerId>) -> Answer {
-        let owner = q.owner.or(stamped);
+        let owner = acting_owner(q.owner.clone(), stamped);
         let retention = self.inner.settings.run_retention;
         let mut items: Vec<RunSummary> = {
             let table = self.table();

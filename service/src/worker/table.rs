@@ -212,10 +212,11 @@ impl ResponseCache {
     }
 }
 
-/// Correlation ids of recently answered non-run requests, so a
-/// redelivered `status`/`input`/`delete`/`runner.*` request gets no second
-/// response (and a second `input.request` writes nothing). Bounded, oldest
-/// first out.
+/// Correlation ids of recently handled requests of every operation (run
+/// requests included: the first of the three redelivery moments in
+/// `run.rs`), so a redelivered request gets no second response (and a
+/// second `input.request` writes nothing). Bounded, oldest first out: for
+/// run requests the run table's own records back it up.
 pub(crate) struct SeenRequests {
     capacity: usize,
     order: VecDeque<(Operation, CorrelationId)>,
@@ -248,6 +249,25 @@ impl SeenRequests {
     }
 }
 
+/// Whether this worker holds a run, and whether a caller may act on it.
+pub(crate) enum Local<'a> {
+    /// Not held here: another worker's run, or none (ask the engines).
+    Elsewhere,
+    /// Held here, but another owner's: answered as if absent (`not_found`).
+    Hidden,
+    Here(&'a LiveRun),
+}
+
+/// What the run table knows of a run request's correlation id: the second
+/// redelivery moment of `run.rs`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Redelivered {
+    /// Answered already (its response is cached).
+    Answered,
+    /// Admitted and not answered yet.
+    InProgress,
+}
+
 /// Everything the worker knows in memory. The engine stays the durable
 /// record; this table only makes decisions fast and consistent in-process.
 pub(crate) struct RunTable {
@@ -263,6 +283,27 @@ pub(crate) struct RunTable {
 }
 
 impl RunTable {
+    /// The run `run_id` as `caller` may see it (no caller: every run).
+    /// The one lookup of input, delete and status.
+    pub fn lookup(&self, run_id: &RunId, caller: Option<&OwnerId>) -> Local<'_> {
+        match self.live.get(run_id) {
+            None => Local::Elsewhere,
+            Some(run) if !super::visible(caller, run.owner.as_ref()) => Local::Hidden,
+            Some(run) => Local::Here(run),
+        }
+    }
+
+    /// Whether a run request with `correlation` was answered or admitted
+    /// here already.
+    pub fn redelivered(&self, correlation: &CorrelationId) -> Option<Redelivered> {
+        if self.done.by_correlation(correlation).is_some() {
+            return Some(Redelivered::Answered);
+        }
+        self.by_correlation
+            .contains_key(correlation)
+            .then_some(Redelivered::InProgress)
+    }
+
     pub fn new(cache: usize, cache_bytes: usize) -> Self {
         Self {
             live: HashMap::new(),
