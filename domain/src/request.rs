@@ -235,6 +235,13 @@ pub struct Inbound {
     pub request: Result<Request, crate::error::FieldError>,
 }
 
+/// The owner a request acts for (docs/protocol.md §4): the payload's owner
+/// field, else the owner the Events API stamped on the envelope. Input,
+/// delete and status see and touch only that owner's runs.
+pub fn acting_owner(asked: Option<OwnerId>, stamped: Option<OwnerId>) -> Option<OwnerId> {
+    asked.or(stamped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,11 +356,4 @@ mod tests {
             assert!(PRIVILEGE_FIELDS.contains(&field), "{field}");
         }
     }
-}
-
-/// The owner a request acts for (docs/protocol.md §4): the payload's owner
-/// field, else the owner the Events API stamped on the envelope. Input,
-/// delete and status see and touch only that owner's runs.
-pub fn acting_owner(asked: Option<OwnerId>, stamped: Option<OwnerId>) -> Option<OwnerId> {
-    asked.or(stamped)
 }
