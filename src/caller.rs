@@ -12,10 +12,16 @@ use serde_json::Value;
 pub enum RequestError {
     #[error("unknown operation {0:?} (run, status, input, delete, runner.status, runner.start, runner.delete)")]
     UnknownOperation(String),
-    #[error("publishing the request failed: {0}")]
-    Publish(String),
-    #[error("the response stream failed: {0}")]
-    Stream(String),
+    #[error("publishing the request failed")]
+    Publish(#[source] bus_events_client::PublishError),
+    #[error("the response stream failed")]
+    Stream(#[source] bus_events_client::StreamError),
+    #[error("the response stream did not connect within {0:?}")]
+    NotConnected(Duration),
+    #[error("the response stream ended")]
+    StreamEnded,
+    #[error("the response stream carried a malformed line: {0}")]
+    Malformed(String),
     #[error("no response within {0:?}")]
     Timeout(Duration),
 }
@@ -78,9 +84,7 @@ impl ResponseWaiter {
         while sub.connections() == 0 {
             if Instant::now() > deadline {
                 cancel.cancel();
-                return Err(RequestError::Stream(
-                    "response stream did not connect".into(),
-                ));
+                return Err(RequestError::NotConnected(timeout));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -106,8 +110,8 @@ impl ResponseWaiter {
                         return Ok(env.payload);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(RequestError::Stream(e.to_string())),
-                    None => return Err(RequestError::Stream("stream ended".into())),
+                    Some(Err(e)) => return Err(RequestError::Stream(e)),
+                    None => return Err(RequestError::StreamEnded),
                 }
             }
         })
@@ -131,9 +135,11 @@ impl ResponseWaiter {
             Ok(Some(Ok(StreamItem::Event(env)))) => {
                 Ok(Some((env.correlation_id.unwrap_or_default(), env.payload)))
             }
-            Ok(Some(Ok(StreamItem::Malformed { reason, .. }))) => Err(RequestError::Stream(reason)),
-            Ok(Some(Err(e))) => Err(RequestError::Stream(e.to_string())),
-            Ok(None) => Err(RequestError::Stream("stream ended".into())),
+            Ok(Some(Ok(StreamItem::Malformed { reason, .. }))) => {
+                Err(RequestError::Malformed(reason))
+            }
+            Ok(Some(Err(e))) => Err(RequestError::Stream(e)),
+            Ok(None) => Err(RequestError::StreamEnded),
         }
     }
 }
@@ -213,7 +219,7 @@ async fn publish(
     tokio::time::timeout(timeout, client.publish(&event, &cancel))
         .await
         .map_err(|_| RequestError::Timeout(timeout))?
-        .map_err(|e| RequestError::Publish(e.to_string()))
+        .map_err(RequestError::Publish)
 }
 
 /// Publish a request and wait for its response payload.
