@@ -45,8 +45,14 @@ impl std::fmt::Debug for LocalBus {
 pub enum LocalBusError {
     #[error("binding the local events server: {0}")]
     Bind(#[from] std::io::Error),
-    #[error("local events server: {0}")]
-    Setup(String),
+    #[error("the local events server's secret")]
+    Secret(#[from] bus_events_local::SecretError),
+    #[error("minting a token for the local events server")]
+    Mint(#[from] bus_events_local::TokenError),
+    #[error("the local events server's URL")]
+    Url(#[from] bus_events_client::UrlError),
+    #[error("a client of the local events server")]
+    Client(#[from] bus_events_client::ClientError),
 }
 
 fn random_secret() -> String {
@@ -99,11 +105,9 @@ impl LocalBus {
     /// # Errors
     /// See [`LocalBus::start`].
     pub async fn start_on(addr: SocketAddr) -> Result<Self, LocalBusError> {
-        let secret =
-            Secret::parse(&random_secret()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        let secret = Secret::parse(&random_secret())?;
         let server = serve(ServerConfig::new(addr, secret.clone())).await?;
-        let token = mint_token(&secret, &MintClaims::new(LOCAL_IDENTITY, WORKER_SCOPES))
-            .map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        let token = mint_token(&secret, &MintClaims::new(LOCAL_IDENTITY, WORKER_SCOPES))?;
         Ok(Self {
             server,
             secret,
@@ -131,7 +135,7 @@ impl LocalBus {
     pub fn token_for(&self, sub: &str, ttl: Duration) -> Result<String, LocalBusError> {
         let mut claims = MintClaims::new(sub, WORKER_SCOPES);
         claims.ttl = ttl;
-        mint_token(&self.secret, &claims).map_err(|e| LocalBusError::Setup(e.to_string()))
+        Ok(mint_token(&self.secret, &claims)?)
     }
 
     /// A token of this bus's identity with exactly `scopes` (space
@@ -140,8 +144,10 @@ impl LocalBus {
     /// # Errors
     /// Minting failed.
     pub fn token_with_scopes(&self, scopes: &str) -> Result<String, LocalBusError> {
-        mint_token(&self.secret, &MintClaims::new(LOCAL_IDENTITY, scopes))
-            .map_err(|e| LocalBusError::Setup(e.to_string()))
+        Ok(mint_token(
+            &self.secret,
+            &MintClaims::new(LOCAL_IDENTITY, scopes),
+        )?)
     }
 
     /// A client of this bus with the given token and fast retries.
@@ -149,7 +155,7 @@ impl LocalBus {
     /// # Errors
     /// The client cannot be built.
     pub fn client_with(&self, token: &str) -> Result<EventsClient, LocalBusError> {
-        let url = EventsUrl::parse(&self.url()).map_err(|e| LocalBusError::Setup(e.to_string()))?;
+        let url = EventsUrl::parse(&self.url())?;
         let mut config = ClientConfig::new(
             url,
             TokenSource::Static(ClientSecret::new(token.to_owned())),
@@ -158,7 +164,7 @@ impl LocalBus {
         config.stream_backoff.max = Duration::from_millis(500);
         config.publish_backoff.min = Duration::from_millis(50);
         config.publish_backoff.max = Duration::from_millis(500);
-        EventsClient::new(config).map_err(|e| LocalBusError::Setup(e.to_string()))
+        Ok(EventsClient::new(config)?)
     }
 
     /// A client with the operator token.
