@@ -791,7 +791,7 @@ fn memory_of(pid: u32) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_flood_to_a_run_that_never_reads_holds_nothing_past_its_bound() {
     use std::time::Duration;
-    let _docker = require_engine().await;
+    let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("flood");
     let s = docker_settings(&runner, "");
@@ -804,7 +804,8 @@ async fn an_input_flood_to_a_run_that_never_reads_holds_nothing_past_its_bound()
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let run_id = format!("{runner}-r");
-    caller
+    let mut runs = caller.waiter(Operation::Run).await;
+    let run = caller
         .publish(
             Operation::Run,
             json!({"run_id": run_id, "image": test_image(), "command": ["sleep", "120"],
@@ -863,5 +864,11 @@ async fn an_input_flood_to_a_run_that_never_reads_holds_nothing_past_its_bound()
         .call(Operation::Delete, json!({"run_id": run_id}))
         .await;
     assert_eq!(deleted["deleted"], true, "{deleted}");
+    // Answered, then removed (no retention here): only then is the worker
+    // stopped, so nothing is left behind.
+    let r = runs.wait(&run, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r["status"], "canceled", "{r}");
+    let left = common::no_containers_left(&docker, &runner).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
     let _ = child.kill().await;
 }
