@@ -99,6 +99,15 @@ impl Caller {
         }
     }
 
+    /// Subscribe to `<prefix>.run.output` (live output) before publishing
+    /// anything: `wait(correlation)` then returns a run's first chunk, a
+    /// readiness signal the run itself gives.
+    pub async fn output_waiter(&self) -> ResponseWaiter {
+        ResponseWaiter::open_name(&self.client, &self.prefix.output_name(), WAIT)
+            .await
+            .unwrap()
+    }
+
     /// Subscribe to responses of `op` before publishing anything.
     pub async fn waiter(&self, op: Operation) -> ResponseWaiter {
         ResponseWaiter::open(&self.client, &self.prefix, op, WAIT)

@@ -119,17 +119,19 @@ async fn a_delete_through_another_worker_ends_the_run_canceled() {
     let via_a = Caller::new(&bus, &a.worker.prefix);
     let via_b = Caller::new(&bus, &b.worker.prefix);
     let mut runs = via_a.waiter(Operation::Run).await;
+    let mut output = via_a.output_waiter().await;
     let run_id = format!("{tag}-run");
     let c = via_a
         .publish(
             Operation::Run,
             json!({"run_id": run_id, "image": test_image(),
+                   "stream_output": true,
                    "command": ["sh", "-c", "trap 'echo saved; exit 3' TERM; echo up; while :; do sleep 0.1; done"]}),
         )
         .await;
-    common::wait_running(&via_a, &run_id).await;
-    // Give the trap a moment to be installed after `running`.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run says `up` once its trap is installed: its first live output.
+    let first = output.wait(&c, WAIT).await.unwrap();
+    assert_eq!(first["data"], "up\n", "{first}");
     let deleted = via_b
         .call(Operation::Delete, json!({"run_id": run_id}))
         .await;
