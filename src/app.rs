@@ -24,8 +24,10 @@ use bus_docker_service::worker::{Lifecycle, Worker};
 /// cause as `source()`; [`report`] prints the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error("no Events API token")]
+    Token(#[source] bus_events_client::TokenError),
+    #[error("no Events API URL: set --events-url or BUS_EVENTS_API_URL")]
+    NoEventsUrl,
     #[error("events url {url:?} cannot be used")]
     EventsUrl {
         url: String,
@@ -68,12 +70,10 @@ pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
 /// Logs which source was used, never the token.
 ///
 /// # Errors
-/// `Config` when none holds a token.
+/// `Token` when none holds a token.
 pub fn token_source(settings: &Settings) -> Result<TokenSource, AppError> {
     let lookup = TokenLookup::from_env(settings.events.token_file.clone());
-    let (source, origin) = lookup
-        .resolve()
-        .map_err(|e| AppError::Config(e.to_string()))?;
+    let (source, origin) = lookup.resolve().map_err(AppError::Token)?;
     info!(source = %origin, "events api token");
     Ok(source)
 }
@@ -81,11 +81,14 @@ pub fn token_source(settings: &Settings) -> Result<TokenSource, AppError> {
 /// The Events API client from settings.
 ///
 /// # Errors
-/// `Config` for a bad URL or missing token, `Events` when the client cannot be built.
+/// `NoEventsUrl`, `EventsUrl` for a bad URL, `Token` for a missing token,
+/// `Events` when the client cannot be built.
 pub fn events_client(settings: &Settings) -> Result<EventsClient, AppError> {
-    let url = settings.events.url.as_deref().ok_or_else(|| {
-        AppError::Config("no Events API URL: set --events-url or BUS_EVENTS_API_URL".into())
-    })?;
+    let url = settings
+        .events
+        .url
+        .as_deref()
+        .ok_or(AppError::NoEventsUrl)?;
     let url = EventsUrl::parse(url).map_err(|source| AppError::EventsUrl {
         // Never the text as given: it may carry a password (issue 16, 8a).
         url: bus_events_client::redact_url(url),
