@@ -599,16 +599,31 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
     let w = spawn_worker(&bus, &s, "w").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
+    let mut output = caller.output_waiter().await;
     // Runs that end at once on SIGTERM (dockerd stops its containers when
     // it stops), else after 6 s.
     let mut first = Vec::new();
     for i in 0..4 {
         let script =
             format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
-        first.push(caller.publish_shell(&test_image(), &script).await);
+        first.push(
+            caller
+                .publish(
+                    Operation::Run,
+                    json!({"image": test_image(), "command": ["sh", "-c", script],
+                           "stream_output": true}),
+                )
+                .await,
+        );
     }
     wait_spread(&clients, &runner, [2, 2]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the shells trap TERM
+    // Each shell says `started-<i>` once its trap is installed: its first
+    // live output is the signal, not a pause.
+    let started = common::collect(&mut output, 4, Duration::ZERO, WAIT).await;
+    assert!(
+        first.iter().all(|c| started.contains_key(c)),
+        "every shell started: {started:?}"
+    );
     engine_script("stop3").await;
 
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
