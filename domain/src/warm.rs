@@ -73,38 +73,22 @@ pub fn misfit(template: &RunSpec, spec: &RunSpec) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+
     use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;
     use crate::mount::{AccessMode, ContainerPath, Mount};
-    use crate::profile::{Hardening, PullPolicy};
-    use crate::{CorrelationId, ImageRef, NetworkName, RunId};
+
+    use crate::{ImageRef, NetworkName, RunId};
 
     fn spec() -> RunSpec {
-        RunSpec {
-            run_id: RunId::parse("r1").unwrap(),
-            owner: None,
-            correlation: CorrelationId::parse("c").unwrap(),
-            reply_event: "x".into(),
-            profile: Some(ProfileName::parse("codex").unwrap()),
-            image: ImageRef::parse("img:1").unwrap(),
-            pull_policy: PullPolicy::Never,
-            command: vec!["true".into()],
-            workdir: None,
-            env: BTreeMap::new(),
-            mounts: Vec::new(),
-            network: NetworkName::none(),
-            stdin: None,
-            interactive: false,
-            timeout: Duration::from_secs(60),
-            labels: BTreeMap::new(),
-            hardening: Hardening::default(),
-            max_output_bytes: 1024,
-            stream_output: false,
-            codex_home: None,
-        }
+        RunSpec::builder("r1", "img:1")
+            .correlation("c")
+            .reply_event("x")
+            .profile("codex")
+            .max_output_bytes(1024)
+            .build()
     }
 
     #[test]
