@@ -92,7 +92,7 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-fn duration(v: &str) -> Result<Duration, String> {
+fn duration(v: &str) -> Result<Duration, crate::de::DurationError> {
     parse_duration(v)
 }
 

@@ -18,14 +18,29 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// A duration that is neither `250ms`-style text nor whole seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid duration {value:?}: {reason} (use e.g. 250ms, 5s, 30m or seconds)")]
+pub struct DurationError {
+    value: String,
+    /// Shown in the message rather than chained: config errors print one
+    /// line (serde's `custom` keeps only the message).
+    reason: humantime::DurationError,
+}
+
 /// Parse `250ms`, `5s`, `30m`, `1h 30m` (humantime) or bare seconds.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+///
+/// # Errors
+/// The text is neither.
+pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(v)
-        .map_err(|e| format!("invalid duration {v:?}: {e} (use e.g. 250ms, 5s, 30m or seconds)"))
+    humantime::parse_duration(v).map_err(|reason| DurationError {
+        value: v.to_owned(),
+        reason,
+    })
 }
 
 struct TextVisitor;
