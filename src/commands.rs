@@ -146,20 +146,36 @@ const DEMO_TEST_IMAGE: &str = "bus-test-busybox:local";
 /// A public image the demo pulls when the test image is not built.
 const DEMO_PUBLIC_IMAGE: &str = "docker.io/library/busybox:1.36";
 
+/// Why the demo runs on the static provider instead of an engine.
+#[derive(Debug, thiserror::Error)]
+enum NoDockerDemo {
+    #[error("the Docker runtime cannot be built")]
+    Runtime(#[source] AppError),
+    #[error("no Docker Engine reachable: scripts/docker-engine.sh ensure starts one")]
+    NoEngine,
+    #[error("--image")]
+    Image(#[source] bus_docker_domain::FieldError),
+    #[error(
+        "no image to run ({last}); scripts/build-test-images.sh builds {DEMO_TEST_IMAGE} offline"
+    )]
+    NoImage { last: String },
+}
+
 /// An image the demo can run on a reachable engine: the one asked for, else
 /// the local test image, else a public busybox pulled if-not-present; or
 /// why the demo falls back to the static provider.
-async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<String, String> {
+async fn demo_docker_image(
+    settings: &Settings,
+    asked: Option<&str>,
+) -> Result<String, NoDockerDemo> {
     let docker = Settings {
         provider: Provider::Docker,
         ..settings.clone()
     };
-    let rt = app::runtime(&docker).map_err(|e| e.to_string())?;
+    let rt = app::runtime(&docker).map_err(NoDockerDemo::Runtime)?;
     rt.probe().await;
     if !rt.health().iter().any(|engine| engine.state.is_ok()) {
-        return Err(
-            "no Docker Engine reachable: scripts/docker-engine.sh ensure starts one".into(),
-        );
+        return Err(NoDockerDemo::NoEngine);
     }
     let candidates: Vec<&str> = match asked {
         Some(image) => vec![image],
@@ -167,7 +183,7 @@ async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<S
     };
     let mut last = String::new();
     for candidate in candidates {
-        let image = ImageRef::parse(candidate).map_err(|e| e.to_string())?;
+        let image = ImageRef::parse(candidate).map_err(NoDockerDemo::Image)?;
         let ensured = tokio::time::timeout(
             Duration::from_secs(120),
             rt.ensure_image_everywhere(
@@ -182,9 +198,7 @@ async fn demo_docker_image(settings: &Settings, asked: Option<&str>) -> Result<S
             Err(_) => last = format!("pulling {candidate} took too long"),
         }
     }
-    Err(format!(
-        "no image to run ({last}); scripts/build-test-images.sh builds {DEMO_TEST_IMAGE} offline"
-    ))
+    Err(NoDockerDemo::NoImage { last })
 }
 
 /// `demo`: a real container when an engine and the image are there, else
@@ -200,7 +214,8 @@ pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, Command
             let why = format!("engine reachable, image {image} present");
             (image, why)
         }
-        Err(why) => {
+        Err(err) => {
+            let why = app::report(&err);
             settings.provider = Provider::Static;
             let image = args
                 .image
