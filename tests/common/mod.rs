@@ -231,15 +231,23 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// How many containers with `bus.runner=<runner>` the engine created
-/// between `since` and now (from the engine's own event log).
-pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
+/// The container events of `kind` (`create`, `start`, `rename`, ...) the
+/// engine logged between `since` and now, narrowed by `labels`
+/// (`key=value`): the engine's own record, for "exactly once" checks.
+pub async fn engine_events(
+    docker: &bollard::Docker,
+    kind: &str,
+    labels: &[String],
+    since: i64,
+) -> Vec<bollard::models::EventMessage> {
     use bollard::query_parameters::EventsOptionsBuilder;
     use futures_util::StreamExt;
     let mut filters = std::collections::HashMap::new();
-    filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
-    filters.insert("event".to_owned(), vec!["create".to_owned()]);
+    filters.insert("event".to_owned(), vec![kind.to_owned()]);
     filters.insert("type".to_owned(), vec!["container".to_owned()]);
+    if !labels.is_empty() {
+        filters.insert("label".to_owned(), labels.to_vec());
+    }
     let until = (unix_now() + 1).to_string();
     let opts = EventsOptionsBuilder::default()
         .since(&since.to_string())
@@ -247,7 +255,15 @@ pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -
         .filters(&filters)
         .build();
     let events: Vec<_> = docker.events(Some(opts)).collect().await;
-    events.into_iter().filter(|e| e.is_ok()).count()
+    events.into_iter().filter_map(Result::ok).collect()
+}
+
+/// How many containers with `bus.runner=<runner>` the engine created
+/// between `since` and now (from the engine's own event log).
+pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
+    engine_events(docker, "create", &[format!("bus.runner={runner}")], since)
+        .await
+        .len()
 }
 
 /// A unix-socket proxy in front of the Docker socket: stopping it makes the

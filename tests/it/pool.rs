@@ -333,21 +333,9 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
 
 /// How many containers of `runner` the engine started since `since`.
 async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
-    use bollard::query_parameters::EventsOptionsBuilder;
-    use futures_util::StreamExt;
-    let filters = HashMap::from([
-        ("label".to_owned(), vec![format!("bus.runner={runner}")]),
-        ("event".to_owned(), vec!["start".to_owned()]),
-        ("type".to_owned(), vec!["container".to_owned()]),
-    ]);
-    let until = (common::unix_now() + 1).to_string();
-    let opts = EventsOptionsBuilder::default()
-        .since(&since.to_string())
-        .until(&until)
-        .filters(&filters)
-        .build();
-    let events: Vec<_> = docker.events(Some(opts)).collect().await;
-    events.into_iter().filter(|e| e.is_ok()).count()
+    common::engine_events(docker, "start", &[format!("bus.runner={runner}")], since)
+        .await
+        .len()
 }
 
 fn spawn_pool_worker(

@@ -563,8 +563,6 @@ async fn parked_containers_are_kept_on_every_engine_of_a_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_request_never_claims_two_containers() {
-    use bollard::query_parameters::EventsOptionsBuilder;
-    use futures_util::StreamExt;
     let docker = require_engine().await;
     let bus = LocalBus::start().await.unwrap();
     let runner_a = unique("warm-dup-a");
@@ -623,22 +621,11 @@ async fn a_duplicate_request_never_claims_two_containers() {
         assert_eq!(answers[0]["status"], "succeeded", "{answers:?}");
     }
     // One claim per run id: exactly one rename to each run's name.
-    let filters = HashMap::from([
-        ("event".to_owned(), vec!["rename".to_owned()]),
-        ("type".to_owned(), vec!["container".to_owned()]),
-    ]);
-    let until = (common::unix_now() + 1).to_string();
-    let opts = EventsOptionsBuilder::default()
-        .since(&since.to_string())
-        .until(&until)
-        .filters(&filters)
-        .build();
-    let events: Vec<_> = docker.events(Some(opts)).collect().await;
+    let events = common::engine_events(&docker, "rename", &[], since).await;
     for (run_id, _) in &ids {
         let name = format!("bus-run-{run_id}");
         let renames = events
             .iter()
-            .filter_map(|e| e.as_ref().ok())
             .filter(|e| {
                 e.actor
                     .as_ref()
