@@ -98,31 +98,11 @@ pub fn container_body(
         })
         .chain(crate::codex_home::mounts(spec))
         .collect::<Vec<_>>();
-    let tmpfs = hardening
-        .tmpfs
-        .iter()
-        .map(|p| (p.as_str().to_owned(), TMPFS_OPTIONS.to_owned()))
-        .collect::<HashMap<_, _>>();
     let host_config = HostConfig {
         mounts: (!mounts.is_empty()).then_some(mounts),
         network_mode: Some(spec.network.as_str().to_owned()),
-        security_opt: hardening
-            .no_new_privileges
-            .then(|| vec!["no-new-privileges:true".to_owned()]),
-        cap_drop: (!hardening.cap_drop.is_empty()).then(|| hardening.cap_drop.clone()),
-        cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
-        pids_limit: hardening.pids_limit,
-        memory: hardening.memory_bytes,
-        // Swap must not hide a memory limit: with swap the process slows
-        // down instead of being killed, and `oom_killed` never shows.
-        memory_swap: hardening.memory_bytes,
-        nano_cpus: hardening.nano_cpus,
-        readonly_rootfs: Some(hardening.read_only_rootfs),
-        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
-        privileged: Some(false),
-        auto_remove: Some(false),
         log_config: Some(log_config(spec.max_output_bytes)),
-        ..HostConfig::default()
+        ..hardened(hardening)
     };
     ContainerCreateBody {
         image: Some(from.to_owned()),
@@ -170,6 +150,35 @@ pub fn pull_parts(image: &str) -> (String, Option<String>) {
 pub fn engine_time(value: Option<&str>) -> Option<SystemTime> {
     let parsed = OffsetDateTime::parse(value?, &Rfc3339).ok()?;
     (parsed.year() >= 1970).then(|| parsed.into())
+}
+
+/// The hardening of every container the worker creates (a run's, a parked
+/// one's, a per-run home's seed helper): one place, so no container the
+/// worker makes can miss a limit the policy sets.
+pub(crate) fn hardened(hardening: &bus_docker_domain::profile::Hardening) -> HostConfig {
+    let tmpfs = hardening
+        .tmpfs
+        .iter()
+        .map(|p| (p.as_str().to_owned(), TMPFS_OPTIONS.to_owned()))
+        .collect::<HashMap<_, _>>();
+    HostConfig {
+        security_opt: hardening
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges:true".to_owned()]),
+        cap_drop: (!hardening.cap_drop.is_empty()).then(|| hardening.cap_drop.clone()),
+        cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
+        pids_limit: hardening.pids_limit,
+        memory: hardening.memory_bytes,
+        // Swap must not hide a memory limit: with swap the process slows
+        // down instead of being killed, and `oom_killed` never shows.
+        memory_swap: hardening.memory_bytes,
+        nano_cpus: hardening.nano_cpus,
+        readonly_rootfs: Some(hardening.read_only_rootfs),
+        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+        privileged: Some(false),
+        auto_remove: Some(false),
+        ..HostConfig::default()
+    }
 }
 
 #[cfg(test)]

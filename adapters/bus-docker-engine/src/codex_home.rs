@@ -339,18 +339,7 @@ fn seed_body(
             }]),
             volumes_from: Some(vec![format!("{run_container}:rw")]),
             network_mode: Some("none".to_owned()),
-            security_opt: hardening
-                .no_new_privileges
-                .then(|| vec!["no-new-privileges:true".to_owned()]),
-            cap_drop: (!hardening.cap_drop.is_empty()).then(|| hardening.cap_drop.clone()),
-            cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
-            pids_limit: hardening.pids_limit,
-            memory: hardening.memory_bytes,
-            memory_swap: hardening.memory_bytes,
-            readonly_rootfs: Some(hardening.read_only_rootfs),
-            privileged: Some(false),
-            auto_remove: Some(false),
-            ..HostConfig::default()
+            ..crate::bodies::hardened(hardening)
         }),
         ..ContainerCreateBody::default()
     }
