@@ -21,7 +21,7 @@ use crate::request::Inbound;
 use crate::response::Response;
 use crate::run::Exit;
 use crate::spec::RunSpec;
-use crate::warm::ParkedContainer;
+use crate::warm::{ParkedContainer, SettledParked};
 
 /// Resolves when the run must be canceled.
 pub type CancelSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -286,6 +286,22 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ParkedContainer>, RuntimeError>> + Send {
         let _ = runner;
         async { Ok(Vec::new()) }
+    }
+
+    /// Settle the parked containers an earlier process of `runner` left
+    /// on this engine, before start-up recovery lists its runs: a claim
+    /// cut off between its record and its rename is completed (unless the
+    /// run has a container already), every other one is removed. Parked
+    /// containers this process holds are untouched.
+    ///
+    /// # Errors
+    /// `Unavailable`, `Engine`.
+    fn settle_parked(
+        &self,
+        runner: &str,
+    ) -> impl Future<Output = Result<SettledParked, RuntimeError>> + Send {
+        let _ = runner;
+        async { Ok(SettledParked::default()) }
     }
 
     /// Claim a parked container for `spec`: record the run's facts with

@@ -30,6 +30,18 @@ pub struct ParkedContainer {
     pub claimable: bool,
 }
 
+/// What start-up did with the parked containers an earlier process of this
+/// runner left on an engine (docs/protocol.md §10).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettledParked {
+    /// Claims cut off between the record and the rename, completed: runs
+    /// now (`bus-run-<run_id>`), answered once by recovery.
+    pub completed: Vec<ContainerRef>,
+    /// Never claimed, or their run had a container already: removed,
+    /// never answered.
+    pub removed: usize,
+}
+
 /// One warm profile on one engine in `runner.status` (`details.warm`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmReport {

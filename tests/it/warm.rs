@@ -843,12 +843,23 @@ async fn parked_containers_are_replaced_after_warm_max_age_and_show_in_metrics()
 }
 
 /// A profile spec resolved from `s` (what the worker parks from), as run
-/// `run_id`.
+/// `run_id` with correlation `c-<run_id>`.
 fn profile_spec(
     s: &Settings,
     profile: &str,
     run_id: &str,
     command: &[&str],
+) -> bus_docker_domain::spec::RunSpec {
+    let reply = s.worker.prefix.response_name(Operation::Run);
+    profile_spec_replying(s, profile, run_id, command, &reply)
+}
+
+fn profile_spec_replying(
+    s: &Settings,
+    profile: &str,
+    run_id: &str,
+    command: &[&str],
+    reply_event: &str,
 ) -> bus_docker_domain::spec::RunSpec {
     bus_docker_domain::spec::resolve(
         &bus_docker_domain::request::RunRequest {
@@ -859,7 +870,7 @@ fn profile_spec(
         &bus_docker_domain::spec::Origin {
             correlation: bus_docker_domain::CorrelationId::parse(&format!("c-{run_id}")).unwrap(),
             stamped_owner: None,
-            reply_event: "bus.t.run.response".into(),
+            reply_event: reply_event.into(),
         },
         &s.worker.profiles,
         &s.worker.policy,
@@ -914,4 +925,82 @@ async fn a_claim_whose_worker_went_away_before_the_command_is_answered_as_never_
     assert!(err.to_string().contains("never ran"), "{err}");
     second.remove(&claimed).await.unwrap();
     assert!(containers_of(&docker, &runner).await.is_empty());
+}
+
+/// A worker killed between a claim's record and its rename (docs/protocol.md
+/// §10): the restarted worker completes the claim and answers the run
+/// once (`error`, nothing ran), even with no warm profile left in its
+/// configuration; a cut-off claim whose run already has a container is
+/// removed unanswered; a parked container never claimed is removed
+/// unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cut_off_before_its_rename_is_answered_once_after_restart() {
+    use bus_docker_domain::ports::ContainerRuntime;
+    use bus_docker_engine::{DockerEngine, EngineOptions};
+    let docker = require_engine().await;
+    let bus = LocalBus::start().await.unwrap();
+    let runner = unique("warm-cut");
+    let s = warm_settings(&runner, 0, "");
+    let caller = Caller::new(&bus, &s.worker.prefix);
+    let mut waiter = caller.waiter(Operation::Run).await;
+    let cut = unique("cut").replace('-', "_");
+    let twin = unique("twin").replace('-', "_");
+    {
+        // The process that is killed: four parked containers.
+        let first = DockerEngine::connect(EngineOptions::default()).unwrap();
+        let template = profile_spec(&s, "quick", "template", &["true"]);
+        let mut parked = Vec::new();
+        for _ in 0..4 {
+            parked.push(first.park(&template, &runner).await.unwrap());
+        }
+        // 1: cut off after the record.
+        first
+            .interrupt_claim(&parked[0], &profile_spec(&s, "quick", &cut, &["echo", "a"]))
+            .await
+            .unwrap();
+        // 2: never claimed (parked[1]).
+        // 3: claimed in full for `twin`, and 4: a second, cut-off claim
+        // of the same run (a redelivery): the run has a container already.
+        let claimed = first
+            .claim(
+                &parked[2],
+                &profile_spec(&s, "quick", &twin, &["echo", "b"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.name, format!("bus-run-{twin}"));
+        first
+            .interrupt_claim(
+                &parked[3],
+                &profile_spec(&s, "quick", &twin, &["echo", "b"]),
+            )
+            .await
+            .unwrap();
+        let names = containers_of(&docker, &runner).await;
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("/bus-warm-")).count(),
+            3,
+            "the cut-off claims keep their parked names: {names:?}"
+        );
+    }
+    let worker = spawn_worker(&bus, &s, &runner).await;
+    let seen = collect(
+        &mut waiter,
+        2,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )
+    .await;
+    for run in [&cut, &twin] {
+        let answers = seen.get(&format!("c-{run}")).cloned().unwrap_or_default();
+        assert_eq!(answers.len(), 1, "{run} answered exactly once: {seen:?}");
+        let r = &answers[0];
+        assert_eq!(r["status"], "error", "{r}");
+        assert!(r.to_string().contains("never ran"), "{r}");
+    }
+    assert_eq!(seen.len(), 2, "nothing else answered: {seen:?}");
+    assert!(parked_on(&docker, &runner).await.is_empty());
+    worker.stop().await.unwrap();
+    assert!(no_containers_left(&docker, &runner).await.is_empty());
 }

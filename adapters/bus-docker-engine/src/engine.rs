@@ -17,7 +17,7 @@ use bus_docker_domain::ports::{ContainerRuntime, InputChunk, RunIo};
 use bus_docker_domain::profile::PullPolicy;
 use bus_docker_domain::run::Exit;
 use bus_docker_domain::spec::RunSpec;
-use bus_docker_domain::warm::ParkedContainer;
+use bus_docker_domain::warm::{ParkedContainer, SettledParked};
 use bus_docker_domain::{ImageId, ImageRef, RuntimeError};
 
 use crate::bodies::{container_body, ImageSeen};
@@ -72,6 +72,28 @@ impl std::fmt::Debug for DockerEngine {
         f.debug_struct("DockerEngine")
             .field("host", &self.inner.conn.host())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "testing")]
+impl DockerEngine {
+    /// Cut a claim of `parked` for `spec` off where a worker killed between
+    /// the claim record and the rename would leave it (docs/protocol.md
+    /// §10): the record is in the engine's log, the name is still the
+    /// parked one, and the launcher's stdin is closed. Tests only.
+    ///
+    /// # Errors
+    /// `ContainerGone` when this process does not hold `parked`; what
+    /// writing the record met.
+    pub async fn interrupt_claim(
+        &self,
+        parked: &ContainerRef,
+        spec: &bus_docker_domain::spec::RunSpec,
+    ) -> Result<(), RuntimeError> {
+        match warm::interrupt_claim(&self.inner.warm, parked, spec).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
     }
 }
 
@@ -781,6 +803,14 @@ impl ContainerRuntime for DockerEngine {
         self.inner.list_calls.fetch_add(1, Ordering::Relaxed);
         match warm::list_parked(&docker, &self.inner.warm, runner).await {
             Ok(parked) => Ok(parked),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn settle_parked(&self, runner: &str) -> Result<SettledParked, RuntimeError> {
+        let docker = self.docker().await?;
+        match warm::settle_left_behind(&docker, &self.inner.warm, runner).await {
+            Ok(settled) => Ok(settled),
             Err(err) => Err(self.fail(err).await),
         }
     }

@@ -14,6 +14,7 @@ use bus_docker_domain::container::{EngineId, RunMark};
 use bus_docker_domain::container::{ManagedContainer, ManagedFilter};
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher, Stdin};
 use bus_docker_domain::ImageRef;
+use bus_docker_domain::RuntimeError;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,7 +42,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         // Fresh: start-up must see every container of this runner.
         let mine = ManagedFilter::runner(self.inner.settings.runner_name.clone()).fresh();
         let list = loop {
-            match self.inner.pool.list_on(engine, &mine).await {
+            match self.left_behind_on(engine, &mine).await {
                 Ok(list) => break list,
                 Err(err) => {
                     warn!(docker_host = %engine, error = %err, "recovery: cannot list managed containers, retrying in {backoff:?}");
@@ -77,6 +78,33 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             info!(recovered, docker_host = %engine, "recovered runs left by an earlier worker");
         }
         recovered
+    }
+
+    /// What an earlier process of this runner left on `engine`: its parked
+    /// containers are settled first (a claim cut off before its rename is
+    /// completed into a run, the others removed; docs/protocol.md §10),
+    /// then its runs are listed.
+    async fn left_behind_on(
+        &self,
+        engine: &EngineId,
+        mine: &ManagedFilter,
+    ) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let runner = &self.inner.settings.runner_name;
+        let settled = self
+            .inner
+            .pool
+            .runtime_on(engine)?
+            .settle_parked(runner)
+            .await?;
+        if settled.removed > 0 || !settled.completed.is_empty() {
+            info!(
+                docker_host = %engine,
+                removed = settled.removed,
+                completed = settled.completed.len(),
+                "parked containers left by an earlier worker settled"
+            );
+        }
+        self.inner.pool.list_on(engine, mine).await
     }
 
     /// Take one left-behind container into the run table and drive it on a

@@ -245,16 +245,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             .sum()
     }
 
-    /// The refill task: removes this runner's parked containers left by an
-    /// earlier process, then keeps every warm profile at its count on
-    /// every engine until the worker stops, when it removes what it
-    /// parked.
+    /// The refill task: keeps every warm profile at its count on every
+    /// engine until the worker stops, when it removes what it parked.
+    /// (What an earlier process parked is settled by start-up recovery,
+    /// [`Worker::recover`], warm profiles or not.)
     pub(super) async fn warm_loop(&self) {
         let warm = &self.inner.warm;
         if warm.templates.is_empty() {
             return;
         }
-        self.remove_parked().await;
         let stopping = self.inner.lifecycle.stopping_token().clone();
         loop {
             if !warm.paused.load(Ordering::Acquire) {

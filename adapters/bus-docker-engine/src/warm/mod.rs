@@ -47,279 +47,44 @@
 //! before the command existed, and only the first line counts. The record
 //! line is held back from the run's output ([`skip_stdout`]).
 
-use std::collections::{BTreeMap, HashMap};
+mod launcher;
+mod record;
+mod settle;
+
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, ListContainersOptions, LogsOptions,
-    StartContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
 };
 use bollard::Docker;
 use bus_docker_domain::container::ContainerRef;
 use bus_docker_domain::container::ManagedContainer;
-use bus_docker_domain::ports::Stdin;
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::ParkedContainer;
-use bus_docker_domain::{CorrelationId, OwnerId};
-use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::bodies::{container_body, engine_time, ImageSeen};
+use crate::bodies::{container_body, ImageSeen};
 use crate::error::DockerError;
 use crate::labels;
 use crate::output::Output;
 
-/// The launcher (see the module docs). Variables carry a `__bl_` prefix so
-/// that they do not clobber the image's environment; the export loop keeps
-/// its count in a positional parameter, which no `export` can change.
-pub const LAUNCHER: &str = r#"IFS= read -r __bl_rec || exit 0
-printf '%s\n' "$__bl_rec"
-__bl_gone() {
-  printf '%s\n' "$__bl_gone_msg" >&2
-  exit 125
-}
-__bl_gone_msg='bus-launch: stdin ended before the command was handed over; nothing ran'
-__bl_v() {
-  IFS= read -r __bl_n || __bl_gone
-  __bl_val=
-  __bl_i=0
-  while [ "$__bl_i" -lt "$__bl_n" ]; do
-    IFS= read -r __bl_l || __bl_gone
-    if [ "$__bl_i" -eq 0 ]; then __bl_val=$__bl_l; else __bl_val="$__bl_val
-$__bl_l"; fi
-    __bl_i=$((__bl_i + 1))
-  done
-}
-__bl_v
-__bl_wd=$__bl_val
-__bl_v
-__bl_ne=$__bl_val
-set --
-__bl_k=0
-while [ "$__bl_k" -lt "$__bl_ne" ]; do __bl_v; set -- "$@" "$__bl_val"; __bl_k=$((__bl_k + 1)); done
-__bl_v
-__bl_na=$__bl_val
-__bl_k=0
-while [ "$__bl_k" -lt "$__bl_na" ]; do __bl_v; set -- "$@" "$__bl_val"; __bl_k=$((__bl_k + 1)); done
-if [ -n "$__bl_wd" ]; then
-  cd -- "$__bl_wd" 2>/dev/null || { mkdir -p -- "$__bl_wd" 2>/dev/null && cd -- "$__bl_wd"; } || {
-    printf 'bus-launch: cannot change to the workdir %s\n' "$__bl_wd" >&2
-    exit 126
-  }
-fi
-set -- "$__bl_ne" "$@"
-while [ "$1" -gt 0 ]; do export "$2"; __bl_c=$(($1 - 1)); shift 2; set -- "$__bl_c" "$@"; done
-shift
-exec "$@"
-"#;
-
-/// What the launcher writes to stderr (with exit status
-/// [`NEVER_RAN_STATUS`]) when its stdin ends after the claim record and
-/// before the command: the worker that claimed it went away in between.
-pub const NEVER_RAN: &str =
-    "bus-launch: stdin ended before the command was handed over; nothing ran";
-/// The launcher's exit status then.
-pub const NEVER_RAN_STATUS: i64 = 125;
-
-/// Whether a warm run's exit is the launcher's "nothing ran".
-pub(crate) fn never_ran(exit: &bus_docker_domain::run::Exit) -> bool {
-    exit.exit_code == Some(NEVER_RAN_STATUS) && exit.stderr.text.trim_end() == NEVER_RAN
-}
-
-/// The shell the launcher needs in the image.
-pub const LAUNCHER_SHELL: &str = "/bin/sh";
-
-/// What starts a claim record line in the log.
-const RECORD_TAG: &str = "bus-warm-claim ";
+pub(crate) use launcher::{behind_frame, frame, never_ran};
+pub use launcher::{LAUNCHER, LAUNCHER_SHELL, NEVER_RAN, NEVER_RAN_STATUS};
+pub(crate) use record::{read_record, skip_stdout, ReadRecord, Record};
+pub(crate) use settle::settle_left_behind;
 
 /// Name prefix of parked containers.
 pub const PARKED_PREFIX: &str = "bus-warm-";
 
 /// How long a claim waits for the launcher to copy the record back.
 const ECHO_WAIT: Duration = Duration::from_secs(5);
-
-/// The facts of a claimed run, as its record line holds them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Record {
-    pub run_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    pub correlation: String,
-    pub reply_event: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub interactive: bool,
-    #[serde(default)]
-    pub stream_output: bool,
-    pub timeout_seconds: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A record read back: the facts, when the engine logged it (the claim),
-/// and its length in the container's stdout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ReadRecord {
-    pub record: Record,
-    pub claimed_at: SystemTime,
-    pub len: u64,
-}
-
-impl ReadRecord {
-    /// Put the run's facts into a container read back from its name and
-    /// the profile's labels; `false` when the record is of another run.
-    pub fn fill(&self, m: &mut ManagedContainer) -> bool {
-        if self.record.run_id != m.run_id.as_str() {
-            return false;
-        }
-        let r = &self.record;
-        m.owner = r.owner.as_deref().and_then(|o| OwnerId::parse(o).ok());
-        m.correlation = CorrelationId::parse(&r.correlation).ok();
-        m.reply_event = Some(r.reply_event.clone());
-        m.args.clone_from(&r.args);
-        m.interactive = r.interactive;
-        m.stream_output = r.stream_output;
-        m.timeout = Some(Duration::from_secs(r.timeout_seconds));
-        if m.state != bus_docker_domain::container::ContainerState::Created {
-            m.started_at = Some(self.claimed_at);
-        }
-        true
-    }
-}
-
-impl Record {
-    pub fn of(spec: &RunSpec) -> Self {
-        Self {
-            run_id: spec.run_id.as_str().to_owned(),
-            owner: spec.owner.as_ref().map(|o| o.as_str().to_owned()),
-            correlation: spec.correlation.as_str().to_owned(),
-            reply_event: spec.reply_event.clone(),
-            args: labels::capped_args(&spec.command),
-            interactive: spec.interactive,
-            stream_output: spec.stream_output,
-            timeout_seconds: spec.timeout.as_secs(),
-            labels: spec.labels.clone(),
-        }
-    }
-
-    /// The line the launcher copies to the log (JSON escapes newlines).
-    pub fn line(&self) -> String {
-        let json = serde_json::to_string(self).expect("a record always serialises");
-        format!("{RECORD_TAG}{json}\n")
-    }
-}
-
-/// Parse the first stdout entry of a log read with timestamps:
-/// `<RFC 3339 time> bus-warm-claim {json}\n`.
-pub(crate) fn parse_logged(entry: &[u8]) -> Option<ReadRecord> {
-    let text = std::str::from_utf8(entry).ok()?;
-    let (stamp, line) = text.split_once(' ')?;
-    let json = line.strip_prefix(RECORD_TAG)?.strip_suffix('\n')?;
-    let record: Record = serde_json::from_str(json).ok()?;
-    Some(ReadRecord {
-        record,
-        claimed_at: engine_time(Some(stamp))?,
-        len: line.len() as u64,
-    })
-}
-
-/// One value as the launcher reads it: its line count, then its lines.
-fn counted(out: &mut Vec<u8>, value: &str) {
-    let lines: Vec<&str> = value.split('\n').collect();
-    out.extend_from_slice(format!("{}\n", lines.len()).as_bytes());
-    for line in lines {
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-}
-
-/// The command frame for the launcher (step 2 of the module docs).
-pub(crate) fn frame(spec: &RunSpec, entrypoint: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    counted(&mut out, spec.workdir.as_ref().map_or("", |w| w.as_str()));
-    counted(&mut out, &spec.env.len().to_string());
-    for (k, v) in &spec.env {
-        counted(&mut out, &format!("{k}={v}"));
-    }
-    let argc = entrypoint.len() + spec.command.len();
-    counted(&mut out, &argc.to_string());
-    for arg in entrypoint.iter().chain(&spec.command) {
-        counted(&mut out, arg);
-    }
-    out
-}
-
-/// The run's stdin behind the launcher's frame. Stdin is always closed
-/// after it (a cold run without stdin reads `/dev/null`; here the
-/// launcher's pipe must end).
-pub(crate) fn behind_frame(frame: Vec<u8>, stdin: Stdin) -> Stdin {
-    match stdin {
-        Stdin::Closed => Stdin::Text(frame),
-        Stdin::Text(text) => {
-            let mut all = frame;
-            all.extend_from_slice(&text);
-            Stdin::Text(all)
-        }
-        Stdin::Interactive(initial, rest) => {
-            let mut all = frame;
-            all.extend_from_slice(&initial.unwrap_or_default());
-            Stdin::Interactive(Some(all), rest)
-        }
-    }
-}
-
-/// The container's output without its first `n` stdout bytes (the claim
-/// record, in a replayed log).
-pub(crate) fn skip_stdout(output: Output, n: u64) -> Output {
-    if n == 0 {
-        return output;
-    }
-    Box::pin(SkipStdout {
-        inner: output,
-        left: n,
-    })
-}
-
-struct SkipStdout {
-    inner: Output,
-    left: u64,
-}
-
-impl Stream for SkipStdout {
-    type Item = <Output as Stream>::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            let item = match self.inner.as_mut().poll_next(cx) {
-                Poll::Ready(item) => item,
-                Poll::Pending => return Poll::Pending,
-            };
-            let left = self.left;
-            match item {
-                Some(Ok(LogOutput::StdOut { message })) if left > 0 => {
-                    let cut = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(message.len());
-                    self.left -= cut as u64;
-                    if cut < message.len() {
-                        return Poll::Ready(Some(Ok(LogOutput::StdOut {
-                            message: message.slice(cut..),
-                        })));
-                    }
-                }
-                other => return Poll::Ready(other),
-            }
-        }
-    }
-}
 
 type Input = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
@@ -346,6 +111,8 @@ pub(crate) struct Claimed {
 pub(crate) struct WarmState {
     parked: Mutex<HashMap<String, Held>>,
     claimed: Mutex<HashMap<String, Claimed>>,
+    /// Containers between leaving `parked` and their claim's end.
+    claiming: Mutex<HashSet<String>>,
     /// Records read back (or written) by container id; `None`: the
     /// container has none (its log does not start with one).
     records: Mutex<HashMap<String, Option<ReadRecord>>>,
@@ -363,6 +130,24 @@ impl WarmState {
 
     pub fn is_parked_here(&self, id: &str) -> bool {
         locked(&self.parked).contains_key(id)
+    }
+
+    /// Take a parked container for a claim; it counts as busy until the
+    /// claim ends (the caller removes it from `claiming`).
+    fn take_for_claim(&self, id: &str) -> Option<Held> {
+        locked(&self.claiming).insert(id.to_owned());
+        let held = locked(&self.parked).remove(id);
+        if held.is_none() {
+            locked(&self.claiming).remove(id);
+        }
+        held
+    }
+
+    /// Whether this process holds the container or is claiming it.
+    pub fn is_busy(&self, id: &str) -> bool {
+        self.is_parked_here(id)
+            || locked(&self.claiming).contains(id)
+            || locked(&self.claimed).contains_key(id)
     }
 
     pub fn record(&self, id: &str) -> Option<Option<ReadRecord>> {
@@ -554,30 +339,27 @@ pub(crate) async fn claim(
     parked: &ContainerRef,
     spec: &RunSpec,
 ) -> ClaimOutcome {
-    let Some(mut held) = locked(&state.parked).remove(&parked.id) else {
+    let Some(held) = state.take_for_claim(&parked.id) else {
         return ClaimOutcome::NotHeld;
     };
+    let outcome = claim_held(docker, state, parked, spec, held).await;
+    locked(&state.claiming).remove(&parked.id);
+    outcome
+}
+
+async fn claim_held(
+    docker: &Docker,
+    state: &WarmState,
+    parked: &ContainerRef,
+    spec: &RunSpec,
+    mut held: Held,
+) -> ClaimOutcome {
     let id = parked.id.as_str();
     let record = Record::of(spec);
     let line = record.line();
-    let written = async {
-        held.input.write_all(line.as_bytes()).await?;
-        held.input.flush().await
-    }
-    .await;
-    if let Err(source) = written {
+    if let Err(err) = write_record(&mut held, id, &line).await {
         remove_quietly(docker, id).await;
-        return ClaimOutcome::Spoiled(DockerError::Stdin {
-            id: id.to_owned(),
-            source,
-        });
-    }
-    if let Err(source) = echoed(&mut held.output, line.len()).await {
-        remove_quietly(docker, id).await;
-        return ClaimOutcome::Spoiled(DockerError::Stdin {
-            id: id.to_owned(),
-            source,
-        });
+        return ClaimOutcome::Spoiled(err);
     }
     let claimed_at = SystemTime::now();
     let name = spec.container_name();
@@ -611,6 +393,42 @@ pub(crate) async fn claim(
     ClaimOutcome::Claimed(ContainerRef::new(id, name), held.runner)
 }
 
+/// Step 1 of a claim: write the record line and wait for the launcher's
+/// copy, so that the engine's log holds it.
+async fn write_record(held: &mut Held, id: &str, line: &str) -> Result<(), DockerError> {
+    let written = async {
+        held.input.write_all(line.as_bytes()).await?;
+        held.input.flush().await?;
+        echoed(&mut held.output, line.len()).await
+    }
+    .await;
+    written.map_err(|source| DockerError::Stdin {
+        id: id.to_owned(),
+        source,
+    })
+}
+
+/// A claim cut off where a killed worker's would be: the record is
+/// written and copied to the log, then the attach closes (as the killed
+/// process's did) before the rename. For the tests of
+/// [`settle_left_behind`].
+#[cfg(feature = "testing")]
+pub(crate) async fn interrupt_claim(
+    state: &WarmState,
+    parked: &ContainerRef,
+    spec: &RunSpec,
+) -> Result<(), DockerError> {
+    let Some(mut held) = state.take_for_claim(&parked.id) else {
+        return Err(DockerError::Vanished {
+            id: parked.id.clone(),
+        });
+    };
+    let written = write_record(&mut held, &parked.id, &Record::of(spec).line()).await;
+    drop(held);
+    locked(&state.claiming).remove(&parked.id);
+    written
+}
+
 /// Wait until `len` bytes came back on stdout: the launcher copied the
 /// record, so the engine's log holds it.
 async fn echoed(output: &mut Output, len: usize) -> std::io::Result<()> {
@@ -637,30 +455,6 @@ async fn echoed(output: &mut Output, len: usize) -> std::io::Result<()> {
             std::io::ErrorKind::TimedOut,
             "the launcher did not copy the claim record",
         )),
-    }
-}
-
-/// The claim record at the head of a container's log; `None` when its log
-/// does not start with one (never claimed, or not a warm container).
-pub(crate) async fn read_record(
-    docker: &Docker,
-    id: &str,
-) -> Result<Option<ReadRecord>, DockerError> {
-    let options = LogsOptions {
-        stdout: true,
-        stderr: false,
-        follow: false,
-        timestamps: true,
-        ..LogsOptions::default()
-    };
-    let mut logs = docker.logs(id, Some(options));
-    match logs.next().await {
-        Some(Ok(LogOutput::StdOut { message })) => Ok(parse_logged(&message)),
-        Some(Ok(_)) | None => Ok(None),
-        Some(Err(source)) => Err(DockerError::Logs {
-            id: id.to_owned(),
-            source,
-        }),
     }
 }
 
@@ -762,64 +556,6 @@ fn run_name_filters(run_id: &str, runner: Option<&str>) -> HashMap<String, Vec<S
 mod tests {
     use super::*;
     use crate::test_spec;
-    use tokio_util::bytes::Bytes;
-
-    #[test]
-    fn the_frame_counts_lines_so_any_value_survives() {
-        let mut spec = test_spec();
-        spec.command = vec![
-            "printf".into(),
-            "a\nb\\n $(x) `y` '\"".into(),
-            String::new(),
-        ];
-        spec.env = BTreeMap::from([("K".to_owned(), "v\nw".to_owned())]);
-        let frame = String::from_utf8(frame(&spec, &["/ep".to_owned()])).unwrap();
-        assert_eq!(
-            frame,
-            "1\n\n1\n1\n2\nK=v\nw\n1\n4\n1\n/ep\n1\nprintf\n2\na\nb\\n $(x) `y` '\"\n1\n\n"
-        );
-    }
-
-    #[test]
-    fn a_record_round_trips_through_the_log() {
-        let spec = test_spec();
-        let line = Record::of(&spec).line();
-        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
-        let logged = format!("2026-12-02T05:00:01.250000000Z {line}");
-        let read = parse_logged(logged.as_bytes()).unwrap();
-        assert_eq!(read.record, Record::of(&spec));
-        assert_eq!(read.len, line.len() as u64);
-        assert_eq!(
-            Some(read.claimed_at),
-            engine_time(Some("2026-12-02T05:00:01.250000000Z"))
-        );
-        assert!(parse_logged(b"2026-12-02T05:00:01Z hello\n").is_none());
-    }
-
-    #[tokio::test]
-    async fn the_record_is_held_back_from_the_output() {
-        let items: Vec<Result<LogOutput, bollard::errors::Error>> = vec![
-            Ok(LogOutput::StdErr {
-                message: Bytes::from("e"),
-            }),
-            Ok(LogOutput::StdOut {
-                message: Bytes::from("rec"),
-            }),
-            Ok(LogOutput::StdOut {
-                message: Bytes::from("ord\nout"),
-            }),
-        ];
-        let out = skip_stdout(Box::pin(futures_util::stream::iter(items)), 7);
-        let got: Vec<String> = out
-            .map(|i| match i.unwrap() {
-                LogOutput::StdOut { message } => format!("o:{}", String::from_utf8_lossy(&message)),
-                LogOutput::StdErr { message } => format!("e:{}", String::from_utf8_lossy(&message)),
-                _ => String::new(),
-            })
-            .collect()
-            .await;
-        assert_eq!(got, ["e:e", "o:out"]);
-    }
 
     #[test]
     fn a_parked_body_runs_the_launcher_and_carries_no_run() {
