@@ -134,6 +134,13 @@ impl ContainerRuntime for AnyRuntime {
         forward!(self, rt => rt.list_parked(runner))
     }
 
+    async fn settle_parked(
+        &self,
+        runner: &str,
+    ) -> Result<bus_docker_domain::warm::SettledParked, RuntimeError> {
+        forward!(self, rt => rt.settle_parked(runner))
+    }
+
     async fn claim(
         &self,
         parked: &ContainerRef,
