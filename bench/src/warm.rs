@@ -62,8 +62,16 @@ async fn worker(
     Ok((w, caller, log))
 }
 
-/// `claim_us` of the warm claim lines, by run id.
-fn claims(log: &std::path::Path) -> std::collections::HashMap<String, f64> {
+/// A warm claim line of the worker's log.
+struct Claim {
+    /// Request read → claim done (`claim_us`).
+    ms: f64,
+    /// When the request was read, µs since the epoch (`read_at_us`).
+    read_at_us: Option<u64>,
+}
+
+/// The warm claim lines, by run id.
+fn claims(log: &std::path::Path) -> std::collections::HashMap<String, Claim> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .filter(|l| l.contains("bus_integration_docker::warm"))
@@ -71,10 +79,29 @@ fn claims(log: &std::path::Path) -> std::collections::HashMap<String, f64> {
         .filter_map(|l| {
             let run_id = field(&l, "run_id")?.to_owned();
             let us = field(&l, "claim_us")?.parse::<u64>().ok()?;
+            let read_at_us = field(&l, "read_at_us").and_then(|v| v.parse().ok());
             #[allow(clippy::cast_precision_loss)]
-            Some((run_id, us as f64 / 1000.0))
+            Some((
+                run_id,
+                Claim {
+                    ms: us as f64 / 1000.0,
+                    read_at_us,
+                },
+            ))
         })
         .collect()
+}
+
+/// The wall-clock time busybox `adjtimex` printed (its first instruction
+/// in the container), µs since the epoch.
+fn adjtimex_us(stdout: &str) -> Option<u64> {
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(value("time.tv_sec:")? * 1_000_000 + value("time.tv_usec:")?)
 }
 
 /// Parked containers of `runner` now.
@@ -118,18 +145,32 @@ fn quick(run_id: &str) -> Value {
     json!({"run_id": run_id, "profile": "quick", "command": ["true"]})
 }
 
+/// A hit whose command's first instruction prints the time.
+fn stamped(run_id: &str) -> Value {
+    json!({"run_id": run_id, "profile": "quick", "command": ["adjtimex"]})
+}
+
 fn plain(run_id: &str, image: &str) -> Value {
     json!({"run_id": run_id, "image": image, "command": ["true"], "network": "none"})
 }
 
 async fn timed(caller: &mut Caller, run_id: &str, payload: Value) -> Result<Duration, BenchError> {
+    Ok(answered(caller, run_id, payload).await?.0)
+}
+
+/// Publish, wait for the response; its time and payload.
+async fn answered(
+    caller: &mut Caller,
+    run_id: &str,
+    payload: Value,
+) -> Result<(Duration, Value), BenchError> {
     let t = Instant::now();
     caller.publish_payload(run_id, payload).await?;
     let r = caller.wait(run_id).await?;
     if r["status"] != "succeeded" {
         return Err(BenchError::new(format!("run {run_id}: {r}")));
     }
-    Ok(t.elapsed())
+    Ok((t.elapsed(), r))
 }
 
 fn row(name: &str, s: &Samples) -> Value {
@@ -165,6 +206,7 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         Samples::default(),
     );
     let mut hit_ids = HashSet::new();
+    let mut first_at = Vec::new();
     let mut refill = Samples::default();
     progress(format!("warm: {runs} rounds of raw / cold / hit / miss"));
     for i in 0..runs {
@@ -183,14 +225,27 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         wait_parked(bench, &warm_runner, 2).await?;
         let id = bench.run_id("wmiss", i);
         miss.push(timed(&mut warm, &id, plain(&id, &image)).await?);
+        wait_parked(bench, &warm_runner, 2).await?;
+        let id = bench.run_id("wfirst", i);
+        let (_, r) = answered(&mut warm, &id, stamped(&id)).await?;
+        first_at.push((id, r["stdout"].as_str().and_then(adjtimex_us)));
     }
     let claimed = claims(&warm_log);
     let mut claim = Samples::default();
     let mut hits = 0;
     for id in &hit_ids {
-        if let Some(ms) = claimed.get(id) {
-            claim.push_ms(*ms);
+        if let Some(c) = claimed.get(id) {
+            claim.push_ms(c.ms);
             hits += 1;
+        }
+    }
+    // Request read (the worker's clock) → the command's first instruction
+    // (the container's clock: the same host clock).
+    let mut first = Samples::default();
+    for (id, at) in &first_at {
+        if let (Some(at), Some(read)) = (at, claimed.get(id).and_then(|c| c.read_at_us)) {
+            #[allow(clippy::cast_precision_loss)]
+            first.push_ms(at.saturating_sub(read) as f64 / 1000.0);
         }
     }
 
@@ -232,7 +287,8 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         "rows": [row("raw create/start/wait/remove", &raw), row("cold through the worker (profile)", &cold_s),
                  row("warm hit through the worker", &hit), row("cold path on the warm worker (plain image run)", &miss),
                  row("same plain image run on the cold worker", &cold_plain),
-                 row("request read -> claim (hit)", &claim), row("refill after a hit (parked back to 2)", &refill)],
+                 row("request read -> claim (hit)", &claim),
+                 row("request read -> first instruction (hit)", &first), row("refill after a hit (parked back to 2)", &refill)],
         "hits_in_paced_rounds": hits,
         "paced_rounds": runs,
         "hit_p50_over_raw_p50": ratio(&hit, &raw),

@@ -46,10 +46,12 @@ use bus_docker_domain::output::TailBuffer;
 use bus_docker_domain::ports::{CancelSignal, RunIo, Stdin};
 use bus_docker_domain::run::{Ending, Exit};
 use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::control::{inspect, stop, wait_exit, Killed, Observed};
 use crate::error::{Class, DockerError};
+use crate::exits::Died;
 use crate::output::{count_log, feed_stdin, LiveSink, LogBytes, Output, OutputPump};
 
 /// The instant `timeout` after the container started (now when unknown),
@@ -83,7 +85,13 @@ struct Outcome {
     /// `TimedOut` or `Canceled` when the worker stopped it.
     stopped: Option<Ending>,
     code: Option<i64>,
+    /// The engine's `die` event decided the exit (`exits.rs`): no wait
+    /// for the teardown, no final inspect.
+    died: Option<Died>,
 }
+
+/// A claimed warm run's watch on its `die` event, when it has one.
+pub(crate) type DieWatch = Option<oneshot::Receiver<Died>>;
 
 /// How the worker stops a run, and how long it waits for the exit after.
 struct Stopping {
@@ -91,6 +99,8 @@ struct Stopping {
     cancel: CancelSignal,
     grace: Duration,
     settle: Duration,
+    /// A watch on the container's `die` event (claimed warm runs).
+    died: Option<oneshot::Receiver<Died>>,
 }
 
 /// Wait for the exit, stopping the container at the deadline or on cancel.
@@ -100,16 +110,32 @@ async fn wait_for_end(docker: &Docker, id: &str, s: Stopping) -> Result<Outcome,
         mut cancel,
         grace,
         settle,
+        died,
     } = s;
     let waiting = wait_exit(docker, id);
     tokio::pin!(waiting);
+    let mut died = died;
     // A cancel wins over everything (the run was deleted); an exit already
     // in wins over a deadline passing at the same moment.
-    let reason = tokio::select! {
-        biased;
-        () = &mut cancel => Ending::Canceled,
-        code = &mut waiting => return Ok(Outcome { stopped: None, code: code? }),
-        () = tokio::time::sleep_until(deadline) => Ending::TimedOut,
+    let reason = loop {
+        tokio::select! {
+            biased;
+            () = &mut cancel => break Ending::Canceled,
+            code = &mut waiting => {
+                return Ok(Outcome { stopped: None, code: code?, died: None });
+            }
+            seen = async { died.as_mut().expect("guarded").await }, if died.is_some() => {
+                died = None;
+                match seen {
+                    Ok(d) if d.decides() => {
+                        return Ok(Outcome { stopped: None, code: Some(d.exit_code), died: Some(d) });
+                    }
+                    // Not decided by the event (or no event): wait.
+                    _ => {}
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break Ending::TimedOut,
+        }
     };
     tracing::info!(container = id, reason = ?reason, grace = ?grace, "stopping container");
     let stopped = stop(docker, id, grace).await?;
@@ -126,7 +152,11 @@ async fn wait_for_end(docker: &Docker, id: &str, s: Stopping) -> Result<Outcome,
         (Ending::TimedOut, Killed::NotRunning) => None,
         (reason, _) => Some(reason),
     };
-    Ok(Outcome { stopped, code })
+    Ok(Outcome {
+        stopped,
+        code,
+        died: None,
+    })
 }
 
 /// A warm run's claim (`warm.rs`): when it was claimed (its start, for
@@ -181,6 +211,7 @@ pub(crate) async fn drive_claimed(
     io: RunIo,
     settle: Duration,
     claimed: crate::warm::Claimed,
+    died: DieWatch,
 ) -> Result<Exit, DockerError> {
     let crate::warm::Claimed {
         output,
@@ -202,7 +233,7 @@ pub(crate) async fn drive_claimed(
         io,
         live_sink,
         Some(claimed_at),
-        true,
+        Some(died),
         settle,
     )
     .await
@@ -298,7 +329,7 @@ async fn live(
         io,
         live_sink,
         started_at,
-        warm.is_some(),
+        warm.map(|_| None),
         settle,
     )
     .await
@@ -307,7 +338,7 @@ async fn live(
 /// The attached part of a drive: pump the output, feed stdin, wait for
 /// the end (stopping the container at the deadline or on cancel) and read
 /// the exit. `claimed`: a warm run, whose start is `started_at` (the
-/// claim), never the container's own.
+/// claim), never the container's own; its `die` watch, when it has one.
 #[allow(clippy::too_many_arguments)]
 async fn attached(
     docker: &Docker,
@@ -316,7 +347,7 @@ async fn attached(
     io: RunIo,
     live_sink: Option<LiveSink>,
     started_at: Option<SystemTime>,
-    claimed: bool,
+    mut claimed: Option<DieWatch>,
     settle: Duration,
 ) -> Result<Exit, DockerError> {
     let RunIo {
@@ -334,7 +365,9 @@ async fn attached(
         cancel,
         grace: stop_grace,
         settle,
+        died: claimed.as_mut().and_then(Option::take),
     };
+    let claimed = claimed.is_some();
     let waiter = wait_for_end(docker, id, stopping);
     tokio::pin!(feeder, waiter);
     let mut feeding = true;
@@ -429,6 +462,26 @@ async fn read_exit(
     claimed: bool,
     pump: OutputPump,
 ) -> Result<Exit, DockerError> {
+    if let Some(died) = outcome.died {
+        // The engine's `die` event decided it (`exits.rs`): an exit of
+        // its own, not OOM-killed, under the run's live name.
+        tracing::debug!(
+            container = id,
+            exit_code = died.exit_code,
+            "exit taken from the engine's die event"
+        );
+        let (started_at, finished_at) =
+            ordered(started_at, died.at.or_else(|| Some(SystemTime::now())));
+        return Ok(Exit {
+            ending: Ending::Exited(died.exit_code),
+            exit_code: Some(died.exit_code),
+            stdout: pump.stdout.finish(),
+            stderr: pump.stderr.finish(),
+            started_at,
+            finished_at,
+            oom_killed: false,
+        });
+    }
     let last = match inspect(docker, id).await {
         Ok(last) => Some(last),
         Err(err) if err.is_not_found() && (outcome.stopped.is_some() || outcome.code.is_some()) => {

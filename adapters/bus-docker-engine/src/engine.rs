@@ -531,7 +531,11 @@ impl ContainerRuntime for DockerEngine {
         let docker = self.docker().await?;
         let settle = self.inner.conn.request_timeout();
         if let Some(claimed) = self.inner.warm.take_claimed(&container.id) {
-            return match drive::drive_claimed(&docker, &container.id, io, settle, claimed).await {
+            let died = self.inner.view.watch_exit(&container.id);
+            let driven = drive::drive_claimed(&docker, &container.id, io, settle, claimed, died);
+            let driven = driven.await;
+            self.inner.view.unwatch_exit(&container.id);
+            return match driven {
                 Ok(exit) => Ok(exit),
                 Err(err) => Err(self.fail(err).await),
             };

@@ -54,6 +54,7 @@ mod control;
 mod drive;
 pub mod engine;
 pub mod error;
+mod exits;
 mod images;
 mod input;
 pub mod labels;

@@ -39,10 +39,12 @@ use bollard::Docker;
 use bus_docker_domain::container::RunMark;
 use bus_docker_domain::container::{ContainerState, ManagedContainer, ManagedFilter};
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::bodies::engine_time;
 use crate::error::DockerError;
+use crate::exits::{Died, ExitWatch};
 use crate::labels::{self, Listed};
 
 /// After a failed build, listings ask the engine for this long before the
@@ -221,6 +223,9 @@ pub(crate) struct View {
     building: tokio::sync::Mutex<Option<Instant>>,
     /// Cancelled on drop: ends every stream task.
     stop: CancellationToken,
+    /// Exits watched by claimed warm runs, fed by the same stream
+    /// (`exits.rs`).
+    exits: Arc<ExitWatch>,
 }
 
 impl Drop for View {
@@ -235,7 +240,19 @@ impl View {
             current: Mutex::new(None),
             building: tokio::sync::Mutex::new(None),
             stop: CancellationToken::new(),
+            exits: Arc::default(),
         }
+    }
+
+    /// Watch container `id` for its `die` event; `None` when the view is
+    /// not synced (no stream: the caller waits on the engine alone). The
+    /// caller unwatches when its run ends ([`View::unwatch_exit`]).
+    pub(crate) fn watch_exit(&self, id: &str) -> Option<oneshot::Receiver<Died>> {
+        self.is_synced().then(|| self.exits.watch(id))
+    }
+
+    pub(crate) fn unwatch_exit(&self, id: &str) {
+        self.exits.unwatch(id);
     }
 
     fn current(&self) -> MutexGuard<'_, Option<Arc<Synced>>> {
@@ -317,7 +334,12 @@ impl View {
             stop: self.stop.child_token(),
             built: Instant::now(),
         });
-        tokio::spawn(follow(docker.clone(), since, Arc::clone(&synced)));
+        tokio::spawn(follow(
+            docker.clone(),
+            since,
+            Arc::clone(&synced),
+            Arc::clone(&self.exits),
+        ));
         match list_all.await {
             Ok(list) => {
                 synced.listed(list);
@@ -354,7 +376,7 @@ fn since_param(at: SystemTime) -> String {
 
 /// Feed the view from the engine's events until the stream ends, fails or
 /// the view goes; then mark it disconnected.
-async fn follow(docker: Docker, since: Option<String>, synced: Arc<Synced>) {
+async fn follow(docker: Docker, since: Option<String>, synced: Arc<Synced>, exits: Arc<ExitWatch>) {
     let filters = HashMap::from([
         ("type".to_owned(), vec!["container".to_owned()]),
         (
@@ -376,7 +398,10 @@ async fn follow(docker: Docker, since: Option<String>, synced: Arc<Synced>) {
         tokio::select! {
             () = synced.stop.cancelled() => break,
             next = events.next() => match next {
-                Some(Ok(event)) => synced.take(event),
+                Some(Ok(event)) => {
+                    exits.observe(&event);
+                    synced.take(event);
+                }
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "engine event stream failed; the container view is dropped");
                     break;

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bus_docker_domain::container::{ContainerRef, EngineId};
 use bus_docker_domain::ports::{ContainerRuntime, EventPublisher};
@@ -221,9 +221,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             match claimed {
                 Ok(mut container) => {
                     container.engine = engine.clone();
-                    let claim_us =
-                        u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    debug!(target: "bus_integration_docker::warm", run_id = %facts.run_id, docker_host = %engine, claim_us, "warm claim");
+                    let since_read = received.elapsed();
+                    let claim_us = u64::try_from(since_read.as_micros()).unwrap_or(u64::MAX);
+                    // The wall-clock moment the request was read, for the
+                    // benchmark's "request read → first instruction".
+                    let read_at_us = SystemTime::now()
+                        .checked_sub(since_read)
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                    debug!(target: "bus_integration_docker::warm", run_id = %facts.run_id, docker_host = %engine, claim_us, read_at_us, "warm claim");
                     metrics.warm_claim(profile.as_str(), true);
                     return WarmClaim::Hit(container);
                 }
