@@ -32,7 +32,6 @@ use bus_docker_domain::request::RunRequest;
 use bus_docker_domain::spec::{resolve, Origin, RunSpec};
 use bus_docker_domain::warm::{misfit, WarmReport};
 use bus_docker_domain::{CorrelationId, ProfileName, RunId, RuntimeError};
-use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -82,6 +81,10 @@ pub(crate) struct WarmPool {
     /// Profiles refused at start-up, with the reason.
     refused: Mutex<BTreeMap<ProfileName, String>>,
     slots: Mutex<HashMap<(EngineId, ProfileName), Slot>>,
+    /// Parks under way per engine and profile: a refill pass counts them
+    /// as parked, so a wake while they run starts only what is still
+    /// missing (parks overlap instead of queueing behind each other).
+    in_flight: Mutex<HashMap<(EngineId, ProfileName), usize>>,
     wake: Notify,
     paused: AtomicBool,
     max_age: Duration,
@@ -116,6 +119,7 @@ impl WarmPool {
             templates,
             refused: Mutex::new(refused),
             slots: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             paused: AtomicBool::new(false),
             max_age: settings.warm.max_age,
@@ -134,6 +138,20 @@ impl WarmPool {
         let mut slots = locked(&self.slots);
         let slot = slots.get_mut(&(engine.clone(), profile.clone()))?;
         slot.parked.pop_front().map(|(c, _)| c)
+    }
+
+    fn in_flight(&self, engine: &EngineId, profile: &ProfileName) -> usize {
+        locked(&self.in_flight)
+            .get(&(engine.clone(), profile.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Count `n` more (or, negative, fewer) parks under way.
+    fn add_in_flight(&self, engine: &EngineId, profile: &ProfileName, n: isize) {
+        let mut all = locked(&self.in_flight);
+        let count = all.entry((engine.clone(), profile.clone())).or_default();
+        *count = count.saturating_add_signed(n);
     }
 
     fn parked(&self, engine: &EngineId, profile: &ProfileName) -> usize {
@@ -275,12 +293,12 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
         info!(removed, "shutdown: parked warm containers removed");
     }
 
-    /// Replace parked containers past `warm_max_age`, then park what is
-    /// missing, one container at a time.
+    /// Replace parked containers past `warm_max_age`, then start parking
+    /// what is missing (each park on its own task: the pass does not wait
+    /// for them).
     async fn refill(&self) {
         let warm = &self.inner.warm;
         let engines: Vec<EngineId> = self.inner.pool.engines().cloned().collect();
-        let runner = self.inner.settings.runner_name.clone();
         let stopping = self.inner.lifecycle.stopping_token().clone();
         for (profile, template) in warm.active() {
             for engine in &engines {
@@ -298,13 +316,15 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                     debug!(container = %c.name, "parked container past warm_max_age: replaced");
                     let _ = self.inner.pool.remove(&c).await;
                 }
-                let missing = template.wanted.saturating_sub(warm.parked(engine, profile));
+                let missing = template
+                    .wanted
+                    .saturating_sub(warm.parked(engine, profile) + warm.in_flight(engine, profile));
                 if missing == 0 || stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) {
                     continue;
                 }
-                let Ok(runtime) = self.inner.pool.runtime_on(engine) else {
+                if self.inner.pool.runtime_on(engine).is_err() {
                     continue;
-                };
+                }
                 let image = self
                     .inner
                     .pool
@@ -317,39 +337,61 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 // The missing ones at once: the engine's create and start
                 // are latency, not work, and a burst of claims leaves
                 // several slots empty.
-                let parking = (0..missing).map(|_| runtime.park(&template.spec, &runner));
-                for parked in join_all(parking).await {
-                    match parked {
-                        Ok(mut c)
-                            if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) =>
-                        {
-                            // Parked while `runner.delete` or shutdown
-                            // removed the others: it goes too.
-                            c.engine = engine.clone();
-                            let _ = self.inner.pool.remove(&c).await;
-                        }
-                        Ok(mut c) => {
-                            c.engine = engine.clone();
-                            locked(&warm.slots)
-                                .entry((engine.clone(), profile.clone()))
-                                .or_default()
-                                .parked
-                                .push_back((c, Instant::now()));
-                        }
-                        Err(RuntimeError::Forbidden { detail, .. }) => {
-                            warn!(profile = %profile, reason = %detail, "warm profile refused: its runs take the cold path");
-                            locked(&warm.refused).insert(profile.clone(), detail);
-                        }
-                        Err(err) => {
-                            debug!(profile = %profile, docker_host = %engine, error = %err, "cannot park a container now; trying again later");
-                        }
-                    }
+                warm.add_in_flight(engine, profile, missing.cast_signed());
+                for _ in 0..missing {
+                    let this = self.clone();
+                    let (engine, profile) = (engine.clone(), profile.clone());
+                    self.inner
+                        .tasks
+                        .spawn(async move { this.park_one(engine, profile).await });
                 }
-                self.inner
-                    .metrics
-                    .warm_parked(profile.as_str(), self.parked_total(profile));
             }
         }
+    }
+
+    /// Park one container of `profile` on `engine` (a task of
+    /// [`Worker::refill`]).
+    async fn park_one(&self, engine: EngineId, profile: ProfileName) {
+        let warm = &self.inner.warm;
+        let Some(template) = warm.templates.get(&profile) else {
+            return;
+        };
+        let stopping = self.inner.lifecycle.stopping_token();
+        let parked = match self.inner.pool.runtime_on(&engine) {
+            Ok(runtime) => {
+                runtime
+                    .park(&template.spec, &self.inner.settings.runner_name)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        warm.add_in_flight(&engine, &profile, -1);
+        match parked {
+            Ok(mut c) if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) => {
+                // Parked while `runner.delete` or shutdown removed the
+                // others: it goes too.
+                c.engine = engine.clone();
+                let _ = self.inner.pool.remove(&c).await;
+            }
+            Ok(mut c) => {
+                c.engine = engine.clone();
+                locked(&warm.slots)
+                    .entry((engine.clone(), profile.clone()))
+                    .or_default()
+                    .parked
+                    .push_back((c, Instant::now()));
+            }
+            Err(RuntimeError::Forbidden { detail, .. }) => {
+                warn!(profile = %profile, reason = %detail, "warm profile refused: its runs take the cold path");
+                locked(&warm.refused).insert(profile.clone(), detail);
+            }
+            Err(err) => {
+                debug!(profile = %profile, docker_host = %engine, error = %err, "cannot park a container now; trying again later");
+            }
+        }
+        self.inner
+            .metrics
+            .warm_parked(profile.as_str(), self.parked_total(&profile));
     }
 
     /// Remove this runner's parked containers on every engine (those this
