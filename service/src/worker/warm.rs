@@ -147,11 +147,17 @@ impl WarmPool {
             .unwrap_or(0)
     }
 
-    /// Count `n` more (or, negative, fewer) parks under way.
-    fn add_in_flight(&self, engine: &EngineId, profile: &ProfileName, n: isize) {
+    /// `n` more parks under way.
+    fn parks_started(&self, engine: &EngineId, profile: &ProfileName, n: usize) {
         let mut all = locked(&self.in_flight);
-        let count = all.entry((engine.clone(), profile.clone())).or_default();
-        *count = count.saturating_add_signed(n);
+        *all.entry((engine.clone(), profile.clone())).or_default() += n;
+    }
+
+    /// One park ended (parked or not).
+    fn park_ended(&self, engine: &EngineId, profile: &ProfileName) {
+        if let Some(count) = locked(&self.in_flight).get_mut(&(engine.clone(), profile.clone())) {
+            *count = count.saturating_sub(1);
+        }
     }
 
     fn parked(&self, engine: &EngineId, profile: &ProfileName) -> usize {
@@ -337,7 +343,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
                 // The missing ones at once: the engine's create and start
                 // are latency, not work, and a burst of claims leaves
                 // several slots empty.
-                warm.add_in_flight(engine, profile, missing.cast_signed());
+                warm.parks_started(engine, profile, missing);
                 for _ in 0..missing {
                     let this = self.clone();
                     let (engine, profile) = (engine.clone(), profile.clone());
@@ -365,7 +371,7 @@ impl<R: ContainerRuntime, P: EventPublisher> Worker<R, P> {
             }
             Err(err) => Err(err),
         };
-        warm.add_in_flight(&engine, &profile, -1);
+        warm.park_ended(&engine, &profile);
         match parked {
             Ok(mut c) if stopping.is_cancelled() || warm.paused.load(Ordering::Acquire) => {
                 // Parked while `runner.delete` or shutdown removed the
