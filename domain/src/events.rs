@@ -59,17 +59,18 @@ impl EventPrefix {
 
     /// # Errors
     /// `FieldError` unless 1–128 bytes of dot-separated non-empty segments of
-    /// `[A-Za-z0-9_-]`.
+    /// `[a-z0-9_-]` (event names are lowercase: an Events API refuses
+    /// others, so a prefix with capitals could never be served).
     pub fn parse(value: &str) -> Result<Self, FieldError> {
         let segment_ok = |s: &str| {
             !s.is_empty()
                 && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         };
         if value.len() > 128 || !value.split('.').all(segment_ok) {
             return Err(FieldError::new(
                 "event_prefix",
-                "must be dot-separated segments of [A-Za-z0-9_-], e.g. bus.docker",
+                "must be dot-separated lowercase segments of [a-z0-9_-], e.g. bus.docker (event names are lowercase, docs/protocol.md §2)",
             ));
         }
         Ok(Self(value.to_owned()))
@@ -142,7 +143,16 @@ mod tests {
 
     #[test]
     fn prefixes_are_validated() {
-        for bad in ["", ".", "bus..docker", "bus.docker.", "bus docker", "bus/x"] {
+        for bad in [
+            "",
+            ".",
+            "bus..docker",
+            "bus.docker.",
+            "bus docker",
+            "bus/x",
+            "Bus.docker",
+            "bus.Docker",
+        ] {
             assert!(EventPrefix::parse(bad).is_err(), "{bad:?}");
         }
     }
