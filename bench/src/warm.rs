@@ -27,7 +27,11 @@ use crate::stats::Samples;
 use crate::worker::{field, strip_ansi, Caller, WorkerProcess};
 use crate::{progress, Bench, BenchError};
 
-const RUST_LOG: &str = "warn,bus_integration_docker::dispatch=debug,bus_integration_docker::warm=debug,bus_docker_engine::warm=debug,bus_docker_service::worker::warm=debug";
+const RUST_LOG: &str = "warn,bus_integration_docker::dispatch=debug,bus_integration_docker::warm=debug,bus_docker_engine::warm=debug,bus_docker_engine::drive=debug,bus_docker_service::worker::warm=debug";
+
+/// What the worker logs when a claimed run's exit came from the engine's
+/// `die` event (`bus_docker_engine::exits`), not from the teardown.
+const DIE_EXIT: &str = "exit taken from the engine's die event";
 
 /// The env of a worker whose profile `quick` keeps `warm` parked.
 fn profile_env(image: &str, warm: usize) -> Vec<(String, String)> {
@@ -231,6 +235,11 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         first_at.push((id, r["stdout"].as_str().and_then(adjtimex_us)));
     }
     let claimed = claims(&warm_log);
+    let die_exits = std::fs::read_to_string(&warm_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(DIE_EXIT))
+        .count();
     let mut claim = Samples::default();
     let mut hits = 0;
     for id in &hit_ids {
@@ -290,6 +299,7 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
                  row("request read -> claim (hit)", &claim),
                  row("request read -> first instruction (hit)", &first), row("refill: hit's response -> parked back to 2", &refill)],
         "hits_in_paced_rounds": hits,
+        "die_event_exits_in_paced_rounds": die_exits,
         "paced_rounds": runs,
         "hit_p50_over_raw_p50": ratio(&hit, &raw),
         "hit_p50_over_cold_p50": ratio(&hit, &cold_s),
@@ -332,6 +342,10 @@ pub fn print(out: &Value) {
         f("hit_p50_over_raw_p50")
     );
     println!("hit p50 / cold p50: {}", f("hit_p50_over_cold_p50"));
+    println!(
+        "claimed runs whose exit came from the die event: {} (hits and first-instruction runs of the paced rounds)",
+        out["die_event_exits_in_paced_rounds"]
+    );
     println!(
         "miss p50 / cold p50 (same run): {}  (target <= 1.05)",
         f("miss_p50_over_cold_p50")
