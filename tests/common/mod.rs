@@ -144,6 +144,22 @@ impl Caller {
         .await
     }
 
+    /// Publish one `op` request per index of `batch`, one after another,
+    /// with the payload `payload(i)`; returns their correlation ids in
+    /// order (for [`each_answered_once`]).
+    pub async fn publish_batch(
+        &self,
+        op: Operation,
+        batch: std::ops::Range<usize>,
+        payload: impl Fn(usize) -> Value,
+    ) -> Vec<String> {
+        let mut sent = Vec::with_capacity(batch.len());
+        for i in batch {
+            sent.push(self.publish(op, payload(i)).await);
+        }
+        sent
+    }
+
     /// Publish and wait for the response payload.
     pub async fn call(&self, op: Operation, payload: Value) -> Value {
         let mut w = self.waiter(op).await;
@@ -155,6 +171,11 @@ impl Caller {
 /// The locally built test image (`scripts/build-test-images.sh`).
 pub fn test_image() -> String {
     std::env::var("BUS_TEST_IMAGE").unwrap_or_else(|_| "bus-test-busybox:local".into())
+}
+
+/// A run payload: `sh -c <script>` on the test image.
+pub fn shell(script: &str) -> Value {
+    serde_json::json!({"image": test_image(), "command": ["sh", "-c", script]})
 }
 
 /// A unique name for this test's runner, prefix and run ids.
@@ -266,6 +287,14 @@ pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -
         .len()
 }
 
+/// How many containers with `bus.runner=<runner>` the engine started
+/// between `since` and now (from the engine's own event log): "it ran once".
+pub async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
+    engine_events(docker, "start", &[format!("bus.runner={runner}")], since)
+        .await
+        .len()
+}
+
 /// A unix-socket proxy in front of the Docker socket: stopping it makes the
 /// engine unreachable for a worker pointed at it, without touching dockerd.
 pub struct SocketProxy {
@@ -314,6 +343,10 @@ impl SocketProxy {
     }
 }
 
+/// Correlation id → every payload received for it, duplicates visible
+/// (what [`collect`] returns).
+pub type Answers = std::collections::HashMap<String, Vec<Value>>;
+
 /// Collect responses until `expected` distinct correlations were seen and
 /// then `quiet` passes without another response; returns correlation →
 /// every payload received for it (duplicates visible).
@@ -322,8 +355,8 @@ pub async fn collect(
     expected: usize,
     quiet: Duration,
     overall: Duration,
-) -> std::collections::HashMap<String, Vec<Value>> {
-    let mut seen: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+) -> Answers {
+    let mut seen = Answers::new();
     let deadline = tokio::time::Instant::now() + overall;
     loop {
         let wait = if seen.len() >= expected {
@@ -342,6 +375,58 @@ pub async fn collect(
             ),
         }
     }
+}
+
+/// [`collect`] `n` more correlations into `seen` (answers that come later,
+/// e.g. once a lost engine is back), merged with what it already holds.
+pub async fn collect_more(
+    seen: &mut Answers,
+    waiter: &mut ResponseWaiter,
+    n: usize,
+    quiet: Duration,
+    overall: Duration,
+) {
+    for (correlation, payloads) in collect(waiter, n, quiet, overall).await {
+        seen.entry(correlation).or_default().extend(payloads);
+    }
+}
+
+/// The one answer to `correlation` in `seen`; panics naming the
+/// correlation and what was received when it got none or more than one.
+pub fn answered_once<'a>(seen: &'a Answers, correlation: &str) -> &'a Value {
+    match seen.get(correlation).map(Vec::as_slice) {
+        Some([answer]) => answer,
+        Some(answers) => panic!(
+            "{correlation} answered {} times: {answers:?}",
+            answers.len()
+        ),
+        None => panic!(
+            "{correlation} never answered; answered: {:?}",
+            seen.keys().collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Every correlation of `sent` answered exactly once, and nothing else
+/// answered; returns the answers in the order of `sent`. Panics listing
+/// every correlation never answered, answered more than once, or answered
+/// without being sent.
+pub fn each_answered_once<'a>(seen: &'a Answers, sent: &[String]) -> Vec<&'a Value> {
+    let missing: Vec<&String> = sent.iter().filter(|c| !seen.contains_key(*c)).collect();
+    let repeated: Vec<(&String, usize)> = seen
+        .iter()
+        .filter(|(_, answers)| answers.len() != 1)
+        .map(|(c, answers)| (c, answers.len()))
+        .collect();
+    let unknown: Vec<&String> = seen.keys().filter(|c| !sent.contains(c)).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && unknown.is_empty(),
+        "of {} requests: {} never answered {missing:?}; answered more than once \
+         (correlation, times) {repeated:?}; answers to requests not sent {unknown:?}",
+        sent.len(),
+        missing.len(),
+    );
+    sent.iter().map(|c| &seen[c][0]).collect()
 }
 
 /// Poll `probe` until it yields `Some`, every `EVENTUALLY_POLL`, for at

@@ -10,18 +10,12 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    collect, docker_settings, no_containers_left, require_engine, spawn_worker, test_image, unique,
-    Caller, SocketProxy,
+    answered_once, collect, docker_settings, each_answered_once, no_containers_left,
+    require_engine, shell, spawn_worker, test_image, unique, Answers, Caller, SocketProxy,
 };
 use serde_json::json;
 
-fn report(
-    test: &str,
-    sent: usize,
-    seen: &std::collections::HashMap<String, Vec<serde_json::Value>>,
-    orphans: usize,
-    panics: usize,
-) {
+fn report(test: &str, sent: usize, seen: &Answers, orphans: usize, panics: usize) {
     let received: usize = seen.values().map(Vec::len).sum();
     let duplicates = received - seen.len();
     println!("FAULT {test}: requests sent {sent}, responses received {received}, duplicates {duplicates}, orphans {orphans}, panics {panics}");
@@ -52,21 +46,21 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let image = test_image();
-    let mut sent = Vec::new();
-    for i in 0..6 {
-        let cmd = format!("sleep 2; echo done-{i}");
-        sent.push(caller.publish_shell(&image, &cmd).await);
-    }
+    let mut sent = caller
+        .publish_batch(Operation::Run, 0..6, |i| {
+            shell(&format!("sleep 2; echo done-{i}"))
+        })
+        .await;
     // Every run has its container: the worker is mid-run for all of them.
     common::wait_containers(&docker, &runner, 6).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     // Requests published while no worker listens wait in the group queue.
-    for i in 6..8 {
-        let cmd = format!("echo late-{i}");
-        sent.push(caller.publish_shell(&image, &cmd).await);
-    }
+    sent.extend(
+        caller
+            .publish_batch(Operation::Run, 6..8, |i| shell(&format!("echo late-{i}")))
+            .await,
+    );
     let mut second = spawn_worker_process(&bus, &runner, &prefix, &log);
     let seen = collect(
         &mut waiter,
@@ -75,17 +69,7 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let responses = seen
-            .get(c)
-            .unwrap_or_else(|| panic!("no response for request {i}"));
-        assert_eq!(
-            responses.len(),
-            1,
-            "request {i} answered {} times",
-            responses.len()
-        );
-        let r = &responses[0];
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
         assert_eq!(r["status"], "succeeded", "{r}");
         let expected = if i < 6 {
             format!("done-{i}\n")
@@ -154,10 +138,8 @@ async fn cut_streams_during_a_batch_lose_nothing() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
-        assert_eq!(rs.len(), 1);
-        assert_eq!(rs[0]["stdout"], format!("{i}\n").as_str());
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("{i}\n").as_str(), "{r}");
     }
     let left = no_containers_left(&docker, &runner).await;
     report("stream cuts", sent.len(), &seen, left.len(), 0);
@@ -172,16 +154,11 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
     let runner = unique("restart");
     let s = docker_settings(&runner, "max_concurrent_runs = 8\n");
     let worker = spawn_worker(&bus, &s, "w1").await;
-    let image = test_image();
-    let sent: Vec<String> = {
-        let caller = Caller::new(&bus, &s.worker.prefix);
-        let mut out = Vec::new();
-        for i in 0..6 {
-            let cmd = format!("sleep 4; echo {i}");
-            out.push(caller.publish_shell(&image, &cmd).await);
-        }
-        out
-    };
+    let sent = Caller::new(&bus, &s.worker.prefix)
+        .publish_batch(Operation::Run, 0..6, |i| {
+            shell(&format!("sleep 4; echo {i}"))
+        })
+        .await;
     common::wait_containers(&docker, &runner, 6).await;
     // The runs are in flight: restart the Events API under them. Its memory
     // backend starts empty; the worker's streams reconnect, and responses
@@ -197,16 +174,14 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
-        assert_eq!(rs.len(), 1);
-        assert_eq!(rs[0]["stdout"], format!("{i}\n").as_str());
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("{i}\n").as_str(), "{r}");
     }
     // And the worker still serves new requests.
     let r = caller
         .call(
             Operation::Run,
-            json!({"image": image, "command": ["echo", "after"]}),
+            json!({"image": test_image(), "command": ["echo", "after"]}),
         )
         .await;
     assert_eq!(r["stdout"], "after\n");
@@ -272,10 +247,9 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
         Duration::from_secs(60),
     )
     .await;
-    let r = &seen[&long];
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0]["status"], "succeeded", "{}", r[0]);
-    assert_eq!(r[0]["stdout"], "survived\n");
+    let r = answered_once(&seen, &long);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["stdout"], "survived\n");
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
     let left = no_containers_left(&docker, &runner).await;

@@ -27,12 +27,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus_docker_domain::Operation;
-use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    code, collect, containers_of, eventually, settings, spawn_worker, test_image, unique,
-    wait_connected, Caller, SocketProxy, WAIT,
+    answered_once, code, collect, collect_more, containers_of, each_answered_once, eventually,
+    settings, shell, spawn_worker, test_image, unique, wait_connected, Caller, SocketProxy, WAIT,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -117,19 +116,6 @@ async fn wait_spread(clients: &[bollard::Docker; 2], runner: &str, counts: [usiz
     .await;
 }
 
-/// Responses seen before, and `n` more that come after the lost engine is
-/// back, by correlation id.
-async fn with_late(
-    mut seen: HashMap<String, Vec<Value>>,
-    waiter: &mut ResponseWaiter,
-    n: usize,
-) -> HashMap<String, Vec<Value>> {
-    for (c, v) in collect(waiter, n, Duration::from_millis(1500), WAIT).await {
-        seen.entry(c).or_default().extend(v);
-    }
-    seen
-}
-
 fn retained_settings(
     runner: &str,
     prefix: &str,
@@ -196,12 +182,12 @@ async fn two_workers_share_the_pool_and_answer_any_follow_up() {
     let mut runs = caller.waiter(Operation::Run).await;
 
     let ids: Vec<String> = (0..6).map(|i| format!("{tag}-r{i}")).collect();
-    let mut correlations = HashMap::new();
-    for id in &ids {
-        let payload = json!({"run_id": id, "image": test_image(), "interactive": true,
-            "command": ["sh", "-c", "read line; echo got-$line"]});
-        correlations.insert(caller.publish(Operation::Run, payload).await, id.clone());
-    }
+    let sent = caller
+        .publish_batch(Operation::Run, 0..6, |i| {
+            json!({"run_id": ids[i], "image": test_image(), "interactive": true,
+                "command": ["sh", "-c", "read line; echo got-$line"]})
+        })
+        .await;
     for id in &ids {
         common::wait_running(&caller, id).await;
     }
@@ -232,15 +218,7 @@ async fn two_workers_share_the_pool_and_answer_any_follow_up() {
     }
     let seen = collect(&mut runs, 6, Duration::from_millis(1500), WAIT).await;
     let mut hosts = HashMap::new();
-    for (correlation, answers) in &seen {
-        assert_eq!(answers.len(), 1, "one response each: {answers:?}");
-        let r = &answers[0];
-        let i: usize = correlations[correlation]
-            .rsplit('r')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
         if i % 2 == 0 {
             assert_eq!(r["status"], "succeeded", "{r}");
             assert_eq!(r["stdout"], format!("got-in-{i}\n"), "{r}");
@@ -296,28 +274,21 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
     let mut runs = caller.waiter(Operation::Run).await;
     let since = common::unix_now() - 1;
     let n = 6;
-    for i in 0..n {
-        let payload =
-            json!({"image": test_image(), "command": ["sh", "-c", format!("echo once-{i}")]});
+    let sent: Vec<String> = (0..n).map(|i| format!("{tag}-dup{i}")).collect();
+    for (i, correlation) in sent.iter().enumerate() {
+        let payload = shell(&format!("echo once-{i}"));
         caller
-            .publish_as(Operation::Run, &format!("{tag}-dup{i}"), payload)
+            .publish_as(Operation::Run, correlation, payload)
             .await;
     }
     let seen = collect(&mut runs, n, Duration::from_millis(2000), WAIT).await;
-    for i in 0..n {
-        let answers = &seen[&format!("{tag}-dup{i}")];
-        assert_eq!(answers.len(), 1, "exactly one response: {answers:?}");
-        assert_eq!(
-            answers[0]["stdout"],
-            format!("once-{i}\n"),
-            "{}",
-            answers[0]
-        );
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("once-{i}\n"), "{r}");
     }
     let mut starts = 0;
     for client in &clients {
         for runner in [&ra, &rb] {
-            starts += starts_since(client, runner, since).await;
+            starts += common::starts_since(client, runner, since).await;
         }
     }
     assert_eq!(starts, n, "each request ran once across both engines");
@@ -329,13 +300,6 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
         [0, 0],
         "tombstones removed"
     );
-}
-
-/// How many containers of `runner` the engine started since `since`.
-async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
-    common::engine_events(docker, "start", &[format!("bus.runner={runner}")], since)
-        .await
-        .len()
 }
 
 fn spawn_pool_worker(
@@ -374,14 +338,11 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
     wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let mut sent = Vec::new();
-    for i in 0..4 {
-        sent.push(
-            caller
-                .publish_shell(&test_image(), &format!("sleep 2; echo done-{i}"))
-                .await,
-        );
-    }
+    let sent = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            shell(&format!("sleep 2; echo done-{i}"))
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
@@ -393,11 +354,9 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let answers = &seen[c];
-        assert_eq!(answers.len(), 1, "request {i} answered once: {answers:?}");
-        assert_eq!(answers[0]["status"], "succeeded", "{}", answers[0]);
-        assert_eq!(answers[0]["stdout"], format!("done-{i}\n"));
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["stdout"], format!("done-{i}\n"));
     }
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -427,14 +386,11 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
     let w = spawn_worker(&bus, &s, "w").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let mut first = Vec::new();
-    for i in 0..4 {
-        first.push(
-            caller
-                .publish_shell(&test_image(), &format!("sleep 2; echo first-{i}"))
-                .await,
-        );
-    }
+    let first = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            shell(&format!("sleep 2; echo first-{i}"))
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     proxy.stop().await;
 
@@ -459,17 +415,12 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
         "{st}"
     );
 
-    let mut second = Vec::new();
-    for i in 0..4 {
-        second.push(
-            caller
-                .publish_shell(&test_image(), &format!("echo second-{i}"))
-                .await,
-        );
-    }
-    let seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
+    let second = caller
+        .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
+        .await;
+    let mut seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
     for c in &second {
-        let r = &seen[c][0];
+        let r = answered_once(&seen, c);
         assert_eq!(r["status"], "succeeded", "{r}");
         assert_eq!(
             docker_host(r),
@@ -480,16 +431,10 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
     // The runs on the lost engine wait for it; once it is back they are
     // answered (collected from the exited containers).
     let proxy = SocketProxy::start(&proxy_path, &pool.unix_socket).await;
-    let all = with_late(seen, &mut waiter, 2).await;
-    for (i, c) in first.iter().enumerate() {
-        let answers = &all[c];
-        assert_eq!(answers.len(), 1, "first-{i} answered once: {answers:?}");
-        assert_eq!(
-            answers[0]["stdout"],
-            format!("first-{i}\n"),
-            "{}",
-            answers[0]
-        );
+    collect_more(&mut seen, &mut waiter, 2, Duration::from_millis(1500), WAIT).await;
+    let answers = each_answered_once(&seen, &[first.as_slice(), &second].concat());
+    for (i, r) in answers.into_iter().take(first.len()).enumerate() {
+        assert_eq!(r["stdout"], format!("first-{i}\n"), "{r}");
     }
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
@@ -590,20 +535,14 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
     let mut output = caller.output_waiter().await;
     // Runs that end at once on SIGTERM (dockerd stops its containers when
     // it stops), else after 6 s.
-    let mut first = Vec::new();
-    for i in 0..4 {
-        let script =
-            format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
-        first.push(
-            caller
-                .publish(
-                    Operation::Run,
-                    json!({"image": test_image(), "command": ["sh", "-c", script],
-                           "stream_output": true}),
-                )
-                .await,
-        );
-    }
+    let first = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            let script =
+                format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
+            json!({"image": test_image(), "command": ["sh", "-c", script],
+                   "stream_output": true})
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     // Each shell says `started-<i>` once its trap is installed: its first
     // live output is the signal, not a pause.
@@ -620,31 +559,21 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
         st["status"]["details"]["engines"][1]["state"], "down",
         "{st}"
     );
-    let mut second = Vec::new();
-    for i in 0..4 {
-        second.push(
-            caller
-                .publish_shell(&test_image(), &format!("echo second-{i}"))
-                .await,
-        );
-    }
-    let seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
+    let second = caller
+        .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
+        .await;
+    let mut seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
     for c in &second {
-        let r = &seen[c][0];
+        let r = answered_once(&seen, c);
         assert_eq!(r["status"], "succeeded", "{r}");
         assert_eq!(docker_host(r), pool.tls_host, "{r}");
     }
     engine_script("ensure3").await;
-    let all = with_late(seen, &mut waiter, 2).await;
-    for (i, c) in first.iter().enumerate() {
-        let answers = &all[c];
-        assert_eq!(answers.len(), 1, "run {i} answered once: {answers:?}");
-        let stdout = answers[0]["stdout"].as_str().unwrap_or_default();
-        assert!(
-            stdout.starts_with(&format!("started-{i}\n")),
-            "{}",
-            answers[0]
-        );
+    collect_more(&mut seen, &mut waiter, 2, Duration::from_millis(1500), WAIT).await;
+    let answers = each_answered_once(&seen, &[first.as_slice(), &second].concat());
+    for (i, r) in answers.into_iter().take(first.len()).enumerate() {
+        let stdout = r["stdout"].as_str().unwrap_or_default();
+        assert!(stdout.starts_with(&format!("started-{i}\n")), "{r}");
     }
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
