@@ -556,6 +556,33 @@ pub fn spawn_memory_worker(
     (bus, stop, handle)
 }
 
+/// Wait until the memory worker took every request sent on `bus` and `n`
+/// containers run on `runtime`: the worker's own state says the runs
+/// started (under a paused clock too), not a pause.
+pub async fn wait_started(
+    bus: &bus_docker_events::memory::MemoryBus,
+    runtime: &bus_docker_static::StaticRuntime,
+    n: usize,
+) {
+    use bus_docker_domain::container::{ContainerState, ManagedFilter};
+    use bus_docker_domain::ports::ContainerRuntime;
+    eventually(
+        &format!("every request taken and {n} runs running"),
+        Duration::from_secs(30),
+        || async {
+            let running = runtime
+                .list_managed(&ManagedFilter::all())
+                .await
+                .expect("static runtime lists")
+                .into_iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .count();
+            (bus.untaken().is_empty() && running == n).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The worker binary as a child process on `bus`, as a docker worker with
 /// runner name `runner` on `prefix`, logging to `log` (appended). Answered
 /// containers go at once, so "no container left" is exact. Callers add

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    answered_once, collect, docker_settings, each_answered_once, no_containers_left,
+    answered_once, collect, collect_more, docker_settings, each_answered_once, no_containers_left,
     require_engine, shell, spawn_worker, test_image, unique, Answers, Caller, SocketProxy,
 };
 use serde_json::json;
@@ -127,13 +127,24 @@ async fn cut_streams_during_a_batch_lose_nothing() {
             bus.server().drop_streams();
         }
     }
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cut again as each of the first five answers comes back: the answers
+    // are the signal, so the cuts fall while the rest of the batch is still
+    // running and being answered (12 runs on 4 slots), not at clock times.
+    let mut seen = Answers::new();
+    for cut in 0..5 {
+        let (correlation, answer) = waiter
+            .next_any(Duration::from_secs(30))
+            .await
+            .expect("response stream")
+            .unwrap_or_else(|| panic!("no answer before cut {cut}"));
+        seen.entry(correlation).or_default().push(answer);
         bus.server().drop_streams();
     }
-    let seen = collect(
+    let rest = sent.len() - seen.len();
+    collect_more(
+        &mut seen,
         &mut waiter,
-        sent.len(),
+        rest,
         Duration::from_secs(2),
         Duration::from_secs(90),
     )
@@ -213,14 +224,17 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut runs = caller.waiter(Operation::Run).await;
     let image = test_image();
+    let run_id = format!("{runner}-long");
     let long = caller
         .publish(
             Operation::Run,
-            json!({"image": image, "command": ["sh", "-c", "sleep 4; echo survived"]}),
+            json!({"run_id": run_id, "image": image,
+                   "command": ["sh", "-c", "sleep 4; echo survived"]}),
         )
         .await;
-    common::wait_containers(&docker, &runner, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run is under way (its status says `running`) before the engine
+    // goes away: the state is the signal, not a pause.
+    common::wait_running(&caller, &run_id).await;
     proxy.stop().await;
 
     // While the engine is away: runner.status says so, new runs are refused
@@ -267,14 +281,35 @@ async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
     );
     let client = bus.client().unwrap();
     // Take the Events API down, start the worker while it is down, bring
-    // the API back: the worker's streams keep retrying and connect.
+    // the API back: the worker's streams keep retrying and connect. The
+    // 2 s the API stays down is the scenario, not a wait for a signal.
+    let addr = bus.server().local_addr();
     let restarting = tokio::spawn(bus.restart(Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The API is down once its address refuses connections.
+    common::eventually(
+        "the Events API is down",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     let runtime = bus_integration_docker::app::runtime(&s).unwrap();
     let app = bus_integration_docker::app::App::over_http(&s, runtime, &client, "early".into());
     let stop = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    assert!(
+        !restarting.is_finished(),
+        "the worker started while the Events API was down"
+    );
     let bus = restarting.await.unwrap().unwrap();
+    assert!(
+        !handle.is_finished(),
+        "the worker kept retrying while the Events API was down"
+    );
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let r = caller
