@@ -84,13 +84,13 @@ impl CodexConfig {
         policy: &Policy,
     ) -> Result<(Option<Profile>, Vec<InvisibleHostPath>), ConfigError> {
         let mut invisible = Vec::new();
-        let mut path = |key: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+        let mut path = |name: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
             let Some(p) = p else { return Ok(None) };
-            let key = format!("codex.{key}");
+            let key = format!("codex.{name}");
             let checked = policy
                 .mounts
-                .check_operator_path(&key, p, &RealHostPaths)
-                .map_err(|e| invalid(&key, e.message()))?;
+                .check_operator_path(name, p, &RealHostPaths)
+                .map_err(field(&key))?;
             if let OperatorHostPath::Invisible { path, reason } = &checked {
                 invisible.push(InvisibleHostPath {
                     key,

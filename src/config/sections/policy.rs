@@ -11,7 +11,7 @@ use bus_docker_domain::spec::{ImagePolicy, Policy};
 use bus_docker_domain::{FieldError, NetworkName};
 use serde::Deserialize;
 
-use crate::config::{field, invalid, ConfigError};
+use crate::config::{field, invalid, unresolved, ConfigError};
 use crate::de;
 
 /// The largest per-stream output cap: two streams and the envelope must fit
@@ -121,12 +121,7 @@ impl PolicyConfig {
             .allowed_mount_roots
             .iter()
             .map(|root| {
-                std::fs::canonicalize(root).map_err(|e| {
-                    invalid(
-                        "policy.allowed_mount_roots",
-                        format!("{}: {e}", root.display()),
-                    )
-                })
+                std::fs::canonicalize(root).map_err(unresolved("policy.allowed_mount_roots", root))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let allowed_networks = self
@@ -141,8 +136,12 @@ impl PolicyConfig {
             .map(NetworkName::parse)
             .transpose()
             .map_err(field("policy.default_network"))?;
-        let networks = NetworkPolicy::new(allowed_networks, default_network)
-            .map_err(|e| invalid(format!("policy.{}", e.field()), e.message()))?;
+        let networks = NetworkPolicy::new(allowed_networks, default_network).map_err(|source| {
+            ConfigError::Field {
+                key: format!("policy.{}", source.field()),
+                source,
+            }
+        })?;
         Ok(Policy {
             mounts: MountPolicy::new(roots, protected),
             images: ImagePolicy::new(self.allowed_images.clone()),

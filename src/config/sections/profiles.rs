@@ -14,7 +14,7 @@ use bus_docker_domain::{ImageRef, NetworkName, ProfileName};
 use serde::Deserialize;
 
 use super::HardeningConfig;
-use crate::config::{field, invalid, ConfigError};
+use crate::config::{field, invalid, unresolved, ConfigError};
 use crate::de;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -53,9 +53,7 @@ pub struct ProfileConfig {
 /// canonicalised, and never the Docker socket or a directory holding it
 /// (compared by device and inode, like request mounts).
 fn operator_path(key: &str, path: &Path, mounts: &MountPolicy) -> Result<PathBuf, ConfigError> {
-    let resolved = RealHostPaths
-        .resolve(path)
-        .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+    let resolved = RealHostPaths.resolve(path).map_err(unresolved(key, path))?;
     if let Some(p) = mounts.exposed_by(&resolved) {
         return Err(invalid(
             key,
@@ -71,8 +69,9 @@ fn operator_path(key: &str, path: &Path, mounts: &MountPolicy) -> Result<PathBuf
 
 impl MountConfig {
     fn mount(&self, key: &str, mounts: &MountPolicy) -> Result<Mount, ConfigError> {
-        let target = ContainerPath::normalised(&format!("{key}.target"), &self.target)
-            .map_err(|e| invalid(format!("{key}.target"), e.to_string()))?;
+        let target_key = format!("{key}.target");
+        let target =
+            ContainerPath::normalised(&target_key, &self.target).map_err(field(&target_key))?;
         let mode = if self.read_only {
             AccessMode::ReadOnly
         } else {
@@ -92,8 +91,7 @@ impl ProfileConfig {
     pub fn profile(&self, name: &str, policy: &Policy) -> Result<Profile, ConfigError> {
         let key = |k: &str| format!("profiles.{name}.{k}");
         let pname = ProfileName::parse(name).map_err(field(&key("name")))?;
-        let image =
-            ImageRef::parse(&self.image).map_err(|e| invalid(key("image"), e.to_string()))?;
+        let image = ImageRef::parse(&self.image).map_err(field(&key("image")))?;
         let mut profile = Profile::new(pname, image);
         profile.command = self.command.clone();
         profile.env = self.env.clone();

@@ -27,10 +27,9 @@ fn policy_with_socket(dir: &std::path::Path) -> (Policy, PathBuf) {
 }
 
 fn key_of(err: ConfigError) -> String {
-    match err {
-        ConfigError::Invalid { key, .. } => key,
-        other => panic!("not an invalid key: {other}"),
-    }
+    err.key()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no key named: {err}"))
 }
 
 #[test]
