@@ -234,7 +234,8 @@ pub fn load(
     Ok(figment.extract()?)
 }
 
-/// A value given on the command line (or its env var).
+/// A value given on the command line (or its env var), as given: data for
+/// figment to check like a file's value, not an error.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(untagged)]
 pub enum OverrideValue {
