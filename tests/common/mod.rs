@@ -295,6 +295,16 @@ pub async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) ->
         .len()
 }
 
+/// The test engine's unix socket (`DOCKER_HOST`, else the default one),
+/// for a [`SocketProxy`] to stand in front of.
+pub fn docker_socket() -> std::path::PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+        .into()
+}
+
 /// A unix-socket proxy in front of the Docker socket: stopping it makes the
 /// engine unreachable for a worker pointed at it, without touching dockerd.
 pub struct SocketProxy {

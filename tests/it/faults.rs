@@ -21,6 +21,19 @@ fn report(test: &str, sent: usize, seen: &Answers, orphans: usize, panics: usize
     println!("FAULT {test}: requests sent {sent}, responses received {received}, duplicates {duplicates}, orphans {orphans}, panics {panics}");
 }
 
+/// No managed container of `runner` is left; prints the figures of `test`.
+async fn assert_no_orphans(
+    test: &str,
+    docker: &bollard::Docker,
+    runner: &str,
+    sent: usize,
+    seen: &Answers,
+) {
+    let left = no_containers_left(docker, runner).await;
+    report(test, sent, seen, left.len(), 0);
+    assert!(left.is_empty(), "orphans: {left:?}");
+}
+
 fn spawn_worker_process(
     bus: &LocalBus,
     runner: &str,
@@ -152,9 +165,7 @@ async fn cut_streams_during_a_batch_lose_nothing() {
     for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
         assert_eq!(r["stdout"], format!("{i}\n").as_str(), "{r}");
     }
-    let left = no_containers_left(&docker, &runner).await;
-    report("stream cuts", sent.len(), &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("stream cuts", &docker, &runner, sent.len(), &seen).await;
     worker.stop().await.unwrap();
 }
 
@@ -196,9 +207,7 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         )
         .await;
     assert_eq!(r["stdout"], "after\n");
-    let left = no_containers_left(&docker, &runner).await;
-    report("events api restart", sent.len(), &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("events api restart", &docker, &runner, sent.len(), &seen).await;
     worker.stop().await.unwrap();
 }
 
@@ -207,12 +216,7 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let docker = require_engine().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
-    let real = std::path::PathBuf::from(
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
-            .unwrap_or_else(|| "/var/run/docker.sock".into()),
-    );
+    let real = common::docker_socket();
     let proxy = SocketProxy::start(&sock, &real).await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("engine");
@@ -266,9 +270,7 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     assert_eq!(r["stdout"], "survived\n");
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
-    let left = no_containers_left(&docker, &runner).await;
-    report("engine unreachable", 2, &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("engine unreachable", &docker, &runner, 2, &seen).await;
     worker.stop().await.unwrap();
     proxy.stop().await;
 }

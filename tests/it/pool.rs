@@ -27,11 +27,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus_docker_domain::Operation;
+use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
 use common::{
     answered_once, code, collect, collect_more, containers_of, each_answered_once, eventually,
-    settings, shell, spawn_worker, test_image, unique, wait_connected, Caller, SocketProxy, WAIT,
+    settings, shell, spawn_worker, test_image, unique, wait_connected, Answers, Caller,
+    SocketProxy, WAIT,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -153,6 +155,64 @@ async fn cleanup(clients: &[bollard::Docker; 2], runners: &[&str]) {
                     .await;
             }
         }
+    }
+}
+
+/// A batch of four runs spread over both engines when engine 3 went
+/// down, and four more sent while it is down.
+struct Batch {
+    first: Vec<String>,
+    second: Vec<String>,
+    seen: Answers,
+}
+
+impl Batch {
+    /// With engine 3 down: four more runs all go to engine 2 and are
+    /// answered, as are the two runs of `first` that engine 2 holds.
+    async fn on_engine_2_while_3_is_down(
+        caller: &Caller,
+        waiter: &mut ResponseWaiter,
+        pool: &Pool,
+        first: Vec<String>,
+    ) -> Self {
+        let second = caller
+            .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
+            .await;
+        let seen = collect(waiter, 6, Duration::from_millis(500), WAIT).await;
+        for c in &second {
+            let r = answered_once(&seen, c);
+            assert_eq!(r["status"], "succeeded", "{r}");
+            assert_eq!(
+                docker_host(r),
+                pool.tls_host,
+                "placed on the engine that answers: {r}"
+            );
+        }
+        Self {
+            first,
+            second,
+            seen,
+        }
+    }
+
+    /// Once engine 3 is back: its two runs are answered too, every run of
+    /// both batches exactly once, and `runner.status` is `ready` again.
+    /// Returns the answers of `first`, in order.
+    async fn first_once_engine_3_is_back(
+        &mut self,
+        caller: &Caller,
+        waiter: &mut ResponseWaiter,
+    ) -> Vec<Value> {
+        collect_more(&mut self.seen, waiter, 2, Duration::from_millis(1500), WAIT).await;
+        let sent = [self.first.as_slice(), &self.second].concat();
+        let answers = each_answered_once(&self.seen, &sent);
+        let st = caller.call(Operation::RunnerStatus, json!({})).await;
+        assert_eq!(st["status"]["state"], "ready", "{st}");
+        answers
+            .into_iter()
+            .take(self.first.len())
+            .cloned()
+            .collect()
     }
 }
 
@@ -415,29 +475,18 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
         "{st}"
     );
 
-    let second = caller
-        .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
-        .await;
-    let mut seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
-    for c in &second {
-        let r = answered_once(&seen, c);
-        assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(
-            docker_host(r),
-            pool.tls_host,
-            "placed on the engine that answers: {r}"
-        );
-    }
+    let mut batch = Batch::on_engine_2_while_3_is_down(&caller, &mut waiter, &pool, first).await;
     // The runs on the lost engine wait for it; once it is back they are
     // answered (collected from the exited containers).
     let proxy = SocketProxy::start(&proxy_path, &pool.unix_socket).await;
-    collect_more(&mut seen, &mut waiter, 2, Duration::from_millis(1500), WAIT).await;
-    let answers = each_answered_once(&seen, &[first.as_slice(), &second].concat());
-    for (i, r) in answers.into_iter().take(first.len()).enumerate() {
+    for (i, r) in batch
+        .first_once_engine_3_is_back(&caller, &mut waiter)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(r["stdout"], format!("first-{i}\n"), "{r}");
     }
-    let st = caller.call(Operation::RunnerStatus, json!({})).await;
-    assert_eq!(st["status"]["state"], "ready", "{st}");
     w.stop().await.unwrap();
     proxy.stop().await;
     assert_eq!(
@@ -559,24 +608,17 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
         st["status"]["details"]["engines"][1]["state"], "down",
         "{st}"
     );
-    let second = caller
-        .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
-        .await;
-    let mut seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
-    for c in &second {
-        let r = answered_once(&seen, c);
-        assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(docker_host(r), pool.tls_host, "{r}");
-    }
+    let mut batch = Batch::on_engine_2_while_3_is_down(&caller, &mut waiter, &pool, first).await;
     engine_script("ensure3").await;
-    collect_more(&mut seen, &mut waiter, 2, Duration::from_millis(1500), WAIT).await;
-    let answers = each_answered_once(&seen, &[first.as_slice(), &second].concat());
-    for (i, r) in answers.into_iter().take(first.len()).enumerate() {
+    for (i, r) in batch
+        .first_once_engine_3_is_back(&caller, &mut waiter)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         let stdout = r["stdout"].as_str().unwrap_or_default();
         assert!(stdout.starts_with(&format!("started-{i}\n")), "{r}");
     }
-    let st = caller.call(Operation::RunnerStatus, json!({})).await;
-    assert_eq!(st["status"]["state"], "ready", "{st}");
     w.stop().await.unwrap();
     let clients = pool.clients().await; // engine 3 restarted: a new client
     assert_eq!(
