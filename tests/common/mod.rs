@@ -213,9 +213,27 @@ pub async fn require_engine() -> bollard::Docker {
 
 /// Managed containers carrying `bus.runner=<runner>`.
 pub async fn containers_of(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    containers_in(docker, runner, &[]).await
+}
+
+/// Managed containers of `runner` created and not started yet: a run
+/// whose container exists but whose process has not begun.
+pub async fn created_not_started(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    containers_in(docker, runner, &["created"]).await
+}
+
+/// Containers of `runner` in one of `states` (Docker's `status` filter;
+/// empty: any state).
+async fn containers_in(docker: &bollard::Docker, runner: &str, states: &[&str]) -> Vec<String> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
+    if !states.is_empty() {
+        filters.insert(
+            "status".to_owned(),
+            states.iter().map(|s| (*s).to_owned()).collect(),
+        );
+    }
     let opts = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)

@@ -108,12 +108,20 @@ fn solo_settings(runner: &str, pool: &str) -> Settings {
     pool_settings(runner, &prefix, "bus-integration-docker", pool)
 }
 
-/// Wait until `runner`'s containers on engines 2 and 3 are `counts`.
+/// Wait until `runner`'s containers on engines 2 and 3 are `counts` and
+/// every one has started: an engine cut while a container is only created
+/// would test a different thing (a run that never began).
 async fn wait_spread(clients: &[bollard::Docker; 2], runner: &str, counts: [usize; 2]) {
     eventually(
-        &format!("{counts:?} runs on engines 2 and 3"),
+        &format!("{counts:?} runs started on engines 2 and 3"),
         Duration::from_secs(30),
-        || async { (spread(clients, &[runner]).await == counts).then_some(()) },
+        || async {
+            let mut created = 0;
+            for client in clients {
+                created += common::created_not_started(client, runner).await.len();
+            }
+            (created == 0 && spread(clients, &[runner]).await == counts).then_some(())
+        },
     )
     .await;
 }
