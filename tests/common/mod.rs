@@ -533,6 +533,21 @@ pub async fn wait_containers(docker: &bollard::Docker, runner: &str, n: usize) {
     .await;
 }
 
+/// Wait until the engine holds at least `n` containers of `runner` and
+/// none of them is only created: every run's process has begun (30 s).
+pub async fn wait_runs_started(docker: &bollard::Docker, runner: &str, n: usize) {
+    eventually(
+        &format!("{n} runs of {runner} started"),
+        Duration::from_secs(30),
+        || async {
+            let all = containers_of(docker, runner).await.len();
+            let created = created_not_started(docker, runner).await.len();
+            (all >= n && created == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The error code of a response payload (`""` when it succeeded).
 pub fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")

@@ -64,8 +64,9 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
             shell(&format!("sleep 2; echo done-{i}"))
         })
         .await;
-    // Every run has its container: the worker is mid-run for all of them.
-    common::wait_containers(&docker, &runner, 6).await;
+    // Every run has its container, started: the worker is mid-run for all
+    // of them.
+    common::wait_runs_started(&docker, &runner, 6).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     // Requests published while no worker listens wait in the group queue.
