@@ -19,9 +19,20 @@ pub enum CommandError {
     /// A step failed; the cause is kept.
     #[error(transparent)]
     Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
-    /// The answer was not what the command expects.
-    #[error("{0}")]
-    Unexpected(String),
+    /// `--self-test` with `static`: the known run was not answered as
+    /// expected. The response is what the operator needs to see.
+    #[error("unexpected run response: {0}")]
+    UnexpectedRun(Value),
+    /// `--self-test` with `docker`: `runner.status` says the engine is
+    /// unavailable; its `problem` detail, as the worker reported it.
+    #[error("docker engine unavailable: {0}")]
+    EngineUnavailable(Value),
+    /// `client --payload` is not JSON.
+    #[error("--payload is not JSON")]
+    PayloadNotJson(#[source] serde_json::Error),
+    /// `client --payload` of a run is JSON, but not an object.
+    #[error("--payload must be a JSON object")]
+    PayloadNotObject,
 }
 
 fn fail(e: impl std::error::Error + Send + Sync + 'static) -> CommandError {
@@ -115,9 +126,7 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
             let payload = json!({"image": "static/self-test", "command": ["printf", "OK"]});
             let r = one_request(settings, runtime, Operation::Run, payload, timeout).await?;
             if r["status"] != "succeeded" || r["stdout"] != "printf OK\n" || r["exit_code"] != 0 {
-                return Err(CommandError::Unexpected(format!(
-                    "unexpected run response: {r}"
-                )));
+                return Err(CommandError::UnexpectedRun(r));
             }
         }
         Provider::Docker => {
@@ -131,10 +140,9 @@ pub async fn self_test(settings: &Settings) -> Result<(), CommandError> {
             .await?;
             let state = &r["status"]["state"];
             if state == "unavailable" {
-                return Err(CommandError::Unexpected(format!(
-                    "docker engine unavailable: {}",
-                    r["status"]["details"]["problem"]
-                )));
+                return Err(CommandError::EngineUnavailable(
+                    r["status"]["details"]["problem"].clone(),
+                ));
             }
         }
     }
@@ -155,10 +163,18 @@ enum NoDockerDemo {
     NoEngine,
     #[error("--image")]
     Image(#[source] bus_docker_domain::FieldError),
-    #[error(
-        "no image to run ({last}); scripts/build-test-images.sh builds {DEMO_TEST_IMAGE} offline"
-    )]
-    NoImage { last: String },
+    #[error("no image to run (scripts/build-test-images.sh builds {DEMO_TEST_IMAGE} offline)")]
+    NoImage(#[source] ImageUnavailable),
+}
+
+/// Why the demo's last candidate image cannot be run.
+#[derive(Debug, thiserror::Error)]
+enum ImageUnavailable {
+    /// The pool could not have it on every engine (the error names it).
+    #[error(transparent)]
+    Ensure(bus_docker_domain::RuntimeError),
+    #[error("pulling {image} took too long")]
+    Timeout { image: String },
 }
 
 /// An image the demo can run on a reachable engine: the one asked for, else
@@ -177,28 +193,37 @@ async fn demo_docker_image(
     if !rt.health().iter().any(|engine| engine.state.is_ok()) {
         return Err(NoDockerDemo::NoEngine);
     }
-    let candidates: Vec<&str> = match asked {
-        Some(image) => vec![image],
-        None => vec![DEMO_TEST_IMAGE, DEMO_PUBLIC_IMAGE],
+    let (first, fallback) = match asked {
+        Some(image) => (image, None),
+        None => (DEMO_TEST_IMAGE, Some(DEMO_PUBLIC_IMAGE)),
     };
-    let mut last = String::new();
-    for candidate in candidates {
-        let image = ImageRef::parse(candidate).map_err(NoDockerDemo::Image)?;
-        let ensured = tokio::time::timeout(
-            Duration::from_secs(120),
-            rt.ensure_image_everywhere(
-                &image,
-                bus_docker_domain::profile::PullPolicy::IfNotPresent,
-            ),
-        )
-        .await;
-        match ensured {
-            Ok(Ok(())) => return Ok(candidate.to_owned()),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("pulling {candidate} took too long"),
-        }
+    match (ensure_demo_image(&rt, first).await, fallback) {
+        (Ok(()), _) => Ok(first.to_owned()),
+        (Err(why), None) => Err(why),
+        (Err(_), Some(public)) => ensure_demo_image(&rt, public)
+            .await
+            .map(|()| public.to_owned()),
     }
-    Err(NoDockerDemo::NoImage { last })
+}
+
+/// `candidate` present on every engine (pulled if not present), or why not.
+async fn ensure_demo_image(
+    rt: &EnginePool<AnyRuntime>,
+    candidate: &str,
+) -> Result<(), NoDockerDemo> {
+    let image = ImageRef::parse(candidate).map_err(NoDockerDemo::Image)?;
+    let ensured = tokio::time::timeout(
+        Duration::from_secs(120),
+        rt.ensure_image_everywhere(&image, bus_docker_domain::profile::PullPolicy::IfNotPresent),
+    )
+    .await;
+    match ensured {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NoDockerDemo::NoImage(ImageUnavailable::Ensure(e))),
+        Err(_) => Err(NoDockerDemo::NoImage(ImageUnavailable::Timeout {
+            image: candidate.to_owned(),
+        })),
+    }
 }
 
 /// `demo`: a real container when an engine and the image are there, else
@@ -258,14 +283,13 @@ pub async fn demo(settings: &Settings, args: &DemoArgs) -> Result<Value, Command
 pub async fn client(settings: &Settings, args: &ClientArgs) -> Result<Value, CommandError> {
     let op = operation(&args.operation).map_err(fail)?;
     let mut payload: Value = match &args.payload {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| CommandError::Unexpected(format!("--payload is not JSON: {e}")))?,
+        Some(text) => serde_json::from_str(text).map_err(CommandError::PayloadNotJson)?,
         None => json!({}),
     };
     if op == Operation::Run {
         let obj = payload
             .as_object_mut()
-            .ok_or_else(|| CommandError::Unexpected("--payload must be a JSON object".into()))?;
+            .ok_or(CommandError::PayloadNotObject)?;
         if let Some(i) = &args.image {
             obj.insert("image".into(), json!(i));
         }

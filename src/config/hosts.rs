@@ -48,6 +48,8 @@ impl DockerHostSettings {
 /// One `docker.hosts` entry as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostEntry {
+    /// A URL as written (not an error: `docker_hosts` checks it and names
+    /// the entry when it is wrong).
     Url(String),
     Table(HostTable),
 }

@@ -1,10 +1,9 @@
 use super::*;
 
 fn key_of(err: ConfigError) -> String {
-    match err {
-        ConfigError::Invalid { key, .. } => key,
-        other => panic!("not an invalid key: {other}"),
-    }
+    err.key()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no key named: {err}"))
 }
 
 fn url(u: &str) -> HostEntry {

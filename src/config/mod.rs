@@ -129,13 +129,55 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot be used, naming the key.
+/// A configuration that cannot be used, naming the key. Printed with its
+/// cause chain ([`crate::app::report`]): `config key <key>: <cause>`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read or parsed, a key is unknown or a value has
+    /// the wrong form (figment's error names the key and the source).
     #[error("{0}")]
     Load(Box<figment::Error>),
+    /// A value this worker's own rules refuse. `message` says what the key
+    /// must be, written for the operator: it is data, not a lost cause
+    /// (nothing failed underneath).
     #[error("config key {key}: {message}")]
     Invalid { key: String, message: String },
+    /// A value the domain refuses; its [`FieldError`] says what it must be.
+    #[error("config key {key}")]
+    Field {
+        key: String,
+        #[source]
+        source: FieldError,
+    },
+    /// A host path that cannot be resolved on this machine.
+    #[error("config key {key}: {}", path.display())]
+    Path {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `HOST:PORT` whose host name does not resolve.
+    #[error("config key {key}: {text:?} is not HOST:PORT")]
+    Address {
+        key: String,
+        text: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// The config key at fault; `None` for a file that cannot be loaded.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Load(_) => None,
+            Self::Invalid { key, .. }
+            | Self::Field { key, .. }
+            | Self::Path { key, .. }
+            | Self::Address { key, .. } => Some(key),
+        }
+    }
 }
 
 impl From<figment::Error> for ConfigError {
@@ -151,8 +193,18 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The domain's refusal of the value of `key`, kept as the cause.
 fn field(key: &str) -> impl Fn(FieldError) -> ConfigError + '_ {
-    move |e| invalid(key, e.to_string())
+    move |source| ConfigError::Field {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// A host path of `key` that cannot be resolved, with the IO error.
+fn unresolved(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError {
+    let (key, path) = (key.to_owned(), path.to_owned());
+    move |source| ConfigError::Path { key, path, source }
 }
 
 /// Load: defaults → file → `BUS_DOCKER__*` env → `overrides` (flags and
@@ -182,7 +234,8 @@ pub fn load(
     Ok(figment.extract()?)
 }
 
-/// A value given on the command line (or its env var).
+/// A value given on the command line (or its env var), as given: data for
+/// figment to check like a file's value, not an error.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(untagged)]
 pub enum OverrideValue {
@@ -224,7 +277,11 @@ fn socket_addr(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigErro
         return Ok(addr);
     }
     text.to_socket_addrs()
-        .map_err(|e| invalid(key, format!("{text:?} is not HOST:PORT: {e}")))?
+        .map_err(|source| ConfigError::Address {
+            key: key.to_owned(),
+            text: text.to_owned(),
+            source,
+        })?
         .next()
         .ok_or_else(|| invalid(key, format!("{text:?} resolves to no address")))
 }

@@ -144,6 +144,22 @@ impl Caller {
         .await
     }
 
+    /// Publish one `op` request per index of `batch`, one after another,
+    /// with the payload `payload(i)`; returns their correlation ids in
+    /// order (for [`each_answered_once`]).
+    pub async fn publish_batch(
+        &self,
+        op: Operation,
+        batch: std::ops::Range<usize>,
+        payload: impl Fn(usize) -> Value,
+    ) -> Vec<String> {
+        let mut sent = Vec::with_capacity(batch.len());
+        for i in batch {
+            sent.push(self.publish(op, payload(i)).await);
+        }
+        sent
+    }
+
     /// Publish and wait for the response payload.
     pub async fn call(&self, op: Operation, payload: Value) -> Value {
         let mut w = self.waiter(op).await;
@@ -155,6 +171,11 @@ impl Caller {
 /// The locally built test image (`scripts/build-test-images.sh`).
 pub fn test_image() -> String {
     std::env::var("BUS_TEST_IMAGE").unwrap_or_else(|_| "bus-test-busybox:local".into())
+}
+
+/// A run payload: `sh -c <script>` on the test image.
+pub fn shell(script: &str) -> Value {
+    serde_json::json!({"image": test_image(), "command": ["sh", "-c", script]})
 }
 
 /// A unique name for this test's runner, prefix and run ids.
@@ -192,9 +213,27 @@ pub async fn require_engine() -> bollard::Docker {
 
 /// Managed containers carrying `bus.runner=<runner>`.
 pub async fn containers_of(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    containers_in(docker, runner, &[]).await
+}
+
+/// Managed containers of `runner` created and not started yet: a run
+/// whose container exists but whose process has not begun.
+pub async fn created_not_started(docker: &bollard::Docker, runner: &str) -> Vec<String> {
+    containers_in(docker, runner, &["created"]).await
+}
+
+/// Containers of `runner` in one of `states` (Docker's `status` filter;
+/// empty: any state).
+async fn containers_in(docker: &bollard::Docker, runner: &str, states: &[&str]) -> Vec<String> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
+    if !states.is_empty() {
+        filters.insert(
+            "status".to_owned(),
+            states.iter().map(|s| (*s).to_owned()).collect(),
+        );
+    }
     let opts = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
@@ -266,6 +305,24 @@ pub async fn creates_since(docker: &bollard::Docker, runner: &str, since: i64) -
         .len()
 }
 
+/// How many containers with `bus.runner=<runner>` the engine started
+/// between `since` and now (from the engine's own event log): "it ran once".
+pub async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
+    engine_events(docker, "start", &[format!("bus.runner={runner}")], since)
+        .await
+        .len()
+}
+
+/// The test engine's unix socket (`DOCKER_HOST`, else the default one),
+/// for a [`SocketProxy`] to stand in front of.
+pub fn docker_socket() -> std::path::PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+        .into()
+}
+
 /// A unix-socket proxy in front of the Docker socket: stopping it makes the
 /// engine unreachable for a worker pointed at it, without touching dockerd.
 pub struct SocketProxy {
@@ -314,6 +371,10 @@ impl SocketProxy {
     }
 }
 
+/// Correlation id → every payload received for it, duplicates visible
+/// (what [`collect`] returns).
+pub type Answers = std::collections::HashMap<String, Vec<Value>>;
+
 /// Collect responses until `expected` distinct correlations were seen and
 /// then `quiet` passes without another response; returns correlation →
 /// every payload received for it (duplicates visible).
@@ -322,8 +383,8 @@ pub async fn collect(
     expected: usize,
     quiet: Duration,
     overall: Duration,
-) -> std::collections::HashMap<String, Vec<Value>> {
-    let mut seen: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+) -> Answers {
+    let mut seen = Answers::new();
     let deadline = tokio::time::Instant::now() + overall;
     loop {
         let wait = if seen.len() >= expected {
@@ -342,6 +403,58 @@ pub async fn collect(
             ),
         }
     }
+}
+
+/// [`collect`] `n` more correlations into `seen` (answers that come later,
+/// e.g. once a lost engine is back), merged with what it already holds.
+pub async fn collect_more(
+    seen: &mut Answers,
+    waiter: &mut ResponseWaiter,
+    n: usize,
+    quiet: Duration,
+    overall: Duration,
+) {
+    for (correlation, payloads) in collect(waiter, n, quiet, overall).await {
+        seen.entry(correlation).or_default().extend(payloads);
+    }
+}
+
+/// The one answer to `correlation` in `seen`; panics naming the
+/// correlation and what was received when it got none or more than one.
+pub fn answered_once<'a>(seen: &'a Answers, correlation: &str) -> &'a Value {
+    match seen.get(correlation).map(Vec::as_slice) {
+        Some([answer]) => answer,
+        Some(answers) => panic!(
+            "{correlation} answered {} times: {answers:?}",
+            answers.len()
+        ),
+        None => panic!(
+            "{correlation} never answered; answered: {:?}",
+            seen.keys().collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Every correlation of `sent` answered exactly once, and nothing else
+/// answered; returns the answers in the order of `sent`. Panics listing
+/// every correlation never answered, answered more than once, or answered
+/// without being sent.
+pub fn each_answered_once<'a>(seen: &'a Answers, sent: &[String]) -> Vec<&'a Value> {
+    let missing: Vec<&String> = sent.iter().filter(|c| !seen.contains_key(*c)).collect();
+    let repeated: Vec<(&String, usize)> = seen
+        .iter()
+        .filter(|(_, answers)| answers.len() != 1)
+        .map(|(c, answers)| (c, answers.len()))
+        .collect();
+    let unknown: Vec<&String> = seen.keys().filter(|c| !sent.contains(c)).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && unknown.is_empty(),
+        "of {} requests: {} never answered {missing:?}; answered more than once \
+         (correlation, times) {repeated:?}; answers to requests not sent {unknown:?}",
+        sent.len(),
+        missing.len(),
+    );
+    sent.iter().map(|c| &seen[c][0]).collect()
 }
 
 /// Poll `probe` until it yields `Some`, every `EVENTUALLY_POLL`, for at
@@ -420,6 +533,21 @@ pub async fn wait_containers(docker: &bollard::Docker, runner: &str, n: usize) {
     .await;
 }
 
+/// Wait until the engine holds at least `n` containers of `runner` and
+/// none of them is only created: every run's process has begun (30 s).
+pub async fn wait_runs_started(docker: &bollard::Docker, runner: &str, n: usize) {
+    eventually(
+        &format!("{n} runs of {runner} started"),
+        Duration::from_secs(30),
+        || async {
+            let all = containers_of(docker, runner).await.len();
+            let created = created_not_started(docker, runner).await.len();
+            (all >= n && created == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The error code of a response payload (`""` when it succeeded).
 pub fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -469,6 +597,33 @@ pub fn spawn_memory_worker(
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     (bus, stop, handle)
+}
+
+/// Wait until the memory worker took every request sent on `bus` and `n`
+/// containers run on `runtime`: the worker's own state says the runs
+/// started (under a paused clock too), not a pause.
+pub async fn wait_started(
+    bus: &bus_docker_events::memory::MemoryBus,
+    runtime: &bus_docker_static::StaticRuntime,
+    n: usize,
+) {
+    use bus_docker_domain::container::{ContainerState, ManagedFilter};
+    use bus_docker_domain::ports::ContainerRuntime;
+    eventually(
+        &format!("every request taken and {n} runs running"),
+        Duration::from_secs(30),
+        || async {
+            let running = runtime
+                .list_managed(&ManagedFilter::all())
+                .await
+                .expect("static runtime lists")
+                .into_iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .count();
+            (bus.untaken().is_empty() && running == n).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The worker binary as a child process on `bus`, as a docker worker with

@@ -133,37 +133,29 @@ struct Tally {
 /// others), and count their failures by kind.
 async fn concurrent_runs(caller: &Caller, n: usize, barrier: &str) -> Tally {
     let mut waiter = caller.waiter(Operation::Run).await;
-    let mut correlations = Vec::new();
-    for i in 0..n {
-        let c = caller
-            .publish(
-                Operation::Run,
-                json!({
-                    "profile": "codex",
-                    "command": ["codex", "exec", format!("turn {i}")],
-                    "env": {
-                        "FAKE_CODEX_BARRIER": format!("/workspace/{barrier}:{n}"),
-                        "FAKE_CODEX_BARRIER_TIMEOUT": "150",
-                    },
-                    "timeout_seconds": 240,
-                }),
-            )
-            .await;
-        correlations.push(c);
-    }
+    let sent = caller
+        .publish_batch(Operation::Run, 0..n, |i| {
+            json!({
+                "profile": "codex",
+                "command": ["codex", "exec", format!("turn {i}")],
+                "env": {
+                    "FAKE_CODEX_BARRIER": format!("/workspace/{barrier}:{n}"),
+                    "FAKE_CODEX_BARRIER_TIMEOUT": "150",
+                },
+                "timeout_seconds": 240,
+            })
+        })
+        .await;
     let mut tally = Tally::default();
-    // Answers come in any order: read each as it comes.
-    let mut answers = std::collections::HashMap::new();
-    while answers.len() < n {
-        let (c, r) = waiter
-            .next_any(Duration::from_secs(300))
-            .await
-            .expect("response stream")
-            .expect("every run is answered within 300s");
-        answers.insert(c, r);
-    }
-    for c in correlations {
-        let r = answers.remove(&c).expect("an answer to each run");
+    // Answers come in any order; every run is answered within 300 s.
+    let seen = common::collect(
+        &mut waiter,
+        n,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )
+    .await;
+    for r in common::each_answered_once(&seen, &sent) {
         assert!(
             r["status"] == "succeeded" || r["status"] == "failed",
             "a run the worker could not run: {r}"

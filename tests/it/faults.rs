@@ -10,21 +10,28 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    collect, docker_settings, no_containers_left, require_engine, spawn_worker, test_image, unique,
-    Caller, SocketProxy,
+    answered_once, collect, collect_more, docker_settings, each_answered_once, no_containers_left,
+    require_engine, shell, spawn_worker, test_image, unique, Answers, Caller, SocketProxy,
 };
 use serde_json::json;
 
-fn report(
-    test: &str,
-    sent: usize,
-    seen: &std::collections::HashMap<String, Vec<serde_json::Value>>,
-    orphans: usize,
-    panics: usize,
-) {
+fn report(test: &str, sent: usize, seen: &Answers, orphans: usize, panics: usize) {
     let received: usize = seen.values().map(Vec::len).sum();
     let duplicates = received - seen.len();
     println!("FAULT {test}: requests sent {sent}, responses received {received}, duplicates {duplicates}, orphans {orphans}, panics {panics}");
+}
+
+/// No managed container of `runner` is left; prints the figures of `test`.
+async fn assert_no_orphans(
+    test: &str,
+    docker: &bollard::Docker,
+    runner: &str,
+    sent: usize,
+    seen: &Answers,
+) {
+    let left = no_containers_left(docker, runner).await;
+    report(test, sent, seen, left.len(), 0);
+    assert!(left.is_empty(), "orphans: {left:?}");
 }
 
 fn spawn_worker_process(
@@ -52,21 +59,22 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let image = test_image();
-    let mut sent = Vec::new();
-    for i in 0..6 {
-        let cmd = format!("sleep 2; echo done-{i}");
-        sent.push(caller.publish_shell(&image, &cmd).await);
-    }
-    // Every run has its container: the worker is mid-run for all of them.
-    common::wait_containers(&docker, &runner, 6).await;
+    let mut sent = caller
+        .publish_batch(Operation::Run, 0..6, |i| {
+            shell(&format!("sleep 2; echo done-{i}"))
+        })
+        .await;
+    // Every run has its container, started: the worker is mid-run for all
+    // of them.
+    common::wait_runs_started(&docker, &runner, 6).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     // Requests published while no worker listens wait in the group queue.
-    for i in 6..8 {
-        let cmd = format!("echo late-{i}");
-        sent.push(caller.publish_shell(&image, &cmd).await);
-    }
+    sent.extend(
+        caller
+            .publish_batch(Operation::Run, 6..8, |i| shell(&format!("echo late-{i}")))
+            .await,
+    );
     let mut second = spawn_worker_process(&bus, &runner, &prefix, &log);
     let seen = collect(
         &mut waiter,
@@ -75,17 +83,7 @@ async fn kill_9_with_runs_in_flight_loses_no_response() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let responses = seen
-            .get(c)
-            .unwrap_or_else(|| panic!("no response for request {i}"));
-        assert_eq!(
-            responses.len(),
-            1,
-            "request {i} answered {} times",
-            responses.len()
-        );
-        let r = &responses[0];
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
         assert_eq!(r["status"], "succeeded", "{r}");
         let expected = if i < 6 {
             format!("done-{i}\n")
@@ -143,25 +141,32 @@ async fn cut_streams_during_a_batch_lose_nothing() {
             bus.server().drop_streams();
         }
     }
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cut again as each of the first five answers comes back: the answers
+    // are the signal, so the cuts fall while the rest of the batch is still
+    // running and being answered (12 runs on 4 slots), not at clock times.
+    let mut seen = Answers::new();
+    for cut in 0..5 {
+        let (correlation, answer) = waiter
+            .next_any(Duration::from_secs(30))
+            .await
+            .expect("response stream")
+            .unwrap_or_else(|| panic!("no answer before cut {cut}"));
+        seen.entry(correlation).or_default().push(answer);
         bus.server().drop_streams();
     }
-    let seen = collect(
+    let rest = sent.len() - seen.len();
+    collect_more(
+        &mut seen,
         &mut waiter,
-        sent.len(),
+        rest,
         Duration::from_secs(2),
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
-        assert_eq!(rs.len(), 1);
-        assert_eq!(rs[0]["stdout"], format!("{i}\n").as_str());
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("{i}\n").as_str(), "{r}");
     }
-    let left = no_containers_left(&docker, &runner).await;
-    report("stream cuts", sent.len(), &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("stream cuts", &docker, &runner, sent.len(), &seen).await;
     worker.stop().await.unwrap();
 }
 
@@ -172,16 +177,11 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
     let runner = unique("restart");
     let s = docker_settings(&runner, "max_concurrent_runs = 8\n");
     let worker = spawn_worker(&bus, &s, "w1").await;
-    let image = test_image();
-    let sent: Vec<String> = {
-        let caller = Caller::new(&bus, &s.worker.prefix);
-        let mut out = Vec::new();
-        for i in 0..6 {
-            let cmd = format!("sleep 4; echo {i}");
-            out.push(caller.publish_shell(&image, &cmd).await);
-        }
-        out
-    };
+    let sent = Caller::new(&bus, &s.worker.prefix)
+        .publish_batch(Operation::Run, 0..6, |i| {
+            shell(&format!("sleep 4; echo {i}"))
+        })
+        .await;
     common::wait_containers(&docker, &runner, 6).await;
     // The runs are in flight: restart the Events API under them. Its memory
     // backend starts empty; the worker's streams reconnect, and responses
@@ -197,22 +197,18 @@ async fn an_events_api_restart_mid_batch_loses_nothing() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let rs = seen.get(c).unwrap_or_else(|| panic!("no response for {i}"));
-        assert_eq!(rs.len(), 1);
-        assert_eq!(rs[0]["stdout"], format!("{i}\n").as_str());
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("{i}\n").as_str(), "{r}");
     }
     // And the worker still serves new requests.
     let r = caller
         .call(
             Operation::Run,
-            json!({"image": image, "command": ["echo", "after"]}),
+            json!({"image": test_image(), "command": ["echo", "after"]}),
         )
         .await;
     assert_eq!(r["stdout"], "after\n");
-    let left = no_containers_left(&docker, &runner).await;
-    report("events api restart", sent.len(), &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("events api restart", &docker, &runner, sent.len(), &seen).await;
     worker.stop().await.unwrap();
 }
 
@@ -221,12 +217,7 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let docker = require_engine().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
-    let real = std::path::PathBuf::from(
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
-            .unwrap_or_else(|| "/var/run/docker.sock".into()),
-    );
+    let real = common::docker_socket();
     let proxy = SocketProxy::start(&sock, &real).await;
     let bus = LocalBus::start().await.unwrap();
     let runner = unique("engine");
@@ -238,14 +229,17 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut runs = caller.waiter(Operation::Run).await;
     let image = test_image();
+    let run_id = format!("{runner}-long");
     let long = caller
         .publish(
             Operation::Run,
-            json!({"image": image, "command": ["sh", "-c", "sleep 4; echo survived"]}),
+            json!({"run_id": run_id, "image": image,
+                   "command": ["sh", "-c", "sleep 4; echo survived"]}),
         )
         .await;
-    common::wait_containers(&docker, &runner, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run is under way (its status says `running`) before the engine
+    // goes away: the state is the signal, not a pause.
+    common::wait_running(&caller, &run_id).await;
     proxy.stop().await;
 
     // While the engine is away: runner.status says so, new runs are refused
@@ -272,15 +266,12 @@ async fn an_unreachable_engine_is_reported_and_the_run_recovers() {
         Duration::from_secs(60),
     )
     .await;
-    let r = &seen[&long];
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0]["status"], "succeeded", "{}", r[0]);
-    assert_eq!(r[0]["stdout"], "survived\n");
+    let r = answered_once(&seen, &long);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["stdout"], "survived\n");
     let st = caller.call(Operation::RunnerStatus, json!({})).await;
     assert_eq!(st["status"]["state"], "ready", "{st}");
-    let left = no_containers_left(&docker, &runner).await;
-    report("engine unreachable", 2, &seen, left.len(), 0);
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_orphans("engine unreachable", &docker, &runner, 2, &seen).await;
     worker.stop().await.unwrap();
     proxy.stop().await;
 }
@@ -293,14 +284,35 @@ async fn a_worker_started_before_the_events_api_connects_when_it_comes() {
     );
     let client = bus.client().unwrap();
     // Take the Events API down, start the worker while it is down, bring
-    // the API back: the worker's streams keep retrying and connect.
+    // the API back: the worker's streams keep retrying and connect. The
+    // 2 s the API stays down is the scenario, not a wait for a signal.
+    let addr = bus.server().local_addr();
     let restarting = tokio::spawn(bus.restart(Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The API is down once its address refuses connections.
+    common::eventually(
+        "the Events API is down",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     let runtime = bus_integration_docker::app::runtime(&s).unwrap();
     let app = bus_integration_docker::app::App::over_http(&s, runtime, &client, "early".into());
     let stop = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+    assert!(
+        !restarting.is_finished(),
+        "the worker started while the Events API was down"
+    );
     let bus = restarting.await.unwrap().unwrap();
+    assert!(
+        !handle.is_finished(),
+        "the worker kept retrying while the Events API was down"
+    );
     common::wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let r = caller

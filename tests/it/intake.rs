@@ -33,7 +33,7 @@ use bus_events_client::{ClientConfig, EventsClient, EventsUrl, Secret, TokenSour
 use bus_integration_docker::app::{self, App};
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
-use common::{code, settings, spawn_worker, unique, Caller};
+use common::{code, settings, spawn_worker, unique, Answers, Caller};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ fn small_worker(tag: &str, runner: &str) -> Settings {
 /// How `answers` (correlation → every run response received for it) came
 /// out: every correlation of `sent` answered exactly once, each either
 /// succeeded or `capacity`; returns (succeeded, capacity).
-fn exactly_once(sent: &[String], answers: &HashMap<String, Vec<Value>>) -> (usize, usize) {
+fn exactly_once(sent: &[String], answers: &Answers) -> (usize, usize) {
     let (succeeded, capacity, canceled) = exactly_once_or_canceled(sent, answers);
     assert_eq!(canceled, 0, "nothing canceled while the worker runs");
     (succeeded, capacity)
@@ -63,23 +63,9 @@ fn exactly_once(sent: &[String], answers: &HashMap<String, Vec<Value>>) -> (usiz
 
 /// As [`exactly_once`], also counting `canceled` (a worker shutting down);
 /// returns (succeeded, capacity, canceled).
-fn exactly_once_or_canceled(
-    sent: &[String],
-    answers: &HashMap<String, Vec<Value>>,
-) -> (usize, usize, usize) {
-    let missing: Vec<_> = sent.iter().filter(|c| !answers.contains_key(*c)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} runs never answered: {missing:?}",
-        missing.len(),
-        sent.len()
-    );
-    let twice: Vec<_> = answers.iter().filter(|(_, v)| v.len() != 1).collect();
-    assert!(twice.is_empty(), "answered more than once: {twice:?}");
-    assert_eq!(answers.len(), sent.len(), "answers to unknown requests");
+fn exactly_once_or_canceled(sent: &[String], answers: &Answers) -> (usize, usize, usize) {
     let (mut succeeded, mut capacity, mut canceled) = (0, 0, 0);
-    for (correlation, payloads) in answers {
-        let r = &payloads[0];
+    for (correlation, r) in sent.iter().zip(common::each_answered_once(answers, sent)) {
         match code(r) {
             "" if r["status"] == "succeeded" => succeeded += 1,
             "capacity" => capacity += 1,
@@ -270,8 +256,8 @@ impl BurstServer {
     }
 
     /// Correlation → payloads of every run response published so far.
-    fn answers(&self) -> HashMap<String, Vec<Value>> {
-        let mut by_correlation: HashMap<String, Vec<Value>> = HashMap::new();
+    fn answers(&self) -> Answers {
+        let mut by_correlation = Answers::new();
         for event in self.run_responses() {
             by_correlation
                 .entry(event["correlationId"].as_str().unwrap().to_owned())

@@ -68,13 +68,19 @@ async fn output_is_coalesced_paced_numbered_and_precedes_the_response() {
     let (bus, stop, handle) = common::spawn_memory_worker(&s, &runtime);
     bus.send(inbound("live", cat_run("live-1", true)));
     bus.send(inbound("quiet", cat_run("quiet-1", false)));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    // Two writes inside one tick: one event.
+    // Input goes to running runs: wait until both run.
+    common::wait_started(&bus, &runtime, 2).await;
+    // Two writes inside one tick: one event. The 20 ms between them (on the
+    // paused clock) is the scenario: less than the 100 ms output tick.
     bus.send(inbound("i1", input("live-1", "hello ", false)));
     bus.send(inbound("q1", input("quiet-1", "unseen\n", true)));
     tokio::time::sleep(Duration::from_millis(20)).await;
     bus.send(inbound("i2", input("live-1", "snow ☃\n", false)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first event is out (the signal) before the big write comes.
+    common::eventually("the first live output event", WAIT, || async {
+        (!of_run(&bus.outputs(), "live").is_empty()).then_some(())
+    })
+    .await;
     // 200 KiB at once: at most 64 KiB per event, one event per 100 ms.
     let big = "x".repeat(200 * 1024);
     bus.send(inbound("i3", input("live-1", &big, true)));

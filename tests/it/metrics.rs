@@ -171,12 +171,7 @@ async fn run_metrics_and_readyz_follow_the_engine() {
     let docker = common::require_engine().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
-    let real = std::path::PathBuf::from(
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
-            .unwrap_or_else(|| "/var/run/docker.sock".into()),
-    );
+    let real = common::docker_socket();
     let proxy = SocketProxy::start(&sock, &real).await;
     let bus = LocalBus::start().await.unwrap();
     let runner = common::unique("metrics");

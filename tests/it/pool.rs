@@ -31,8 +31,9 @@ use bus_integration_docker::caller::ResponseWaiter;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    code, collect, containers_of, eventually, settings, spawn_worker, test_image, unique,
-    wait_connected, Caller, SocketProxy, WAIT,
+    answered_once, code, collect, collect_more, containers_of, each_answered_once, eventually,
+    settings, shell, spawn_worker, test_image, unique, wait_connected, Answers, Caller,
+    SocketProxy, WAIT,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -107,27 +108,22 @@ fn solo_settings(runner: &str, pool: &str) -> Settings {
     pool_settings(runner, &prefix, "bus-integration-docker", pool)
 }
 
-/// Wait until `runner`'s containers on engines 2 and 3 are `counts`.
+/// Wait until `runner`'s containers on engines 2 and 3 are `counts` and
+/// every one has started: an engine cut while a container is only created
+/// would test a different thing (a run that never began).
 async fn wait_spread(clients: &[bollard::Docker; 2], runner: &str, counts: [usize; 2]) {
     eventually(
-        &format!("{counts:?} runs on engines 2 and 3"),
+        &format!("{counts:?} runs started on engines 2 and 3"),
         Duration::from_secs(30),
-        || async { (spread(clients, &[runner]).await == counts).then_some(()) },
+        || async {
+            let mut created = 0;
+            for client in clients {
+                created += common::created_not_started(client, runner).await.len();
+            }
+            (created == 0 && spread(clients, &[runner]).await == counts).then_some(())
+        },
     )
     .await;
-}
-
-/// Responses seen before, and `n` more that come after the lost engine is
-/// back, by correlation id.
-async fn with_late(
-    mut seen: HashMap<String, Vec<Value>>,
-    waiter: &mut ResponseWaiter,
-    n: usize,
-) -> HashMap<String, Vec<Value>> {
-    for (c, v) in collect(waiter, n, Duration::from_millis(1500), WAIT).await {
-        seen.entry(c).or_default().extend(v);
-    }
-    seen
 }
 
 fn retained_settings(
@@ -170,6 +166,64 @@ async fn cleanup(clients: &[bollard::Docker; 2], runners: &[&str]) {
     }
 }
 
+/// A batch of four runs spread over both engines when engine 3 went
+/// down, and four more sent while it is down.
+struct Batch {
+    first: Vec<String>,
+    second: Vec<String>,
+    seen: Answers,
+}
+
+impl Batch {
+    /// With engine 3 down: four more runs all go to engine 2 and are
+    /// answered, as are the two runs of `first` that engine 2 holds.
+    async fn on_engine_2_while_3_is_down(
+        caller: &Caller,
+        waiter: &mut ResponseWaiter,
+        pool: &Pool,
+        first: Vec<String>,
+    ) -> Self {
+        let second = caller
+            .publish_batch(Operation::Run, 0..4, |i| shell(&format!("echo second-{i}")))
+            .await;
+        let seen = collect(waiter, 6, Duration::from_millis(500), WAIT).await;
+        for c in &second {
+            let r = answered_once(&seen, c);
+            assert_eq!(r["status"], "succeeded", "{r}");
+            assert_eq!(
+                docker_host(r),
+                pool.tls_host,
+                "placed on the engine that answers: {r}"
+            );
+        }
+        Self {
+            first,
+            second,
+            seen,
+        }
+    }
+
+    /// Once engine 3 is back: its two runs are answered too, every run of
+    /// both batches exactly once, and `runner.status` is `ready` again.
+    /// Returns the answers of `first`, in order.
+    async fn first_once_engine_3_is_back(
+        &mut self,
+        caller: &Caller,
+        waiter: &mut ResponseWaiter,
+    ) -> Vec<Value> {
+        collect_more(&mut self.seen, waiter, 2, Duration::from_millis(1500), WAIT).await;
+        let sent = [self.first.as_slice(), &self.second].concat();
+        let answers = each_answered_once(&self.seen, &sent);
+        let st = caller.call(Operation::RunnerStatus, json!({})).await;
+        assert_eq!(st["status"]["state"], "ready", "{st}");
+        answers
+            .into_iter()
+            .take(self.first.len())
+            .cloned()
+            .collect()
+    }
+}
+
 fn docker_host(response: &Value) -> String {
     response["runtime"]["docker_host"]
         .as_str()
@@ -196,12 +250,12 @@ async fn two_workers_share_the_pool_and_answer_any_follow_up() {
     let mut runs = caller.waiter(Operation::Run).await;
 
     let ids: Vec<String> = (0..6).map(|i| format!("{tag}-r{i}")).collect();
-    let mut correlations = HashMap::new();
-    for id in &ids {
-        let payload = json!({"run_id": id, "image": test_image(), "interactive": true,
-            "command": ["sh", "-c", "read line; echo got-$line"]});
-        correlations.insert(caller.publish(Operation::Run, payload).await, id.clone());
-    }
+    let sent = caller
+        .publish_batch(Operation::Run, 0..6, |i| {
+            json!({"run_id": ids[i], "image": test_image(), "interactive": true,
+                "command": ["sh", "-c", "read line; echo got-$line"]})
+        })
+        .await;
     for id in &ids {
         common::wait_running(&caller, id).await;
     }
@@ -232,15 +286,7 @@ async fn two_workers_share_the_pool_and_answer_any_follow_up() {
     }
     let seen = collect(&mut runs, 6, Duration::from_millis(1500), WAIT).await;
     let mut hosts = HashMap::new();
-    for (correlation, answers) in &seen {
-        assert_eq!(answers.len(), 1, "one response each: {answers:?}");
-        let r = &answers[0];
-        let i: usize = correlations[correlation]
-            .rsplit('r')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
         if i % 2 == 0 {
             assert_eq!(r["status"], "succeeded", "{r}");
             assert_eq!(r["stdout"], format!("got-in-{i}\n"), "{r}");
@@ -296,28 +342,21 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
     let mut runs = caller.waiter(Operation::Run).await;
     let since = common::unix_now() - 1;
     let n = 6;
-    for i in 0..n {
-        let payload =
-            json!({"image": test_image(), "command": ["sh", "-c", format!("echo once-{i}")]});
+    let sent: Vec<String> = (0..n).map(|i| format!("{tag}-dup{i}")).collect();
+    for (i, correlation) in sent.iter().enumerate() {
+        let payload = shell(&format!("echo once-{i}"));
         caller
-            .publish_as(Operation::Run, &format!("{tag}-dup{i}"), payload)
+            .publish_as(Operation::Run, correlation, payload)
             .await;
     }
     let seen = collect(&mut runs, n, Duration::from_millis(2000), WAIT).await;
-    for i in 0..n {
-        let answers = &seen[&format!("{tag}-dup{i}")];
-        assert_eq!(answers.len(), 1, "exactly one response: {answers:?}");
-        assert_eq!(
-            answers[0]["stdout"],
-            format!("once-{i}\n"),
-            "{}",
-            answers[0]
-        );
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["stdout"], format!("once-{i}\n"), "{r}");
     }
     let mut starts = 0;
     for client in &clients {
         for runner in [&ra, &rb] {
-            starts += starts_since(client, runner, since).await;
+            starts += common::starts_since(client, runner, since).await;
         }
     }
     assert_eq!(starts, n, "each request ran once across both engines");
@@ -329,13 +368,6 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_across_the_engines() {
         [0, 0],
         "tombstones removed"
     );
-}
-
-/// How many containers of `runner` the engine started since `since`.
-async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
-    common::engine_events(docker, "start", &[format!("bus.runner={runner}")], since)
-        .await
-        .len()
 }
 
 fn spawn_pool_worker(
@@ -374,14 +406,11 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
     wait_connected(&bus, &s, 1).await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let mut sent = Vec::new();
-    for i in 0..4 {
-        sent.push(
-            caller
-                .publish_shell(&test_image(), &format!("sleep 2; echo done-{i}"))
-                .await,
-        );
-    }
+    let sent = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            shell(&format!("sleep 2; echo done-{i}"))
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
@@ -393,11 +422,9 @@ async fn kill_9_with_runs_on_both_engines_loses_nothing() {
         Duration::from_secs(90),
     )
     .await;
-    for (i, c) in sent.iter().enumerate() {
-        let answers = &seen[c];
-        assert_eq!(answers.len(), 1, "request {i} answered once: {answers:?}");
-        assert_eq!(answers[0]["status"], "succeeded", "{}", answers[0]);
-        assert_eq!(answers[0]["stdout"], format!("done-{i}\n"));
+    for (i, r) in each_answered_once(&seen, &sent).into_iter().enumerate() {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["stdout"], format!("done-{i}\n"));
     }
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -427,14 +454,11 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
     let w = spawn_worker(&bus, &s, "w").await;
     let caller = Caller::new(&bus, &s.worker.prefix);
     let mut waiter = caller.waiter(Operation::Run).await;
-    let mut first = Vec::new();
-    for i in 0..4 {
-        first.push(
-            caller
-                .publish_shell(&test_image(), &format!("sleep 2; echo first-{i}"))
-                .await,
-        );
-    }
+    let first = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            shell(&format!("sleep 2; echo first-{i}"))
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     proxy.stop().await;
 
@@ -459,40 +483,18 @@ async fn an_engine_lost_mid_batch_degrades_and_loses_nothing() {
         "{st}"
     );
 
-    let mut second = Vec::new();
-    for i in 0..4 {
-        second.push(
-            caller
-                .publish_shell(&test_image(), &format!("echo second-{i}"))
-                .await,
-        );
-    }
-    let seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
-    for c in &second {
-        let r = &seen[c][0];
-        assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(
-            docker_host(r),
-            pool.tls_host,
-            "placed on the engine that answers: {r}"
-        );
-    }
+    let mut batch = Batch::on_engine_2_while_3_is_down(&caller, &mut waiter, &pool, first).await;
     // The runs on the lost engine wait for it; once it is back they are
     // answered (collected from the exited containers).
     let proxy = SocketProxy::start(&proxy_path, &pool.unix_socket).await;
-    let all = with_late(seen, &mut waiter, 2).await;
-    for (i, c) in first.iter().enumerate() {
-        let answers = &all[c];
-        assert_eq!(answers.len(), 1, "first-{i} answered once: {answers:?}");
-        assert_eq!(
-            answers[0]["stdout"],
-            format!("first-{i}\n"),
-            "{}",
-            answers[0]
-        );
+    for (i, r) in batch
+        .first_once_engine_3_is_back(&caller, &mut waiter)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(r["stdout"], format!("first-{i}\n"), "{r}");
     }
-    let st = caller.call(Operation::RunnerStatus, json!({})).await;
-    assert_eq!(st["status"]["state"], "ready", "{st}");
     w.stop().await.unwrap();
     proxy.stop().await;
     assert_eq!(
@@ -590,20 +592,14 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
     let mut output = caller.output_waiter().await;
     // Runs that end at once on SIGTERM (dockerd stops its containers when
     // it stops), else after 6 s.
-    let mut first = Vec::new();
-    for i in 0..4 {
-        let script =
-            format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
-        first.push(
-            caller
-                .publish(
-                    Operation::Run,
-                    json!({"image": test_image(), "command": ["sh", "-c", script],
-                           "stream_output": true}),
-                )
-                .await,
-        );
-    }
+    let first = caller
+        .publish_batch(Operation::Run, 0..4, |i| {
+            let script =
+                format!("trap 'echo stopped-{i}; exit 0' TERM; echo started-{i}; sleep 6 & wait");
+            json!({"image": test_image(), "command": ["sh", "-c", script],
+                   "stream_output": true})
+        })
+        .await;
     wait_spread(&clients, &runner, [2, 2]).await;
     // Each shell says `started-<i>` once its trap is installed: its first
     // live output is the signal, not a pause.
@@ -620,34 +616,17 @@ async fn an_engine_stopped_and_restarted_mid_batch_loses_nothing() {
         st["status"]["details"]["engines"][1]["state"], "down",
         "{st}"
     );
-    let mut second = Vec::new();
-    for i in 0..4 {
-        second.push(
-            caller
-                .publish_shell(&test_image(), &format!("echo second-{i}"))
-                .await,
-        );
-    }
-    let seen = collect(&mut waiter, 6, Duration::from_millis(500), WAIT).await;
-    for c in &second {
-        let r = &seen[c][0];
-        assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(docker_host(r), pool.tls_host, "{r}");
-    }
+    let mut batch = Batch::on_engine_2_while_3_is_down(&caller, &mut waiter, &pool, first).await;
     engine_script("ensure3").await;
-    let all = with_late(seen, &mut waiter, 2).await;
-    for (i, c) in first.iter().enumerate() {
-        let answers = &all[c];
-        assert_eq!(answers.len(), 1, "run {i} answered once: {answers:?}");
-        let stdout = answers[0]["stdout"].as_str().unwrap_or_default();
-        assert!(
-            stdout.starts_with(&format!("started-{i}\n")),
-            "{}",
-            answers[0]
-        );
+    for (i, r) in batch
+        .first_once_engine_3_is_back(&caller, &mut waiter)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let stdout = r["stdout"].as_str().unwrap_or_default();
+        assert!(stdout.starts_with(&format!("started-{i}\n")), "{r}");
     }
-    let st = caller.call(Operation::RunnerStatus, json!({})).await;
-    assert_eq!(st["status"]["state"], "ready", "{st}");
     w.stop().await.unwrap();
     let clients = pool.clients().await; // engine 3 restarted: a new client
     assert_eq!(

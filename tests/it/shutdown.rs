@@ -43,7 +43,8 @@ async fn queued_runs_are_canceled_and_running_ones_get_the_grace() {
 
     bus.send(run("short", "short-1", &["sleep", "5"]));
     bus.send(run("queued", "queued-1", &["echo", "never"]));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop once the short run runs and the queued one waits behind it.
+    common::wait_started(&bus, &runtime, 1).await;
     stop.cancel();
     let published = bus.wait_for(|r| r.len() == 2).await;
     let queued = published
@@ -68,7 +69,7 @@ async fn runs_longer_than_the_grace_are_left_for_the_next_start() {
     let runtime = StaticRuntime::new();
     let (bus, stop, handle) = common::spawn_memory_worker(&s, &runtime);
     bus.send(run("long", "long-1", &["sleep", "3600"]));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::wait_started(&bus, &runtime, 1).await;
     let started = tokio::time::Instant::now();
     stop.cancel();
     handle.await.unwrap().unwrap();
@@ -118,8 +119,14 @@ async fn a_refused_publish_stops_intake_with_a_clear_error() {
         .unwrap();
     let err = stopped.expect_err("a refused token is fatal");
     assert!(err.to_string().contains("401/403"), "{err}");
-    // Nothing more is taken: a request sent now is never run.
+    // Nothing more is taken: the worker has stopped, and a request sent
+    // now stays on the bus, unread and unanswered.
     bus.send(run("after", "after-1", &["echo", "never"]));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let untaken: Vec<String> = bus
+        .untaken()
+        .iter()
+        .map(|r| r.correlation.as_str().to_owned())
+        .collect();
+    assert!(untaken.contains(&"after".to_owned()), "{untaken:?}");
     assert_eq!(bus.published().len(), 1);
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use bus_docker_domain::Operation;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
-use common::{require_engine, settings, spawn_worker, test_image, unique, Caller, WAIT};
+use common::{
+    answered_once, each_answered_once, require_engine, settings, spawn_worker, starts_since,
+    test_image, unique, Caller, WAIT,
+};
 use serde_json::json;
 
 /// A docker worker on `prefix` with its own runner name and group.
@@ -23,24 +26,6 @@ fn worker_settings(runner: &str, prefix: &str, group: &str, extra: &str) -> Sett
     settings(&format!(
         "provider = \"docker\"\nrunner_name = \"{runner}\"\nevent_prefix = \"{prefix}\"\nshutdown_grace = \"5s\"\nstop_grace = \"5s\"\n{extra}\n[events]\ngroup = \"{group}\"\n"
     ))
-}
-
-/// How many containers of `runner` the engine started since `since`.
-async fn starts_since(docker: &bollard::Docker, runner: &str, since: i64) -> usize {
-    use bollard::query_parameters::EventsOptionsBuilder;
-    use futures_util::StreamExt;
-    let mut filters = std::collections::HashMap::new();
-    filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
-    filters.insert("event".to_owned(), vec!["start".to_owned()]);
-    filters.insert("type".to_owned(), vec!["container".to_owned()]);
-    let until = (common::unix_now() + 1).to_string();
-    let opts = EventsOptionsBuilder::default()
-        .since(&since.to_string())
-        .until(&until)
-        .filters(&filters)
-        .build();
-    let events: Vec<_> = docker.events(Some(opts)).collect().await;
-    events.into_iter().filter(|e| e.is_ok()).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,13 +45,13 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_and_a_late_redelivery_no
 
     // No run_id: each worker derives the same one from the correlation id.
     let payload = json!({"image": test_image(), "command": ["sh", "-c", "sleep 1; echo once"]});
+    let dup = format!("{tag}-dup");
     caller
-        .publish_as(Operation::Run, &format!("{tag}-dup"), payload.clone())
+        .publish_as(Operation::Run, &dup, payload.clone())
         .await;
     let got = common::collect(&mut runs, 1, Duration::from_millis(1500), WAIT).await;
-    let answers = &got[&format!("{tag}-dup")];
-    assert_eq!(answers.len(), 1, "exactly one response: {answers:?}");
-    assert_eq!(answers[0]["stdout"], "once\n", "{}", answers[0]);
+    let answer = answered_once(&got, &dup);
+    assert_eq!(answer["stdout"], "once\n", "{answer}");
     assert_eq!(
         starts_since(&docker, &ra, since).await + starts_since(&docker, &rb, since).await,
         1,
@@ -79,22 +64,19 @@ async fn a_duplicate_delivered_to_two_workers_runs_once_and_a_late_redelivery_no
     wb.stop().await.unwrap();
     let c = worker_settings(&rc, &prefix, &format!("{tag}-gc"), "");
     let wc = spawn_worker(&bus, &c, "wc").await;
-    caller
-        .publish_as(Operation::Run, &format!("{tag}-dup"), payload)
-        .await;
+    caller.publish_as(Operation::Run, &dup, payload).await;
+    let marker = format!("{tag}-marker");
     caller
         .publish_as(
             Operation::Run,
-            &format!("{tag}-marker"),
+            &marker,
             json!({"image": test_image(), "command": ["true"]}),
         )
         .await;
+    // The marker, published after the redelivery, is answered: the
+    // redelivery was handled, and got no second response.
     let late = common::collect(&mut runs, 1, Duration::from_millis(1500), WAIT).await;
-    assert!(late.contains_key(&format!("{tag}-marker")), "{late:?}");
-    assert!(
-        !late.contains_key(&format!("{tag}-dup")),
-        "no second response: {late:?}"
-    );
+    each_answered_once(&late, &[marker]);
     assert_eq!(
         starts_since(&docker, &rc, since).await,
         1,
