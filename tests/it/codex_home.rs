@@ -10,7 +10,6 @@
 //! locked"), and per-run homes break neither while the host's `auth.json`
 //! ends up holding the newest token.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::path::{Path, PathBuf};

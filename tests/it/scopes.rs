@@ -6,7 +6,6 @@
 //! is picked up; only a token that opens no request stream at all stops
 //! the worker, with a non-zero exit and a message naming the scopes.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::net::SocketAddr;

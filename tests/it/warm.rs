@@ -4,7 +4,6 @@
 //! the cold path, kill -9 between claim and response, two engines, and
 //! duplicates that never claim two containers.
 
-#[allow(unused_imports)]
 use crate::common;
 
 use std::collections::HashMap;
@@ -14,8 +13,8 @@ use bus_docker_domain::Operation;
 use bus_integration_docker::config::Settings;
 use bus_integration_docker::local::LocalBus;
 use common::{
-    collect, containers_of, docker_settings, eventually, no_containers_left, require_engine,
-    spawn_worker, test_image, unique, Caller, WAIT,
+    collect, containers_of, docker_settings, each_answered_once, eventually, no_containers_left,
+    require_engine, spawn_worker, test_image, unique, Caller, WAIT,
 };
 use serde_json::{json, Value};
 
@@ -478,9 +477,7 @@ async fn kill_9_between_claim_and_response_answers_once_after_restart() {
         Duration::from_secs(60),
     )
     .await;
-    let answers = seen.get(&correlation).cloned().unwrap_or_default();
-    assert_eq!(answers.len(), 1, "answered exactly once: {seen:?}");
-    let r = &answers[0];
+    let r = each_answered_once(&seen, std::slice::from_ref(&correlation))[0];
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["stdout"], "done\n", "the claim record is not output: {r}");
@@ -491,7 +488,6 @@ async fn kill_9_between_claim_and_response_answers_once_after_restart() {
     );
     let ms = r["duration_ms"].as_u64().unwrap();
     assert!((1900..4000).contains(&ms), "from the claim: {r}");
-    assert_eq!(seen.len(), 1, "nothing else answered: {seen:?}");
     // The unclaimed containers of the killed worker are never answered;
     // the second worker removed them and parked its own.
     second.start_kill().unwrap();
@@ -605,20 +601,9 @@ async fn a_duplicate_request_never_claims_two_containers() {
         Duration::from_secs(60),
     )
     .await;
-    for (run_id, correlation) in &ids {
-        let answers = seen.get(correlation).cloned().unwrap_or_default();
-        let brief: Vec<_> = answers
-            .iter()
-            .map(|a| {
-                (
-                    a["runner_name"].clone(),
-                    a["runtime"]["container_id"].clone(),
-                    a["started_at"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(answers.len(), 1, "{run_id}: {brief:?}");
-        assert_eq!(answers[0]["status"], "succeeded", "{answers:?}");
+    let sent: Vec<String> = ids.iter().map(|(_, c)| c.clone()).collect();
+    for r in each_answered_once(&seen, &sent) {
+        assert_eq!(r["status"], "succeeded", "{r}");
     }
     // One claim per run id: exactly one rename to each run's name.
     let events = common::engine_events(&docker, "rename", &[], since).await;
@@ -992,14 +977,11 @@ async fn a_claim_cut_off_before_its_rename_is_answered_once_after_restart() {
         Duration::from_secs(60),
     )
     .await;
-    for run in [&cut, &twin] {
-        let answers = seen.get(&format!("c-{run}")).cloned().unwrap_or_default();
-        assert_eq!(answers.len(), 1, "{run} answered exactly once: {seen:?}");
-        let r = &answers[0];
+    let sent = [format!("c-{cut}"), format!("c-{twin}")];
+    for r in each_answered_once(&seen, &sent) {
         assert_eq!(r["status"], "error", "{r}");
         assert!(r.to_string().contains("never ran"), "{r}");
     }
-    assert_eq!(seen.len(), 2, "nothing else answered: {seen:?}");
     assert!(parked_on(&docker, &runner).await.is_empty());
     worker.stop().await.unwrap();
     assert!(no_containers_left(&docker, &runner).await.is_empty());
