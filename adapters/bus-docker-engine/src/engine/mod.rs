@@ -71,7 +71,7 @@ struct Inner {
     /// Listings that asked the engine (`GET /containers/json`).
     list_calls: AtomicU64,
     /// Containers this process created with a per-run Codex home, and
-    /// that home's volume: removed after the container (`codex_home.rs`).
+    /// that home's volume: removed after the container (`codex_home/`).
     homes: std::sync::Mutex<HashMap<String, String>>,
     /// Parked and claimed warm containers this process holds (`crate::warm`).
     warm: crate::warm::WarmState,

@@ -1,7 +1,7 @@
 //! [`DockerEngine`]'s Codex homes and sessions: a per-run home prepared
 //! before the create, seeded after it and dropped with the container;
 //! session volumes, their use and sweep (the engine work is in
-//! `codex_home.rs`).
+//! `codex_home/`).
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::DockerEngine;
 
 impl DockerEngine {
     /// A per-run Codex home, before the container exists
-    /// (`codex_home.rs`): no leftover home of this run id, and the
+    /// (`codex_home/`): no leftover home of this run id, and the
     /// session's use recorded.
     pub(super) async fn prepare_home(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
         let Some(home) = &spec.codex_home else {
