@@ -350,7 +350,7 @@ fn write_results(
             .map_err(|e| BenchError::new(format!("creating {}: {e}", dir.display())))?;
     }
     let text = serde_json::to_string_pretty(&doc).map_err(|e| BenchError::new(e.to_string()))?;
-    std::fs::write(&json_path, text + "\n")
+    std::fs::write(json_path, text + "\n")
         .map_err(|e| BenchError::new(format!("writing {}: {e}", json_path.display())))?;
     println!("results: {}", json_path.display());
     Ok(())
