@@ -8,7 +8,8 @@ use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::ImageRef;
 use bus_docker_engine::DockerEngine;
 
-use crate::{pool, progress, BenchError};
+use crate::runs::pool;
+use crate::{progress, BenchError};
 
 /// Containers created or removed at a time while a point is set up.
 const SETUP_PARALLEL: usize = 4;

@@ -172,7 +172,7 @@ pub enum DockerError {
         source: crate::registry::CredentialError,
     },
     /// A call on a volume of a per-run Codex home or session
-    /// (`codex_home.rs`): `action` says which.
+    /// (`codex_home/`): `action` says which.
     #[error("{action} volume {name}")]
     Volume {
         action: &'static str,

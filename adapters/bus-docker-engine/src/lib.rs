@@ -6,7 +6,10 @@
 //! this crate: the port speaks `RunSpec`, `Exit`, `ManagedContainer`.
 //!
 //! Layout:
-//! * [`engine`]: `DockerEngine`, the port implementation.
+//! * [`engine`]: `DockerEngine`, the port implementation, one file per
+//!   concern under `engine/`: `create.rs` (images, the create), `runs.rs`
+//!   (drive, kill, remove, marks, stdin), `listing.rs` (the record),
+//!   `sessions.rs` (Codex homes and sessions), `warm.rs` (warm start).
 //! * [`client`]: `EngineOptions` (with the engine's own `TlsFiles`) and the
 //!   lazily built, version-negotiated client (the engine may be down at
 //!   start-up and come back later); `display_host` for what logs show.

@@ -23,7 +23,7 @@
 //!    correlation id, so that the engine's unique container names stop a
 //!    duplicate delivered to another worker;
 //! 3. admission into the run table (`conflict`, `capacity`, `canceled`);
-//! 4. a slot, an engine of the pool (`pool.rs`: the fewest active runs),
+//! 4. a slot, an engine of the pool (`pool/place.rs`: the fewest active runs),
 //!    the image there, the container — alone of its run id on every
 //!    engine; then `answer.rs` drives it.
 

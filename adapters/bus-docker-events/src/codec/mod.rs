@@ -30,10 +30,12 @@
 //! then its stdout/stderr tails (`*_truncated`).
 //!
 //! Layout: [`decode`](mod@decode) holds the DTOs and the wording of field
-//! errors; [`encode`](mod@encode) the size fitting and the payload builders.
+//! errors; [`encode`](mod@encode) the payload builders; [`fit`](mod@fit) the
+//! size fitting.
 
 mod decode;
 mod encode;
+mod fit;
 
 use bus_docker_domain::events::EventPrefix;
 use bus_docker_domain::ids::{CorrelationId, OwnerId};

@@ -1,10 +1,14 @@
 //! Unit tests of the engine pool over switchable fake engines.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use bus_docker_domain::container::RunMark;
-use bus_docker_domain::spec::SessionKey;
-use bus_docker_domain::ImageId;
+use bus_docker_domain::container::{ContainerRef, EngineInfo, RequestMounts, RunMark};
+use bus_docker_domain::ports::{InputChunk, RunIo};
+use bus_docker_domain::profile::PullPolicy;
+use bus_docker_domain::run::Exit;
+use bus_docker_domain::spec::{RunSpec, SessionKey};
+use bus_docker_domain::{ImageId, ImageRef};
 use bus_docker_static::StaticRuntime;
 
 use super::*;

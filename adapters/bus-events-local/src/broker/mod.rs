@@ -40,19 +40,33 @@
 //!
 //! An event handed to a consumer whose stream ends before writing it (the
 //! connection died, `drop_streams`, shutdown) is not lost: the consumer's
-//! [`PendingTake`] guard closes the oneshot on drop and, if an event arrived,
-//! gives it to the next waiting consumer or puts it back at the front of the
-//! backlog. Once an event is handed to the HTTP layer it counts as delivered
+//! `PendingTake` guard (`group.rs`) closes the oneshot on drop and, if an
+//! event arrived, gives it to the next waiting consumer or puts it back at
+//! the front of the backlog. Once an event is handed to the HTTP layer it counts as delivered
 //! (at-most-once).
 //!
 //! Locks are `std::sync::Mutex`es held only for short, non-async sections;
 //! the order is always topics, then a group.
+//!
+//! Layout: this file holds the store and publishing, subscribing and
+//! joining; `history.rs` the history's bounds and forgetting what nobody
+//! uses; `feed.rs` a broadcast subscriber's bounded queue; `group.rs`
+//! unicast groups and their consumers.
+
+mod feed;
+mod group;
+mod history;
+
+pub(crate) use feed::{LiveFeed, Overflow};
+pub(crate) use group::Consumer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+
+use feed::{Feed, Pushed};
+use group::{Group, Item};
 
 /// One serialized envelope, `\n` terminated, ready to be written.
 pub(crate) type Line = Bytes;
@@ -172,100 +186,6 @@ pub struct Tracked {
 pub(crate) struct Subscription {
     pub(crate) replay: VecDeque<Line>,
     pub(crate) live: Option<LiveFeed>,
-}
-
-impl Topic {
-    fn is_unused(&self) -> bool {
-        self.history.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
-    }
-
-    /// Removes the front event of the history and returns its size.
-    fn pop_history(&mut self) -> Option<usize> {
-        let event = self.history.pop_front()?;
-        // An absent group keeps what the history keeps: what leaves the
-        // history leaves the backlogs of groups with no consumer too.
-        if !self.groups.is_empty() {
-            let oldest = self.oldest_retained(&event.identity);
-            for ((_, owner), group) in &self.groups {
-                if *owner == event.identity {
-                    lock(&group.state).expire_absent(oldest);
-                }
-            }
-        }
-        if let Some(count) = self.retained.get_mut(&event.identity) {
-            *count -= 1;
-            if *count == 0 {
-                self.retained.remove(&event.identity);
-                // Nothing of this identity is left to start a group from: an
-                // idle, empty group of it is the same as no group at all.
-                let identity = event.identity;
-                self.groups
-                    .retain(|(_, owner), group| *owner != identity || !group.is_idle());
-            }
-        }
-        Some(event.line.len())
-    }
-
-    fn retains(&self, identity: &str) -> bool {
-        self.retained.contains_key(identity)
-    }
-
-    /// The sequence number of the oldest retained event of `identity`.
-    fn oldest_retained(&self, identity: &str) -> Option<u64> {
-        if !self.retains(identity) {
-            return None;
-        }
-        self.history
-            .iter()
-            .find(|event| &*event.identity == identity)
-            .map(|event| event.seq)
-    }
-}
-
-impl State {
-    /// Removes `name` when nothing uses it any more.
-    fn forget_if_unused(&mut self, name: &str) {
-        if self.topics.get(name).is_some_and(Topic::is_unused) {
-            self.topics.remove(name);
-        }
-    }
-
-    /// Drops history until it fits in `limit` bytes, oldest first.
-    fn evict_history(&mut self, limit: usize) {
-        while self.history_bytes > limit {
-            let Some((seq, name)) = self.order.pop_front() else {
-                break;
-            };
-            let Some(topic) = self.topics.get_mut(&name) else {
-                continue;
-            };
-            if topic.history.front().is_some_and(|event| event.seq == seq) {
-                if let Some(len) = topic.pop_history() {
-                    self.history_bytes -= len;
-                    self.history_events -= 1;
-                }
-                self.forget_if_unused(&name);
-            }
-        }
-    }
-
-    /// Drops the entries of `order` whose event is gone once they outnumber
-    /// the retained events by far, so that `order` cannot grow without the
-    /// history growing.
-    fn compact_order(&mut self) {
-        if self.order.len() <= 2 * self.history_events + 64 {
-            return;
-        }
-        let topics = &self.topics;
-        self.order.retain(|(seq, name)| {
-            // A topic's history is contiguous and only loses its front, so
-            // an event is still there when the front is not newer.
-            topics
-                .get(name)
-                .and_then(|topic| topic.history.front())
-                .is_some_and(|front| front.seq <= *seq)
-        });
-    }
 }
 
 impl Broker {
@@ -490,327 +410,6 @@ fn deliver(topic: &mut Topic, name: &str, seq: u64, identity: &Identity, line: &
             .filter(|(_, owner)| owner == identity)
             .count();
     reach
-}
-
-/// The queue between the broker and one broadcast stream, bounded by bytes
-/// and by events: a subscriber that stops reading is cut off instead of
-/// growing the server.
-pub(crate) struct Feed {
-    state: Mutex<FeedState>,
-    ready: Notify,
-    max_bytes: usize,
-}
-
-#[derive(Default)]
-struct FeedState {
-    lines: VecDeque<Line>,
-    bytes: usize,
-    overflowed: bool,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Pushed {
-    Queued,
-    Overflowed,
-}
-
-/// The subscriber fell further behind than its limit and was cut off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the subscriber fell more than {0} bytes behind and was cut off")]
-pub(crate) struct Overflow(pub(crate) usize);
-
-impl Feed {
-    fn new(max_bytes: usize) -> Self {
-        Self {
-            state: Mutex::new(FeedState::default()),
-            ready: Notify::new(),
-            max_bytes,
-        }
-    }
-
-    /// Queues `line`, or cuts the subscriber off (freeing what it queued)
-    /// when it would hold more than its limit. An empty queue always takes
-    /// one event, so an event larger than the limit still reaches a
-    /// subscriber that keeps up.
-    fn push(&self, line: Line) -> Pushed {
-        let mut state = lock(&self.state);
-        if state.overflowed {
-            return Pushed::Overflowed;
-        }
-        let over =
-            state.bytes + line.len() > self.max_bytes || state.lines.len() >= BROADCAST_BUFFER;
-        if over && !state.lines.is_empty() {
-            state.lines = VecDeque::new();
-            state.bytes = 0;
-            state.overflowed = true;
-            drop(state);
-            self.ready.notify_one();
-            return Pushed::Overflowed;
-        }
-        state.bytes += line.len();
-        state.lines.push_back(line);
-        drop(state);
-        self.ready.notify_one();
-        Pushed::Queued
-    }
-
-    /// The next line; an error once the subscriber was cut off. Cancel safe
-    /// (one reader: a wake-up that finds nobody waiting is kept as a permit).
-    async fn recv(&self) -> Result<Line, Overflow> {
-        loop {
-            {
-                let mut state = lock(&self.state);
-                if let Some(line) = state.lines.pop_front() {
-                    state.bytes -= line.len();
-                    return Ok(line);
-                }
-                if state.overflowed {
-                    return Err(Overflow(self.max_bytes));
-                }
-            }
-            self.ready.notified().await;
-        }
-    }
-}
-
-/// A stream's end of a [`Feed`]; dropping it unsubscribes.
-pub(crate) struct LiveFeed {
-    feed: Arc<Feed>,
-    id: u64,
-    name: String,
-    broker: Broker,
-}
-
-impl LiveFeed {
-    pub(crate) async fn recv(&mut self) -> Result<Line, Overflow> {
-        self.feed.recv().await
-    }
-}
-
-impl Drop for LiveFeed {
-    fn drop(&mut self) {
-        self.broker.unsubscribe(&self.name, self.id);
-    }
-}
-
-/// One unicast group: every event of its name is delivered to exactly one of
-/// its consumers.
-pub(crate) struct Group {
-    state: Mutex<GroupState>,
-}
-
-/// An event queued for a group, with its publish sequence number.
-type Item = (u64, Line);
-
-struct GroupState {
-    backlog: VecDeque<Item>,
-    backlog_bytes: usize,
-    waiting: VecDeque<oneshot::Sender<Item>>,
-    connected: usize,
-    max_events: usize,
-    max_bytes: usize,
-}
-
-impl GroupState {
-    /// Gives `item` to the first consumer still waiting; returns it when
-    /// nobody is. Senders whose consumer has gone are discarded on the way.
-    fn hand_off(&mut self, mut item: Item) -> Option<Item> {
-        while let Some(waiter) = self.waiting.pop_front() {
-            match waiter.send(item) {
-                Ok(()) => return None,
-                Err(returned) => item = returned,
-            }
-        }
-        Some(item)
-    }
-
-    fn pop_front(&mut self) -> Option<Item> {
-        let item = self.backlog.pop_front()?;
-        self.backlog_bytes -= item.1.len();
-        Some(item)
-    }
-
-    /// Queues `item` at the front or the back, then drops the oldest events
-    /// until the backlog fits its limits; returns how many were dropped.
-    fn queue(&mut self, item: Item, front: bool) -> usize {
-        self.backlog_bytes += item.1.len();
-        if front {
-            self.backlog.push_front(item);
-        } else {
-            self.backlog.push_back(item);
-        }
-        let mut dropped = 0;
-        while self.backlog.len() > self.max_events
-            || (self.backlog_bytes > self.max_bytes && !self.backlog.is_empty())
-        {
-            self.pop_front();
-            dropped += 1;
-        }
-        dropped
-    }
-
-    /// While no consumer is connected, the group keeps only events the
-    /// history still retains: drops queued events older than `oldest`
-    /// (everything when nothing is retained).
-    fn expire_absent(&mut self, oldest: Option<u64>) {
-        if self.connected > 0 {
-            return;
-        }
-        while self
-            .backlog
-            .front()
-            .is_some_and(|(seq, _)| oldest.is_none_or(|oldest| *seq < oldest))
-        {
-            self.pop_front();
-        }
-    }
-}
-
-impl Group {
-    fn new(limits: Limits) -> Self {
-        Self {
-            state: Mutex::new(GroupState {
-                backlog: VecDeque::new(),
-                backlog_bytes: 0,
-                waiting: VecDeque::new(),
-                connected: 0,
-                max_events: limits.group_events,
-                max_bytes: limits.group_bytes,
-            }),
-        }
-    }
-
-    /// A newly published event.
-    fn offer(&self, name: &str, group: &str, item: Item) {
-        let mut state = lock(&self.state);
-        if let Some(item) = state.hand_off(item) {
-            let dropped = state.queue(item, false);
-            if dropped > 0 {
-                tracing::warn!(
-                    name,
-                    group,
-                    dropped,
-                    "unicast queue full; dropped its oldest events"
-                );
-            }
-        }
-    }
-
-    /// An event that was handed out but never written: it goes to another
-    /// waiting consumer or back to the front of the queue.
-    fn requeue(&self, item: Item) {
-        let mut state = lock(&self.state);
-        if let Some(item) = state.hand_off(item) {
-            state.queue(item, true);
-        }
-    }
-
-    /// The next queued event, or a place in the waiting line.
-    fn take(&self) -> Result<Item, oneshot::Receiver<Item>> {
-        let mut state = lock(&self.state);
-        match state.pop_front() {
-            Some(item) => Ok(item),
-            None => {
-                let (tx, rx) = oneshot::channel();
-                state.waiting.push_back(tx);
-                Err(rx)
-            }
-        }
-    }
-
-    /// The next queued event, without waiting.
-    fn try_take(&self) -> Option<Line> {
-        lock(&self.state).pop_front().map(|(_, line)| line)
-    }
-
-    /// No consumer and nothing queued: forgetting the group loses nothing
-    /// that the history does not hold.
-    fn is_idle(&self) -> bool {
-        let state = lock(&self.state);
-        state.connected == 0 && state.backlog.is_empty()
-    }
-}
-
-/// One connected consumer of a unicast group. Counted as connected from
-/// creation until drop.
-pub(crate) struct Consumer {
-    group: Arc<Group>,
-    pending: Option<PendingTake>,
-    broker: Broker,
-    name: String,
-    key: (String, Identity),
-}
-
-impl Consumer {
-    fn new(group: Arc<Group>, broker: Broker, name: String, key: (String, Identity)) -> Self {
-        lock(&group.state).connected += 1;
-        Self {
-            group,
-            pending: None,
-            broker,
-            name,
-            key,
-        }
-    }
-
-    /// Waits for the next event for this consumer.
-    ///
-    /// Cancel safe: if the future is dropped while waiting, the place in the
-    /// waiting line is kept for the next call, and an event that arrives in
-    /// the meantime is kept too (or re-queued when the consumer is dropped).
-    pub(crate) async fn next(&mut self) -> Line {
-        loop {
-            if self.pending.is_none() {
-                match self.group.take() {
-                    Ok((_, line)) => return line,
-                    Err(rx) => {
-                        self.pending = Some(PendingTake {
-                            rx,
-                            group: Arc::clone(&self.group),
-                        });
-                    }
-                }
-            }
-            if let Some(pending) = self.pending.as_mut() {
-                let received = (&mut pending.rx).await;
-                self.pending = None;
-                if let Ok((_, line)) = received {
-                    return line;
-                }
-                // The group dropped our sender without an event; ask again.
-            }
-        }
-    }
-
-    /// The next queued event, if any, without waiting for one.
-    pub(crate) fn next_queued(&mut self) -> Option<Line> {
-        self.group.try_take()
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        // Drop the pending take first so that an event it holds can go to a
-        // consumer that is still connected (or back to the backlog).
-        self.pending = None;
-        self.broker.leave(&self.name, &self.key, &self.group);
-    }
-}
-
-/// A consumer's place in the waiting line. Dropping it returns an event that
-/// was handed over but never received to the group.
-struct PendingTake {
-    rx: oneshot::Receiver<Item>,
-    group: Arc<Group>,
-}
-
-impl Drop for PendingTake {
-    fn drop(&mut self) {
-        self.rx.close();
-        if let Ok(item) = self.rx.try_recv() {
-            self.group.requeue(item);
-        }
-    }
 }
 
 #[cfg(test)]
