@@ -13,9 +13,12 @@
 //! * [`client`]: `EngineOptions` (with the engine's own `TlsFiles`) and the
 //!   lazily built, version-negotiated client (the engine may be down at
 //!   start-up and come back later); `display_host` for what logs show.
-//! * `drive.rs`: attach/start, re-attach after a restart, collecting an
-//!   exited container; deadline, cancellation (graceful stop), run marks,
-//!   OOM kills and commands that cannot start, read from the final inspect.
+//! * `drive/`: attach/start, re-attach after a restart (`mod.rs`);
+//!   collecting an exited container, the deadline, cancellation (graceful
+//!   stop), run marks, OOM kills and commands that cannot start, read from
+//!   the final inspect (`end.rs`).
+//! * `exits.rs`: a claimed warm run's exit taken from the engine's `die`
+//!   event, when that event decides it.
 //! * `output.rs`: the bounded output tail and feeding stdin.
 //! * `control.rs`: single container calls (inspect, kill, stop, wait,
 //!   rename) and what their answers mean.
@@ -37,8 +40,10 @@
 //!   run, and reading them back.
 //! * [`registry`]: registry credentials from the Docker client config
 //!   (`auths`, `credsStore`, `credHelpers`) for pulls.
-//! * [`warm`]: warm start (docs/protocol.md §10): parked containers, the
-//!   launcher, the claim and its record in the engine's log.
+//! * [`warm`]: warm start (docs/protocol.md §10): parked containers and
+//!   claims (`warm/mod.rs`), the launcher (`launcher.rs`), the claim record
+//!   in the engine's log (`record.rs`), and what start-up does with what an
+//!   earlier process parked (`settle.rs`).
 //! * [`error`]: `DockerError` (one variant per Engine call) and its
 //!   mapping to `RuntimeError`.
 //!

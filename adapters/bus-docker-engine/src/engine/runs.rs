@@ -19,7 +19,7 @@ use crate::records::{self, Marked};
 use crate::warm;
 
 impl DockerEngine {
-    /// `ContainerRuntime::drive` (`drive.rs`), also of a claimed warm
+    /// `ContainerRuntime::drive` (`drive/`), also of a claimed warm
     /// container.
     #[tracing::instrument(name = "drive", skip_all, fields(container = %container.name))]
     pub(super) async fn drive_run(
