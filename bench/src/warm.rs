@@ -10,7 +10,9 @@
 //!   `claim_us`) gives request read → claim done, after which the launcher
 //!   gets the command (one write) and `exec`s it;
 //! * miss: a run the parked containers cannot take (a plain image run) on
-//!   the warm worker, next to the same run on the cold worker;
+//!   the warm worker, next to the same run on the cold worker: a pair per
+//!   round in alternating order, each started on a quiet engine (no run
+//!   container left, the pool full);
 //! * hit rate at 1, 2 and 4 arrivals per second, sequential requests at
 //!   that rate (not waiting for responses), `warm = 2`;
 //! * idle RSS of both workers.
@@ -134,6 +136,46 @@ async fn parked(bench: &Bench, runner: &str) -> Result<usize, BenchError> {
         .count())
 }
 
+/// Wait until no run container of `runners` is left (each run's container
+/// is removed after its response).
+async fn wait_quiet(bench: &Bench, runners: &[String]) -> Result<(), BenchError> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let start = Instant::now();
+    loop {
+        let mut busy = false;
+        for runner in runners {
+            let filters = std::collections::HashMap::from([(
+                "label".to_owned(),
+                vec![format!("bus.runner={runner}")],
+            )]);
+            let opts = ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            let list = bench
+                .docker
+                .list_containers(Some(opts))
+                .await
+                .map_err(|e| BenchError::new(e.to_string()))?;
+            busy |= list.iter().any(|c| {
+                c.names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .is_some_and(|n| n.starts_with("/bus-run-"))
+            });
+        }
+        if !busy {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::new(
+                "run containers were not removed within 60s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_parked(bench: &Bench, runner: &str, n: usize) -> Result<Duration, BenchError> {
     let start = Instant::now();
     while parked(bench, runner).await? < n {
@@ -188,6 +230,7 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
     let (cold_w, mut cold, _) = worker(bench, "cold", 0).await?;
     let (warm_w, mut warm, warm_log) = worker(bench, "warm", 2).await?;
     let warm_runner = format!("{}-warm", bench.tag);
+    let runners = [format!("{}-cold", bench.tag), warm_runner.clone()];
     wait_parked(bench, &warm_runner, 2).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_cold = cold_w.memory_mib("VmRSS")?;
@@ -217,8 +260,6 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         raw.push(bench.raw("wraw", i, RawNetwork::Disabled).await?);
         let id = bench.run_id("wcold", i);
         cold_s.push(timed(&mut cold, &id, quick(&id)).await?);
-        let id = bench.run_id("wcoldplain", i);
-        cold_plain.push(timed(&mut cold, &id, plain(&id, &image)).await?);
         wait_parked(bench, &warm_runner, 2).await?;
         let id = bench.run_id("whit", i);
         hit.push(timed(&mut warm, &id, quick(&id)).await?);
@@ -227,8 +268,20 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
         // miss itself, not a refill running beside it on the same two
         // cores (that case is the hit-rate scenario's).
         refill.push(wait_parked(bench, &warm_runner, 2).await?);
-        let id = bench.run_id("wmiss", i);
-        miss.push(timed(&mut warm, &id, plain(&id, &image)).await?);
+        // The miss and the same run on the cold worker as a pair, in
+        // alternating order, each on a quiet engine (the runs before
+        // removed, the pool full), so neither pays for the other's
+        // removal or a refill.
+        let (miss_id, cold_id) = (bench.run_id("wmiss", i), bench.run_id("wcoldplain", i));
+        for warm_first in [i % 2 == 0, i % 2 == 1] {
+            wait_quiet(bench, &runners).await?;
+            wait_parked(bench, &warm_runner, 2).await?;
+            if warm_first {
+                miss.push(timed(&mut warm, &miss_id, plain(&miss_id, &image)).await?);
+            } else {
+                cold_plain.push(timed(&mut cold, &cold_id, plain(&cold_id, &image)).await?);
+            }
+        }
         wait_parked(bench, &warm_runner, 2).await?;
         let id = bench.run_id("wfirst", i);
         let (_, r) = answered(&mut warm, &id, stamped(&id)).await?;

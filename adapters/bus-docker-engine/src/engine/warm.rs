@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bollard::Docker;
-use bus_docker_domain::container::{ContainerRef, ManagedContainer};
+use bus_docker_domain::container::{ContainerRef, ManagedContainer, ManagedFilter};
 use bus_docker_domain::spec::RunSpec;
 use bus_docker_domain::warm::{ParkedContainer, SettledParked};
 use bus_docker_domain::RuntimeError;
@@ -50,7 +50,17 @@ impl DockerEngine {
     ) -> Result<ContainerRef, RuntimeError> {
         let docker = self.docker().await?;
         match warm::park(&docker, &self.inner.warm, template, runner).await {
-            Ok(Ok(parked)) => Ok(parked),
+            Ok(Ok(parked)) => {
+                // A claimed run's exit comes fastest from the view's event
+                // stream (`exits.rs`): have it synced before any claim, off
+                // the request path (building it is one listing).
+                if !self.inner.view.is_synced() {
+                    let every = ManagedFilter::all();
+                    let all = self.list_engine(&docker, &every);
+                    let _ = self.inner.view.serve(&docker, &every, all).await;
+                }
+                Ok(parked)
+            }
             Ok(Err(reason)) => Err(RuntimeError::Forbidden {
                 rule: "warm",
                 detail: reason,
