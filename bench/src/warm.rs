@@ -13,7 +13,7 @@
 //!   the warm worker, next to the same run on the cold worker: a pair per
 //!   round in alternating order, each started on a quiet engine (no run
 //!   container left, the pool full);
-//! * hit rate at 1, 2 and 4 arrivals per second, sequential requests at
+//! * hit rate at 1, 2, 4, 8 and 16 arrivals per second, sequential requests at
 //!   that rate (not waiting for responses), `warm = 2`;
 //! * idle RSS of both workers.
 //!
@@ -313,7 +313,7 @@ pub async fn run(bench: &Bench) -> Result<Value, BenchError> {
 
     // Hit rate at fixed arrival rates: publish at the rate, collect after.
     let mut rates = Vec::new();
-    for rate in [1u32, 2, 4] {
+    for rate in [1u32, 2, 4, 8, 16] {
         wait_parked(bench, &warm_runner, 2).await?;
         let n = (runs.max(10)) as u32;
         let every = Duration::from_secs(1) / rate;
