@@ -110,14 +110,15 @@ fn adjtimex_us(stdout: &str) -> Option<u64> {
     Some(value("time.tv_sec:")? * 1_000_000 + value("time.tv_usec:")?)
 }
 
-/// Parked containers of `runner` now.
-async fn parked(bench: &Bench, runner: &str) -> Result<usize, BenchError> {
+/// The names of `runner`'s containers (`all`: stopped ones too).
+async fn names_of(bench: &Bench, runner: &str, all: bool) -> Result<Vec<String>, BenchError> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let filters = std::collections::HashMap::from([(
         "label".to_owned(),
-        vec![format!("bus.runner={runner}"), "bus.warm".to_owned()],
+        vec![format!("bus.runner={runner}")],
     )]);
     let opts = ListContainersOptionsBuilder::default()
+        .all(all)
         .filters(&filters)
         .build();
     let list = bench
@@ -126,43 +127,26 @@ async fn parked(bench: &Bench, runner: &str) -> Result<usize, BenchError> {
         .await
         .map_err(|e| BenchError::new(e.to_string()))?;
     Ok(list
-        .iter()
-        .filter(|c| {
-            c.names
-                .as_ref()
-                .and_then(|n| n.first())
-                .is_some_and(|n| n.starts_with("/bus-warm-"))
-        })
-        .count())
+        .into_iter()
+        .filter_map(|c| c.names?.into_iter().next())
+        .collect())
+}
+
+/// Parked (running) containers of `runner` now.
+async fn parked(bench: &Bench, runner: &str) -> Result<usize, BenchError> {
+    let names = names_of(bench, runner, false).await?;
+    Ok(names.iter().filter(|n| n.starts_with("/bus-warm-")).count())
 }
 
 /// Wait until no run container of `runners` is left (each run's container
 /// is removed after its response).
 async fn wait_quiet(bench: &Bench, runners: &[String]) -> Result<(), BenchError> {
-    use bollard::query_parameters::ListContainersOptionsBuilder;
     let start = Instant::now();
     loop {
         let mut busy = false;
         for runner in runners {
-            let filters = std::collections::HashMap::from([(
-                "label".to_owned(),
-                vec![format!("bus.runner={runner}")],
-            )]);
-            let opts = ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build();
-            let list = bench
-                .docker
-                .list_containers(Some(opts))
-                .await
-                .map_err(|e| BenchError::new(e.to_string()))?;
-            busy |= list.iter().any(|c| {
-                c.names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .is_some_and(|n| n.starts_with("/bus-run-"))
-            });
+            let names = names_of(bench, runner, true).await?;
+            busy |= names.iter().any(|n| n.starts_with("/bus-run-"));
         }
         if !busy {
             return Ok(());

@@ -58,7 +58,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bollard::container::{AttachContainerResults, LogOutput};
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, ContainerSummary};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
 };
@@ -472,16 +472,8 @@ pub(crate) async fn list_parked(
             labels::WARM.to_owned(),
         ],
     )]);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..ListContainersOptions::default()
-    };
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|source| DockerError::List { source })?;
-    Ok(listed
+    Ok(list_filtered(docker, filters)
+        .await?
         .into_iter()
         .filter_map(|c| {
             let name = c
@@ -520,20 +512,28 @@ pub(crate) async fn list_by_run_name(
     run_id: &str,
     runner: Option<&str>,
 ) -> Result<Vec<ManagedContainer>, DockerError> {
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(run_name_filters(run_id, runner)),
-        ..ListContainersOptions::default()
-    };
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|source| DockerError::List { source })?;
-    Ok(listed
+    Ok(list_filtered(docker, run_name_filters(run_id, runner))
+        .await?
         .iter()
         .filter_map(crate::records::from_summary)
         .filter(|m| m.run_id.as_str() == run_id)
         .collect())
+}
+
+/// Every container (running or not) passing `filters`, in one listing.
+pub(crate) async fn list_filtered(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerSummary>, DockerError> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..ListContainersOptions::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|source| DockerError::List { source })
 }
 
 fn run_name_filters(run_id: &str, runner: Option<&str>) -> HashMap<String, Vec<String>> {

@@ -23,13 +23,12 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use bus_docker_domain::container::{ContainerRef, RunMark};
 use bus_docker_domain::warm::SettledParked;
 use bus_docker_domain::RunId;
 
-use super::{list_parked, read_record, remove_quietly, ReadRecord, WarmState};
+use super::{list_filtered, list_parked, read_record, remove_quietly, ReadRecord, WarmState};
 use crate::error::{Class, DockerError};
 use crate::labels;
 
@@ -127,16 +126,8 @@ async fn containers_of_run(docker: &Docker, run_id: &RunId) -> Result<Vec<String
             vec![format!("bus-run-{}", run_id.as_str())],
         ),
     ]);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..ListContainersOptions::default()
-    };
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|source| DockerError::List { source })?;
-    Ok(listed
+    Ok(list_filtered(docker, filters)
+        .await?
         .into_iter()
         .filter(|c| {
             c.names
