@@ -199,7 +199,9 @@ async fn run_metrics_and_readyz_follow_the_engine() {
         "{text}"
     );
     let sum = value(&text, "bus_docker_run_duration_seconds_sum").unwrap();
-    assert!((1.0..30.0).contains(&sum), "duration of a 1 s run: {sum}");
+    // The engine stamps `StartedAt` once the process already runs, so a
+    // `sleep 1` can measure a few milliseconds under a second.
+    assert!((0.9..30.0).contains(&sum), "duration of a 1 s run: {sum}");
     let up = format!("bus_docker_engine_up{{host=\"{host}\"}}");
     assert_eq!(value(&text, &up), Some(1.0), "{text}");
 
