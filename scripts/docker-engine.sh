@@ -38,7 +38,12 @@
 # Environment:
 #   DOCKER_HOST                default unix:///var/run/docker.sock (must be unix:// to start one)
 #   BUS_STATE_DIR              default .ci/state (relative paths: from the repo root)
-#   BUS_DOCKERD_START_TIMEOUT  seconds to wait for a new daemon (default 60)
+#   BUS_DOCKERD_START_TIMEOUT  seconds a new daemon may be silent before it
+#                              answers (default 60): a dockerd cleaning up
+#                              after a killed one logs each stale entry, and
+#                              is waited for while its log grows
+#   BUS_DOCKERD_START_MAX      seconds to wait for a new daemon in all
+#                              (default 900)
 #   BUS_DOCKERD_STOP_TIMEOUT   seconds to wait after TERM (default 20)
 #   BUS_DOCKERD_ARGS           extra dockerd arguments (whitespace separated),
 #                              e.g. "--storage-driver=vfs" where overlay2 is unavailable
@@ -64,6 +69,7 @@ SYSTEM_PID_FILE=/var/run/docker.pid
 CONTAINERD_PID_FILE=/var/run/docker/containerd/containerd.pid
 DEFAULT_HOST=unix:///var/run/docker.sock
 START_TIMEOUT="${BUS_DOCKERD_START_TIMEOUT:-60}"
+START_MAX="${BUS_DOCKERD_START_MAX:-900}"
 STOP_TIMEOUT="${BUS_DOCKERD_STOP_TIMEOUT:-20}"
 
 usage() {
@@ -140,6 +146,36 @@ wait_for_engine() {
     local deadline=$((SECONDS + $1))
     until docker_ok; do
         ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+}
+
+# await_daemon PID LOG CHECK WHAT: wait until the command CHECK succeeds.
+# A daemon that keeps writing its log is still starting (dockerd removes
+# what a killed predecessor left, one log line per entry, which can take
+# minutes), so the START_TIMEOUT limit counts from its last log line, up to
+# START_MAX in all. Dies (naming LOG) when the daemon exits or falls silent.
+await_daemon() {
+    local pid="$1" log_file="$2" check="$3" what="$4"
+    local start=$SECONDS idle_from=$SECONDS size last_size=-1 noted=""
+    until "$check"; do
+        if ! proc_alive "$pid"; then
+            tail -n 40 "$log_file" | sed 's/^/    /' >&2
+            die "$what (pid $pid) exited during startup; see $log_file"
+        fi
+        size=$(stat -c %s "$log_file" 2>/dev/null || echo 0)
+        if ((size != last_size)); then
+            last_size=$size
+            idle_from=$SECONDS
+        fi
+        if ((SECONDS - idle_from >= START_TIMEOUT || SECONDS - start >= START_MAX)); then
+            tail -n 40 "$log_file" | sed 's/^/    /' >&2
+            die "$what (pid $pid) did not answer within $((SECONDS - start))s (its log silent for $((SECONDS - idle_from))s); see $log_file"
+        fi
+        if [[ -z "$noted" ]] && ((SECONDS - start >= 30)); then
+            log "$what (pid $pid) is still starting and its log grows (cleaning up after an earlier daemon?); waiting while it does, up to ${START_MAX}s"
+            noted=1
+        fi
         sleep 0.5
     done
 }
@@ -270,18 +306,7 @@ start_dockerd() {
     STARTING_PID=$!
     printf '%s\n' "$STARTING_PID" >"$PID_FILE"
 
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until docker_ok; do
-        if ! proc_alive "$STARTING_PID"; then
-            log_tail
-            die "dockerd (pid $STARTING_PID) exited during startup; see $LOG_FILE"
-        fi
-        if ((SECONDS >= deadline)); then
-            log_tail
-            die "dockerd (pid $STARTING_PID) did not answer at $DOCKER_HOST within ${START_TIMEOUT}s; see $LOG_FILE"
-        fi
-        sleep 0.5
-    done
+    await_daemon "$STARTING_PID" "$LOG_FILE" docker_ok "dockerd at $DOCKER_HOST"
     proc_is "$STARTING_PID" dockerd || warn "pid $STARTING_PID is not named dockerd (setsid forked?); $PID_FILE may be wrong"
     log "dockerd (pid $STARTING_PID) is up: $(docker version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}}' 2>/dev/null || echo '?')"
     STARTING_PID=""

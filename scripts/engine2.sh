@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 # The second test engine: `scripts/docker-engine.sh ensure2|stop2|env2` (see
 # the usage there). Sourced by docker-engine.sh, which provides STATE_DIR,
-# START_TIMEOUT, STOP_TIMEOUT and the process helpers (proc_alive, proc_is,
+# START_TIMEOUT, STOP_TIMEOUT, await_daemon and the process helpers (proc_alive, proc_is,
 # read_pid, terminate, install_missing).
 #
 # It never touches the first engine: its own socket, data root, exec root
@@ -201,18 +201,7 @@ e2_start() {
     ) &
     E2_STARTING_PID=$!
     printf '%s\n' "$E2_STARTING_PID" >"$E2_PID_FILE"
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until e2_ok; do
-        if ! proc_alive "$E2_STARTING_PID"; then
-            tail -n 40 "$E2_LOG" | sed 's/^/    /' >&2
-            die "the dockerd of test engine $E2_N (pid $E2_STARTING_PID) exited during startup; see $E2_LOG"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail -n 40 "$E2_LOG" | sed 's/^/    /' >&2
-            die "the dockerd of test engine $E2_N (pid $E2_STARTING_PID) did not answer within ${START_TIMEOUT}s; see $E2_LOG"
-        fi
-        sleep 0.5
-    done
+    await_daemon "$E2_STARTING_PID" "$E2_LOG" e2_ok "the dockerd of test engine $E2_N"
     log "dockerd of test engine $E2_N (pid $E2_STARTING_PID) is up at $E2_HOST and $E2_TLS_HOST (TLS)"
     E2_STARTING_PID=""
     trap - EXIT INT TERM
