@@ -225,6 +225,20 @@ pub async fn created_not_started(docker: &bollard::Docker, runner: &str) -> Vec<
 /// Containers of `runner` in one of `states` (Docker's `status` filter;
 /// empty: any state).
 async fn containers_in(docker: &bollard::Docker, runner: &str, states: &[&str]) -> Vec<String> {
+    listed_of(docker, runner, states)
+        .await
+        .into_iter()
+        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
+        .collect()
+}
+
+/// The engine's listing of `runner`'s containers in one of `states`
+/// (empty: any state).
+pub async fn listed_of(
+    docker: &bollard::Docker,
+    runner: &str,
+    states: &[&str],
+) -> Vec<bollard::models::ContainerSummary> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_owned(), vec![format!("bus.runner={runner}")]);
@@ -242,9 +256,6 @@ async fn containers_in(docker: &bollard::Docker, runner: &str, states: &[&str]) 
         .list_containers(Some(opts))
         .await
         .expect("list containers")
-        .into_iter()
-        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
-        .collect()
 }
 
 /// Settings for a docker worker with its own runner name and prefix.

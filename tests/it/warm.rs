@@ -31,19 +31,8 @@ fn warm_settings(runner: &str, warm: usize, extra: &str) -> Settings {
 
 /// The parked containers of `runner` on the engine: name → id.
 async fn parked_on(docker: &bollard::Docker, runner: &str) -> HashMap<String, String> {
-    use bollard::query_parameters::ListContainersOptionsBuilder;
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("bus.runner={runner}"), "bus.warm".to_owned()],
-    )]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(opts))
+    common::listed_of(docker, runner, &[])
         .await
-        .expect("list containers")
         .into_iter()
         .filter_map(|c| {
             let name = c.names?.first()?.trim_start_matches('/').to_owned();
