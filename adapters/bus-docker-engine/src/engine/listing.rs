@@ -24,6 +24,18 @@ impl DockerEngine {
         records::list(docker, filter).await
     }
 
+    /// `filter` answered from the container view, building it first when
+    /// needed (one full listing); `None` when it cannot be built now.
+    pub(super) async fn viewed(
+        &self,
+        docker: &Docker,
+        filter: &ManagedFilter,
+    ) -> Option<Vec<ManagedContainer>> {
+        let every = ManagedFilter::all();
+        let all = self.list_engine(docker, &every);
+        self.inner.view.serve(docker, filter, all).await
+    }
+
     /// `ContainerRuntime::list_managed`: from the view unless `fresh`;
     /// claimed warm runs also by name; a full listing sweeps the pins of
     /// runs with no container left.
@@ -35,9 +47,7 @@ impl DockerEngine {
         let viewed = if filter.fresh {
             None
         } else {
-            let every = ManagedFilter::all();
-            let all = self.list_engine(&docker, &every);
-            self.inner.view.serve(&docker, filter, all).await
+            self.viewed(&docker, filter).await
         };
         let found = match viewed {
             Some(found) => Ok(found),

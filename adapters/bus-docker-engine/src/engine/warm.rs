@@ -55,9 +55,7 @@ impl DockerEngine {
                 // stream (`exits.rs`): have it synced before any claim, off
                 // the request path (building it is one listing).
                 if !self.inner.view.is_synced() {
-                    let every = ManagedFilter::all();
-                    let all = self.list_engine(&docker, &every);
-                    let _ = self.inner.view.serve(&docker, &every, all).await;
+                    let _ = self.viewed(&docker, &ManagedFilter::all()).await;
                 }
                 Ok(parked)
             }

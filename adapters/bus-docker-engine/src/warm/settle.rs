@@ -42,7 +42,8 @@ pub(crate) async fn settle_left_behind(
     let mut settled = SettledParked::default();
     for parked in list_parked(docker, state, runner).await? {
         let c = parked.container;
-        if parked.claimable || state.is_busy(&c.id) {
+        // Held or being claimed by this process (`claimable` is part of it).
+        if state.is_busy(&c.id) {
             continue;
         }
         let record = match read_record(docker, &c.id).await {
